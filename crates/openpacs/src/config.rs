@@ -1,0 +1,214 @@
+//! Configuration: embedded defaults, then `openpacs.toml` (or `--config`), then `OPENPACS_*`
+//! environment variables, then command-line flags; later sources win.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where blobs and the index live.
+    pub data_dir: PathBuf,
+    /// Our AE title.
+    pub ae_title: String,
+    pub dicom_addr: IpAddr,
+    pub dicom_port: u16,
+    pub http_addr: IpAddr,
+    pub http_port: u16,
+    /// Maximum concurrent DICOM associations.
+    pub max_associations: usize,
+    /// Largest PDU we accept, in bytes.
+    pub max_pdu: u32,
+    /// Seconds an association may stay idle.
+    pub idle_timeout_secs: u64,
+    /// Seconds allowed for the association request after connecting (ARTIM).
+    pub artim_timeout_secs: u64,
+    /// Seconds shutdown waits for transfers in flight.
+    pub shutdown_grace_secs: u64,
+    /// Calling AE titles allowed to associate; empty means any.
+    pub allowed_calling_aes: Vec<String>,
+    /// Accept SOP classes not in the standard registry (private ones).
+    pub accept_unknown_sop_classes: bool,
+    /// Explicit opt-out of the secure default: listen for DICOM on a non-loopback address
+    /// without a calling-AE allow-list.
+    pub dicom_open_to_any_ae: bool,
+    /// Log format: "text" or "json".
+    pub log_format: String,
+    /// Known AEs (C-MOVE destinations).
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./openpacs-data"),
+            ae_title: "OPENPACS".into(),
+            dicom_addr: IpAddr::from([127, 0, 0, 1]),
+            dicom_port: 11112,
+            http_addr: IpAddr::from([127, 0, 0, 1]),
+            http_port: 8080,
+            max_associations: 64,
+            max_pdu: 128 * 1024,
+            idle_timeout_secs: 60,
+            artim_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+            allowed_calling_aes: Vec::new(),
+            accept_unknown_sop_classes: true,
+            dicom_open_to_any_ae: false,
+            log_format: "text".into(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower sources in charge.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Configuration file (default: ./openpacs.toml if present).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// DICOM port.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom_port: Option<u16>,
+    /// DICOM listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom_addr: Option<IpAddr>,
+    /// HTTP port.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    /// HTTP listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<IpAddr>,
+    /// Our AE title.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ae_title: Option<String>,
+}
+
+impl Config {
+    /// Loads and validates the configuration; errors name the value and where it came from.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &overrides.config {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("configuration file {} not found", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => figment = figment.merge(Toml::file("openpacs.toml")),
+        }
+        figment = figment
+            .merge(Env::prefixed("OPENPACS_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration");
+            for err in e {
+                msg.push_str(&format!("\n  {err}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        let origin = |key: &str| {
+            figment
+                .find_metadata(key)
+                .map(|m| {
+                    m.source
+                        .as_ref()
+                        .map(|s| format!("{} ({s})", m.name))
+                        .unwrap_or_else(|| m.name.to_string())
+                })
+                .unwrap_or_else(|| "defaults".into())
+        };
+        validate_ae(&config.ae_title)
+            .with_context(|| format!("ae_title {:?} from {}", config.ae_title, origin("ae_title")))?;
+        for ae in &config.allowed_calling_aes {
+            validate_ae(ae).with_context(|| {
+                format!(
+                    "allowed_calling_aes entry {ae:?} from {}",
+                    origin("allowed_calling_aes")
+                )
+            })?;
+        }
+        for peer in &config.peers {
+            validate_ae(&peer.ae_title)
+                .with_context(|| format!("peers entry {:?} from {}", peer.ae_title, origin("peers")))?;
+            if peer.host.is_empty() || peer.port == 0 {
+                bail!(
+                    "peers entry {:?} from {} needs a host and a non-zero port",
+                    peer.ae_title,
+                    origin("peers")
+                );
+            }
+        }
+        if config.max_associations == 0 {
+            bail!(
+                "max_associations must be at least 1 (from {})",
+                origin("max_associations")
+            );
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&config.max_pdu) {
+            bail!(
+                "max_pdu {} from {} must be between 4096 and 16777216",
+                config.max_pdu,
+                origin("max_pdu")
+            );
+        }
+        if !["text", "json"].contains(&config.log_format.as_str()) {
+            bail!(
+                "log_format {:?} from {} must be \"text\" or \"json\"",
+                config.log_format,
+                origin("log_format")
+            );
+        }
+        // Secure by default: a PACS reachable from the network must know who may talk to it.
+        if !config.dicom_addr.is_loopback()
+            && config.allowed_calling_aes.is_empty()
+            && !config.dicom_open_to_any_ae
+        {
+            bail!(
+                "refusing to listen for DICOM on {} (dicom_addr from {}) without an allow-list: set allowed_calling_aes, \
+                 or dicom_open_to_any_ae = true to accept any calling AE title",
+                config.dicom_addr,
+                origin("dicom_addr")
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// AE titles: 1 to 16 characters of the default repertoire, no backslash or control characters.
+fn validate_ae(ae: &str) -> anyhow::Result<()> {
+    let trimmed = ae.trim();
+    if trimmed.is_empty() || ae.len() > 16 {
+        bail!("an AE title has 1 to 16 characters");
+    }
+    if !ae
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
+        bail!("an AE title uses printable ASCII characters other than backslash");
+    }
+    Ok(())
+}

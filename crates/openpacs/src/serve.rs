@@ -1,0 +1,124 @@
+//! `openpacs serve`: linear start-up, top to bottom, then wait for a signal.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pacs_archive::dimse::DimseArchive;
+use pacs_archive::{Archive, ArchiveConfig, Peer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+
+    let archive = Archive::open(&archive_config(&config))
+        .await
+        .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
+    let report = archive.recover().await.context("recovery failed")?;
+    tracing::info!(
+        temp_removed = report.temp_removed,
+        orphans_reindexed = report.orphans_reindexed,
+        orphans_quarantined = report.orphans_quarantined,
+        missing_blobs = report.missing_blobs.len(),
+        "recovery done"
+    );
+    if !report.missing_blobs.is_empty() {
+        tracing::error!(
+            count = report.missing_blobs.len(),
+            "index rows point to missing blobs; run `openpacs verify`"
+        );
+    }
+
+    let dicom_addr = SocketAddr::new(config.dicom_addr, config.dicom_port);
+    let dicom_listener = TcpListener::bind(dicom_addr)
+        .await
+        .with_context(|| format!("cannot listen for DICOM on {dicom_addr}"))?;
+    let http_addr = SocketAddr::new(config.http_addr, config.http_port);
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let dimse_config = Arc::new(pacs_dimse::ServerConfig {
+        ae_title: config.ae_title.clone(),
+        max_pdu: config.max_pdu,
+        max_associations: config.max_associations,
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        artim_timeout: Duration::from_secs(config.artim_timeout_secs),
+        allowed_calling_aes: (!config.allowed_calling_aes.is_empty())
+            .then(|| config.allowed_calling_aes.iter().cloned().collect::<HashSet<_>>()),
+        accept_unknown_sop_classes: config.accept_unknown_sop_classes,
+        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+    });
+    let services = Arc::new(DimseArchive::new(archive.clone()));
+    let dimse = tokio::spawn(pacs_dimse::serve(
+        dicom_listener,
+        dimse_config,
+        services,
+        shutdown_rx.clone(),
+    ));
+    let render = Arc::new(move || recorder.render());
+    let http = tokio::spawn(pacs_web::serve(
+        http_listener,
+        pacs_web::router(render),
+        shutdown_rx,
+    ));
+    tracing::info!(%dicom_addr, %http_addr, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new associations, finishing transfers in flight");
+    let _ = shutdown_tx.send(true);
+    dimse
+        .await
+        .context("DICOM listener task")?
+        .context("DICOM listener")?;
+    http.await
+        .context("HTTP listener task")?
+        .context("HTTP listener")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn archive_config(config: &Config) -> ArchiveConfig {
+    ArchiveConfig {
+        data_dir: config.data_dir.clone(),
+        ae_title: config.ae_title.clone(),
+        peers: config
+            .peers
+            .iter()
+            .map(|p| Peer {
+                ae_title: p.ae_title.clone(),
+                host: p.host.clone(),
+                port: p.port,
+            })
+            .collect(),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,259 @@
+//! The archive as a DIMSE service provider: maps archive results to DIMSE statuses and writes
+//! the audit trail of queries, retrievals and refusals.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use pacs_dimse::status;
+use pacs_dimse::{
+    AssociationInfo, DatasetStream, DimseServices, DimseStatus, FindKind, RefusedAssociation, RetrieveItem,
+    RetrieveKind, StoreRequest, StoreSink,
+};
+use pacs_model::InformationModel;
+use pacs_store::AuditEvent;
+use tokio::sync::mpsc;
+
+use crate::ingest::{Incoming, Source};
+use crate::query::FindQuery;
+use crate::{Archive, ArchiveError};
+
+/// Adapter from the DIMSE traits to the archive.
+pub struct DimseArchive {
+    archive: Arc<Archive>,
+}
+
+impl DimseArchive {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        DimseArchive { archive }
+    }
+
+    async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.archive.index.audit(event).await {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+
+    fn event(&self, assoc: &AssociationInfo, event: &str, outcome: &str) -> AuditEvent {
+        AuditEvent {
+            tenant: self.archive.tenant.0,
+            event: event.into(),
+            actor: assoc.calling_ae.clone(),
+            peer: assoc.peer.to_string(),
+            outcome: outcome.into(),
+            ..AuditEvent::default()
+        }
+    }
+}
+
+/// The DIMSE status for an archive failure. Error comments are for the operator at the other
+/// end: say what is wrong with the data, never internals.
+pub fn status_of(error: &ArchiveError) -> DimseStatus {
+    match error {
+        ArchiveError::OutOfResources(_) => {
+            DimseStatus::new(status::OUT_OF_RESOURCES, "out of resources: storage full")
+        }
+        ArchiveError::MissingAttribute(a) => {
+            DimseStatus::new(status::DATASET_MISMATCH, format!("missing {a}"))
+        }
+        ArchiveError::Mismatch(m) => DimseStatus::new(status::DATASET_MISMATCH, m.clone()),
+        ArchiveError::Invalid(m) => DimseStatus::new(status::CANNOT_UNDERSTAND, m.clone()),
+        ArchiveError::Index(_) | ArchiveError::Io(_) | ArchiveError::Internal(_) => {
+            tracing::error!(error = %error, "storage failure");
+            DimseStatus::new(status::PROCESSING_FAILURE, "processing failure")
+        }
+    }
+}
+
+struct Sink {
+    incoming: Option<Incoming>,
+}
+
+#[async_trait]
+impl StoreSink for Sink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), DimseStatus> {
+        match self.incoming.as_mut() {
+            Some(incoming) => incoming.write(chunk).map_err(|e| status_of(&e)),
+            None => Err(DimseStatus::new(
+                status::PROCESSING_FAILURE,
+                "store already ended",
+            )),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> DimseStatus {
+        let Some(incoming) = self.incoming.take() else {
+            return DimseStatus::new(status::PROCESSING_FAILURE, "store already ended");
+        };
+        match incoming.finish().await {
+            Ok(_) => DimseStatus::SUCCESS,
+            Err(e) => {
+                tracing::info!(error = %e, "C-STORE refused");
+                status_of(&e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(incoming) = self.incoming.take() {
+            incoming.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl DimseServices for DimseArchive {
+    async fn association_refused(&self, refused: &RefusedAssociation) {
+        let mut event = AuditEvent {
+            tenant: self.archive.tenant.0,
+            event: "association".into(),
+            actor: refused.calling_ae.clone(),
+            peer: refused.peer.to_string(),
+            outcome: "refused".into(),
+            detail: Some(refused.reason.clone()),
+            ..AuditEvent::default()
+        };
+        if event.actor.is_empty() {
+            event.actor = "unknown".into();
+        }
+        self.audit(event).await;
+    }
+
+    async fn begin_store(
+        &self,
+        assoc: &AssociationInfo,
+        request: StoreRequest,
+    ) -> Result<Box<dyn StoreSink>, DimseStatus> {
+        let source = Source {
+            actor: assoc.calling_ae.clone(),
+            peer: assoc.peer.to_string(),
+        };
+        let incoming = self
+            .archive
+            .begin_store(
+                source,
+                &request.sop_class_uid,
+                &request.sop_instance_uid,
+                &request.transfer_syntax_uid,
+            )
+            .map_err(|e| status_of(&e))?;
+        Ok(Box::new(Sink {
+            incoming: Some(incoming),
+        }))
+    }
+
+    async fn find(
+        &self,
+        assoc: &AssociationInfo,
+        kind: FindKind,
+        identifier: InMemDicomObject,
+        results: mpsc::Sender<InMemDicomObject>,
+    ) -> Result<(), DimseStatus> {
+        let FindKind::QueryRetrieve(model) = kind else {
+            return Err(DimseStatus::new(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "worklist not available yet",
+            ));
+        };
+        let query = match FindQuery::parse(model, &identifier) {
+            Ok(q) => q,
+            Err(e) => {
+                let mut event = self.event(assoc, "query", "refused");
+                event.detail = Some(e.to_string());
+                self.audit(event).await;
+                return Err(DimseStatus::new(status::DATASET_MISMATCH, e.to_string()));
+            }
+        };
+        let mut event = self.event(assoc, "query", "success");
+        event.patient_id = query.single_value(tags::PATIENT_ID).map(str::to_string);
+        event.study_uid = query.single_value(tags::STUDY_INSTANCE_UID).map(str::to_string);
+        let outcome = self.archive.find(&query, &results).await;
+        match &outcome {
+            Ok(n) => event.detail = Some(format!("level={} matches={n}", query.level().as_str())),
+            Err(e) => {
+                event.outcome = "failure".into();
+                event.detail = Some(e.to_string());
+            }
+        }
+        self.audit(event).await;
+        outcome.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "C-FIND failed");
+            DimseStatus::new(status::UNABLE_TO_PROCESS, "query failed")
+        })
+    }
+
+    async fn retrieve(
+        &self,
+        assoc: &AssociationInfo,
+        model: InformationModel,
+        kind: RetrieveKind,
+        identifier: InMemDicomObject,
+    ) -> Result<Vec<RetrieveItem>, DimseStatus> {
+        let name = match &kind {
+            RetrieveKind::Get => "retrieve-get".to_string(),
+            RetrieveKind::Move { .. } => "retrieve-move".to_string(),
+        };
+        let mut event = self.event(assoc, &name, "success");
+        event.patient_id = crate::ingest::text(&identifier, tags::PATIENT_ID);
+        event.study_uid = crate::ingest::text(&identifier, tags::STUDY_INSTANCE_UID);
+        let resolved = self.archive.resolve_retrieve(model, &identifier).await;
+        let destination = match &kind {
+            RetrieveKind::Move { destination } => format!(" destination={destination}"),
+            RetrieveKind::Get => String::new(),
+        };
+        match resolved {
+            Ok(locations) => {
+                event.detail = Some(format!("instances={}{destination}", locations.len()));
+                self.audit(event).await;
+                Ok(locations
+                    .into_iter()
+                    .map(|l| RetrieveItem {
+                        sop_class_uid: l.sop_class,
+                        sop_instance_uid: l.sop_uid,
+                        transfer_syntax_uid: l.transfer_syntax,
+                        handle: l.pk,
+                    })
+                    .collect())
+            }
+            Err(e) => {
+                event.outcome = "refused".into();
+                event.detail = Some(format!("{e}{destination}"));
+                self.audit(event).await;
+                Err(match e {
+                    ArchiveError::Index(_) | ArchiveError::Io(_) | ArchiveError::Internal(_) => {
+                        tracing::error!(error = %e, "retrieve failed");
+                        DimseStatus::new(status::UNABLE_TO_PROCESS, "retrieve failed")
+                    }
+                    other => DimseStatus::new(status::DATASET_MISMATCH, other.to_string()),
+                })
+            }
+        }
+    }
+
+    fn can_send_as(&self, item: &RetrieveItem, transfer_syntax_uid: &str) -> bool {
+        Archive::can_send_as(&item.transfer_syntax_uid, transfer_syntax_uid)
+    }
+
+    async fn open_dataset(
+        &self,
+        item: &RetrieveItem,
+        transfer_syntax_uid: &str,
+    ) -> Result<DatasetStream, DimseStatus> {
+        let opened = self
+            .archive
+            .open_dataset(item.handle, transfer_syntax_uid)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(DatasetStream {
+            reader: opened.reader,
+            len: opened.len,
+        })
+    }
+
+    fn resolve_ae(&self, ae_title: &str) -> Option<String> {
+        self.archive
+            .peer(ae_title)
+            .map(|p| format!("{}:{}", p.host, p.port))
+    }
+}

@@ -1,0 +1,343 @@
+//! The ingest pipeline shared by C-STORE and `openpacs import`.
+//!
+//! Bytes stream into a temporary blob (Part 10: preamble, file meta group, then the data set as
+//! received). When the object is complete the header is parsed from the temporary file (never
+//! the pixel data), checked, the blob is fsynced and renamed to its content path, and the index
+//! writer commits the rows (after fsyncing the blob directory). Only then is success returned:
+//! that is the promise an acknowledgement makes.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use pacs_model::{fold_person_name, normalize_date};
+use pacs_store::{AuditEvent, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob};
+
+use crate::{Archive, ArchiveError};
+
+/// ImplementationClassUID we write in the file meta groups we create (a UUID-derived 2.25 UID).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.223339581390848577215532102049396104441";
+pub const IMPLEMENTATION_VERSION_NAME: &str = "OPENPACS_010";
+
+/// Who sent an object, for the index and the audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    /// Calling AE title, or "import:<user>" for files.
+    pub actor: String,
+    pub peer: String,
+}
+
+/// How a store ended, for the protocol layer to turn into a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreResult {
+    Stored,
+    Duplicate,
+    /// Stored and made current; the previous object with that SOP Instance UID is kept, superseded.
+    Replaced,
+}
+
+/// An object being received.
+pub struct Incoming {
+    archive: Arc<Archive>,
+    blob: TempBlob,
+    source: Source,
+    /// SOP class and instance announced by the sender (C-STORE command or file meta).
+    expected: Option<(String, String)>,
+}
+
+impl Archive {
+    /// Starts receiving a C-STORE data set: writes the file meta group for `transfer_syntax`.
+    pub fn begin_store(
+        self: &Arc<Self>,
+        source: Source,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        transfer_syntax_uid: &str,
+    ) -> Result<Incoming, ArchiveError> {
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(sop_class_uid)
+            .media_storage_sop_instance_uid(sop_instance_uid)
+            .transfer_syntax(transfer_syntax_uid)
+            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+            .build()
+            .map_err(|e| ArchiveError::Invalid(format!("cannot build file meta group: {e}")))?;
+        let mut header = Vec::with_capacity(384);
+        header.extend_from_slice(&[0u8; 128]);
+        header.extend_from_slice(b"DICM");
+        meta.write(&mut header)
+            .map_err(|e| ArchiveError::Invalid(format!("cannot write file meta group: {e}")))?;
+        let mut blob = self.blobs.create_temp().map_err(ArchiveError::from_io)?;
+        if let Err(e) = blob.write(&header) {
+            blob.discard();
+            return Err(ArchiveError::from_io(e));
+        }
+        blob.mark_dataset_start();
+        Ok(Incoming {
+            archive: self.clone(),
+            blob,
+            source,
+            expected: Some((sop_class_uid.to_string(), sop_instance_uid.to_string())),
+        })
+    }
+
+    /// Imports one Part 10 file as it is (its own file meta group kept byte for byte).
+    pub async fn import_file(
+        self: &Arc<Self>,
+        path: &Path,
+        source: Source,
+    ) -> Result<StoreResult, ArchiveError> {
+        let archive = self.clone();
+        let path = path.to_path_buf();
+        let incoming = tokio::task::spawn_blocking(move || -> Result<Incoming, ArchiveError> {
+            let mut file = std::fs::File::open(&path).map_err(ArchiveError::from_io)?;
+            let offset = dataset_offset(&mut file)?;
+            let mut blob = archive.blobs.create_temp().map_err(ArchiveError::from_io)?;
+            blob.set_dataset_offset(offset);
+            let copied = (|| -> io::Result<()> {
+                use std::io::Seek;
+                file.seek(io::SeekFrom::Start(0))?;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    blob.write(&buf[..n])?;
+                }
+            })();
+            if let Err(e) = copied {
+                blob.discard();
+                return Err(ArchiveError::from_io(e));
+            }
+            Ok(Incoming {
+                archive,
+                blob,
+                source,
+                expected: None,
+            })
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        incoming.finish().await
+    }
+}
+
+/// Offset of the data set in a Part 10 file: after the preamble, "DICM" and the meta group.
+fn dataset_offset(file: &mut std::fs::File) -> Result<u64, ArchiveError> {
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble)
+        .map_err(|_| ArchiveError::Invalid("not a DICOM Part 10 file (too short)".into()))?;
+    let mut counting = CountingReader {
+        inner: &mut *file,
+        count: 0,
+    };
+    dicom_object::meta::FileMetaTable::from_reader(&mut counting)
+        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
+    Ok(128 + counting.count)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl Incoming {
+    /// Appends received data set bytes.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
+        self.blob.write(chunk).map_err(ArchiveError::from_io)
+    }
+
+    /// Drops a partial object (association aborted, refusal): nothing remains on disk.
+    pub fn abort(self) {
+        self.blob.discard();
+    }
+
+    /// The object is complete: parse, check, make durable, index.
+    pub async fn finish(self) -> Result<StoreResult, ArchiveError> {
+        let Incoming {
+            archive,
+            blob,
+            source,
+            expected,
+        } = self;
+        let blobs = archive.clone();
+        let (blob, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_header(blob.path(), expected.as_ref());
+            (blob, parsed)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let mut instance = match parsed {
+            Ok(instance) => instance,
+            Err(e) => {
+                blob.discard();
+                archive.audit_store_refusal(&source, &e).await;
+                return Err(e);
+            }
+        };
+        let dataset_offset = blob.dataset_offset();
+        let committed = tokio::task::spawn_blocking(move || blobs.blobs.commit(blob))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?
+            .map_err(ArchiveError::from_io)?;
+        instance.tenant = archive.tenant.0;
+        instance.size = committed.size;
+        instance.sha256 = committed.key.clone();
+        instance.dataset_sha256 = committed.dataset_sha256.clone();
+        instance.dataset_offset = dataset_offset;
+        instance.source_ae = Some(source.actor.clone());
+        instance.blob_dir = Some(committed.dir.clone());
+        instance.audit = Some(AuditEvent {
+            tenant: archive.tenant.0,
+            event: "store".into(),
+            actor: source.actor.clone(),
+            peer: source.peer.clone(),
+            patient_id: Some(instance.patient.patient_id.clone()),
+            study_uid: Some(instance.study.study_uid.clone()),
+            outcome: "success".into(),
+            detail: Some(instance.sop_uid.clone()),
+        });
+        let sop_uid = instance.sop_uid.clone();
+        let outcome = archive.index.add_instance(instance).await?;
+        match outcome {
+            IndexOutcome::Stored { .. } => Ok(StoreResult::Stored),
+            IndexOutcome::Replaced { .. } => {
+                tracing::info!(sop = %sop_uid, "object with a known SOP Instance UID but different content: new one current, previous kept as superseded");
+                Ok(StoreResult::Replaced)
+            }
+            IndexOutcome::Duplicate { pk } => {
+                // Same data set already current. If it came wrapped in a different file meta
+                // group, the blob just written is a second copy: remove it unless referenced.
+                let existing = archive.index.instance(pk).await?;
+                if existing.is_some_and(|e| e.blob_key != committed.key)
+                    && !archive.index.blob_referenced(&committed.key).await?
+                {
+                    let _ = tokio::fs::remove_file(&committed.path).await;
+                }
+                Ok(StoreResult::Duplicate)
+            }
+        }
+    }
+}
+
+impl Archive {
+    async fn audit_store_refusal(&self, source: &Source, error: &ArchiveError) {
+        let event = AuditEvent {
+            tenant: self.tenant.0,
+            event: "store".into(),
+            actor: source.actor.clone(),
+            peer: source.peer.clone(),
+            outcome: "refused".into(),
+            detail: Some(error.to_string()),
+            ..AuditEvent::default()
+        };
+        if let Err(e) = self.index.audit(event).await {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+}
+
+/// Largest value of a binary element kept in the stored header; bigger ones (private blobs,
+/// overlays, icons) are left in the original object only.
+const MAX_HEADER_BINARY: u32 = 1024;
+
+/// Parses what the index needs from a complete Part 10 file, stopping before the pixel data.
+pub(crate) fn parse_header(
+    path: &Path,
+    expected: Option<&(String, String)>,
+) -> Result<NewInstance, ArchiveError> {
+    let obj: DefaultDicomObject = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| ArchiveError::Invalid(format!("cannot parse data set: {e}")))?;
+    let required = |tag: Tag, name: &str| {
+        text(&obj, tag).ok_or_else(|| ArchiveError::MissingAttribute(name.to_string()))
+    };
+    let sop_uid = required(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    let sop_class = required(tags::SOP_CLASS_UID, "SOPClassUID")?;
+    let study_uid = required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
+    let series_uid = required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    if let Some((class, instance)) = expected {
+        if *instance != sop_uid {
+            return Err(ArchiveError::Mismatch(format!(
+                "data set SOP Instance UID {sop_uid} differs from the command's {instance}"
+            )));
+        }
+        if *class != sop_class {
+            return Err(ArchiveError::Mismatch(format!(
+                "data set SOP Class UID {sop_class} differs from the command's {class}"
+            )));
+        }
+    }
+    let transfer_syntax = obj.meta().transfer_syntax().to_string();
+    let name = text(&obj, tags::PATIENT_NAME);
+    let referring = text(&obj, tags::REFERRING_PHYSICIAN_NAME);
+    let header_json = header_json(&obj)?;
+    Ok(NewInstance {
+        patient: PatientAttrs {
+            issuer: text(&obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default(),
+            patient_id: text(&obj, tags::PATIENT_ID).unwrap_or_default(),
+            name_folded: name.as_deref().map(fold_person_name),
+            name,
+            birth_date: text(&obj, tags::PATIENT_BIRTH_DATE).map(|d| normalize_date(&d).unwrap_or(d)),
+            sex: text(&obj, tags::PATIENT_SEX),
+        },
+        study: StudyAttrs {
+            study_uid,
+            date: text(&obj, tags::STUDY_DATE).map(|d| normalize_date(&d).unwrap_or(d)),
+            time: text(&obj, tags::STUDY_TIME),
+            accession_number: text(&obj, tags::ACCESSION_NUMBER),
+            study_id: text(&obj, tags::STUDY_ID),
+            description: text(&obj, tags::STUDY_DESCRIPTION),
+            referring_folded: referring.as_deref().map(fold_person_name),
+            referring,
+        },
+        series: SeriesAttrs {
+            series_uid,
+            modality: text(&obj, tags::MODALITY),
+            series_number: text(&obj, tags::SERIES_NUMBER),
+            description: text(&obj, tags::SERIES_DESCRIPTION),
+            body_part: text(&obj, tags::BODY_PART_EXAMINED),
+        },
+        sop_uid,
+        sop_class,
+        instance_number: text(&obj, tags::INSTANCE_NUMBER),
+        transfer_syntax,
+        header_json,
+        ..NewInstance::default()
+    })
+}
+
+/// A trimmed, non-empty string value.
+pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let value = obj.get(tag)?.to_str().ok()?;
+    let trimmed = value.trim_matches(|c: char| c == ' ' || c == '\0');
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+fn header_json(obj: &InMemDicomObject) -> Result<String, ArchiveError> {
+    use dicom_core::header::HasLength;
+    use dicom_core::VR;
+    let mut header = obj.clone();
+    header.retain(|e| {
+        let binary = matches!(
+            e.vr(),
+            VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN
+        );
+        !(binary && e.length().get().is_none_or(|l| l > MAX_HEADER_BINARY))
+    });
+    dicom_json::to_string(&header).map_err(|e| ArchiveError::Invalid(format!("cannot encode header: {e}")))
+}

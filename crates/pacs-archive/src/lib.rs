@@ -1,0 +1,117 @@
+//! The archive: ingest, query, retrieve and maintenance on top of `pacs-store`, and the
+//! implementation of the DIMSE service traits.
+//!
+//! Every operation is scoped to the archive's tenant (one default tenant until tenancy is
+//! managed); nothing here reads configuration files or the environment.
+
+pub mod dimse;
+pub mod ingest;
+pub mod maintenance;
+pub mod query;
+pub mod retrieve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pacs_model::TenantId;
+use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
+
+pub use ingest::{Source, StoreResult};
+
+/// Archive failures, named after what went wrong; front ends map them to protocol statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("out of storage space: {0}")]
+    OutOfResources(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("missing required attribute {0}")]
+    MissingAttribute(String),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    #[error("I/O: {0}")]
+    Io(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ArchiveError {
+    /// I/O errors meaning "no space left" (disk full or quota) are out-of-resources.
+    pub fn from_io(e: std::io::Error) -> ArchiveError {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ArchiveError::OutOfResources(e.to_string()),
+            _ => ArchiveError::Io(e),
+        }
+    }
+}
+
+/// A DICOM application entity we may send to (C-MOVE destinations).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Archive settings the binary passes in.
+#[derive(Clone, Debug)]
+pub struct ArchiveConfig {
+    pub data_dir: PathBuf,
+    pub ae_title: String,
+    pub peers: Vec<Peer>,
+}
+
+/// The archive of one tenant.
+pub struct Archive {
+    pub(crate) tenant: TenantId,
+    pub(crate) blobs: BlobStore,
+    pub(crate) index: Arc<dyn Index>,
+    pub(crate) ae_title: String,
+    peers: HashMap<String, Peer>,
+}
+
+impl Archive {
+    /// Opens the data directory: blob store under `blobs/`, SQLite index at `index.sqlite`.
+    pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
+        let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
+        let index = SqliteIndex::open(&index_path(&config.data_dir)).await?;
+        Ok(Arc::new(Archive {
+            tenant: TenantId::DEFAULT,
+            blobs,
+            index: Arc::new(index),
+            ae_title: config.ae_title.clone(),
+            peers: config
+                .peers
+                .iter()
+                .map(|p| (p.ae_title.clone(), p.clone()))
+                .collect(),
+        }))
+    }
+
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Address of a configured peer AE.
+    pub fn peer(&self, ae_title: &str) -> Option<&Peer> {
+        self.peers.get(ae_title)
+    }
+}
+
+/// Where the SQLite index lives inside a data directory.
+pub fn index_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("index.sqlite")
+}

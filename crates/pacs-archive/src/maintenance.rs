@@ -1,0 +1,148 @@
+//! Start-up recovery and fixity checks.
+
+use std::sync::Arc;
+
+use pacs_store::BlobStore;
+
+use crate::ingest::Source;
+use crate::{Archive, ArchiveError, StoreResult};
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Temporary files of transfers that never completed (never acknowledged): removed.
+    pub temp_removed: usize,
+    /// Blobs without an index row (written, but the process stopped before the commit):
+    /// indexed again from the file.
+    pub orphans_reindexed: usize,
+    /// Orphan blobs that could not be indexed: moved aside under `quarantine/`.
+    pub orphans_quarantined: usize,
+    /// Index rows whose blob is missing (should never happen; reported loudly).
+    pub missing_blobs: Vec<String>,
+}
+
+/// One object that failed a fixity check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixityProblem {
+    pub sop_uid: String,
+    pub blob_key: String,
+    pub problem: String,
+}
+
+impl Archive {
+    /// Brings the data directory back to a consistent state after a crash.
+    pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, ArchiveError> {
+        let mut report = RecoveryReport {
+            temp_removed: self.blobs.clean_temp().map_err(ArchiveError::from_io)?,
+            ..RecoveryReport::default()
+        };
+        let mut keys = Vec::new();
+        self.blobs
+            .for_each_key(|k| {
+                keys.push(k);
+                Ok(())
+            })
+            .map_err(ArchiveError::from_io)?;
+        for key in keys {
+            if self.index.blob_referenced(&key).await? {
+                continue;
+            }
+            let Some(path) = self.blobs.path_of(&key) else {
+                continue;
+            };
+            let source = Source {
+                actor: "recovery".into(),
+                peer: "local".into(),
+            };
+            // Re-import from a copy so the original stays where it is until indexed.
+            match self.import_file(&path, source).await {
+                Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
+                Ok(StoreResult::Duplicate) => {
+                    if !self.index.blob_referenced(&key).await? {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
+                    let quarantine = self.blobs.root().join("quarantine");
+                    std::fs::create_dir_all(&quarantine).map_err(ArchiveError::from_io)?;
+                    std::fs::rename(&path, quarantine.join(&key)).map_err(ArchiveError::from_io)?;
+                    report.orphans_quarantined += 1;
+                }
+            }
+        }
+        let mut after = 0;
+        loop {
+            let page = self.index.instances_page(after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.pk;
+            for location in page {
+                let present = self
+                    .blobs
+                    .path_of(&location.blob_key)
+                    .is_some_and(|p| p.is_file());
+                if !present {
+                    tracing::error!(sop = %location.sop_uid, blob = %location.blob_key, "index row points to a missing blob");
+                    report.missing_blobs.push(location.sop_uid);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Number of objects (current and superseded) a fixity check will look at.
+    pub async fn count_objects(&self) -> Result<u64, ArchiveError> {
+        let mut n = 0;
+        let mut after = 0;
+        loop {
+            let page = self.index.instances_page(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.pk;
+            n += page.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Re-hashes every blob against the index; `progress` is called after each object.
+    pub async fn verify(&self, mut progress: impl FnMut(u64)) -> Result<Vec<FixityProblem>, ArchiveError> {
+        let mut problems = Vec::new();
+        let mut after = 0;
+        let mut done = 0;
+        loop {
+            let page = self.index.instances_page(after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.pk;
+            for location in page {
+                let problem = match self.blobs.path_of(&location.blob_key) {
+                    None => Some("blob key is not a SHA-256".to_string()),
+                    Some(path) => {
+                        let hashed = tokio::task::spawn_blocking(move || BlobStore::hash_file(&path))
+                            .await
+                            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+                        match hashed {
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("blob missing".into()),
+                            Err(e) => Some(format!("blob unreadable: {e}")),
+                            Ok((hash, _)) if hash != location.blob_key => {
+                                Some(format!("content changed: SHA-256 is now {hash}"))
+                            }
+                            Ok((_, size)) if size != location.size => {
+                                Some(format!("size {size} instead of {}", location.size))
+                            }
+                            Ok(_) => None,
+                        }
+                    }
+                };
+                if let Some(problem) = problem {
+                    problems.push(FixityProblem {
+                        sop_uid: location.sop_uid,
+                        blob_key: location.blob_key,
+                        problem,
+                    });
+                }
+                done += 1;
+                progress(done);
+            }
+        }
+        Ok(problems)
+    }
+}

@@ -1,0 +1,304 @@
+//! C-FIND (and later QIDO-RS): identifier → SQL prefilter → matching engine → responses.
+//!
+//! The index narrows candidates with the indexed columns; every candidate is then checked by
+//! the one matching engine (`pacs_model::Matcher`) against every key, reading attributes the
+//! index has no column for from the stored header. Results stream out page by page, so memory
+//! stays bounded whatever the query matches.
+
+use dicom_core::header::Header;
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use pacs_model::{InformationModel, Matcher, QueryLevel, ValueKind};
+use pacs_store::columns::{self, Column};
+use pacs_store::Condition;
+use tokio::sync::mpsc;
+
+use crate::{Archive, ArchiveError};
+
+const PAGE: u32 = 256;
+
+/// One key of a query identifier.
+#[derive(Debug)]
+struct Key {
+    tag: Tag,
+    vr: VR,
+    kind: ValueKind,
+    matcher: Matcher,
+    /// Position in the row values when the index has a column for it at this level.
+    position: Option<usize>,
+}
+
+/// A parsed C-FIND identifier.
+#[derive(Debug)]
+pub struct FindQuery {
+    level: QueryLevel,
+    keys: Vec<Key>,
+    /// Specific Character Set of the query, echoed when answers are plain ASCII.
+    query_charset: Option<String>,
+    model: InformationModel,
+}
+
+/// Unique keys required in responses, per level (PS3.4 C.4.1.1.3): study root omits PatientID.
+fn unique_keys(model: InformationModel, level: QueryLevel) -> Vec<Tag> {
+    let mut keys = Vec::new();
+    if model == InformationModel::PatientRoot {
+        keys.push(tags::PATIENT_ID);
+    }
+    let depth = columns::depth(level);
+    if depth >= 1 {
+        keys.push(tags::STUDY_INSTANCE_UID);
+    }
+    if depth >= 2 {
+        keys.push(tags::SERIES_INSTANCE_UID);
+    }
+    if depth >= 3 {
+        keys.push(tags::SOP_INSTANCE_UID);
+    }
+    keys
+}
+
+impl FindQuery {
+    /// Reads the level and keys of an identifier.
+    pub fn parse(model: InformationModel, identifier: &InMemDicomObject) -> Result<FindQuery, ArchiveError> {
+        let level_text = crate::ingest::text(identifier, tags::QUERY_RETRIEVE_LEVEL)
+            .ok_or_else(|| ArchiveError::MissingAttribute("QueryRetrieveLevel".into()))?;
+        let level = QueryLevel::parse(&level_text)
+            .ok_or_else(|| ArchiveError::Invalid(format!("unknown QueryRetrieveLevel {level_text:?}")))?;
+        if model == InformationModel::StudyRoot && level == QueryLevel::Patient {
+            return Err(ArchiveError::Invalid(
+                "PATIENT level is not part of the Study Root model".into(),
+            ));
+        }
+        let positions: Vec<&Column> = columns::columns_for(level).collect();
+        let mut keys = Vec::new();
+        for element in identifier.iter() {
+            let tag = element.tag();
+            if tag == tags::QUERY_RETRIEVE_LEVEL
+                || tag == tags::SPECIFIC_CHARACTER_SET
+                || tag.group() == 0x0002
+            {
+                continue;
+            }
+            let vr = element.vr();
+            let kind = ValueKind::from_vr(vr);
+            let matcher = if vr == VR::SQ {
+                // Sequence matching is not supported: the key is returned, never filtered on.
+                Matcher::Universal
+            } else {
+                let raw = element.to_str().map(|s| s.into_owned()).unwrap_or_default();
+                Matcher::parse(kind, &raw)
+            };
+            let position = positions
+                .iter()
+                .position(|c| c.tag == (tag.group(), tag.element()));
+            keys.push(Key {
+                tag,
+                vr,
+                kind,
+                matcher,
+                position,
+            });
+        }
+        for tag in unique_keys(model, level) {
+            if !keys.iter().any(|k| k.tag == tag) {
+                let vr = if tag == tags::PATIENT_ID { VR::LO } else { VR::UI };
+                let position = positions
+                    .iter()
+                    .position(|c| c.tag == (tag.group(), tag.element()));
+                keys.push(Key {
+                    tag,
+                    vr,
+                    kind: ValueKind::from_vr(vr),
+                    matcher: Matcher::Universal,
+                    position,
+                });
+            }
+        }
+        keys.sort_by_key(|k| k.tag);
+        Ok(FindQuery {
+            level,
+            keys,
+            query_charset: crate::ingest::text(identifier, tags::SPECIFIC_CHARACTER_SET),
+            model,
+        })
+    }
+
+    pub fn level(&self) -> QueryLevel {
+        self.level
+    }
+
+    /// Value of a key in the query, if it is a single value (used for audit).
+    pub fn single_value(&self, tag: Tag) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|k| k.tag == tag)
+            .and_then(|k| match &k.matcher {
+                Matcher::Single(v) => Some(v.as_str()),
+                _ => None,
+            })
+    }
+
+    /// Index conditions for the keys that have a filterable column.
+    pub(crate) fn conditions(&self) -> Vec<Condition> {
+        self.keys
+            .iter()
+            .filter(|k| k.matcher != Matcher::Universal)
+            .filter_map(|k| {
+                let column = columns::column_for_tag((k.tag.group(), k.tag.element()))?;
+                (columns::depth(column.level) <= columns::depth(self.level)).then(|| Condition {
+                    column,
+                    matcher: k.matcher.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A value found for a key: from an index column (text) or from the stored header.
+enum Found {
+    Text(String),
+    Element(PrimitiveValue),
+    Absent,
+}
+
+impl Archive {
+    /// Streams the matches of `query` into `results`; stops early when the receiver is gone.
+    pub async fn find(
+        &self,
+        query: &FindQuery,
+        results: &mpsc::Sender<InMemDicomObject>,
+    ) -> Result<u64, ArchiveError> {
+        let conditions = query.conditions();
+        let mut after = 0;
+        let mut sent = 0u64;
+        loop {
+            let rows = self
+                .index
+                .query(self.tenant, query.level, &conditions, after, PAGE)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.pk;
+            for row in rows {
+                let mut header: Option<Option<InMemDicomObject>> = None;
+                let mut values = Vec::with_capacity(query.keys.len());
+                let mut matched = true;
+                for key in &query.keys {
+                    let found = match key.position {
+                        Some(i) => row.values[i].clone().map_or(Found::Absent, Found::Text),
+                        None => {
+                            if header.is_none() {
+                                header = Some(self.load_header(query.level, row.pk).await?);
+                            }
+                            match header
+                                .as_ref()
+                                .and_then(|h| h.as_ref())
+                                .and_then(|h| h.get(key.tag))
+                            {
+                                Some(e) => Found::Element(
+                                    e.value().primitive().cloned().unwrap_or(PrimitiveValue::Empty),
+                                ),
+                                None => Found::Absent,
+                            }
+                        }
+                    };
+                    let text = match &found {
+                        Found::Text(t) => Some(t.clone()),
+                        Found::Element(v) => Some(v.to_str().into_owned()),
+                        Found::Absent => None,
+                    };
+                    if !key.matcher.matches(key.kind, text.as_deref()) {
+                        matched = false;
+                        break;
+                    }
+                    values.push(found);
+                }
+                if !matched {
+                    continue;
+                }
+                let response = self.response(query, values);
+                if results.send(response).await.is_err() {
+                    return Ok(sent);
+                }
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn load_header(
+        &self,
+        level: QueryLevel,
+        pk: i64,
+    ) -> Result<Option<InMemDicomObject>, ArchiveError> {
+        let Some(json) = self.index.header(level, pk).await? else {
+            return Ok(None);
+        };
+        match dicom_json::from_str::<InMemDicomObject>(&json) {
+            Ok(obj) => Ok(Some(obj)),
+            Err(e) => {
+                tracing::warn!(error = %e, pk, "stored header unreadable; treating attributes as absent");
+                Ok(None)
+            }
+        }
+    }
+
+    fn response(&self, query: &FindQuery, values: Vec<Found>) -> InMemDicomObject {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut non_ascii = false;
+        obj.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(query.level.as_str()),
+        ));
+        for (key, found) in query.keys.iter().zip(values) {
+            if key.vr == VR::SQ {
+                obj.put(DataElement::new(
+                    key.tag,
+                    VR::SQ,
+                    DataSetSequence::<InMemDicomObject>::empty(),
+                ));
+                continue;
+            }
+            let value = if key.tag == tags::RETRIEVE_AE_TITLE {
+                PrimitiveValue::from(self.ae_title.as_str())
+            } else if key.tag == tags::INSTANCE_AVAILABILITY {
+                PrimitiveValue::from("ONLINE")
+            } else {
+                match found {
+                    Found::Text(t) => {
+                        non_ascii |= !t.is_ascii();
+                        PrimitiveValue::from(t)
+                    }
+                    Found::Element(v) => {
+                        if let PrimitiveValue::Str(s) = &v {
+                            non_ascii |= !s.is_ascii();
+                        }
+                        if let PrimitiveValue::Strs(s) = &v {
+                            non_ascii |= s.iter().any(|s| !s.is_ascii());
+                        }
+                        v
+                    }
+                    Found::Absent => PrimitiveValue::Empty,
+                }
+            };
+            obj.put(DataElement::new(key.tag, key.vr, value));
+        }
+        let _ = query.model;
+        if non_ascii {
+            obj.put(DataElement::new(
+                tags::SPECIFIC_CHARACTER_SET,
+                VR::CS,
+                PrimitiveValue::from("ISO_IR 192"),
+            ));
+        } else if let Some(cs) = &query.query_charset {
+            obj.put(DataElement::new(
+                tags::SPECIFIC_CHARACTER_SET,
+                VR::CS,
+                PrimitiveValue::from(cs.as_str()),
+            ));
+        }
+        obj
+    }
+}

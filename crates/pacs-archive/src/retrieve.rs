@@ -1,0 +1,154 @@
+//! C-GET / C-MOVE: which instances an identifier designates, and their bytes.
+
+use std::io::Cursor;
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use pacs_model::{InformationModel, Matcher, QueryLevel, ValueKind};
+use pacs_store::{columns, Condition, InstanceLocation};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{Archive, ArchiveError};
+
+const PAGE: u32 = 1000;
+
+/// Transfer syntaxes whose data sets we can re-encode without touching pixel data codecs.
+const NATIVE_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+];
+const LITTLE_ENDIAN_TARGETS: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
+
+/// An instance opened for sending: a reader over exactly `len` bytes of data set.
+pub struct OpenedDataset {
+    pub reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub len: u64,
+}
+
+impl Archive {
+    /// Instances designated by a retrieve identifier (its unique keys), current objects only.
+    pub async fn resolve_retrieve(
+        &self,
+        model: InformationModel,
+        identifier: &InMemDicomObject,
+    ) -> Result<Vec<InstanceLocation>, ArchiveError> {
+        let level_text = crate::ingest::text(identifier, tags::QUERY_RETRIEVE_LEVEL)
+            .ok_or_else(|| ArchiveError::MissingAttribute("QueryRetrieveLevel".into()))?;
+        let level = QueryLevel::parse(&level_text)
+            .ok_or_else(|| ArchiveError::Invalid(format!("unknown QueryRetrieveLevel {level_text:?}")))?;
+        if model == InformationModel::StudyRoot && level == QueryLevel::Patient {
+            return Err(ArchiveError::Invalid(
+                "PATIENT level is not part of the Study Root model".into(),
+            ));
+        }
+        let mut conditions = Vec::new();
+        for (tag, kind) in [
+            (tags::PATIENT_ID, ValueKind::Text),
+            (tags::STUDY_INSTANCE_UID, ValueKind::Uid),
+            (tags::SERIES_INSTANCE_UID, ValueKind::Uid),
+            (tags::SOP_INSTANCE_UID, ValueKind::Uid),
+        ] {
+            let Some(value) = crate::ingest::text(identifier, tag) else {
+                continue;
+            };
+            let matcher = Matcher::parse(kind, &value);
+            if matcher == Matcher::Universal {
+                continue;
+            }
+            if let Some(column) = columns::column_for_tag((tag.group(), tag.element())) {
+                conditions.push(Condition { column, matcher });
+            }
+        }
+        if conditions.is_empty() {
+            // A retrieve without any unique key would send the whole archive.
+            return Err(ArchiveError::MissingAttribute(format!(
+                "a unique key for the {} level",
+                level.as_str()
+            )));
+        }
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = self
+                .index
+                .query(self.tenant, QueryLevel::Image, &conditions, after, PAGE)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.pk;
+            for row in rows {
+                // The SQL filter is exact for unique keys except wildcards; re-check to be sure.
+                let sop_matches = conditions.iter().all(|c| {
+                    let pos =
+                        columns::columns_for(QueryLevel::Image).position(|col| std::ptr::eq(col, c.column));
+                    pos.is_none_or(|p| c.matcher.matches(c.column.kind, row.values[p].as_deref()))
+                });
+                if let (true, Some(location)) = (sop_matches, row.instance) {
+                    out.push(location);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether an instance stored in `stored` can be sent as `target`.
+    pub fn can_send_as(stored: &str, target: &str) -> bool {
+        stored == target || (NATIVE_SYNTAXES.contains(&stored) && LITTLE_ENDIAN_TARGETS.contains(&target))
+    }
+
+    /// Opens the data set of an instance in `target` syntax: the original bytes when it is the
+    /// stored syntax, a re-encoded copy (in memory, one instance at a time) otherwise.
+    pub async fn open_dataset(&self, pk: i64, target: &str) -> Result<OpenedDataset, ArchiveError> {
+        let location = self
+            .index
+            .instance(pk)
+            .await?
+            .ok_or_else(|| ArchiveError::Invalid(format!("instance {pk} not in the index")))?;
+        let path = self
+            .blobs
+            .path_of(&location.blob_key)
+            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        if location.transfer_syntax == target {
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .map_err(ArchiveError::from_io)?;
+            file.seek(std::io::SeekFrom::Start(location.dataset_offset))
+                .await
+                .map_err(ArchiveError::from_io)?;
+            let len = location.size.saturating_sub(location.dataset_offset);
+            return Ok(OpenedDataset {
+                reader: Box::new(file.take(len)),
+                len,
+            });
+        }
+        if !Self::can_send_as(&location.transfer_syntax, target) {
+            return Err(ArchiveError::Invalid(format!(
+                "cannot convert {} to {target}",
+                location.transfer_syntax
+            )));
+        }
+        let target = target.to_string();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
+            let obj = OpenFileOptions::new()
+                .open_file(&path)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let ts = TransferSyntaxRegistry
+                .get(&target)
+                .ok_or_else(|| ArchiveError::Invalid(format!("unknown transfer syntax {target}")))?;
+            let mut out = Vec::new();
+            obj.write_dataset_with_ts(&mut out, ts)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot re-encode: {e}")))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let len = bytes.len() as u64;
+        Ok(OpenedDataset {
+            reader: Box::new(Cursor::new(bytes)),
+            len,
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! PDU framing after association establishment (PS3.8 §9.3).
+//!
+//! `dicom-ul` negotiates the association; once it is up, this module reads and writes the few
+//! PDUs that can follow (P-DATA-TF, A-RELEASE-RQ/RP, A-ABORT) itself. Doing it here lets one
+//! association read (for C-CANCEL and sub-operation responses) while it writes, streams data
+//! fragments without copying them, and bounds every buffer by the negotiated maximum PDU length.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::DimseError;
+
+const PDU_P_DATA: u8 = 0x04;
+const PDU_RELEASE_RQ: u8 = 0x05;
+const PDU_RELEASE_RP: u8 = 0x06;
+const PDU_ABORT: u8 = 0x07;
+
+/// One presentation data value: a fragment of a command or of a data set.
+#[derive(Debug)]
+pub struct Pdv {
+    pub context_id: u8,
+    pub is_command: bool,
+    pub is_last: bool,
+    pub data: Bytes,
+}
+
+/// A PDU received once the association is established.
+#[derive(Debug)]
+pub enum Pdu {
+    Data(Vec<Pdv>),
+    ReleaseRq,
+    ReleaseRp,
+    Abort { source: u8, reason: u8 },
+}
+
+/// Reads PDUs, refusing any larger than the maximum this side announced.
+pub struct PduReader {
+    max_pdu: u32,
+}
+
+impl PduReader {
+    pub fn new(max_pdu: u32) -> Self {
+        PduReader { max_pdu }
+    }
+
+    /// Reads one PDU. `Ok(None)` is a clean end of stream between PDUs.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Option<Pdu>, DimseError> {
+        let mut header = [0u8; 6];
+        match r.read_exact(&mut header[..1]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        r.read_exact(&mut header[1..]).await?;
+        let pdu_type = header[0];
+        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+        // A PDU may carry slightly more than max_pdu of payload: the limit applies to the PDV
+        // values, each with a 6-byte item header. Allow a small, fixed slack for that.
+        if len > self.max_pdu.saturating_add(1024) {
+            return Err(DimseError::Protocol(format!(
+                "PDU of {len} bytes exceeds the negotiated maximum of {}",
+                self.max_pdu
+            )));
+        }
+        let mut body = BytesMut::zeroed(len as usize);
+        r.read_exact(&mut body).await?;
+        let mut body = body.freeze();
+        match pdu_type {
+            PDU_P_DATA => {
+                let mut pdvs = Vec::with_capacity(2);
+                while body.has_remaining() {
+                    if body.remaining() < 6 {
+                        return Err(DimseError::Protocol("truncated PDV item".into()));
+                    }
+                    let item_len = body.get_u32() as usize;
+                    if item_len < 2 || item_len > body.remaining() {
+                        return Err(DimseError::Protocol(format!("bad PDV item length {item_len}")));
+                    }
+                    let context_id = body.get_u8();
+                    let control = body.get_u8();
+                    let data = body.split_to(item_len - 2);
+                    pdvs.push(Pdv {
+                        context_id,
+                        is_command: control & 0x01 != 0,
+                        is_last: control & 0x02 != 0,
+                        data,
+                    });
+                }
+                Ok(Some(Pdu::Data(pdvs)))
+            }
+            PDU_RELEASE_RQ => Ok(Some(Pdu::ReleaseRq)),
+            PDU_RELEASE_RP => Ok(Some(Pdu::ReleaseRp)),
+            PDU_ABORT => {
+                let (source, reason) = match &body[..] {
+                    [_, _, s, r, ..] => (*s, *r),
+                    _ => (0, 0),
+                };
+                Ok(Some(Pdu::Abort { source, reason }))
+            }
+            other => Err(DimseError::Protocol(format!(
+                "unexpected PDU type 0x{other:02X} on an established association"
+            ))),
+        }
+    }
+}
+
+/// Writes PDUs, splitting data sets into PDVs that fit the peer's maximum PDU length.
+pub struct PduWriter {
+    /// Largest PDV value we may put in one P-DATA-TF for this peer.
+    max_fragment: usize,
+    buf: Vec<u8>,
+}
+
+/// A-ABORT reason: unexpected PDU / unrecognized PDU parameter (PS3.8 §9.3.8).
+pub const ABORT_REASON_UNEXPECTED_PDU: u8 = 2;
+pub const ABORT_REASON_INVALID_PARAMETER: u8 = 6;
+
+impl PduWriter {
+    /// `peer_max_pdu` 0 means unlimited; we still cap fragments so memory stays bounded.
+    pub fn new(peer_max_pdu: u32) -> Self {
+        const CAP: usize = 1 << 20;
+        let max = if peer_max_pdu == 0 {
+            CAP
+        } else {
+            (peer_max_pdu as usize).min(CAP)
+        };
+        // The PDU length counts the 6-byte item header (length + context + control).
+        let max_fragment = max.saturating_sub(6).max(64);
+        PduWriter {
+            max_fragment,
+            buf: Vec::with_capacity(max + 12),
+        }
+    }
+
+    pub fn max_fragment(&self) -> usize {
+        self.max_fragment
+    }
+
+    /// Sends one PDV in its own P-DATA-TF.
+    pub async fn send_pdv<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        context_id: u8,
+        is_command: bool,
+        is_last: bool,
+        data: &[u8],
+    ) -> Result<(), DimseError> {
+        self.buf.clear();
+        let item_len = data.len() as u32 + 2;
+        self.buf.push(PDU_P_DATA);
+        self.buf.push(0);
+        self.buf.extend_from_slice(&(item_len + 4).to_be_bytes());
+        self.buf.extend_from_slice(&item_len.to_be_bytes());
+        self.buf.push(context_id);
+        self.buf.push(u8::from(is_command) | (u8::from(is_last) << 1));
+        self.buf.extend_from_slice(data);
+        w.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// Sends an encoded command set (always one fragment: command sets are small).
+    pub async fn send_command<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        context_id: u8,
+        command: &crate::Command,
+    ) -> Result<(), DimseError> {
+        let bytes = command.encode();
+        for (i, chunk) in bytes.chunks(self.max_fragment).enumerate() {
+            let last = (i + 1) * self.max_fragment >= bytes.len();
+            self.send_pdv(w, context_id, true, last, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a data set held in memory (identifiers, small objects).
+    pub async fn send_dataset<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        context_id: u8,
+        data: &[u8],
+    ) -> Result<(), DimseError> {
+        if data.is_empty() {
+            return self.send_pdv(w, context_id, false, true, &[]).await;
+        }
+        let n = data.len().div_ceil(self.max_fragment);
+        for (i, chunk) in data.chunks(self.max_fragment).enumerate() {
+            self.send_pdv(w, context_id, false, i + 1 == n, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams a data set of known length from a reader, one fragment in memory at a time.
+    pub async fn send_dataset_stream<W, R>(
+        &mut self,
+        w: &mut W,
+        context_id: u8,
+        reader: &mut R,
+        len: u64,
+    ) -> Result<(), DimseError>
+    where
+        W: AsyncWrite + Unpin,
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        let mut remaining = len;
+        let mut chunk = vec![0u8; self.max_fragment.min(len.max(1) as usize)];
+        if len == 0 {
+            return self.send_pdv(w, context_id, false, true, &[]).await;
+        }
+        while remaining > 0 {
+            let n = (remaining as usize).min(chunk.len());
+            reader.read_exact(&mut chunk[..n]).await?;
+            remaining -= n as u64;
+            self.send_pdv(w, context_id, false, remaining == 0, &chunk[..n])
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn send_release_rq<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> Result<(), DimseError> {
+        w.write_all(&[PDU_RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await?;
+        Ok(())
+    }
+
+    pub async fn send_release_rp<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> Result<(), DimseError> {
+        w.write_all(&[PDU_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await?;
+        Ok(())
+    }
+
+    /// A-ABORT from the service provider (source 2) with the given reason.
+    pub async fn send_abort<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        reason: u8,
+    ) -> Result<(), DimseError> {
+        w.write_all(&[PDU_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, reason]).await?;
+        w.flush().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn data_set_is_fragmented_to_peer_maximum_and_read_back() {
+        let mut writer = PduWriter::new(1000);
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        writer.send_dataset(&mut wire, 3, &data).await.unwrap();
+        let mut reader = PduReader::new(1000);
+        let mut cursor = &wire[..];
+        let mut got = Vec::new();
+        let mut lasts = 0;
+        while let Some(pdu) = reader.read(&mut cursor).await.unwrap() {
+            let Pdu::Data(pdvs) = pdu else {
+                panic!("expected P-DATA")
+            };
+            for pdv in pdvs {
+                assert_eq!(pdv.context_id, 3);
+                assert!(!pdv.is_command);
+                assert!(pdv.data.len() <= 994);
+                lasts += usize::from(pdv.is_last);
+                got.extend_from_slice(&pdv.data);
+            }
+        }
+        assert_eq!(got, data);
+        assert_eq!(lasts, 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_and_garbage_pdus_are_errors() {
+        let mut reader = PduReader::new(1000);
+        let big = [PDU_P_DATA, 0, 0, 1, 0, 0];
+        assert!(reader.read(&mut &big[..]).await.is_err());
+        let unknown = [0x09, 0, 0, 0, 0, 0];
+        assert!(reader.read(&mut &unknown[..]).await.is_err());
+        // A PDV item whose length runs past the PDU.
+        let bad_item = [PDU_P_DATA, 0, 0, 0, 0, 6, 0, 0, 0, 50, 1, 0];
+        assert!(reader.read(&mut &bad_item[..]).await.is_err());
+        // A PDU cut short is an I/O error, not a panic.
+        let short = [PDU_P_DATA, 0, 0, 0, 0, 20, 1, 2];
+        assert!(reader.read(&mut &short[..]).await.is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! pacs-model: the domain vocabulary of openpacs.
+//!
+//! This crate holds plain types and pure functions shared by the DIMSE services, the web
+//! services and the index. It performs no IO and has no async code, so every other crate can
+//! depend on it without pulling in a runtime.
+
+pub mod matching;
+
+pub use matching::{
+    fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time, Matcher, ValueKind,
+};
+
+/// Tenant identifier; every index row carries one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub i64);
+
+impl TenantId {
+    /// The tenant used when a deployment does not configure multi-tenancy.
+    pub const DEFAULT: TenantId = TenantId(1);
+}
+
+/// The Query/Retrieve Level (0008,0052) of a C-FIND, C-MOVE or C-GET request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueryLevel {
+    Patient,
+    Study,
+    Series,
+    Image,
+}
+
+impl QueryLevel {
+    /// Parses QueryRetrieveLevel values "PATIENT", "STUDY", "SERIES", "IMAGE" (trimmed of
+    /// spaces/NUL; case-sensitive per DICOM). None otherwise.
+    pub fn parse(s: &str) -> Option<QueryLevel> {
+        // CS values are defined in upper case, so a lower-case level is a malformed request
+        // rather than a synonym; padding, however, is legitimately present on the wire.
+        match matching::trim_value(s) {
+            "PATIENT" => Some(QueryLevel::Patient),
+            "STUDY" => Some(QueryLevel::Study),
+            "SERIES" => Some(QueryLevel::Series),
+            "IMAGE" => Some(QueryLevel::Image),
+            _ => None,
+        }
+    }
+
+    /// The DICOM code string for this level, as it appears in (0008,0052).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryLevel::Patient => "PATIENT",
+            QueryLevel::Study => "STUDY",
+            QueryLevel::Series => "SERIES",
+            QueryLevel::Image => "IMAGE",
+        }
+    }
+}
+
+/// The Query/Retrieve Information Model named by the SOP Class of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InformationModel {
+    PatientRoot,
+    StudyRoot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_level_parses_padded_values() {
+        assert_eq!(QueryLevel::parse("PATIENT"), Some(QueryLevel::Patient));
+        assert_eq!(QueryLevel::parse("STUDY "), Some(QueryLevel::Study));
+        assert_eq!(QueryLevel::parse("SERIES\0"), Some(QueryLevel::Series));
+        assert_eq!(QueryLevel::parse(" IMAGE \0"), Some(QueryLevel::Image));
+    }
+
+    #[test]
+    fn query_level_rejects_unknown_and_lowercase() {
+        assert_eq!(QueryLevel::parse("study"), None);
+        assert_eq!(QueryLevel::parse(""), None);
+        assert_eq!(QueryLevel::parse("INSTANCE"), None);
+        assert_eq!(QueryLevel::parse("ST UDY"), None);
+    }
+
+    #[test]
+    fn query_level_round_trips_through_as_str() {
+        for level in [
+            QueryLevel::Patient,
+            QueryLevel::Study,
+            QueryLevel::Series,
+            QueryLevel::Image,
+        ] {
+            assert_eq!(QueryLevel::parse(level.as_str()), Some(level));
+        }
+    }
+
+    #[test]
+    fn default_tenant_is_one() {
+        assert_eq!(TenantId::DEFAULT, TenantId(1));
+        assert!(TenantId(1) < TenantId(2));
+    }
+}

@@ -1,0 +1,305 @@
+//! Content-addressed blob store on the local filesystem.
+//!
+//! A blob's key is the SHA-256 of its bytes; its path is `blobs/<k0k1>/<k2k3>/<key>`, derived
+//! from the key alone (never from a UID or a name received from a peer). Writing follows one
+//! discipline: write a temporary file under `tmp/`, fsync it, rename it into place, and fsync
+//! the directory before anything refers to it. The directory fsync is left to the caller so
+//! that the index writer can group it with the commit of many instances.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// The blob store rooted at a data directory.
+#[derive(Debug)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+/// A blob being written: bytes go to a temporary file and through two hashes, one over the
+/// whole file and one over the data set part (from `dataset_offset` on) used to tell identical
+/// objects apart whatever file meta header they were wrapped in.
+pub struct TempBlob {
+    path: PathBuf,
+    file: File,
+    file_hash: Sha256,
+    dataset_hash: Sha256,
+    len: u64,
+    dataset_offset: Option<u64>,
+}
+
+/// A blob made durable under its content key.
+#[derive(Clone, Debug)]
+pub struct CommittedBlob {
+    pub key: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub dataset_sha256: String,
+    /// Directory whose entry must be fsynced before the blob is referenced.
+    pub dir: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) `data_dir/blobs` and `data_dir/tmp`.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let blobs = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        fs::create_dir_all(&tmp)?;
+        sync_dir(data_dir)?;
+        Ok(BlobStore {
+            blobs,
+            tmp,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The data directory this store lives in.
+    pub fn root(&self) -> &Path {
+        self.blobs.parent().unwrap_or(&self.blobs)
+    }
+
+    /// Starts a new temporary blob.
+    pub fn create_temp(&self) -> io::Result<TempBlob> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp
+            .join(format!("{}-{}-{n}.part", std::process::id(), nanos()));
+        let file = File::create_new(&path)?;
+        Ok(TempBlob {
+            path,
+            file,
+            file_hash: Sha256::new(),
+            dataset_hash: Sha256::new(),
+            len: 0,
+            dataset_offset: None,
+        })
+    }
+
+    /// Path of a blob from its key; `None` if the key is not a SHA-256 hex string.
+    pub fn path_of(&self, key: &str) -> Option<PathBuf> {
+        if key.len() != 64
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return None;
+        }
+        Some(self.blobs.join(&key[0..2]).join(&key[2..4]).join(key))
+    }
+
+    /// Removes temporary files left by a previous run (never acknowledged, so never promised).
+    pub fn clean_temp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every blob key on disk, directory by directory (memory bounded by one directory).
+    pub fn for_each_key(&self, mut f: impl FnMut(String) -> io::Result<()>) -> io::Result<()> {
+        let mut level1: Vec<_> = fs::read_dir(&self.blobs)?.collect::<Result<_, _>>()?;
+        level1.sort_by_key(|e| e.file_name());
+        for d1 in level1 {
+            if !d1.file_type()?.is_dir() {
+                continue;
+            }
+            let mut level2: Vec<_> = fs::read_dir(d1.path())?.collect::<Result<_, _>>()?;
+            level2.sort_by_key(|e| e.file_name());
+            for d2 in level2 {
+                if !d2.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in fs::read_dir(d2.path())? {
+                    let entry = entry?;
+                    if let Some(name) = entry.file_name().to_str() {
+                        if self.path_of(name).is_some() {
+                            f(name.to_string())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a finished temporary blob to its content path. The file is fsynced first; the
+    /// caller must fsync `CommittedBlob::dir` before referencing the blob.
+    pub fn commit(&self, temp: TempBlob) -> io::Result<CommittedBlob> {
+        let TempBlob {
+            path: temp_path,
+            file,
+            file_hash,
+            dataset_hash,
+            len,
+            ..
+        } = temp;
+        file.sync_all()?;
+        drop(file);
+        let key = hex::encode(file_hash.finalize());
+        let dataset_sha256 = hex::encode(dataset_hash.finalize());
+        let path = self
+            .path_of(&key)
+            .ok_or_else(|| io::Error::other("hash is not hex"))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| io::Error::other("blob path has no parent"))?
+            .to_path_buf();
+        if !dir.exists() {
+            // New directories must be durable too: fsync each parent we create an entry in.
+            let parent = dir.parent().unwrap_or(&self.blobs).to_path_buf();
+            let parent_existed = parent.exists();
+            fs::create_dir_all(&dir)?;
+            sync_dir(&parent)?;
+            if !parent_existed {
+                sync_dir(&self.blobs)?;
+            }
+        }
+        if path.exists() {
+            // Same content already stored (the key is its hash): keep the existing file.
+            fs::remove_file(&temp_path)?;
+        } else {
+            fs::rename(&temp_path, &path)?;
+        }
+        Ok(CommittedBlob {
+            key,
+            path,
+            size: len,
+            dataset_sha256,
+            dir,
+        })
+    }
+
+    /// SHA-256 of a stored blob, streaming from disk.
+    pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+        let mut file = File::open(path)?;
+        let mut hasher = Sha256::new();
+        let n = io::copy(&mut file, &mut hasher)?;
+        Ok((hex::encode(hasher.finalize()), n))
+    }
+}
+
+impl TempBlob {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Marks the current length as the start of the data set (after the file meta header).
+    pub fn mark_dataset_start(&mut self) {
+        self.dataset_offset = Some(self.len);
+    }
+
+    /// Sets the data set offset when it is known only after the bytes were written (imports).
+    pub fn set_dataset_offset(&mut self, offset: u64) {
+        self.dataset_offset = Some(offset);
+    }
+
+    pub fn dataset_offset(&self) -> u64 {
+        self.dataset_offset.unwrap_or(0)
+    }
+
+    /// Appends bytes; those past the data set start also feed the data set hash.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.file_hash.update(buf);
+        if let Some(offset) = self.dataset_offset {
+            let start = offset.saturating_sub(self.len) as usize;
+            if start < buf.len() {
+                self.dataset_hash.update(&buf[start..]);
+            }
+        }
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Gives up on this blob: the temporary file is removed.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Fsyncs a directory so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_blob_is_addressed_by_its_hash_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut a = store.create_temp().unwrap();
+        a.write(b"HEADER").unwrap();
+        a.mark_dataset_start();
+        a.write(b"dataset bytes").unwrap();
+        let a = store.commit(a).unwrap();
+        assert_eq!(a.key, hex::encode(Sha256::digest(b"HEADERdataset bytes")));
+        assert_eq!(a.dataset_sha256, hex::encode(Sha256::digest(b"dataset bytes")));
+        assert_eq!(std::fs::read(&a.path).unwrap(), b"HEADERdataset bytes");
+        let mut b = store.create_temp().unwrap();
+        b.write(b"HEADERdataset bytes").unwrap();
+        let b = store.commit(b).unwrap();
+        assert_eq!(a.path, b.path);
+        assert_eq!(
+            store.clean_temp().unwrap(),
+            0,
+            "temp file of the duplicate was removed"
+        );
+        let mut keys = Vec::new();
+        store
+            .for_each_key(|k| {
+                keys.push(k);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(keys, vec![a.key.clone()]);
+    }
+
+    #[test]
+    fn keys_that_are_not_hashes_have_no_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert!(store.path_of("../../etc/passwd").is_none());
+        assert!(store.path_of(&"A".repeat(64)).is_none());
+        assert!(store.path_of(&"a".repeat(64)).is_some());
+    }
+
+    #[test]
+    fn dataset_hash_starts_at_offset_even_inside_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut t = store.create_temp().unwrap();
+        t.set_dataset_offset(3);
+        t.write(b"abcdef").unwrap();
+        let c = store.commit(t).unwrap();
+        assert_eq!(c.dataset_sha256, hex::encode(Sha256::digest(b"def")));
+    }
+}

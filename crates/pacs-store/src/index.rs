@@ -1,0 +1,748 @@
+//! The index: SQLite through sqlx, behind the [`Index`] trait a PostgreSQL backend can
+//! implement later.
+//!
+//! Reads go through a small pool. All writes go through one writer task that groups whatever
+//! requests are waiting into a single transaction (group commit): with several associations
+//! storing at once, one fsync of the WAL covers many instances. Before committing, the writer
+//! fsyncs the blob directories of the batch, so an index row never becomes visible before the
+//! blob it points to is durable.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pacs_model::{like_pattern, Matcher, QueryLevel, TenantId};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::columns::{self, Column};
+use crate::IndexError;
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_initial.sql")];
+
+/// Patient-level attributes of an instance being indexed.
+#[derive(Clone, Debug, Default)]
+pub struct PatientAttrs {
+    pub issuer: String,
+    pub patient_id: String,
+    pub name: Option<String>,
+    pub name_folded: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StudyAttrs {
+    pub study_uid: String,
+    pub date: Option<String>,
+    pub time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub description: Option<String>,
+    pub referring: Option<String>,
+    pub referring_folded: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SeriesAttrs {
+    pub series_uid: String,
+    pub modality: Option<String>,
+    pub series_number: Option<String>,
+    pub description: Option<String>,
+    pub body_part: Option<String>,
+}
+
+/// Everything the index records about a newly stored instance.
+#[derive(Clone, Debug, Default)]
+pub struct NewInstance {
+    pub tenant: i64,
+    pub patient: PatientAttrs,
+    pub study: StudyAttrs,
+    pub series: SeriesAttrs,
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub instance_number: Option<String>,
+    pub transfer_syntax: String,
+    pub size: u64,
+    /// Blob key: SHA-256 of the stored file.
+    pub sha256: String,
+    /// SHA-256 of the data set part, to recognise a re-sent identical object.
+    pub dataset_sha256: String,
+    pub dataset_offset: u64,
+    pub source_ae: Option<String>,
+    /// Non-pixel header as DICOM JSON.
+    pub header_json: String,
+    /// Directory of the blob, fsynced before the commit that references it.
+    pub blob_dir: Option<PathBuf>,
+    /// Audit line committed in the same transaction as the index rows.
+    pub audit: Option<AuditEvent>,
+}
+
+/// What indexing an instance did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexOutcome {
+    Stored {
+        pk: i64,
+    },
+    /// Same SOP Instance UID and same data set as the current object: nothing changed.
+    Duplicate {
+        pk: i64,
+    },
+    /// Same SOP Instance UID, different bytes: the new object is current, the old one kept.
+    Replaced {
+        pk: i64,
+        superseded_pk: i64,
+    },
+}
+
+/// One line of the append-only audit log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    pub tenant: i64,
+    pub event: String,
+    pub actor: String,
+    pub peer: String,
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// A filter on an indexed column.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub column: &'static Column,
+    pub matcher: Matcher,
+}
+
+/// Where an instance's bytes are.
+#[derive(Clone, Debug)]
+pub struct InstanceLocation {
+    pub pk: i64,
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub blob_key: String,
+    pub dataset_offset: u64,
+    pub dataset_sha256: String,
+    pub superseded: bool,
+}
+
+/// A query result row: the key of the level's entity and the values of
+/// `columns::columns_for(level)` in order.
+#[derive(Clone, Debug)]
+pub struct QueryRow {
+    pub pk: i64,
+    pub values: Vec<Option<String>>,
+    /// Filled for image-level queries.
+    pub instance: Option<InstanceLocation>,
+}
+
+/// The index operations the archive needs.
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    /// Records a stored instance; resolves once the index transaction is durable.
+    async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError>;
+    /// Appends to the audit log; resolves once durable.
+    async fn audit(&self, event: AuditEvent) -> Result<(), IndexError>;
+    /// The current instance with this SOP Instance UID.
+    async fn current_instance(
+        &self,
+        tenant: TenantId,
+        sop_uid: &str,
+    ) -> Result<Option<InstanceLocation>, IndexError>;
+    /// Rows of `level` matching `conditions`, ordered by key, after `after_pk`, at most `limit`.
+    async fn query(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        conditions: &[Condition],
+        after_pk: i64,
+        limit: u32,
+    ) -> Result<Vec<QueryRow>, IndexError>;
+    /// An instance by key, current or superseded.
+    async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError>;
+    /// Stored header (DICOM JSON) of an instance, or of one current instance of a
+    /// series/study/patient given that level's key.
+    async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError>;
+    /// Every instance (current and superseded), by key, for fixity checks.
+    async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError>;
+    /// Whether any index row refers to this blob.
+    async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError>;
+    /// Number of rows in the audit log matching an event name (for tests and metrics).
+    async fn audit_count(&self, event: &str) -> Result<i64, IndexError>;
+}
+
+enum WriteRequest {
+    Instance(
+        Box<NewInstance>,
+        oneshot::Sender<Result<IndexOutcome, IndexError>>,
+    ),
+    Audit(AuditEvent, oneshot::Sender<Result<(), IndexError>>),
+}
+
+/// The SQLite index.
+pub struct SqliteIndex {
+    pool: SqlitePool,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is on disk when it returns, which is what an acknowledgement promises.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .pragma("cache_size", "-16384")
+}
+
+impl SqliteIndex {
+    /// Opens (creating and migrating) the index at `path` and starts the writer task.
+    pub async fn open(path: &Path) -> Result<SqliteIndex, IndexError> {
+        let options = connect_options(path);
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        migrate(&mut conn).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone().read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run_writer(conn, rx));
+        Ok(SqliteIndex { pool, writer: tx })
+    }
+
+    /// The schema version of an index file, without migrating it.
+    pub async fn schema_version(path: &Path) -> Result<i64, IndexError> {
+        let mut conn = SqliteConnection::connect_with(&connect_options(path)).await?;
+        Ok(sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut conn)
+            .await?)
+    }
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), IndexError> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let known = SQLITE_MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(IndexError::Schema(format!(
+            "index schema version {version} is newer than this openpacs ({known})"
+        )));
+    }
+    for (i, sql) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "index schema migrated");
+    }
+    Ok(())
+}
+
+/// The single writer: batches everything queued into one transaction.
+async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequest>) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("openpacs_index_batch_size").record(batch.len() as f64);
+        let dirs: BTreeSet<PathBuf> = batch
+            .iter()
+            .filter_map(|r| match r {
+                WriteRequest::Instance(i, _) => i.blob_dir.clone(),
+                WriteRequest::Audit(..) => None,
+            })
+            .collect();
+        let synced =
+            tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| crate::blob::sync_dir(d)))
+                .await
+                .map_err(|e| IndexError::Io(std::io::Error::other(e)))
+                .and_then(|r| r.map_err(IndexError::Io));
+        if let Err(e) = synced {
+            let msg = e.to_string();
+            for request in batch.drain(..) {
+                fail(request, IndexError::Io(std::io::Error::other(msg.clone())));
+            }
+            continue;
+        }
+        match write_batch(&mut conn, &mut batch).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    match (request, result) {
+                        (WriteRequest::Instance(_, reply), r) => {
+                            let _ = reply.send(r.map(|o| o.unwrap_or(IndexOutcome::Duplicate { pk: 0 })));
+                        }
+                        (WriteRequest::Audit(_, reply), r) => {
+                            let _ = reply.send(r.map(|_| ()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "index transaction failed");
+                let msg = e.to_string();
+                for request in batch.drain(..) {
+                    fail(request, IndexError::Schema(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn fail(request: WriteRequest, error: IndexError) {
+    match request {
+        WriteRequest::Instance(_, reply) => {
+            let _ = reply.send(Err(error));
+        }
+        WriteRequest::Audit(_, reply) => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+type BatchResult = Result<Option<IndexOutcome>, IndexError>;
+
+/// Applies a batch in one transaction; each request in its own savepoint so that one bad
+/// request fails alone.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut [WriteRequest],
+) -> Result<Vec<BatchResult>, IndexError> {
+    let mut tx = conn.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch.iter() {
+        sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+        let result = match request {
+            WriteRequest::Instance(instance, _) => insert_instance(&mut tx, instance).await.map(Some),
+            WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| None),
+        };
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO item").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE item").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
+    sqlx::query(&format!(
+        "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
+         VALUES (?, {NOW}, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(e.tenant)
+    .bind(&e.event)
+    .bind(&e.actor)
+    .bind(&e.peer)
+    .bind(&e.patient_id)
+    .bind(&e.study_uid)
+    .bind(&e.outcome)
+    .bind(&e.detail)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<IndexOutcome, IndexError> {
+    let current: Option<(i64, String, i64)> = sqlx::query_as(
+        "SELECT pk, dataset_sha256, series_pk FROM instance
+         WHERE tenant_pk = ? AND sop_uid = ? AND superseded_at IS NULL",
+    )
+    .bind(n.tenant)
+    .bind(&n.sop_uid)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(audit) = &n.audit {
+        insert_audit(tx, audit).await?;
+    }
+    if let Some((pk, dataset_sha, _)) = &current {
+        if *dataset_sha == n.dataset_sha256 {
+            return Ok(IndexOutcome::Duplicate { pk: *pk });
+        }
+    }
+    let p = &n.patient;
+    let patient_pk: i64 = sqlx::query_scalar(
+        "INSERT INTO patient (tenant_pk, issuer, patient_id, patient_name, patient_name_folded, birth_date, sex)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_pk, issuer, patient_id) DO UPDATE SET
+           patient_name = excluded.patient_name, patient_name_folded = excluded.patient_name_folded,
+           birth_date = excluded.birth_date, sex = excluded.sex
+         RETURNING pk",
+    )
+    .bind(n.tenant)
+    .bind(&p.issuer)
+    .bind(&p.patient_id)
+    .bind(&p.name)
+    .bind(&p.name_folded)
+    .bind(&p.birth_date)
+    .bind(&p.sex)
+    .fetch_one(&mut *tx)
+    .await?;
+    let s = &n.study;
+    let study_pk: i64 = sqlx::query_scalar(
+        "INSERT INTO study (tenant_pk, patient_pk, study_uid, study_date, study_time, accession_number,
+                            study_id, description, referring, referring_folded)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_pk, study_uid) DO UPDATE SET
+           study_date = excluded.study_date, study_time = excluded.study_time,
+           accession_number = excluded.accession_number, study_id = excluded.study_id,
+           description = excluded.description, referring = excluded.referring,
+           referring_folded = excluded.referring_folded
+         RETURNING pk",
+    )
+    .bind(n.tenant)
+    .bind(patient_pk)
+    .bind(&s.study_uid)
+    .bind(&s.date)
+    .bind(&s.time)
+    .bind(&s.accession_number)
+    .bind(&s.study_id)
+    .bind(&s.description)
+    .bind(&s.referring)
+    .bind(&s.referring_folded)
+    .fetch_one(&mut *tx)
+    .await?;
+    let se = &n.series;
+    let series_pk: i64 = sqlx::query_scalar(
+        "INSERT INTO series (tenant_pk, study_pk, series_uid, modality, series_number, description, body_part)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_pk, series_uid) DO UPDATE SET
+           modality = excluded.modality, series_number = excluded.series_number,
+           description = excluded.description, body_part = excluded.body_part
+         RETURNING pk",
+    )
+    .bind(n.tenant)
+    .bind(study_pk)
+    .bind(&se.series_uid)
+    .bind(&se.modality)
+    .bind(&se.series_number)
+    .bind(&se.description)
+    .bind(&se.body_part)
+    .fetch_one(&mut *tx)
+    .await?;
+    let superseded_pk = if let Some((old_pk, _, old_series_pk)) = current {
+        sqlx::query(&format!("UPDATE instance SET superseded_at = {NOW} WHERE pk = ?"))
+            .bind(old_pk)
+            .execute(&mut *tx)
+            .await?;
+        adjust_counts(tx, old_series_pk, -1).await?;
+        Some(old_pk)
+    } else {
+        None
+    };
+    let pk: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, transfer_syntax,
+                               size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         RETURNING pk"
+    ))
+    .bind(n.tenant)
+    .bind(series_pk)
+    .bind(&n.sop_uid)
+    .bind(&n.sop_class)
+    .bind(&n.instance_number)
+    .bind(&n.transfer_syntax)
+    .bind(n.size as i64)
+    .bind(&n.sha256)
+    .bind(&n.dataset_sha256)
+    .bind(&n.sha256)
+    .bind(n.dataset_offset as i64)
+    .bind(&n.source_ae)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO instance_header (instance_pk, header) VALUES (?, ?)")
+        .bind(pk)
+        .bind(&n.header_json)
+        .execute(&mut *tx)
+        .await?;
+    adjust_counts(tx, series_pk, 1).await?;
+    Ok(match superseded_pk {
+        Some(superseded_pk) => IndexOutcome::Replaced { pk, superseded_pk },
+        None => IndexOutcome::Stored { pk },
+    })
+}
+
+async fn adjust_counts(tx: &mut SqliteConnection, series_pk: i64, delta: i64) -> Result<(), IndexError> {
+    sqlx::query("UPDATE series SET num_instances = num_instances + ? WHERE pk = ?")
+        .bind(delta)
+        .bind(series_pk)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE study SET num_instances = num_instances + ?
+         WHERE pk = (SELECT study_pk FROM series WHERE pk = ?)",
+    )
+    .bind(delta)
+    .bind(series_pk)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+const INSTANCE_FIELDS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.size, i.blob_key, i.dataset_offset, i.dataset_sha256, i.superseded_at IS NOT NULL";
+
+fn location(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<InstanceLocation, sqlx::Error> {
+    Ok(InstanceLocation {
+        pk: row.try_get(at)?,
+        sop_uid: row.try_get(at + 1)?,
+        sop_class: row.try_get(at + 2)?,
+        transfer_syntax: row.try_get(at + 3)?,
+        size: row.try_get::<i64, _>(at + 4)? as u64,
+        blob_key: row.try_get(at + 5)?,
+        dataset_offset: row.try_get::<i64, _>(at + 6)? as u64,
+        dataset_sha256: row.try_get(at + 7)?,
+        superseded: row.try_get(at + 8)?,
+    })
+}
+
+/// A value bound to a query placeholder.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Adds the SQL prefilter for one condition. It only narrows to a superset of the exact
+/// matches: the archive applies the matching engine to every row it gets back.
+fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition) {
+    let Some(expr) = condition.column.filter else {
+        return;
+    };
+    match &condition.matcher {
+        Matcher::Universal => {}
+        Matcher::Single(v) => {
+            sql.push_str(&format!(" AND {expr} = ?"));
+            binds.push(Bind::Text(v.clone()));
+        }
+        Matcher::Wildcard(p) => {
+            sql.push_str(&format!(" AND {expr} LIKE ? ESCAPE '\\'"));
+            binds.push(Bind::Text(like_pattern(p)));
+        }
+        Matcher::Range { low, high } => {
+            if condition.column.kind != pacs_model::ValueKind::Date {
+                return;
+            }
+            if let Some(low) = low {
+                sql.push_str(&format!(" AND {expr} >= ?"));
+                binds.push(Bind::Text(low.clone()));
+            }
+            if let Some(high) = high {
+                sql.push_str(&format!(" AND {expr} <= ?"));
+                binds.push(Bind::Text(high.clone()));
+            }
+            if low.is_none() && high.is_none() {
+                sql.push_str(&format!(" AND {expr} IS NOT NULL"));
+            }
+        }
+        Matcher::UidList(uids) => {
+            if uids.is_empty() {
+                return;
+            }
+            sql.push_str(&format!(" AND {expr} IN ("));
+            for (i, uid) in uids.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                binds.push(Bind::Text(uid.clone()));
+            }
+            sql.push(')');
+        }
+    }
+}
+
+#[async_trait]
+impl Index for SqliteIndex {
+    async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Instance(Box::new(instance), tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Audit(event, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn current_instance(
+        &self,
+        tenant: TenantId,
+        sop_uid: &str,
+    ) -> Result<Option<InstanceLocation>, IndexError> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_FIELDS} FROM instance i
+             WHERE i.tenant_pk = ? AND i.sop_uid = ? AND i.superseded_at IS NULL"
+        ))
+        .bind(tenant.0)
+        .bind(sop_uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| location(&r, 0)).transpose()?)
+    }
+
+    async fn query(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        conditions: &[Condition],
+        after_pk: i64,
+        limit: u32,
+    ) -> Result<Vec<QueryRow>, IndexError> {
+        let selected: Vec<&Column> = columns::columns_for(level).collect();
+        let mut sql = String::from("SELECT ");
+        let key = match level {
+            QueryLevel::Patient => "p.pk",
+            QueryLevel::Study => "st.pk",
+            QueryLevel::Series => "se.pk",
+            QueryLevel::Image => "i.pk",
+        };
+        sql.push_str(key);
+        for c in &selected {
+            sql.push_str(", ");
+            sql.push_str(c.select);
+        }
+        if level == QueryLevel::Image {
+            sql.push_str(", ");
+            sql.push_str(INSTANCE_FIELDS);
+        }
+        sql.push_str(" FROM patient p");
+        let depth = columns::depth(level);
+        if depth >= 1 {
+            sql.push_str(" JOIN study st ON st.patient_pk = p.pk AND st.num_instances > 0");
+        }
+        if depth >= 2 {
+            sql.push_str(" JOIN series se ON se.study_pk = st.pk AND se.num_instances > 0");
+        }
+        if depth >= 3 {
+            sql.push_str(" JOIN instance i ON i.series_pk = se.pk AND i.superseded_at IS NULL");
+        }
+        sql.push_str(" WHERE p.tenant_pk = ?");
+        let mut binds = vec![Bind::Int(tenant.0)];
+        if depth == 0 {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM study s3 WHERE s3.patient_pk = p.pk AND s3.num_instances > 0)",
+            );
+        }
+        for condition in conditions {
+            if columns::depth(condition.column.level) <= depth {
+                push_condition(&mut sql, &mut binds, condition);
+            }
+        }
+        sql.push_str(&format!(" AND {key} > ? ORDER BY {key} LIMIT ?"));
+        binds.push(Bind::Int(after_pk));
+        binds.push(Bind::Int(limit as i64));
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(selected.len());
+            for i in 0..selected.len() {
+                // Computed counts are integers; everything else is text.
+                let v: Option<String> = match row.try_get::<Option<String>, _>(i + 1) {
+                    Ok(v) => v,
+                    Err(_) => row.try_get::<Option<i64>, _>(i + 1)?.map(|n| n.to_string()),
+                };
+                values.push(v);
+            }
+            let instance = if level == QueryLevel::Image {
+                Some(location(&row, selected.len() + 1)?)
+            } else {
+                None
+            };
+            out.push(QueryRow {
+                pk: row.try_get(0)?,
+                values,
+                instance,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk = ?"
+        ))
+        .bind(pk)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| location(&r, 0)).transpose()?)
+    }
+
+    async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError> {
+        let sql = match level {
+            QueryLevel::Image => "SELECT header FROM instance_header WHERE instance_pk = ?",
+            QueryLevel::Series => {
+                "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
+                 WHERE i.series_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+            }
+            QueryLevel::Study => {
+                "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
+                 JOIN series se ON i.series_pk = se.pk
+                 WHERE se.study_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+            }
+            QueryLevel::Patient => {
+                "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
+                 JOIN series se ON i.series_pk = se.pk JOIN study st ON se.study_pk = st.pk
+                 WHERE st.patient_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+            }
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(pk)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk > ? ORDER BY i.pk LIMIT ?"
+        ))
+        .bind(after_pk)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| location(r, 0)).collect::<Result<_, _>>()?)
+    }
+
+    async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instance WHERE blob_key = ?")
+            .bind(blob_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn audit_count(&self, event: &str) -> Result<i64, IndexError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = ?")
+            .bind(event)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
