@@ -27,3 +27,5 @@ pub use generator::{
     instance_bytes, write_study, GeneratedInstance, Modality, PatientSpec, StudySpec,
     IMPLEMENTATION_VERSION_NAME,
 };
+
+pub mod server;

@@ -1,0 +1,232 @@
+//! Spawning the real `openpacs` binary and driving it with peer programs, for tests.
+//!
+//! The peers are programs nobody here wrote: DCMTK (always called by absolute path, because
+//! pynetdicom installs scripts with the same names) and pynetdicom through
+//! `tests/interop/peer.py`.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Root of the repository (where `tests/fixtures` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Options for a test server.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Extra lines appended to the generated `openpacs.toml`.
+    pub extra_toml: String,
+    /// Use this data directory instead of a fresh one (e.g. a tmpfs mount).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running `openpacs serve` with its own data directory and ports.
+pub struct TestServer {
+    binary: PathBuf,
+    child: Option<Child>,
+    /// Holds the temporary directory alive for the server's lifetime.
+    _dir: tempfile::TempDir,
+    pub work_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub ae_title: String,
+    log: PathBuf,
+}
+
+impl TestServer {
+    pub fn start(binary: &Path, options: ServerOptions) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let work_dir = dir.path().to_path_buf();
+        let data_dir = options.data_dir.clone().unwrap_or_else(|| work_dir.join("data"));
+        let dicom_port = free_port();
+        let http_port = free_port();
+        let config = format!(
+            "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nidle_timeout_secs = 30\nshutdown_grace_secs = 20\n{}\n",
+            data_dir.display().to_string(),
+            options.extra_toml
+        );
+        std::fs::write(work_dir.join("openpacs.toml"), config).expect("write config");
+        let mut server = TestServer {
+            binary: binary.to_path_buf(),
+            child: None,
+            _dir: dir,
+            work_dir: work_dir.clone(),
+            data_dir,
+            dicom_port,
+            http_port,
+            ae_title: "OPENPACS".into(),
+            log: work_dir.join("server.log"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .current_dir(&self.work_dir)
+            .env("OPENPACS_LOG", "info,pacs_dimse=debug")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn openpacs");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("openpacs exited during start-up ({status}):\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("openpacs did not start within 60 s:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM and wait for the exit status (at most 60 s).
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("openpacs did not stop within 60 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+    }
+
+    /// Runs an `openpacs` subcommand with this server's configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.binary)
+            .args(args)
+            .current_dir(&self.work_dir)
+            .output()
+            .expect("run openpacs")
+    }
+
+    /// GET on the HTTP listener; returns the body.
+    pub fn http_get(&self, path: &str) -> String {
+        use std::io::Write;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect HTTP");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    pub fn peer_address(&self) -> String {
+        format!("127.0.0.1:{}", self.dicom_port)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A DCMTK tool by absolute path, with Nagle disabled as DESIGN.md §6 asks.
+pub fn dcmtk(tool: &str) -> Command {
+    let mut cmd = Command::new(format!("/usr/bin/{tool}"));
+    cmd.env("TCP_NODELAY", "1");
+    cmd
+}
+
+/// Runs `tests/interop/peer.py` (pynetdicom) and parses the JSON it prints.
+pub fn pynetdicom(args: &[&str]) -> serde_json::Value {
+    let script = repo_root().join("tests/interop/peer.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 peer.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "peer.py printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// SHA-256 (hex) of the data set part of a Part 10 file: bytes after the file meta group.
+pub fn dataset_sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read file");
+    let offset = part10_dataset_offset(&bytes).expect("Part 10 file");
+    hex::encode(Sha256::digest(&bytes[offset..]))
+}
+
+/// Offset of the data set in Part 10 bytes, from the File Meta Information Group Length.
+pub fn part10_dataset_offset(bytes: &[u8]) -> Option<usize> {
+    if bytes.get(128..132)? != b"DICM" || bytes.get(132..136)? != [0x02, 0x00, 0x00, 0x00] {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes.get(140..144)?.try_into().ok()?) as usize;
+    Some(144 + len)
+}
