@@ -122,7 +122,11 @@ impl Config {
         }
         figment = figment
             // OPENPACS_LOG is the log filter, read by the logger, not a setting.
-            .merge(Env::prefixed("OPENPACS_").filter(|k| !k.as_str().eq_ignore_ascii_case("log")).split("__"))
+            .merge(
+                Env::prefixed("OPENPACS_")
+                    .filter(|k| !k.as_str().eq_ignore_ascii_case("log"))
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides));
         let config: Config = figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");

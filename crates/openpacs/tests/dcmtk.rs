@@ -71,7 +71,13 @@ fn storescu_then_findscu_at_every_level() {
     // Study level: the two CT instances are one study with two instances.
     let all = findscu(
         &server,
-        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName", "NumberOfStudyRelatedInstances", "ModalitiesInStudy"],
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "StudyInstanceUID",
+            "PatientName",
+            "NumberOfStudyRelatedInstances",
+            "ModalitiesInStudy",
+        ],
     );
     assert_eq!(count(&all, "(Pending)"), 3, "three studies: {all}");
     assert!(all.contains("Received Final Find Response (Success)"), "{all}");
@@ -79,15 +85,37 @@ fn storescu_then_findscu_at_every_level() {
     assert!(all.contains("IS [2 ]"), "two CT instances in one study: {all}");
 
     // Wildcard and case-insensitive, accent-insensitive person-name matching.
-    let jerome = findscu(&server, &["QueryRetrieveLevel=STUDY", "PatientName=buc*", "SpecificCharacterSet=ISO_IR 192"]);
+    let jerome = findscu(
+        &server,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientName=buc*",
+            "SpecificCharacterSet=ISO_IR 192",
+        ],
+    );
     assert_eq!(count(&jerome, "(Pending)"), 1, "{jerome}");
-    assert!(jerome.contains("Jérôme") || jerome.contains("J\\303\\251r\\303\\264me") || jerome.contains("Buc^J"), "{jerome}");
+    assert!(
+        jerome.contains("Jérôme") || jerome.contains("J\\303\\251r\\303\\264me") || jerome.contains("Buc^J"),
+        "{jerome}"
+    );
 
     // Series level under one study, and image level under one series.
     let ct_study = "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.1";
-    let series = findscu(&server, &["QueryRetrieveLevel=SERIES", &format!("StudyInstanceUID={ct_study}"), "SeriesInstanceUID", "Modality", "NumberOfSeriesRelatedInstances"]);
+    let series = findscu(
+        &server,
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &format!("StudyInstanceUID={ct_study}"),
+            "SeriesInstanceUID",
+            "Modality",
+            "NumberOfSeriesRelatedInstances",
+        ],
+    );
     assert_eq!(count(&series, "(Pending)"), 1, "one series: {series}");
-    assert!(series.contains("IS [2 ]"), "two instances in the series: {series}");
+    assert!(
+        series.contains("IS [2 ]"),
+        "two instances in the series: {series}"
+    );
     assert!(series.contains("CS [CT]"), "{series}");
 }
 
@@ -101,11 +129,20 @@ fn calling_ae_not_in_allow_list_is_rejected() {
         },
     );
     let port = server.dicom_port.to_string();
-    let refused = dcmtk("echoscu").args(["-aet", "BADSCU", "-aec", "OPENPACS", "127.0.0.1", &port]).output().unwrap();
+    let refused = dcmtk("echoscu")
+        .args(["-aet", "BADSCU", "-aec", "OPENPACS", "127.0.0.1", &port])
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("Calling AE Title Not Recognized"), "expected an A-ASSOCIATE-RJ with that reason: {err}");
-    let allowed = dcmtk("echoscu").args(["-aet", "GOODSCU", "-aec", "OPENPACS", "127.0.0.1", &port]).output().unwrap();
+    assert!(
+        err.contains("Calling AE Title Not Recognized"),
+        "expected an A-ASSOCIATE-RJ with that reason: {err}"
+    );
+    let allowed = dcmtk("echoscu")
+        .args(["-aet", "GOODSCU", "-aec", "OPENPACS", "127.0.0.1", &port])
+        .output()
+        .unwrap();
     assert!(allowed.status.success(), "{}", text(&allowed));
 }
 
@@ -115,11 +152,16 @@ fn getscu_and_movescu_retrieve_a_study() {
     let server = TestServer::start(
         binary(),
         ServerOptions {
-            extra_toml: format!("[[peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"),
+            extra_toml: format!(
+                "[[peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+            ),
             ..ServerOptions::default()
         },
     );
-    let files = [fixture("ct_series_a_1_explicit_le.dcm"), fixture("ct_series_a_2_explicit_le.dcm")];
+    let files = [
+        fixture("ct_series_a_1_explicit_le.dcm"),
+        fixture("ct_series_a_2_explicit_le.dcm"),
+    ];
     let out = storescu(&server, &files);
     assert!(out.status.success(), "{}", text(&out));
     let study = "StudyInstanceUID=1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.1";
@@ -134,7 +176,12 @@ fn getscu_and_movescu_retrieve_a_study() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read_dir(get_dir.path()).unwrap().count(), 2, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_dir(get_dir.path()).unwrap().count(),
+        2,
+        "{}",
+        text(&out)
+    );
 
     // C-MOVE to storescp, bit-preserving: the data sets must come back byte for byte.
     let move_dir = tempfile::tempdir().unwrap();
@@ -146,18 +193,36 @@ fn getscu_and_movescu_retrieve_a_study() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = dcmtk("movescu")
-        .args(["-S", "-aec", "OPENPACS", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", study, "127.0.0.1", &port])
+        .args([
+            "-S",
+            "-aec",
+            "OPENPACS",
+            "-aem",
+            "STORESCP",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            study,
+            "127.0.0.1",
+            &port,
+        ])
         .output()
         .unwrap();
     let _ = scp.kill();
     let _ = scp.wait();
     assert!(out.status.success(), "{}", text(&out));
-    let mut received: Vec<_> = std::fs::read_dir(move_dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut received: Vec<_> = std::fs::read_dir(move_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     received.sort();
     assert_eq!(received.len(), 2, "{}", text(&out));
     // storescu re-encodes what it sends, so byte identity with the fixture files is checked in
     // the pynetdicom corpus test; here the move must deliver exactly the two instances.
-    let names: Vec<String> = received.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = received
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -168,7 +233,20 @@ fn getscu_and_movescu_retrieve_a_study() {
 
     // Unknown destination: refused with A801.
     let out = dcmtk("movescu")
-        .args(["-S", "-v", "-aec", "OPENPACS", "-aem", "NOBODY", "-k", "QueryRetrieveLevel=STUDY", "-k", study, "127.0.0.1", &port])
+        .args([
+            "-S",
+            "-v",
+            "-aec",
+            "OPENPACS",
+            "-aem",
+            "NOBODY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            study,
+            "127.0.0.1",
+            &port,
+        ])
         .output()
         .unwrap();
     let all = text(&out);
@@ -179,7 +257,11 @@ fn getscu_and_movescu_retrieve_a_study() {
 fn garbage_on_the_port_does_not_disturb_other_peers() {
     use std::io::Write;
     let mut server = TestServer::start(binary(), ServerOptions::default());
-    for payload in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 1, 2, 3][..], &[0x04; 64][..]] {
+    for payload in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+        &[0x04; 64][..],
+    ] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", server.dicom_port)).unwrap();
         let _ = s.write_all(payload);
         drop(s);

@@ -31,7 +31,7 @@ pub enum ArchiveError {
     #[error("{0}")]
     Mismatch(String),
     #[error("index: {0}")]
-    Index(#[from] IndexError),
+    Index(IndexError),
     #[error("I/O: {0}")]
     Io(std::io::Error),
     #[error("internal error: {0}")]
@@ -45,6 +45,16 @@ impl ArchiveError {
         match e.kind() {
             ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ArchiveError::OutOfResources(e.to_string()),
             _ => ArchiveError::Io(e),
+        }
+    }
+}
+
+impl From<IndexError> for ArchiveError {
+    fn from(e: IndexError) -> Self {
+        if e.is_storage_full() {
+            ArchiveError::OutOfResources(e.to_string())
+        } else {
+            ArchiveError::Index(e)
         }
     }
 }

@@ -183,14 +183,20 @@ impl PduWriter {
         if data.is_empty() {
             return self.send_pdv(w, context_id, false, true, &[]).await;
         }
-        let n = data.len().div_ceil(self.max_fragment);
-        for (i, chunk) in data.chunks(self.max_fragment).enumerate() {
+        let fragment = self.max_fragment & !1;
+        let n = data.len().div_ceil(fragment);
+        for (i, chunk) in data.chunks(fragment).enumerate() {
             self.send_pdv(w, context_id, false, i + 1 == n, chunk).await?;
         }
         Ok(())
     }
 
     /// Streams a data set of known length from a reader, one fragment in memory at a time.
+    ///
+    /// PDV values must have even length (DCMTK aborts otherwise). A data set of odd length is
+    /// only legal as a deflated bit stream that lacks its trailing pad byte (PS3.5 §A.5); such
+    /// a stream gets the single trailing NUL the standard asks for. The stored original is not
+    /// changed.
     pub async fn send_dataset_stream<W, R>(
         &mut self,
         w: &mut W,
@@ -202,16 +208,21 @@ impl PduWriter {
         W: AsyncWrite + Unpin,
         R: AsyncRead + Unpin + ?Sized,
     {
-        let mut remaining = len;
-        let mut chunk = vec![0u8; self.max_fragment.min(len.max(1) as usize)];
-        if len == 0 {
+        let padded = len + (len & 1);
+        if padded == 0 {
             return self.send_pdv(w, context_id, false, true, &[]).await;
         }
-        while remaining > 0 {
-            let n = (remaining as usize).min(chunk.len());
-            reader.read_exact(&mut chunk[..n]).await?;
-            remaining -= n as u64;
-            self.send_pdv(w, context_id, false, remaining == 0, &chunk[..n])
+        // Fragments of even size, so that only the last one can need the pad byte.
+        let fragment = self.max_fragment & !1;
+        let mut chunk = vec![0u8; fragment.min(padded as usize)];
+        let mut sent = 0u64;
+        while sent < padded {
+            let n = ((padded - sent) as usize).min(chunk.len());
+            let from_reader = ((len.saturating_sub(sent)) as usize).min(n);
+            reader.read_exact(&mut chunk[..from_reader]).await?;
+            chunk[from_reader..n].fill(0);
+            sent += n as u64;
+            self.send_pdv(w, context_id, false, sent == padded, &chunk[..n])
                 .await?;
         }
         Ok(())
@@ -267,6 +278,29 @@ mod tests {
         }
         assert_eq!(got, data);
         assert_eq!(lasts, 1);
+    }
+
+    #[tokio::test]
+    async fn odd_length_stream_gets_one_trailing_pad_byte() {
+        let mut writer = PduWriter::new(64);
+        let data: Vec<u8> = (1..=101u8).collect();
+        let mut wire = Vec::new();
+        writer
+            .send_dataset_stream(&mut wire, 1, &mut &data[..], data.len() as u64)
+            .await
+            .unwrap();
+        let mut reader = PduReader::new(64);
+        let mut cursor = &wire[..];
+        let mut got = Vec::new();
+        while let Some(Pdu::Data(pdvs)) = reader.read(&mut cursor).await.unwrap() {
+            for pdv in pdvs {
+                assert_eq!(pdv.data.len() % 2, 0, "every fragment has even length");
+                got.extend_from_slice(&pdv.data);
+            }
+        }
+        assert_eq!(&got[..101], &data[..]);
+        assert_eq!(got.len(), 102);
+        assert_eq!(got[101], 0);
     }
 
     #[tokio::test]

@@ -276,8 +276,12 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
                 .and_then(|r| r.map_err(IndexError::Io));
         if let Err(e) = synced {
             let msg = e.to_string();
+            let kind = match &e {
+                IndexError::Io(io) => io.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
             for request in batch.drain(..) {
-                fail(request, IndexError::Io(std::io::Error::other(msg.clone())));
+                fail(request, IndexError::Io(std::io::Error::new(kind, msg.clone())));
             }
             continue;
         }

@@ -25,3 +25,25 @@ pub enum IndexError {
     #[error("the index writer has stopped")]
     WriterGone,
 }
+
+impl IndexError {
+    /// Whether the failure means the disk (or quota) is full: SQLITE_FULL or ENOSPC/EDQUOT.
+    pub fn is_storage_full(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            IndexError::Io(e) => matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded),
+            IndexError::Database(sqlx::Error::Io(e)) => {
+                matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+            }
+            // SQLITE_FULL is result code 13; extended codes keep it in the low byte.
+            IndexError::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .and_then(|c| c.parse::<u32>().ok())
+                .is_some_and(|c| c & 0xff == 13),
+            // The writer reports a failed batch by message: keep the classification.
+            IndexError::Schema(m) => m.contains("database or disk is full") || m.contains("No space left"),
+            IndexError::WriterGone => false,
+        }
+    }
+}

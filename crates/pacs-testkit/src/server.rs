@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 /// Root of the repository (where `tests/fixtures` lives).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
         .canonicalize()
         .expect("repository root")
 }
@@ -125,13 +126,18 @@ impl TestServer {
 
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGTERM and wait for the exit status (at most 60 s).
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -175,7 +181,10 @@ impl TestServer {
         write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send request");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read response");
-        response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
     }
 
     pub fn peer_address(&self) -> String {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and interop tests against real DICOM
+# peers (DCMTK, pynetdicom). Installs the peer tools it needs when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/bin/storescu ] || missing+=(dcmtk)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! python3 -c "import pydicom, pynetdicom" 2>/dev/null; then
+  echo "installing pydicom and pynetdicom"
+  python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,820 @@
+#!/usr/bin/env python3
+"""Independent DICOM peer used by the openpacs integration tests.
+
+Built on pynetdicom 3.0.x + pydicom 3.0.x.  Every command prints exactly one
+JSON object on stdout (logging goes to stderr).  Exit code 0 when the DICOM
+exchange took place (whatever the DIMSE statuses), 2 when no association could
+be established (then the JSON object is {"error": "..."}), 1 on usage errors.
+
+Commands (common options --host --port --aec --aet may appear before or after
+the command name):
+
+  echo
+  store FILE... [--associations N] [--ack-log PATH]
+  find  --model study|patient --level L [-k KEY=VALUE ...] [--charset CS]
+        [--cancel-after N]
+  get   --model study|patient --level L -k KEY=VALUE ...
+        [--contexts-from-manifest PATH] [--sop-class UID ...]
+  move  --dest AE --model study|patient --level L -k KEY=VALUE ... [--listen PORT]
+
+`store` sends each file byte-for-byte: the path is given to
+Association.send_c_store() with pynetdicom's _config.STORE_SEND_CHUNKED_DATASET
+enabled, so pynetdicom streams file[offset_after_file_meta:] without decoding or
+re-encoding it (and requires an accepted context with exactly the file's
+transfer syntax).  `get` and `move --listen` record, per SOP Instance UID, the
+SHA-256 and size of the exact dataset bytes received and the transfer syntax of
+the presentation context they arrived on.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+
+import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+from pydicom.valuerep import PersonName
+
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    build_context,
+    build_role,
+    evt,
+)
+from pynetdicom import transport as _transport
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+LOG = logging.getLogger("peer")
+
+# Send files raw (no decode / re-encode); receive datasets into memory (BytesIO)
+_config.STORE_SEND_CHUNKED_DATASET = True
+_config.STORE_RECV_CHUNKED_DATASET = False
+# Accept any storage SOP class (incl. private ones) when acting as storage SCP
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+_config.LOG_RESPONSE_IDENTIFIERS = False
+_config.LOG_REQUEST_IDENTIFIERS = False
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
+
+# Default storage SOP classes for `get` (CT, MR, CR, Secondary Capture)
+DEFAULT_GET_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.7",
+]
+DEFAULT_GET_SYNTAXES = [
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    EXPLICIT_BE,
+    DEFLATED_LE,
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE lossless
+]
+
+MODELS = {
+    "study": {
+        "find": StudyRootQueryRetrieveInformationModelFind,
+        "get": StudyRootQueryRetrieveInformationModelGet,
+        "move": StudyRootQueryRetrieveInformationModelMove,
+    },
+    "patient": {
+        "find": PatientRootQueryRetrieveInformationModelFind,
+        "get": PatientRootQueryRetrieveInformationModelGet,
+        "move": PatientRootQueryRetrieveInformationModelMove,
+    },
+}
+
+MAX_CONTEXTS = 128
+
+
+class AssociationFailed(Exception):
+    pass
+
+
+class UsageError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# TCP_NODELAY (pynetdicom has no option for it: wrap its socket factories)
+# --------------------------------------------------------------------------
+def _set_nodelay(sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def _install_nodelay():
+    orig_create = _transport.AssociationSocket._create_socket
+
+    def _create_socket(self, address):
+        sock = orig_create(self, address)
+        _set_nodelay(sock)
+        return sock
+
+    _transport.AssociationSocket._create_socket = _create_socket
+
+    orig_get_request = _transport.AssociationServer.get_request
+
+    def get_request(self):
+        client, addr = orig_get_request(self)
+        _set_nodelay(client)
+        return client, addr
+
+    _transport.AssociationServer.get_request = get_request
+
+
+try:
+    _install_nodelay()
+except Exception:  # pragma: no cover
+    pass
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def emit(obj, code=0):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+def status_int(status_ds):
+    """Status from a pynetdicom status Dataset, None if there was no response."""
+    if status_ds is None or "Status" not in status_ds:
+        return None
+    return int(status_ds.Status)
+
+
+def make_ae(args):
+    ae = AE(ae_title=args.aet)
+    ae.acse_timeout = args.timeout
+    ae.dimse_timeout = args.timeout
+    ae.network_timeout = args.timeout
+    ae.maximum_pdu_size = args.max_pdu
+    return ae
+
+
+def associate(ae, args, contexts, ext_neg=None, handlers=None):
+    """Request an association; raise AssociationFailed with a reason."""
+    seen = {}
+
+    def on_acse_recv(event):
+        seen["primitive"] = event.primitive
+
+    handlers = list(handlers or []) + [(evt.EVT_ACSE_RECV, on_acse_recv)]
+    assoc = ae.associate(
+        args.host,
+        args.port,
+        contexts=contexts,
+        ae_title=args.aec,
+        ext_neg=ext_neg,
+        evt_handlers=handlers,
+    )
+    if assoc.is_established:
+        return assoc
+    if assoc.is_rejected:
+        p = seen.get("primitive")
+        reason = ""
+        if p is not None and getattr(p, "result", None) in (1, 2):
+            try:
+                reason = f": {p.result_str}, source {p.source_str}, reason {p.reason_str}"
+            except Exception:
+                reason = f": result {p.result} source {p.result_source} diag {p.diagnostic}"
+        raise AssociationFailed(f"association rejected{reason}")
+    if assoc.is_aborted:
+        raise AssociationFailed(
+            "association aborted (e.g. no presentation context accepted, or peer abort)"
+        )
+    raise AssociationFailed(
+        f"association with {args.aec}@{args.host}:{args.port} failed "
+        "(connection refused, timeout or invalid response)"
+    )
+
+
+def parse_key(key):
+    """KEY may be a keyword or a tag as GGGGEEEE / (GGGG,EEEE)."""
+    k = key.strip()
+    hexpart = k.strip("()").replace(",", "")
+    if len(hexpart) == 8 and all(c in "0123456789abcdefABCDEF" for c in hexpart):
+        return Tag(int(hexpart, 16))
+    tag = tag_for_keyword(k)
+    if tag is None:
+        raise ValueError(f"unknown DICOM keyword {key!r}")
+    return Tag(tag)
+
+
+def _convert_value(vr, value):
+    if value == "":
+        if vr == "SQ":
+            return []
+        return None
+    if vr in ("US", "SS", "UL", "SL", "UV", "SV"):
+        parts = [int(v, 0) for v in value.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    if vr in ("FL", "FD"):
+        parts = [float(v) for v in value.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    if vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+        return bytes.fromhex(value)
+    if vr == "SQ":
+        raise ValueError("sequence keys only support an empty value")
+    return value  # pydicom splits "a\\b" into a multi-value for string VRs
+
+
+def build_identifier(level, keys, charset=None):
+    try:
+        return _build_identifier(level, keys, charset)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"bad identifier key: {exc}") from exc
+
+
+def _build_identifier(level, keys, charset=None):
+    ds = Dataset()
+    if charset:
+        cs = charset.split("\\")
+        ds.SpecificCharacterSet = cs[0] if len(cs) == 1 else cs
+    ds.QueryRetrieveLevel = level
+    for item in keys or []:
+        if "=" not in item:
+            raise UsageError(f"-k expects KEY=VALUE (VALUE may be empty), got {item!r}")
+        key, value = item.split("=", 1)
+        tag = parse_key(key)
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN" if value == "" else "LO"
+        vr = vr.split(" or ")[0]
+        ds.add_new(tag, vr, _convert_value(vr, value))
+    return ds
+
+
+def elem_value(elem):
+    """JSON-friendly representation of a data element's value."""
+    if elem.VR == "SQ":
+        return [dataset_to_dict(item) for item in elem.value]
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, (MultiValue, list, tuple)):
+        return "\\".join(_scalar_str(v) for v in value)
+    return _scalar_str(value)
+
+
+def _scalar_str(v):
+    if v is None:
+        return ""
+    if isinstance(v, PersonName):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    return str(v)
+
+
+def dataset_to_dict(ds):
+    out = OrderedDict()
+    for elem in ds:
+        name = elem.keyword or keyword_for_tag(elem.tag) or f"{elem.tag.group:04X}{elem.tag.element:04X}"
+        try:
+            out[name] = elem_value(elem)
+        except Exception as exc:  # undecodable value: report it, keep going
+            out[name] = f"<error: {exc}>"
+    return out
+
+
+def charsets_of(ds, acc):
+    if ds is None or "SpecificCharacterSet" not in ds:
+        return
+    v = ds.SpecificCharacterSet
+    vals = list(v) if isinstance(v, (MultiValue, list, tuple)) else [v]
+    for c in vals:
+        c = "" if c is None else str(c)
+        if c not in acc:
+            acc.append(c)
+
+
+class InstanceRecorder:
+    """EVT_C_STORE handler recording raw received dataset bytes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.instances = OrderedDict()
+        self.received = 0
+
+    def handle(self, event):
+        try:
+            data = event.request.DataSet.getvalue()
+            uid = str(event.request.AffectedSOPInstanceUID)
+            rec = {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "transfer_syntax": str(event.context.transfer_syntax),
+                "sop_class_uid": str(event.request.AffectedSOPClassUID),
+            }
+            with self.lock:
+                self.received += 1
+                self.instances[uid] = rec
+        except Exception:
+            LOG.exception("error while recording a received instance")
+            return 0xC211
+        return 0x0000
+
+
+# --------------------------------------------------------------------------
+# echo
+# --------------------------------------------------------------------------
+def cmd_echo(args):
+    ae = make_ae(args)
+    assoc = associate(ae, args, [build_context(Verification)])
+    try:
+        rsp = assoc.send_c_echo()
+        return emit({"status": status_int(rsp)})
+    finally:
+        _release(assoc)
+
+
+def _release(assoc):
+    try:
+        if assoc.is_established:
+            assoc.release()
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------------------------
+# store
+# --------------------------------------------------------------------------
+def _read_meta(path):
+    """(sop_class, sop_instance, transfer_syntax) from the File Meta group."""
+    meta = pydicom.filereader.read_file_meta_info(path)
+    missing = [
+        kw
+        for kw in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+        if not meta.get(kw)
+    ]
+    if missing:
+        raise ValueError("file meta lacks " + ", ".join(missing))
+    return (
+        str(meta.MediaStorageSOPClassUID),
+        str(meta.MediaStorageSOPInstanceUID),
+        str(meta.TransferSyntaxUID),
+    )
+
+
+def _is_ack(status):
+    return status is not None and (
+        status == 0x0000 or status == 0x0001 or 0xB000 <= status <= 0xBFFF
+    )
+
+
+class AckLog:
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.fh = open(path, "a", encoding="ascii") if path else None
+
+    def ack(self, uid):
+        if self.fh is None:
+            return
+        with self.lock:
+            self.fh.write(uid + "\n")
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+    def close(self):
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _batches(items, limit=MAX_CONTEXTS):
+    """Split items (each with .pair) in order so that every batch needs at most
+    `limit` distinct (sop_class, transfer_syntax) contexts."""
+    batches, cur, pairs = [], [], set()
+    for it in items:
+        if it["pair"] not in pairs and len(pairs) >= limit:
+            batches.append(cur)
+            cur, pairs = [], set()
+        pairs.add(it["pair"])
+        cur.append(it)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _store_worker(args, items, acklog, outcome):
+    for batch in _batches(items):
+        pairs = list(OrderedDict.fromkeys(it["pair"] for it in batch))
+        contexts = [build_context(sop, [ts]) for sop, ts in pairs]
+        ae = make_ae(args)
+        try:
+            assoc = associate(ae, args, contexts)
+        except AssociationFailed as exc:
+            outcome["assoc_errors"].append(str(exc))
+            for it in batch:
+                it["result"]["error_comment"] = str(exc)
+            continue
+        outcome["established"] += 1
+        msg_id = 0
+        try:
+            for it in batch:
+                res = it["result"]
+                msg_id = msg_id % 65535 + 1
+                try:
+                    rsp = assoc.send_c_store(it["path"], msg_id=msg_id)
+                except Exception as exc:
+                    msg = str(exc)
+                    if "presentation context" in msg.lower():
+                        msg = f"no accepted presentation context for {it['pair'][0]} / {it['pair'][1]}: {msg}"
+                    res["error_comment"] = msg
+                    continue
+                st = status_int(rsp)
+                res["status"] = st
+                if st is None:
+                    res["error_comment"] = "no response (timeout or association aborted)"
+                elif "ErrorComment" in rsp:
+                    res["error_comment"] = str(rsp.ErrorComment)
+                if _is_ack(st):
+                    acklog.ack(res["sop_instance_uid"])
+        finally:
+            _release(assoc)
+
+
+def cmd_store(args):
+    results, items = [], []
+    for path in args.files:
+        res = {"file": path, "sop_instance_uid": None, "status": None, "error_comment": None}
+        results.append(res)
+        try:
+            sop, inst, ts = _read_meta(path)
+        except Exception as exc:
+            res["error_comment"] = f"cannot read as DICOM Part 10 file: {type(exc).__name__}: {exc}"
+            continue
+        res["sop_instance_uid"] = inst
+        items.append({"path": path, "pair": (sop, ts), "result": res})
+
+    n = max(1, int(args.associations))
+    groups = [items[i::n] for i in range(n)]
+    groups = [g for g in groups if g]
+    acklog = AckLog(args.ack_log)
+    outcome = {"established": 0, "assoc_errors": []}
+    t0 = time.monotonic()
+    try:
+        threads = [
+            threading.Thread(target=_store_worker, args=(args, g, acklog, outcome), daemon=True)
+            for g in groups
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        acklog.close()
+    elapsed = time.monotonic() - t0
+
+    if groups and outcome["established"] == 0:
+        return emit({"error": "; ".join(sorted(set(outcome["assoc_errors"])))}, 2)
+    out = {"results": results, "elapsed_s": round(elapsed, 6)}
+    if outcome["assoc_errors"]:
+        out["association_errors"] = outcome["assoc_errors"]
+    return emit(out)
+
+
+# --------------------------------------------------------------------------
+# find
+# --------------------------------------------------------------------------
+def cmd_find(args):
+    model = MODELS[args.model]["find"]
+    ds = build_identifier(args.level, args.key, args.charset)
+    ae = make_ae(args)
+    assoc = associate(ae, args, [build_context(model, [EXPLICIT_LE, IMPLICIT_LE])])
+    out = {"status": None, "pending": 0, "matches": [], "specific_character_set": []}
+    msg_id = 1
+    cancel_sent = False
+    try:
+        try:
+            responses = assoc.send_c_find(ds, model, msg_id=msg_id)
+        except ValueError as exc:
+            return emit({"error": f"C-FIND not possible: {exc}"}, 2)
+        if args.cancel_after is not None and args.cancel_after <= 0:
+            assoc.send_c_cancel(msg_id, query_model=model)
+            cancel_sent = True
+        for status, identifier in responses:
+            st = status_int(status)
+            if st is None:
+                out["error"] = "no final response (timeout or association aborted)"
+                break
+            if st in (0xFF00, 0xFF01):
+                out["pending"] += 1
+                if identifier is not None:
+                    out["matches"].append(dataset_to_dict(identifier))
+                    charsets_of(identifier, out["specific_character_set"])
+                if (
+                    args.cancel_after is not None
+                    and not cancel_sent
+                    and out["pending"] >= args.cancel_after
+                ):
+                    assoc.send_c_cancel(msg_id, query_model=model)
+                    cancel_sent = True
+                continue
+            out["status"] = st
+            if "ErrorComment" in status:
+                out["error_comment"] = str(status.ErrorComment)
+            if identifier is not None:
+                charsets_of(identifier, out["specific_character_set"])
+            break
+        if args.cancel_after is not None:
+            out["cancel_sent"] = cancel_sent
+        return emit(out)
+    finally:
+        _release(assoc)
+
+
+# --------------------------------------------------------------------------
+# get / move
+# --------------------------------------------------------------------------
+def plan_storage_contexts(wanted, budget):
+    """wanted: OrderedDict sop_class -> ordered list of transfer syntaxes.
+    Returns a list of (sop_class, [ts...]) contexts, at most `budget` of them,
+    preferring one context per (SOP class, transfer syntax) so the sender can
+    pick the exact syntax each instance is stored in."""
+    # Level A: one context per (sop, ts)
+    plan = [(sop, [ts]) for sop, tss in wanted.items() for ts in tss]
+    if len(plan) <= budget:
+        return plan
+    # Level B: compressed syntaxes alone, uncompressed ones grouped
+    plan = []
+    for sop, tss in wanted.items():
+        unc = [ts for ts in tss if ts in UNCOMPRESSED]
+        plan += [(sop, [ts]) for ts in tss if ts not in UNCOMPRESSED]
+        if unc:
+            plan.append((sop, unc))
+    if len(plan) <= budget:
+        LOG.warning("storage contexts: grouping uncompressed syntaxes per SOP class")
+        return plan
+    # Level C: one context per SOP class with all syntaxes
+    plan = [(sop, list(tss)) for sop, tss in wanted.items()]
+    if len(plan) > budget:
+        LOG.warning(
+            "storage contexts: %d SOP classes, only %d proposed", len(plan), budget
+        )
+        plan = plan[:budget]
+    else:
+        LOG.warning("storage contexts: one context per SOP class (all syntaxes)")
+    return plan
+
+
+def _wanted_syntaxes(args):
+    wanted = OrderedDict()
+
+    def add(sop, ts):
+        lst = wanted.setdefault(sop, [])
+        if ts not in lst:
+            lst.append(ts)
+
+    if args.contexts_from_manifest:
+        with open(args.contexts_from_manifest, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        entries = manifest if isinstance(manifest, list) else manifest.get("files", [])
+        for e in entries:
+            if e.get("valid") and e.get("sop_class_uid") and e.get("transfer_syntax_uid"):
+                add(e["sop_class_uid"], e["transfer_syntax_uid"])
+        for sop in args.sop_class or []:
+            add(sop, EXPLICIT_LE)
+        for sop in list(wanted):
+            add(sop, EXPLICIT_LE)
+            add(sop, IMPLICIT_LE)
+    else:
+        for sop in DEFAULT_GET_SOP_CLASSES + list(args.sop_class or []):
+            for ts in DEFAULT_GET_SYNTAXES:
+                add(sop, ts)
+    return wanted
+
+
+def _run_retrieve(assoc, responses):
+    out = {
+        "status": None,
+        "completed": None,
+        "failed": None,
+        "warning": None,
+        "remaining": None,
+        "pending_responses": 0,
+    }
+    for status, identifier in responses:
+        st = status_int(status)
+        if st is None:
+            out["error"] = "no final response (timeout or association aborted)"
+            break
+        if st in (0xFF00, 0xFF01):
+            out["pending_responses"] += 1
+            continue
+        out["status"] = st
+        for key, kw in (
+            ("completed", "NumberOfCompletedSuboperations"),
+            ("failed", "NumberOfFailedSuboperations"),
+            ("warning", "NumberOfWarningSuboperations"),
+            ("remaining", "NumberOfRemainingSuboperations"),
+        ):
+            v = status.get(kw)
+            out[key] = int(v) if v is not None and v != "" else None
+        if "ErrorComment" in status:
+            out["error_comment"] = str(status.ErrorComment)
+        if identifier is not None:
+            fl = identifier.get("FailedSOPInstanceUIDList")
+            if fl:
+                out["failed_sop_instance_uids"] = (
+                    [str(x) for x in fl] if isinstance(fl, (MultiValue, list)) else [str(fl)]
+                )
+        break
+    return out
+
+
+def cmd_get(args):
+    model = MODELS[args.model]["get"]
+    ds = build_identifier(args.level, args.key, args.charset)
+    plan = plan_storage_contexts(_wanted_syntaxes(args), MAX_CONTEXTS - 1)
+    contexts = [build_context(model, [EXPLICIT_LE, IMPLICIT_LE])]
+    contexts += [build_context(sop, tss) for sop, tss in plan]
+    sops = list(OrderedDict.fromkeys(sop for sop, _ in plan))
+    roles = [build_role(sop, scp_role=True) for sop in sops]
+    recorder = InstanceRecorder()
+    ae = make_ae(args)
+    assoc = associate(
+        ae, args, contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, recorder.handle)]
+    )
+    try:
+        try:
+            responses = assoc.send_c_get(ds, model, msg_id=1)
+        except ValueError as exc:
+            return emit({"error": f"C-GET not possible: {exc}"}, 2)
+        out = _run_retrieve(assoc, responses)
+        with recorder.lock:
+            out["instances"] = dict(recorder.instances)
+            out["received"] = recorder.received
+        return emit(out)
+    finally:
+        _release(assoc)
+
+
+def cmd_move(args):
+    model = MODELS[args.model]["move"]
+    ds = build_identifier(args.level, args.key, args.charset)
+    recorder = None
+    server = None
+    if args.listen is not None:
+        recorder = InstanceRecorder()
+        scp_ae = make_ae(args)
+        for cx in AllStoragePresentationContexts:
+            scp_ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        scp_ae.add_supported_context(Verification)
+        try:
+            server = scp_ae.start_server(
+                (args.listen_addr, int(args.listen)),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, recorder.handle)],
+            )
+        except OSError as exc:
+            return emit({"error": f"cannot listen on port {args.listen}: {exc}"}, 2)
+    try:
+        ae = make_ae(args)
+        assoc = associate(ae, args, [build_context(model, [EXPLICIT_LE, IMPLICIT_LE])])
+        try:
+            try:
+                responses = assoc.send_c_move(ds, args.dest, model, msg_id=1)
+            except ValueError as exc:
+                return emit({"error": f"C-MOVE not possible: {exc}"}, 2)
+            out = _run_retrieve(assoc, responses)
+        finally:
+            _release(assoc)
+        if recorder is not None:
+            # let storage associations that are still being released finish
+            deadline = time.monotonic() + args.linger
+            while time.monotonic() < deadline and server is not None and server.active_associations:
+                time.sleep(0.05)
+            with recorder.lock:
+                out["instances"] = dict(recorder.instances)
+                out["received"] = recorder.received
+        return emit(out)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+def build_parser():
+    def common(p, suppress):
+        d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+        p.add_argument("--host", default=d("127.0.0.1"))
+        p.add_argument("--port", type=int, default=d(11112))
+        p.add_argument("--aec", default=d("OPENPACS"), help="called AE title")
+        p.add_argument("--aet", default=d("PEERPY"), help="calling (our) AE title")
+        p.add_argument("--timeout", type=float, default=d(60.0), help="ACSE/DIMSE/network timeout (s)")
+        p.add_argument("--max-pdu", type=int, default=d(16382), help="our maximum PDU length (0 = unlimited)")
+        p.add_argument("-v", "--verbose", action="count", default=d(0))
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("echo")
+    common(p, True)
+
+    p = sub.add_parser("store")
+    common(p, True)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--associations", type=int, default=1)
+    p.add_argument("--ack-log", default=None)
+
+    def qr(p):
+        common(p, True)
+        p.add_argument("--model", choices=sorted(MODELS), default="study")
+        p.add_argument(
+            "--level", required=True, type=str.upper,
+            choices=["PATIENT", "STUDY", "SERIES", "IMAGE"],
+        )
+        p.add_argument("-k", "--key", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--charset", default=None, help='SpecificCharacterSet, e.g. "ISO_IR 192"')
+
+    p = sub.add_parser("find")
+    qr(p)
+    p.add_argument("--cancel-after", type=int, default=None)
+
+    p = sub.add_parser("get")
+    qr(p)
+    p.add_argument("--contexts-from-manifest", default=None, metavar="PATH")
+    p.add_argument("--sop-class", action="append", default=[], metavar="UID")
+
+    p = sub.add_parser("move")
+    qr(p)
+    p.add_argument("--dest", required=True, help="move destination AE title")
+    p.add_argument("--listen", type=int, default=None, metavar="PORT",
+                   help="run a storage SCP (AE --aet) on PORT during the move")
+    p.add_argument("--listen-addr", default="0.0.0.0")
+    p.add_argument("--linger", type=float, default=2.0,
+                   help="max seconds to wait for incoming storage associations to close")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname).1s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(max(level, logging.INFO) if args.verbose < 2 else logging.DEBUG)
+    if args.verbose == 0:
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    handler = {
+        "echo": cmd_echo,
+        "store": cmd_store,
+        "find": cmd_find,
+        "get": cmd_get,
+        "move": cmd_move,
+    }[args.command]
+    try:
+        return handler(args)
+    except AssociationFailed as exc:
+        return emit({"error": str(exc)}, 2)
+    except UsageError as exc:  # bad -k etc.
+        return emit({"error": f"usage: {exc}"}, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
