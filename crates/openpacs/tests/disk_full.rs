@@ -23,7 +23,10 @@ impl Tmpfs {
             .arg(&path)
             .status()
             .expect("run mount");
-        assert!(status.success(), "this test needs to mount a small tmpfs (run as root)");
+        assert!(
+            status.success(),
+            "this test needs to mount a small tmpfs (run as root)"
+        );
         Tmpfs(path, dir)
     }
 
@@ -45,7 +48,14 @@ impl Drop for Tmpfs {
 
 fn storescu(server: &TestServer, files: &[PathBuf]) -> Output {
     dcmtk("storescu")
-        .args(["-v", "-nh", "-aec", "OPENPACS", "127.0.0.1", &server.dicom_port.to_string()])
+        .args([
+            "-v",
+            "-nh",
+            "-aec",
+            "OPENPACS",
+            "127.0.0.1",
+            &server.dicom_port.to_string(),
+        ])
         .args(files)
         .output()
         .unwrap()
@@ -53,7 +63,16 @@ fn storescu(server: &TestServer, files: &[PathBuf]) -> Output {
 
 fn image_count(server: &TestServer) -> usize {
     let out = dcmtk("findscu")
-        .args(["-S", "-v", "-aec", "OPENPACS", "-k", "QueryRetrieveLevel=IMAGE", "-k", "SOPInstanceUID"])
+        .args([
+            "-S",
+            "-v",
+            "-aec",
+            "OPENPACS",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            "SOPInstanceUID",
+        ])
         .args(["127.0.0.1", &server.dicom_port.to_string()])
         .output()
         .unwrap();
@@ -80,13 +99,29 @@ fn disk_full_gives_a700_then_ingest_resumes_when_space_returns() {
     let out = storescu(&server, &files);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let stored = log.matches("Received Store Response (Success)").count();
-    let refused = log.matches("Received Store Response (Refused: OutOfResources").count();
-    assert!(stored > 0 && refused > 0, "some stores fit, later ones are refused with A7xx:\n{log}");
-    assert_eq!(stored + refused, files.len(), "every store got an answer and the association survived:\n{log}");
+    let refused = log
+        .matches("Received Store Response (Refused: OutOfResources")
+        .count();
+    assert!(
+        stored > 0 && refused > 0,
+        "some stores fit, later ones are refused with A7xx:\n{log}"
+    );
+    assert_eq!(
+        stored + refused,
+        files.len(),
+        "every store got an answer and the association survived:\n{log}"
+    );
     assert!(server.is_running());
     let leftovers: Vec<_> = std::fs::read_dir(mount.0.join("data/tmp")).unwrap().collect();
-    assert!(leftovers.is_empty(), "nothing half-written stays behind: {leftovers:?}");
-    assert_eq!(image_count(&server), stored, "the index lists exactly the acknowledged instances");
+    assert!(
+        leftovers.is_empty(),
+        "nothing half-written stays behind: {leftovers:?}"
+    );
+    assert_eq!(
+        image_count(&server),
+        stored,
+        "the index lists exactly the acknowledged instances"
+    );
 
     mount.resize("64m");
     let out = storescu(&server, &files);

@@ -750,3 +750,160 @@ impl Index for SqliteIndex {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(sop: &str, dataset_sha: &str) -> NewInstance {
+        NewInstance {
+            tenant: 1,
+            patient: PatientAttrs {
+                patient_id: "P1".into(),
+                name: Some("Lefèvre^Hélène".into()),
+                name_folded: Some(pacs_model::fold_person_name("Lefèvre^Hélène")),
+                ..PatientAttrs::default()
+            },
+            study: StudyAttrs {
+                study_uid: "1.2.3".into(),
+                date: Some("20240102".into()),
+                ..StudyAttrs::default()
+            },
+            series: SeriesAttrs {
+                series_uid: "1.2.3.4".into(),
+                modality: Some("CT".into()),
+                ..SeriesAttrs::default()
+            },
+            sop_uid: sop.into(),
+            sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            size: 10,
+            sha256: dataset_sha.repeat(2),
+            dataset_sha256: dataset_sha.into(),
+            header_json: "{}".into(),
+            audit: Some(AuditEvent {
+                tenant: 1,
+                event: "store".into(),
+                actor: "TEST".into(),
+                peer: "local".into(),
+                outcome: "success".into(),
+                ..AuditEvent::default()
+            }),
+            ..NewInstance::default()
+        }
+    }
+
+    fn condition(tag: (u16, u16), matcher: Matcher) -> Condition {
+        Condition {
+            column: columns::column_for_tag(tag).unwrap(),
+            matcher,
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_recognised_and_changed_objects_supersede() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let first = index.add_instance(instance("1.2.3.4.1", "aa")).await.unwrap();
+        let IndexOutcome::Stored { pk } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            index.add_instance(instance("1.2.3.4.1", "aa")).await.unwrap(),
+            IndexOutcome::Duplicate { pk }
+        );
+        let replaced = index.add_instance(instance("1.2.3.4.1", "bb")).await.unwrap();
+        let IndexOutcome::Replaced {
+            superseded_pk,
+            pk: new_pk,
+        } = replaced
+        else {
+            panic!("{replaced:?}")
+        };
+        assert_eq!(superseded_pk, pk);
+        index.add_instance(instance("1.2.3.4.2", "cc")).await.unwrap();
+
+        // Image level: the current objects only.
+        let rows = index
+            .query(TenantId(1), QueryLevel::Image, &[], 0, 100)
+            .await
+            .unwrap();
+        let pks: Vec<i64> = rows.iter().map(|r| r.pk).collect();
+        assert_eq!(pks.len(), 2);
+        assert!(pks.contains(&new_pk) && !pks.contains(&pk));
+        // Both versions are kept for fixity checks.
+        assert_eq!(index.instances_page(0, 100).await.unwrap().len(), 3);
+        let old = index.instance(pk).await.unwrap().unwrap();
+        assert!(old.superseded);
+
+        // Study level counts current instances; name matching uses the folded column.
+        let by_name = [condition(
+            (0x0010, 0x0010),
+            Matcher::parse(pacs_model::ValueKind::PersonName, "LEFEVRE*"),
+        )];
+        let studies = index
+            .query(TenantId(1), QueryLevel::Study, &by_name, 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(studies.len(), 1);
+        let count_pos = columns::columns_for(QueryLevel::Study)
+            .position(|c| c.tag == (0x0020, 0x1208))
+            .unwrap();
+        assert_eq!(studies[0].values[count_pos].as_deref(), Some("2"));
+        let by_date = [condition(
+            (0x0008, 0x0020),
+            Matcher::parse(pacs_model::ValueKind::Date, "20240101-20240131"),
+        )];
+        assert_eq!(
+            index
+                .query(TenantId(1), QueryLevel::Study, &by_date, 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let other_date = [condition(
+            (0x0008, 0x0020),
+            Matcher::parse(pacs_model::ValueKind::Date, "-20231231"),
+        )];
+        assert!(index
+            .query(TenantId(1), QueryLevel::Study, &other_date, 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // Another tenant sees nothing.
+        assert!(index
+            .query(TenantId(2), QueryLevel::Study, &[], 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // Four store audits were committed with the rows.
+        assert_eq!(index.audit_count("store").await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn audit_log_refuses_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let index = SqliteIndex::open(&path).await.unwrap();
+        index
+            .audit(AuditEvent {
+                tenant: 1,
+                event: "query".into(),
+                actor: "X".into(),
+                peer: "p".into(),
+                outcome: "success".into(),
+                ..AuditEvent::default()
+            })
+            .await
+            .unwrap();
+        let mut conn = SqliteConnection::connect_with(&connect_options(&path))
+            .await
+            .unwrap();
+        assert!(sqlx::query("DELETE FROM audit").execute(&mut conn).await.is_err());
+        assert!(sqlx::query("UPDATE audit SET outcome = 'x'")
+            .execute(&mut conn)
+            .await
+            .is_err());
+    }
+}
