@@ -36,6 +36,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 
 import pydicom
@@ -79,7 +80,6 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
 
 # Default storage SOP classes for `get` (CT, MR, CR, Secondary Capture)
 DEFAULT_GET_SOP_CLASSES = [
@@ -196,7 +196,13 @@ def associate(ae, args, contexts, ext_neg=None, handlers=None):
     def on_acse_recv(event):
         seen["primitive"] = event.primitive
 
-    handlers = list(handlers or []) + [(evt.EVT_ACSE_RECV, on_acse_recv)]
+    def on_conn_open(event):
+        seen["connected"] = True
+
+    handlers = list(handlers or []) + [
+        (evt.EVT_ACSE_RECV, on_acse_recv),
+        (evt.EVT_CONN_OPEN, on_conn_open),
+    ]
     assoc = ae.associate(
         args.host,
         args.port,
@@ -216,6 +222,10 @@ def associate(ae, args, contexts, ext_neg=None, handlers=None):
             except Exception:
                 reason = f": result {p.result} source {p.result_source} diag {p.diagnostic}"
         raise AssociationFailed(f"association rejected{reason}")
+    if not seen.get("connected"):
+        raise AssociationFailed(
+            f"cannot connect to {args.host}:{args.port} (connection refused or timeout)"
+        )
     if assoc.is_aborted:
         raise AssociationFailed(
             "association aborted (e.g. no presentation context accepted, or peer abort)"
@@ -452,9 +462,15 @@ def _store_worker(args, items, acklog, outcome):
             continue
         outcome["established"] += 1
         msg_id = 0
+        dead = None  # reason the association can no longer be used
         try:
             for it in batch:
                 res = it["result"]
+                if dead is None and not _assoc_usable(assoc):
+                    dead = "association aborted by peer or connection closed"
+                if dead is not None:
+                    res["error_comment"] = f"not sent: {dead}"
+                    continue
                 msg_id = msg_id % 65535 + 1
                 try:
                     rsp = assoc.send_c_store(it["path"], msg_id=msg_id)
@@ -462,18 +478,41 @@ def _store_worker(args, items, acklog, outcome):
                     msg = str(exc)
                     if "presentation context" in msg.lower():
                         msg = f"no accepted presentation context for {it['pair'][0]} / {it['pair'][1]}: {msg}"
+                    elif not _assoc_usable(assoc):
+                        dead = "association aborted by peer or connection closed"
+                        msg = f"not sent: {dead}"
                     res["error_comment"] = msg
                     continue
                 st = status_int(rsp)
                 res["status"] = st
                 if st is None:
-                    res["error_comment"] = "no response (timeout or association aborted)"
-                elif "ErrorComment" in rsp:
+                    res["error_comment"] = "no response (timeout, connection closed or association aborted)"
+                    # pynetdicom signals a closed connection once only: never
+                    # wait on this association again
+                    dead = "association lost while waiting for an earlier response"
+                    try:
+                        assoc.abort()
+                    except Exception:
+                        pass
+                    continue
+                if "ErrorComment" in rsp:
                     res["error_comment"] = str(rsp.ErrorComment)
                 if _is_ack(st):
                     acklog.ack(res["sop_instance_uid"])
         finally:
             _release(assoc)
+
+
+def _assoc_usable(assoc):
+    try:
+        return (
+            assoc.is_established
+            and not assoc.is_aborted
+            and not assoc.acse.is_aborted()
+            and assoc.dul.is_alive()
+        )
+    except Exception:
+        return False
 
 
 def cmd_store(args):
@@ -571,32 +610,30 @@ def cmd_find(args):
 # --------------------------------------------------------------------------
 def plan_storage_contexts(wanted, budget):
     """wanted: OrderedDict sop_class -> ordered list of transfer syntaxes.
-    Returns a list of (sop_class, [ts...]) contexts, at most `budget` of them,
-    preferring one context per (SOP class, transfer syntax) so the sender can
-    pick the exact syntax each instance is stored in."""
-    # Level A: one context per (sop, ts)
-    plan = [(sop, [ts]) for sop, tss in wanted.items() for ts in tss]
-    if len(plan) <= budget:
-        return plan
-    # Level B: compressed syntaxes alone, uncompressed ones grouped
-    plan = []
-    for sop, tss in wanted.items():
-        unc = [ts for ts in tss if ts in UNCOMPRESSED]
-        plan += [(sop, [ts]) for ts in tss if ts not in UNCOMPRESSED]
-        if unc:
-            plan.append((sop, unc))
-    if len(plan) <= budget:
-        LOG.warning("storage contexts: grouping uncompressed syntaxes per SOP class")
-        return plan
-    # Level C: one context per SOP class with all syntaxes
-    plan = [(sop, list(tss)) for sop, tss in wanted.items()]
-    if len(plan) > budget:
+
+    Returns a list of (sop_class, [ts, ...]) contexts, at most `budget` of
+    them.  pynetdicom (like any acceptor) agrees on ONE transfer syntax per
+    context, so the ideal is one context per (SOP class, transfer syntax),
+    which lets the sender use the exact syntax an instance is stored in.  When
+    that does not fit, every SOP class keeps at least one context holding its
+    remaining syntaxes, and single-syntax contexts are handed out in order
+    (earlier SOP classes and earlier syntaxes first)."""
+    items = [(sop, list(tss)) for sop, tss in wanted.items() if tss]
+    if len(items) > budget:
         LOG.warning(
-            "storage contexts: %d SOP classes, only %d proposed", len(plan), budget
+            "storage contexts: %d SOP classes, only the first %d proposed",
+            len(items), budget,
         )
-        plan = plan[:budget]
-    else:
-        LOG.warning("storage contexts: one context per SOP class (all syntaxes)")
+        items = items[:budget]
+    spare = budget - len(items)
+    plan = []
+    for sop, tss in items:
+        k = min(len(tss) - 1, spare)
+        spare -= k
+        plan += [(sop, [ts]) for ts in tss[:k]]
+        plan.append((sop, tss[k:]))
+        if len(tss[k:]) > 1:
+            LOG.info("storage context for %s groups syntaxes %s", sop, tss[k:])
     return plan
 
 
@@ -797,10 +834,13 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname).1s %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(max(level, logging.INFO) if args.verbose < 2 else logging.DEBUG)
     if args.verbose == 0:
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    # pydicom reports charset problems both through logging and warnings:
+    # keep the logging copy only
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
     handler = {
         "echo": cmd_echo,
         "store": cmd_store,
