@@ -34,6 +34,8 @@ pub struct Config {
     pub allowed_calling_aes: Vec<String>,
     /// Accept SOP classes not in the standard registry (private ones).
     pub accept_unknown_sop_classes: bool,
+    /// Reject associations that call another AE title than ours.
+    pub check_called_ae_title: bool,
     /// Explicit opt-out of the secure default: listen for DICOM on a non-loopback address
     /// without a calling-AE allow-list.
     pub dicom_open_to_any_ae: bool,
@@ -67,6 +69,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             allowed_calling_aes: Vec::new(),
             accept_unknown_sop_classes: true,
+            check_called_ae_title: false,
             dicom_open_to_any_ae: false,
             log_format: "text".into(),
             peers: Vec::new(),

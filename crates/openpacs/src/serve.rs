@@ -60,6 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         allowed_calling_aes: (!config.allowed_calling_aes.is_empty())
             .then(|| config.allowed_calling_aes.iter().cloned().collect::<HashSet<_>>()),
         accept_unknown_sop_classes: config.accept_unknown_sop_classes,
+        check_called_ae_title: config.check_called_ae_title,
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     });
     let services = Arc::new(DimseArchive::new(archive.clone()));

@@ -175,7 +175,7 @@ impl Incoming {
         } = self;
         let blobs = archive.clone();
         let (blob, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = parse_header(blob.path(), expected.as_ref());
+            let parsed = check_then_parse(blob.path(), blob.dataset_offset(), expected.as_ref());
             (blob, parsed)
         })
         .await
@@ -250,6 +250,27 @@ impl Archive {
     }
 }
 
+/// Reads the transfer syntax from the file meta group, walks the element lengths (so that a
+/// lying length cannot make the parser allocate it), then parses the header.
+fn check_then_parse(
+    path: &Path,
+    dataset_offset: u64,
+    expected: Option<&(String, String)>,
+) -> Result<NewInstance, ArchiveError> {
+    let meta = {
+        let mut file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
+        let mut preamble = [0u8; 128];
+        file.read_exact(&mut preamble)
+            .map_err(|_| ArchiveError::Invalid("not a DICOM Part 10 file (too short)".into()))?;
+        dicom_object::meta::FileMetaTable::from_reader(&mut file)
+            .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?
+    };
+    if let Some(encoding) = crate::lengths::Encoding::of(meta.transfer_syntax()) {
+        crate::lengths::check(path, dataset_offset, encoding)?;
+    }
+    parse_header(path, expected)
+}
+
 /// Largest value of a binary element kept in the stored header; bigger ones (private blobs,
 /// overlays, icons) are left in the original object only.
 const MAX_HEADER_BINARY: u32 = 1024;
@@ -271,15 +292,15 @@ pub(crate) fn parse_header(
     let study_uid = required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
     let series_uid = required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
     if let Some((class, instance)) = expected {
-        if *instance != sop_uid {
-            return Err(ArchiveError::Mismatch(format!(
-                "data set SOP Instance UID {sop_uid} differs from the command's {instance}"
-            )));
-        }
         if *class != sop_class {
             return Err(ArchiveError::Mismatch(format!(
                 "data set SOP Class UID {sop_class} differs from the command's {class}"
             )));
+        }
+        if *instance != sop_uid {
+            // The object is what it says it is: it is indexed under the data set's UID, as
+            // DCMTK and Orthanc do. The sender is told nothing new; the log keeps the trace.
+            tracing::warn!(command = %instance, dataset = %sop_uid, "C-STORE SOP Instance UID differs from the data set's; indexed under the data set's");
         }
     }
     let transfer_syntax = obj.meta().transfer_syntax().to_string();
@@ -321,9 +342,16 @@ pub(crate) fn parse_header(
     })
 }
 
-/// A trimmed, non-empty string value.
+/// A trimmed, non-empty string value. Elements sent with VR UN (some writers do that for
+/// attributes they do not know) hold the raw text bytes.
 pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let value = obj.get(tag)?.to_str().ok()?;
+    let element = obj.get(tag)?;
+    let value = if element.vr() == dicom_core::VR::UN {
+        let bytes = element.value().to_bytes().ok()?;
+        std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        element.to_str().ok()?
+    };
     let trimmed = value.trim_matches(|c: char| c == ' ' || c == '\0');
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }

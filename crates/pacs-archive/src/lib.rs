@@ -6,6 +6,7 @@
 
 pub mod dimse;
 pub mod ingest;
+mod lengths;
 pub mod maintenance;
 pub mod query;
 pub mod retrieve;

@@ -260,9 +260,13 @@ fn put_text(out: &mut Vec<u8>, element: u16, v: &str, pad: u8) {
     }
 }
 
-/// Error Comment is LO: at most 64 characters; longer explanations are cut on a char boundary.
+/// Error Comment is LO: one value (a backslash would split it) of at most 64 characters;
+/// longer explanations are cut on a character boundary.
 fn truncate_lo(s: &str) -> String {
-    s.chars().take(64).collect()
+    s.chars()
+        .map(|c| if c == '\\' { '/' } else { c })
+        .take(64)
+        .collect()
 }
 
 fn trim_text(value: &[u8]) -> String {
@@ -313,12 +317,16 @@ mod tests {
         rsp.completed = Some(2);
         rsp.failed = Some(1);
         rsp.warning = Some(0);
-        rsp.error_comment = Some("x".repeat(100));
+        rsp.error_comment = Some(format!("a\\b{}", "x".repeat(100)));
         let decoded = Command::decode(&rsp.encode()).expect("decodes");
         assert_eq!(decoded.message_id_being_responded_to, Some(42));
         assert_eq!(decoded.remaining, Some(10));
         assert_eq!(decoded.failed, Some(1));
         assert_eq!(decoded.error_comment.as_deref().map(str::len), Some(64));
+        assert!(
+            decoded.error_comment.unwrap().starts_with("a/b"),
+            "no value separator in the comment"
+        );
         assert!(!decoded.has_dataset());
     }
 

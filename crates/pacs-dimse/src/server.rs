@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub allowed_calling_aes: Option<HashSet<String>>,
     /// Accept storage of SOP classes that are not in the standard registry (private ones).
     pub accept_unknown_sop_classes: bool,
+    /// Reject associations whose called AE title is not ours.
+    pub check_called_ae_title: bool,
     /// How long shutdown waits for associations in flight.
     pub shutdown_grace: Duration,
 }
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             artim_timeout: Duration::from_secs(30),
             allowed_calling_aes: None,
             accept_unknown_sop_classes: true,
+            check_called_ae_title: false,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -156,6 +159,8 @@ async fn reject_busy(mut socket: TcpStream, artim: Duration) {
 /// Calling-AE allow-list; remembers why it refused so the refusal can be audited.
 struct AllowList {
     allowed: Option<HashSet<String>>,
+    /// Our AE title, when the called AE title must match it.
+    called: Option<String>,
     refusal: Arc<Mutex<Option<String>>>,
 }
 
@@ -164,9 +169,17 @@ impl AccessControl for AllowList {
         &self,
         _this_ae_title: &str,
         calling_ae_title: &str,
-        _called_ae_title: &str,
+        called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
+        if let Some(ours) = &self.called {
+            if ours != called_ae_title.trim() {
+                if let Ok(mut slot) = self.refusal.lock() {
+                    *slot = Some(format!("called AE title {called_ae_title:?} is not ours"));
+                }
+                return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+            }
+        }
         match &self.allowed {
             Some(allowed) if !allowed.contains(calling_ae_title.trim()) => {
                 if let Ok(mut slot) = self.refusal.lock() {
@@ -206,6 +219,7 @@ async fn handle_connection(
     let refusal = Arc::new(Mutex::new(None));
     let access = AllowList {
         allowed: config.allowed_calling_aes.clone(),
+        called: config.check_called_ae_title.then(|| config.ae_title.clone()),
         refusal: refusal.clone(),
     };
     let mut options = ServerAssociationOptions::new()
@@ -1013,15 +1027,20 @@ pub(crate) fn sub_operation_proposals(items: &[RetrieveItem]) -> Vec<(String, Ve
     }
     let mut proposals = Vec::new();
     for (class, stored) in classes {
+        // Each stored syntax alone first, so the destination can take the original bytes;
+        // then, when some are not little endian, the syntaxes we can convert them to.
         for ts in &stored {
-            if ts != EXPLICIT_VR_LE && ts != IMPLICIT_VR_LE {
-                proposals.push((class.clone(), vec![ts.clone()]));
-            }
+            proposals.push((class.clone(), vec![ts.clone()]));
         }
-        proposals.push((
-            class,
-            vec![EXPLICIT_VR_LE.to_string(), IMPLICIT_VR_LE.to_string()],
-        ));
+        if stored
+            .iter()
+            .any(|ts| ts != EXPLICIT_VR_LE && ts != IMPLICIT_VR_LE)
+        {
+            proposals.push((
+                class,
+                vec![EXPLICIT_VR_LE.to_string(), IMPLICIT_VR_LE.to_string()],
+            ));
+        }
     }
     // An association carries at most 128 presentation contexts (odd IDs 1..255).
     proposals.truncate(128);
