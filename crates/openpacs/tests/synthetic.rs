@@ -1,0 +1,173 @@
+//! Larger synthetic studies: a 500-instance CT over four associations, and a kill -9 in the
+//! middle of a multi-association ingest.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pacs_testkit::server::{dataset_sha256, dcmtk, pynetdicom, repo_root, ServerOptions, TestServer};
+use pacs_testkit::{write_study, GeneratedInstance, StudySpec};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_openpacs"))
+}
+
+fn generate(seed: u64, instances: u32, dir: &Path) -> Vec<GeneratedInstance> {
+    write_study(&StudySpec::ct(seed, instances), dir).expect("generate study")
+}
+
+fn study_counts(server: &TestServer, study: &str) -> String {
+    let out = dcmtk("findscu")
+        .args(["-S", "-v", "-aec", "OPENPACS", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
+        .args([
+            "-k",
+            "NumberOfStudyRelatedInstances",
+            "-k",
+            "NumberOfStudyRelatedSeries",
+            "-k",
+            "ModalitiesInStudy",
+        ])
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn five_hundred_instances_over_four_associations_come_back_identical() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let source = tempfile::tempdir().unwrap();
+    let study = generate(500, 500, source.path());
+    let files: Vec<String> = study.iter().map(|g| g.path.display().to_string()).collect();
+    let p = server.dicom_port.to_string();
+
+    let started = Instant::now();
+    let mut args = vec!["store", "--port", &p, "--associations", "4"];
+    args.extend(files.iter().map(String::as_str));
+    let stored = pynetdicom(&args);
+    let elapsed = started.elapsed().as_secs_f64();
+    let results = stored["results"].as_array().unwrap();
+    assert_eq!(results.len(), 500);
+    assert!(results.iter().all(|r| r["status"] == 0), "{stored}");
+    let bytes: u64 = study.iter().map(|g| g.size).sum();
+    // Reported, not asserted: tests run in debug builds on shared machines.
+    println!(
+        "stored 500 instances over 4 associations in {elapsed:.1} s ({:.0} instances/s, {:.1} MB/s; debug build, pynetdicom sender)",
+        500.0 / elapsed,
+        bytes as f64 / 1e6 / elapsed
+    );
+
+    let counts = study_counts(&server, &study[0].study_instance_uid);
+    assert!(counts.contains("IS [500 ]"), "{counts}");
+    assert!(counts.contains("IS [1 ]"), "one series: {counts}");
+
+    let got = pynetdicom(&[
+        "get",
+        "--port",
+        &p,
+        "--level",
+        "STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
+    ]);
+    assert_eq!(got["completed"], 500, "{}", got["status"]);
+    assert_eq!(got["failed"], 0);
+    for g in &study {
+        assert_eq!(
+            got["instances"][&g.sop_instance_uid]["sha256"].as_str(),
+            Some(dataset_sha256(&g.path).as_str()),
+            "{} differs",
+            g.sop_instance_uid
+        );
+    }
+}
+
+#[test]
+fn kill_nine_during_ingest_loses_no_acknowledged_instance() {
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    let source = tempfile::tempdir().unwrap();
+    let study = generate(900, 400, source.path());
+    let ack_log = source.path().join("acks.txt");
+    let p = server.dicom_port.to_string();
+
+    let mut sender = Command::new("python3");
+    sender
+        .arg(repo_root().join("tests/interop/peer.py"))
+        .args(["store", "--port", &p, "--associations", "4", "--ack-log"])
+        .arg(&ack_log)
+        .args(study.iter().map(|g| &g.path))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut sender = sender.spawn().unwrap();
+
+    // Let a good part of the ingest be acknowledged, then crash the server mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let acked = std::fs::read_to_string(&ack_log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if acked >= 60 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest too slow: {acked} acknowledged\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    let _ = sender.wait();
+    let acked: Vec<String> = std::fs::read_to_string(&ack_log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        acked.len() < study.len(),
+        "the crash must happen mid-ingest ({} acknowledged)",
+        acked.len()
+    );
+
+    server.restart();
+    let got = pynetdicom(&[
+        "get",
+        "--port",
+        &p,
+        "--level",
+        "STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
+    ]);
+    let by_uid: HashMap<&str, &PathBuf> = study
+        .iter()
+        .map(|g| (g.sop_instance_uid.as_str(), &g.path))
+        .collect();
+    for uid in &acked {
+        let received = &got["instances"][uid.as_str()];
+        assert_eq!(
+            received["sha256"].as_str(),
+            Some(dataset_sha256(by_uid[uid.as_str()]).as_str()),
+            "acknowledged instance {uid} not retrievable intact after the crash\n{}",
+            server.log()
+        );
+    }
+    assert_eq!(got["failed"], 0, "{}", got["status"]);
+    println!(
+        "{} acknowledged before kill -9, {} retrievable after restart",
+        acked.len(),
+        got["completed"]
+    );
+
+    assert!(server.stop().success());
+    let verify = server.cli(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify after the crash: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(server.log().contains("recovery done"));
+}
