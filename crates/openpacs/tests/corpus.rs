@@ -349,25 +349,55 @@ fn pynetdicom_move_delivers_every_fixture_in_its_stored_syntax() {
     let valid: Vec<_> = manifest().into_iter().filter(|f| f["valid"] == true).collect();
     let files: Vec<String> = valid
         .iter()
-        .map(|f| repo_root().join("tests/fixtures").join(f["path"].as_str().unwrap()).display().to_string())
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
         .collect();
     let mut args = vec!["store", "--port", &p];
     args.extend(files.iter().map(String::as_str));
     pynetdicom(&args);
 
-    let mut studies: Vec<&str> = valid.iter().map(|f| f["study_instance_uid"].as_str().unwrap()).collect();
+    let mut studies: Vec<&str> = valid
+        .iter()
+        .map(|f| f["study_instance_uid"].as_str().unwrap())
+        .collect();
     studies.sort();
     studies.dedup();
     let key = format!("StudyInstanceUID={}", studies.join("\\"));
     let dest_port = dest.to_string();
     let moved = pynetdicom(&[
-        "move", "--port", &p, "--dest", "PEERPY", "--listen", &dest_port, "--listen-addr", "127.0.0.1", "--level", "STUDY", "-k", &key,
+        "move",
+        "--port",
+        &p,
+        "--dest",
+        "PEERPY",
+        "--listen",
+        &dest_port,
+        "--listen-addr",
+        "127.0.0.1",
+        "--level",
+        "STUDY",
+        "-k",
+        &key,
     ]);
     assert_eq!(moved["status"], 0, "{moved}");
     assert_eq!(moved["completed"].as_u64(), Some(valid.len() as u64), "{moved}");
     for entry in &valid {
         let received = &moved["instances"][entry["sop_instance_uid"].as_str().unwrap()];
-        assert_eq!(received["sha256"].as_str(), Some(expected_sha(entry).as_str()), "{}: {received}", entry["path"]);
-        assert_eq!(received["transfer_syntax"], entry["transfer_syntax_uid"], "{}", entry["path"]);
+        assert_eq!(
+            received["sha256"].as_str(),
+            Some(expected_sha(entry).as_str()),
+            "{}: {received}",
+            entry["path"]
+        );
+        assert_eq!(
+            received["transfer_syntax"], entry["transfer_syntax_uid"],
+            "{}",
+            entry["path"]
+        );
     }
 }
