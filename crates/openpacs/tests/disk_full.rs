@@ -12,7 +12,11 @@ fn binary() -> &'static Path {
 }
 
 /// A tmpfs mount that is unmounted when dropped.
-struct Tmpfs(PathBuf, tempfile::TempDir);
+struct Tmpfs {
+    path: PathBuf,
+    /// Keeps the mount point alive; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
 
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
@@ -27,13 +31,13 @@ impl Tmpfs {
             status.success(),
             "this test needs to mount a small tmpfs (run as root)"
         );
-        Tmpfs(path, dir)
+        Tmpfs { path, _dir: dir }
     }
 
     fn resize(&self, size: &str) {
         let status = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
+            .arg(&self.path)
             .status()
             .unwrap();
         assert!(status.success());
@@ -42,7 +46,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -85,7 +89,7 @@ fn disk_full_gives_a700_then_ingest_resumes_when_space_returns() {
     let mut server = TestServer::start(
         binary(),
         ServerOptions {
-            data_dir: Some(mount.0.join("data")),
+            data_dir: Some(mount.path.join("data")),
             ..ServerOptions::default()
         },
     );
@@ -112,7 +116,7 @@ fn disk_full_gives_a700_then_ingest_resumes_when_space_returns() {
         "every store got an answer and the association survived:\n{log}"
     );
     assert!(server.is_running());
-    let leftovers: Vec<_> = std::fs::read_dir(mount.0.join("data/tmp")).unwrap().collect();
+    let leftovers: Vec<_> = std::fs::read_dir(mount.path.join("data/tmp")).unwrap().collect();
     assert!(
         leftovers.is_empty(),
         "nothing half-written stays behind: {leftovers:?}"
