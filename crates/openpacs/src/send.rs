@@ -1,11 +1,10 @@
 //! `openpacs send`: C-STORE SCU for files and folders.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use dicom_object::meta::FileMetaTable;
 use pacs_dimse::client::ScuAssociation;
 use pacs_dimse::{DatasetStream, RetrieveItem};
 use tokio::io::AsyncSeekExt;
@@ -107,20 +106,11 @@ pub async fn run(
     })
 }
 
-fn read_meta(path: &PathBuf) -> anyhow::Result<Outgoing> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble)?;
-    let mut counting = Counting {
-        inner: &mut file,
-        n: 0,
-    };
-    let meta = FileMetaTable::from_reader(&mut counting)?;
-    let offset = 128 + counting.n;
+fn read_meta(path: &Path) -> anyhow::Result<Outgoing> {
+    let (meta, offset) = pacs_archive::read_part10_meta(path)?;
     let size = std::fs::metadata(path)?.len();
     Ok(Outgoing {
-        path: path.clone(),
+        path: path.to_path_buf(),
         item: RetrieveItem {
             sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
             sop_instance_uid: meta.media_storage_sop_instance_uid().to_string(),
@@ -130,17 +120,4 @@ fn read_meta(path: &PathBuf) -> anyhow::Result<Outgoing> {
         offset,
         len: size - offset,
     })
-}
-
-struct Counting<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use pacs_testkit::server::{dataset_sha256, dcmtk, free_port, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{dataset_sha256, free_port, repo_root, ServerOptions, StoreScp, TestServer};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -116,15 +116,8 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn send_delivers_the_original_bytes_to_storescp() {
     let server = TestServer::start(binary(), ServerOptions::default());
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let mut scp = dcmtk("storescp")
-        .args(["-aet", "STORESCP", "+B", "+xa", "-od"])
-        .arg(dir.path())
-        .arg(port.to_string())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let scp = StoreScp::start("STORESCP", free_port(), &["+xa"]);
+    let port = scp.port;
     let files: Vec<_> = manifest()
         .into_iter()
         .filter(|f| f["valid"] == true)
@@ -142,11 +135,9 @@ fn send_delivers_the_original_bytes_to_storescp() {
     args.extend(files.iter().map(|f| f.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = server.cli(&args);
-    let _ = scp.kill();
-    let _ = scp.wait();
     assert!(out.status.success(), "{}", describe(&out));
     let mut sent: Vec<String> = files.iter().map(|f| padded_dataset_sha256(f)).collect();
-    let mut received: Vec<String> = walk_files(dir.path()).iter().map(|f| dataset_sha256(f)).collect();
+    let mut received: Vec<String> = scp.received().iter().map(|f| dataset_sha256(f)).collect();
     sent.sort();
     received.sort();
     assert_eq!(

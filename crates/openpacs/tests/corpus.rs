@@ -41,6 +41,44 @@ fn statuses(result: &serde_json::Value) -> BTreeMap<String, (Option<u64>, String
         .collect()
 }
 
+/// Stores every valid fixture with pynetdicom (bytes as they are) and checks each got success.
+fn store_valid_fixtures(server: &TestServer) -> Vec<serde_json::Value> {
+    let valid: Vec<_> = manifest().into_iter().filter(|f| f["valid"] == true).collect();
+    let files: Vec<String> = valid
+        .iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let p = port(server);
+    let mut args = vec!["store", "--port", &p];
+    args.extend(files.iter().map(String::as_str));
+    for (file, (status, comment)) in statuses(&pynetdicom(&args)) {
+        assert_eq!(
+            status,
+            Some(0),
+            "{file} was not stored: {comment}\n{}",
+            server.log()
+        );
+    }
+    valid
+}
+
+/// A StudyInstanceUID key listing every study of `entries` (a UID list match).
+fn every_study_key(entries: &[serde_json::Value]) -> String {
+    let mut studies: Vec<&str> = entries
+        .iter()
+        .map(|f| f["study_instance_uid"].as_str().unwrap())
+        .collect();
+    studies.sort();
+    studies.dedup();
+    format!("StudyInstanceUID={}", studies.join("\\"))
+}
+
 /// SHA-256 of a fixture's data set as it must come back: odd-length (deflated, unpadded)
 /// streams get the single trailing NUL of PS3.5 §A.5.
 fn expected_sha(entry: &serde_json::Value) -> String {
@@ -67,39 +105,11 @@ fn expected_sha(entry: &serde_json::Value) -> String {
 #[test]
 fn every_valid_fixture_is_stored_and_retrieved_byte_for_byte() {
     let server = TestServer::start(binary(), ServerOptions::default());
-    let valid: Vec<_> = manifest().into_iter().filter(|f| f["valid"] == true).collect();
-    let files: Vec<String> = valid
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let mut args = vec!["store", "--port"];
+    let valid = store_valid_fixtures(&server);
     let p = port(&server);
-    args.push(&p);
-    args.extend(files.iter().map(String::as_str));
-    let stored = pynetdicom(&args);
-    for (file, (status, comment)) in statuses(&stored) {
-        assert_eq!(
-            status,
-            Some(0),
-            "{file} was not stored: {comment}\n{}",
-            server.log()
-        );
-    }
 
     // One C-GET for every study, the study UIDs as a UID list.
-    let mut studies: Vec<&str> = valid
-        .iter()
-        .map(|f| f["study_instance_uid"].as_str().unwrap())
-        .collect();
-    studies.sort();
-    studies.dedup();
-    let key = format!("StudyInstanceUID={}", studies.join("\\"));
+    let key = every_study_key(&valid);
     let manifest_path = repo_root()
         .join("tests/fixtures/manifest.json")
         .display()
@@ -346,28 +356,9 @@ fn pynetdicom_move_delivers_every_fixture_in_its_stored_syntax() {
         },
     );
     let p = port(&server);
-    let valid: Vec<_> = manifest().into_iter().filter(|f| f["valid"] == true).collect();
-    let files: Vec<String> = valid
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let mut args = vec!["store", "--port", &p];
-    args.extend(files.iter().map(String::as_str));
-    pynetdicom(&args);
+    let valid = store_valid_fixtures(&server);
 
-    let mut studies: Vec<&str> = valid
-        .iter()
-        .map(|f| f["study_instance_uid"].as_str().unwrap())
-        .collect();
-    studies.sort();
-    studies.dedup();
-    let key = format!("StudyInstanceUID={}", studies.join("\\"));
+    let key = every_study_key(&valid);
     let dest_port = dest.to_string();
     let moved = pynetdicom(&[
         "move",

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use pacs_testkit::server::{dcmtk, free_port, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{dcmtk, free_port, repo_root, ServerOptions, StoreScp, TestServer};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -183,43 +183,14 @@ fn getscu_and_movescu_retrieve_a_study() {
         text(&out)
     );
 
-    // C-MOVE to storescp, bit-preserving: the data sets must come back byte for byte.
-    let move_dir = tempfile::tempdir().unwrap();
-    let mut scp = dcmtk("storescp")
-        .args(["-aet", "STORESCP", "+B", "-od"])
-        .arg(move_dir.path())
-        .arg(dest_port.to_string())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = dcmtk("movescu")
-        .args([
-            "-S",
-            "-aec",
-            "OPENPACS",
-            "-aem",
-            "STORESCP",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            study,
-            "127.0.0.1",
-            &port,
-        ])
-        .output()
-        .unwrap();
-    let _ = scp.kill();
-    let _ = scp.wait();
+    // C-MOVE to storescp. storescu re-encodes what it sends, so byte identity with the fixture
+    // files is checked in the pynetdicom corpus test; here the move must deliver exactly the
+    // two instances.
+    let scp = StoreScp::start("STORESCP", dest_port, &["+xa"]);
+    let out = movescu(&server, "STORESCP", &["QueryRetrieveLevel=STUDY", study]);
     assert!(out.status.success(), "{}", text(&out));
-    let mut received: Vec<_> = std::fs::read_dir(move_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    received.sort();
-    assert_eq!(received.len(), 2, "{}", text(&out));
-    // storescu re-encodes what it sends, so byte identity with the fixture files is checked in
-    // the pynetdicom corpus test; here the move must deliver exactly the two instances.
-    let names: Vec<String> = received
+    let names: Vec<String> = scp
+        .received()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
@@ -230,27 +201,82 @@ fn getscu_and_movescu_retrieve_a_study() {
             "CT.1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.5".to_string()
         ]
     );
+    drop(scp);
 
     // Unknown destination: refused with A801.
-    let out = dcmtk("movescu")
-        .args([
-            "-S",
-            "-v",
-            "-aec",
-            "OPENPACS",
-            "-aem",
-            "NOBODY",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            study,
-            "127.0.0.1",
-            &port,
-        ])
+    let out = movescu(&server, "NOBODY", &["QueryRetrieveLevel=STUDY", study]);
+    assert!(
+        text(&out).contains("Refused: MoveDestinationUnknown"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn movescu(server: &TestServer, destination: &str, keys: &[&str]) -> Output {
+    let mut cmd = dcmtk("movescu");
+    cmd.args(["-S", "-v", "-aec", "OPENPACS", "-aem", destination]);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    cmd.args(["127.0.0.1", &server.dicom_port.to_string()])
         .output()
-        .unwrap();
-    let all = text(&out);
-    assert!(all.contains("Refused: MoveDestinationUnknown"), "{all}");
+        .unwrap()
+}
+
+#[test]
+fn move_converts_to_a_syntax_the_destination_accepts_or_counts_a_failure() {
+    let dest_port = free_port();
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: format!(
+                "[[peers]]\nae_title = \"IMPLICIT\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    // Stored in explicit VR big endian (convertible) and in JPEG baseline (not without a codec).
+    let files = [
+        fixture("us_rgb_explicit_be.dcm"),
+        fixture("ot_rgb_jpeg_baseline.dcm"),
+    ];
+    // pynetdicom sends the files' bytes as they are (DCMTK would convert them first).
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", port.as_str()];
+    let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let stored = pacs_testkit::server::pynetdicom(&args);
+    assert!(
+        stored["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == 0),
+        "{stored}"
+    );
+    // A destination that accepts implicit VR little endian only.
+    let scp = StoreScp::start("IMPLICIT", dest_port, &["+xi"]);
+    let both = "SOPInstanceUID=1.2.840.1136190195280574824680000700.3.0.1.19970424140438\\\
+                1.2.276.0.7230010.3.1.4.8323329.15150.1506363677.126194";
+    let out = movescu(&server, "IMPLICIT", &["QueryRetrieveLevel=IMAGE", both]);
+    let log = text(&out);
+    assert_eq!(
+        log.matches("(Pending)").count(),
+        2,
+        "one pending response per sub-operation: {log}"
+    );
+    assert!(
+        log.contains("Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)"),
+        "the JPEG one cannot be converted without a codec: {log}"
+    );
+    let received = scp.received();
+    assert_eq!(received.len(), 1);
+    let dump = dcmtk("dcmdump").arg("-M").arg(&received[0]).output().unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("1.2.840.10008.1.2 ") || dump.contains("=LittleEndianImplicit"),
+        "{dump}"
+    );
 }
 
 #[test]

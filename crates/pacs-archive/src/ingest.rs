@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use pacs_model::{fold_person_name, normalize_date};
 use pacs_store::{AuditEvent, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob};
@@ -94,8 +94,8 @@ impl Archive {
         let archive = self.clone();
         let path = path.to_path_buf();
         let incoming = tokio::task::spawn_blocking(move || -> Result<Incoming, ArchiveError> {
+            let (_, offset) = read_part10_meta(&path)?;
             let mut file = std::fs::File::open(&path).map_err(ArchiveError::from_io)?;
-            let offset = dataset_offset(&mut file)?;
             let mut blob = archive.blobs.create_temp().map_err(ArchiveError::from_io)?;
             blob.set_dataset_offset(offset);
             let copied = (|| -> io::Result<()> {
@@ -127,18 +127,20 @@ impl Archive {
     }
 }
 
-/// Offset of the data set in a Part 10 file: after the preamble, "DICM" and the meta group.
-fn dataset_offset(file: &mut std::fs::File) -> Result<u64, ArchiveError> {
+/// The file meta group of a Part 10 file and the offset where its data set starts (after the
+/// preamble, "DICM" and the meta group).
+pub fn read_part10_meta(path: &Path) -> Result<(FileMetaTable, u64), ArchiveError> {
+    let mut file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble)
         .map_err(|_| ArchiveError::Invalid("not a DICOM Part 10 file (too short)".into()))?;
     let mut counting = CountingReader {
-        inner: &mut *file,
+        inner: std::io::BufReader::new(&mut file).take(1 << 20),
         count: 0,
     };
-    dicom_object::meta::FileMetaTable::from_reader(&mut counting)
+    let meta = FileMetaTable::from_reader(&mut counting)
         .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
-    Ok(128 + counting.count)
+    Ok((meta, 128 + counting.count))
 }
 
 struct CountingReader<R> {
@@ -257,14 +259,7 @@ fn check_then_parse(
     dataset_offset: u64,
     expected: Option<&(String, String)>,
 ) -> Result<NewInstance, ArchiveError> {
-    let meta = {
-        let mut file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
-        let mut preamble = [0u8; 128];
-        file.read_exact(&mut preamble)
-            .map_err(|_| ArchiveError::Invalid("not a DICOM Part 10 file (too short)".into()))?;
-        dicom_object::meta::FileMetaTable::from_reader(&mut file)
-            .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?
-    };
+    let (meta, _) = read_part10_meta(path)?;
     if let Some(encoding) = crate::lengths::Encoding::of(meta.transfer_syntax()) {
         crate::lengths::check(path, dataset_offset, encoding)?;
     }

@@ -59,18 +59,27 @@ fn unique_keys(model: InformationModel, level: QueryLevel) -> Vec<Tag> {
     keys
 }
 
+/// The QueryRetrieveLevel of an identifier, checked against the information model.
+pub(crate) fn query_level(
+    model: InformationModel,
+    identifier: &InMemDicomObject,
+) -> Result<QueryLevel, ArchiveError> {
+    let level_text = crate::ingest::text(identifier, tags::QUERY_RETRIEVE_LEVEL)
+        .ok_or_else(|| ArchiveError::MissingAttribute("QueryRetrieveLevel".into()))?;
+    let level = QueryLevel::parse(&level_text)
+        .ok_or_else(|| ArchiveError::Invalid(format!("unknown QueryRetrieveLevel {level_text:?}")))?;
+    if model == InformationModel::StudyRoot && level == QueryLevel::Patient {
+        return Err(ArchiveError::Invalid(
+            "PATIENT level is not part of the Study Root model".into(),
+        ));
+    }
+    Ok(level)
+}
+
 impl FindQuery {
     /// Reads the level and keys of an identifier.
     pub fn parse(model: InformationModel, identifier: &InMemDicomObject) -> Result<FindQuery, ArchiveError> {
-        let level_text = crate::ingest::text(identifier, tags::QUERY_RETRIEVE_LEVEL)
-            .ok_or_else(|| ArchiveError::MissingAttribute("QueryRetrieveLevel".into()))?;
-        let level = QueryLevel::parse(&level_text)
-            .ok_or_else(|| ArchiveError::Invalid(format!("unknown QueryRetrieveLevel {level_text:?}")))?;
-        if model == InformationModel::StudyRoot && level == QueryLevel::Patient {
-            return Err(ArchiveError::Invalid(
-                "PATIENT level is not part of the Study Root model".into(),
-            ));
-        }
+        let level = query_level(model, identifier)?;
         let positions: Vec<&Column> = columns::columns_for(level).collect();
         let mut keys = Vec::new();
         for element in identifier.iter() {

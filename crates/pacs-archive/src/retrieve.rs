@@ -36,15 +36,7 @@ impl Archive {
         model: InformationModel,
         identifier: &InMemDicomObject,
     ) -> Result<Vec<InstanceLocation>, ArchiveError> {
-        let level_text = crate::ingest::text(identifier, tags::QUERY_RETRIEVE_LEVEL)
-            .ok_or_else(|| ArchiveError::MissingAttribute("QueryRetrieveLevel".into()))?;
-        let level = QueryLevel::parse(&level_text)
-            .ok_or_else(|| ArchiveError::Invalid(format!("unknown QueryRetrieveLevel {level_text:?}")))?;
-        if model == InformationModel::StudyRoot && level == QueryLevel::Patient {
-            return Err(ArchiveError::Invalid(
-                "PATIENT level is not part of the Study Root model".into(),
-            ));
-        }
+        let level = crate::query::query_level(model, identifier)?;
         let mut conditions = Vec::new();
         for (tag, kind) in [
             (tags::PATIENT_ID, ValueKind::Text),

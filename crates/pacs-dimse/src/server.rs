@@ -587,6 +587,36 @@ impl Handler<'_> {
             .map_err(|e| DimseStatus::new(status::CANNOT_UNDERSTAND, format!("unreadable identifier: {e}"))))
     }
 
+    /// The identifier of a query or retrieve request on a context whose SOP class maps to
+    /// `service` (`None`: not a SOP class for this operation). The data set is always read,
+    /// so the association stays in step even when the answer is a refusal.
+    async fn identifier_for<T>(
+        &mut self,
+        context: &Context,
+        context_id: u8,
+        command: &Command,
+        service: Option<T>,
+    ) -> Result<Result<(T, InMemDicomObject), DimseStatus>, Fatal> {
+        let identifier = if command.has_dataset() {
+            self.read_identifier(context, context_id).await?
+        } else {
+            Err(DimseStatus::new(
+                status::CANNOT_UNDERSTAND,
+                "request without identifier",
+            ))
+        };
+        Ok(match (service, identifier) {
+            (None, _) => Err(DimseStatus::new(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                format!(
+                    "{} is not a SOP class for this operation",
+                    context.abstract_syntax
+                ),
+            )),
+            (Some(service), identifier) => identifier.map(|i| (service, i)),
+        })
+    }
+
     fn is_cancelled(&self, message_id: Option<u16>) -> bool {
         message_id.is_some() && *self.cancel.borrow() == message_id
     }
@@ -714,21 +744,9 @@ impl Handler<'_> {
             MODALITY_WORKLIST_FIND => Some(FindKind::ModalityWorklist),
             _ => None,
         };
-        let identifier = if command.has_dataset() {
-            self.read_identifier(context, context_id).await?
-        } else {
-            Err(DimseStatus::new(
-                status::CANNOT_UNDERSTAND,
-                "C-FIND without identifier",
-            ))
-        };
-        let (kind, identifier) = match (kind, identifier) {
-            (None, _) => {
-                let st = DimseStatus::new(status::SOP_CLASS_NOT_SUPPORTED, "not a query SOP class");
-                return self.send_response(wr, context_id, rsp, None, &st).await;
-            }
-            (_, Err(st)) => return self.send_response(wr, context_id, rsp, None, &st).await,
-            (Some(k), Ok(i)) => (k, i),
+        let (kind, identifier) = match self.identifier_for(context, context_id, &command, kind).await? {
+            Ok(pair) => pair,
+            Err(st) => return self.send_response(wr, context_id, rsp, None, &st).await,
         };
         let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
             let st = DimseStatus::new(status::UNABLE_TO_PROCESS, "unknown transfer syntax");
@@ -815,21 +833,9 @@ impl Handler<'_> {
             sop_classes::STUDY_ROOT_GET | sop_classes::STUDY_ROOT_MOVE => Some(InformationModel::StudyRoot),
             _ => None,
         };
-        let identifier = if command.has_dataset() {
-            self.read_identifier(context, context_id).await?
-        } else {
-            Err(DimseStatus::new(
-                status::CANNOT_UNDERSTAND,
-                "retrieve without identifier",
-            ))
-        };
-        let (model, identifier) = match (model, identifier) {
-            (None, _) => {
-                let st = DimseStatus::new(status::SOP_CLASS_NOT_SUPPORTED, "not a retrieve SOP class");
-                return self.send_response(wr, context_id, rsp, None, &st).await;
-            }
-            (_, Err(st)) => return self.send_response(wr, context_id, rsp, None, &st).await,
-            (Some(m), Ok(i)) => (m, i),
+        let (model, identifier) = match self.identifier_for(context, context_id, &command, model).await? {
+            Ok(pair) => pair,
+            Err(st) => return self.send_response(wr, context_id, rsp, None, &st).await,
         };
         let kind = if is_get {
             RetrieveKind::Get
@@ -1028,18 +1034,17 @@ pub(crate) fn sub_operation_proposals(items: &[RetrieveItem]) -> Vec<(String, Ve
     let mut proposals = Vec::new();
     for (class, stored) in classes {
         // Each stored syntax alone first, so the destination can take the original bytes;
-        // then, when some are not little endian, the syntaxes we can convert them to.
-        for ts in &stored {
-            proposals.push((class.clone(), vec![ts.clone()]));
-        }
-        if stored
+        // then the uncompressed little-endian syntaxes we can convert native ones to.
+        let fallback: Vec<String> = [EXPLICIT_VR_LE, IMPLICIT_VR_LE]
             .iter()
-            .any(|ts| ts != EXPLICIT_VR_LE && ts != IMPLICIT_VR_LE)
-        {
-            proposals.push((
-                class,
-                vec![EXPLICIT_VR_LE.to_string(), IMPLICIT_VR_LE.to_string()],
-            ));
+            .filter(|ts| !stored.iter().any(|s| s == *ts))
+            .map(|ts| ts.to_string())
+            .collect();
+        for ts in stored {
+            proposals.push((class.clone(), vec![ts]));
+        }
+        if !fallback.is_empty() {
+            proposals.push((class, fallback));
         }
     }
     // An association carries at most 128 presentation contexts (odd IDs 1..255).

@@ -239,3 +239,51 @@ pub fn part10_dataset_offset(bytes: &[u8]) -> Option<usize> {
     let len = u32::from_le_bytes(bytes.get(140..144)?.try_into().ok()?) as usize;
     Some(144 + len)
 }
+
+/// DCMTK `storescp` receiving into a temporary folder, bit-preserving; killed when dropped.
+pub struct StoreScp {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl StoreScp {
+    /// Starts `storescp -aet AE +B` with `extra` options (e.g. `+xa` to accept every transfer
+    /// syntax, `+xi` for implicit VR little endian only) and waits until it listens.
+    pub fn start(ae_title: &str, port: u16, extra: &[&str]) -> StoreScp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = dcmtk("storescp")
+            .args(["-aet", ae_title, "+B"])
+            .args(extra)
+            .arg("-od")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn storescp");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "storescp did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        StoreScp { child, dir, port }
+    }
+
+    /// Files received so far, sorted by name.
+    pub fn received(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("read storescp folder")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
