@@ -134,7 +134,18 @@ impl Config {
         let config: Config = figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");
             for err in e {
-                msg.push_str(&format!("\n  {err}"));
+                // Name the exact variable or key, e.g. OPENPACS_DICOM_PORT, not just its source.
+                let name = err.metadata.as_ref().map(|m| {
+                    if m.name.contains("environment") {
+                        format!("OPENPACS_{}", err.path.join("__").to_uppercase())
+                    } else {
+                        err.path.join(".")
+                    }
+                });
+                match name {
+                    Some(name) if !err.path.is_empty() => msg.push_str(&format!("\n  {name}: {err}")),
+                    _ => msg.push_str(&format!("\n  {err}")),
+                }
             }
             anyhow::anyhow!(msg)
         })?;

@@ -158,3 +158,77 @@ fn padded_dataset_sha256(path: &Path) -> String {
     }
     hex::encode(Sha256::digest(&dataset))
 }
+
+#[test]
+fn a_bad_configuration_value_names_itself_and_its_source() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let env = std::process::Command::new(binary())
+        .arg("serve")
+        .current_dir(&server.work_dir)
+        .env("OPENPACS_DICOM_PORT", "eleven")
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(2), "{}", describe(&env));
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert!(
+        err.contains("OPENPACS_DICOM_PORT") && err.contains("eleven"),
+        "{err}"
+    );
+
+    std::fs::write(
+        server.work_dir.join("bad.toml"),
+        "ae_title = \"MUCH_TOO_LONG_AE_TITLE\"\n",
+    )
+    .unwrap();
+    let file = server.cli(&["--config", "bad.toml", "serve"]);
+    assert_eq!(file.status.code(), Some(2), "{}", describe(&file));
+    let err = String::from_utf8_lossy(&file.stderr);
+    assert!(
+        err.contains("MUCH_TOO_LONG_AE_TITLE") && err.contains("bad.toml"),
+        "{err}"
+    );
+
+    let open = server.cli(&["--dicom-addr", "0.0.0.0", "serve"]);
+    assert_eq!(open.status.code(), Some(2), "{}", describe(&open));
+    assert!(
+        String::from_utf8_lossy(&open.stderr).contains("allowed_calling_aes"),
+        "{}",
+        describe(&open)
+    );
+}
+
+#[test]
+fn recovery_reindexes_orphan_blobs_and_quarantines_unreadable_ones() {
+    use sha2::{Digest, Sha256};
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    server.stop();
+    // An orphan: a complete object in the blob store without its index row, as a crash between
+    // the rename and the commit leaves it; and an unreadable one.
+    let orphan = std::fs::read(repo_root().join("tests/fixtures/valid/mr_explicit_le.dcm")).unwrap();
+    let garbage = b"not a dicom file at all".to_vec();
+    for bytes in [&orphan, &garbage] {
+        let key = hex::encode(Sha256::digest(bytes));
+        let dir = server.data_dir.join("blobs").join(&key[0..2]).join(&key[2..4]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(&key), bytes).unwrap();
+    }
+    std::fs::write(server.data_dir.join("tmp/left-by-a-crash.part"), b"partial").unwrap();
+    server.restart();
+    let log = server.log();
+    assert!(log.contains("orphans_reindexed=1"), "{log}");
+    assert!(log.contains("orphans_quarantined=1"), "{log}");
+    assert!(log.contains("temp_removed=1"), "{log}");
+    let found = pacs_testkit::server::pynetdicom(&[
+        "find",
+        "--port",
+        &server.dicom_port.to_string(),
+        "--level",
+        "IMAGE",
+        "-k",
+        "SOPInstanceUID=",
+    ]);
+    assert_eq!(found["matches"].as_array().map(Vec::len), Some(1), "{found}");
+    assert!(server.stop().success());
+    let verify = server.cli(&["verify"]);
+    assert!(verify.status.success(), "{}", describe(&verify));
+}

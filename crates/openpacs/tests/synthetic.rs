@@ -171,3 +171,65 @@ fn kill_nine_during_ingest_loses_no_acknowledged_instance() {
     );
     assert!(server.log().contains("recovery done"));
 }
+
+#[test]
+fn sigterm_during_ingest_exits_zero_and_keeps_what_it_acknowledged() {
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    let source = tempfile::tempdir().unwrap();
+    let study = generate(77, 200, source.path());
+    let ack_log = source.path().join("acks.txt");
+    let p = server.dicom_port.to_string();
+    let mut sender = Command::new("python3")
+        .arg(repo_root().join("tests/interop/peer.py"))
+        .args(["store", "--port", &p, "--associations", "2", "--ack-log"])
+        .arg(&ack_log)
+        .args(study.iter().map(|g| &g.path))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&ack_log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 20
+    {
+        assert!(Instant::now() < deadline, "ingest too slow\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = server.stop();
+    let _ = sender.wait();
+    assert!(
+        status.success(),
+        "SIGTERM must end with exit 0: {status:?}\n{}",
+        server.log()
+    );
+    let acked: Vec<String> = std::fs::read_to_string(&ack_log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+
+    server.restart();
+    let got = pynetdicom(&[
+        "get",
+        "--port",
+        &p,
+        "--level",
+        "STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
+    ]);
+    for uid in &acked {
+        assert!(
+            got["instances"][uid.as_str()]["sha256"].is_string(),
+            "{uid} lost after SIGTERM"
+        );
+    }
+    assert!(
+        server.log().contains("temp_removed=0"),
+        "a clean stop leaves no partial file\n{}",
+        server.log()
+    );
+}
