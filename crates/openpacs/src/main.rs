@@ -54,6 +54,8 @@ enum Command {
     },
     /// Re-hash every stored object against the index; non-zero exit if any differs or is missing.
     Verify,
+    /// Print the audit log (tab-separated: time, event, actor, peer, patient, study, outcome, detail).
+    Audit,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
                 paths,
             } => send::run(config, to, calling_ae, paths).await,
             Command::Verify => verify::run(config).await,
+            Command::Audit => verify::audit(config).await,
         }
     });
     match result {

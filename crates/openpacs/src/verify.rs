@@ -1,4 +1,4 @@
-//! `openpacs verify`: fixity check of every stored object.
+//! `openpacs verify` (fixity check of every stored object) and `openpacs audit` (the audit log).
 
 use std::process::ExitCode;
 
@@ -21,4 +21,35 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+pub async fn audit(config: Config) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = 0;
+    loop {
+        let page = archive.index().audit_page(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.pk;
+        for record in page {
+            let e = &record.event;
+            // Tabs and newlines inside values would break the columns.
+            let clean = |s: &str| s.replace(['\t', '\n'], " ");
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                record.at,
+                e.event,
+                clean(&e.actor),
+                e.peer,
+                clean(e.patient_id.as_deref().unwrap_or("")),
+                e.study_uid.as_deref().unwrap_or(""),
+                e.outcome,
+                clean(e.detail.as_deref().unwrap_or(""))
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -139,6 +139,13 @@ fn calling_ae_not_in_allow_list_is_rejected() {
         err.contains("Calling AE Title Not Recognized"),
         "expected an A-ASSOCIATE-RJ with that reason: {err}"
     );
+    let audit = String::from_utf8_lossy(&server.cli(&["audit"]).stdout).into_owned();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\tassociation\t") && l.contains("\trefused\t") && l.contains("BADSCU")),
+        "the refusal is audited: {audit}"
+    );
     let allowed = dcmtk("echoscu")
         .args(["-aet", "GOODSCU", "-aec", "OPENPACS", "127.0.0.1", &port])
         .output()

@@ -161,7 +161,8 @@ struct AllowList {
     allowed: Option<HashSet<String>>,
     /// Our AE title, when the called AE title must match it.
     called: Option<String>,
-    refusal: Arc<Mutex<Option<String>>>,
+    /// (calling AE title, reason) of a refusal.
+    refusal: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl AccessControl for AllowList {
@@ -175,7 +176,10 @@ impl AccessControl for AllowList {
         if let Some(ours) = &self.called {
             if ours != called_ae_title.trim() {
                 if let Ok(mut slot) = self.refusal.lock() {
-                    *slot = Some(format!("called AE title {called_ae_title:?} is not ours"));
+                    *slot = Some((
+                        calling_ae_title.trim().to_string(),
+                        format!("called AE title {called_ae_title:?} is not ours"),
+                    ));
                 }
                 return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
             }
@@ -183,7 +187,10 @@ impl AccessControl for AllowList {
         match &self.allowed {
             Some(allowed) if !allowed.contains(calling_ae_title.trim()) => {
                 if let Ok(mut slot) = self.refusal.lock() {
-                    *slot = Some(format!("calling AE title {calling_ae_title:?} not allowed"));
+                    *slot = Some((
+                        calling_ae_title.trim().to_string(),
+                        format!("calling AE title {calling_ae_title:?} not allowed"),
+                    ));
                 }
                 Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
             }
@@ -242,12 +249,12 @@ async fn handle_connection(
         Err(e) => {
             let refusal = refusal.lock().ok().and_then(|slot| slot.clone());
             tracing::info!(%peer, error = %e, "association not established");
-            if let Some(reason) = refusal {
+            if let Some((calling_ae, reason)) = refusal {
                 metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => "calling_ae")
                     .increment(1);
                 services
                     .association_refused(&RefusedAssociation {
-                        calling_ae: String::new(),
+                        calling_ae,
                         called_ae: config.ae_title.clone(),
                         peer,
                         reason,

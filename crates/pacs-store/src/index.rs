@@ -173,8 +173,16 @@ pub trait Index: Send + Sync + 'static {
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError>;
     /// Whether any index row refers to this blob.
     async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError>;
-    /// Number of rows in the audit log matching an event name (for tests and metrics).
-    async fn audit_count(&self, event: &str) -> Result<i64, IndexError>;
+    /// Audit records in order, after `after_pk`, at most `limit`.
+    async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError>;
+}
+
+/// An audit line as stored, with its key and time.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    pub pk: i64,
+    pub at: String,
+    pub event: AuditEvent,
 }
 
 enum WriteRequest {
@@ -743,11 +751,34 @@ impl Index for SqliteIndex {
         Ok(n > 0)
     }
 
-    async fn audit_count(&self, event: &str) -> Result<i64, IndexError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = ?")
-            .bind(event)
-            .fetch_one(&self.pool)
-            .await?)
+    async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT pk, at, tenant_pk, event, actor, peer, patient_id, study_uid, outcome, detail
+             FROM audit WHERE pk > ? ORDER BY pk LIMIT ?",
+        )
+        .bind(after_pk)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    pk: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    event: AuditEvent {
+                        tenant: r.try_get(2)?,
+                        event: r.try_get(3)?,
+                        actor: r.try_get(4)?,
+                        peer: r.try_get(5)?,
+                        patient_id: r.try_get(6)?,
+                        study_uid: r.try_get(7)?,
+                        outcome: r.try_get(8)?,
+                        detail: r.try_get(9)?,
+                    },
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(IndexError::from)
     }
 }
 
@@ -878,7 +909,8 @@ mod tests {
             .unwrap()
             .is_empty());
         // Four store audits were committed with the rows.
-        assert_eq!(index.audit_count("store").await.unwrap(), 4);
+        let audit = index.audit_page(0, 100).await.unwrap();
+        assert_eq!(audit.iter().filter(|a| a.event.event == "store").count(), 4);
     }
 
     #[tokio::test]

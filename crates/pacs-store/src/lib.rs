@@ -9,8 +9,8 @@ pub mod index;
 
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
-    AuditEvent, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs, QueryRow,
-    SeriesAttrs, SqliteIndex, StudyAttrs,
+    AuditEvent, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs,
+    QueryRow, SeriesAttrs, SqliteIndex, StudyAttrs,
 };
 
 /// Index failures.
