@@ -14,8 +14,9 @@ the command name):
   find  --model study|patient --level L [-k KEY=VALUE ...] [--charset CS]
         [--cancel-after N]
   get   --model study|patient --level L -k KEY=VALUE ...
-        [--contexts-from-manifest PATH] [--sop-class UID ...]
+        [--contexts-from-manifest PATH] [--sop-class UID ...] [--cancel-after N]
   move  --dest AE --model study|patient --level L -k KEY=VALUE ... [--listen PORT]
+        [--cancel-after N]
 
 `store` sends each file byte-for-byte: the path is given to
 Association.send_c_store() with pynetdicom's _config.STORE_SEND_CHUNKED_DATASET
@@ -24,6 +25,15 @@ re-encoding it (and requires an accepted context with exactly the file's
 transfer syntax).  `get` and `move --listen` record, per SOP Instance UID, the
 SHA-256 and size of the exact dataset bytes received and the transfer syntax of
 the presentation context they arrived on.
+
+`--cancel-after N` (find, get, move) sends a C-CANCEL for the request's
+Message ID once N pending responses have been received (for `get`: pending
+C-GET responses, not C-STORE sub-operations), then keeps reading until the
+final response.  N=0 sends the C-CANCEL right after the request, before any
+response is read (pynetdicom sends the C-FIND/C-GET/C-MOVE request when
+send_c_*() is called and returns a lazy generator, so this is possible for all
+three).  `get` and `move` always report "cancelled": whether a C-CANCEL was
+sent; `find` reports "cancel_sent" when --cancel-after is given.
 """
 from __future__ import annotations
 
@@ -664,7 +674,29 @@ def _wanted_syntaxes(args):
     return wanted
 
 
-def _run_retrieve(assoc, responses):
+def _run_retrieve(assoc, responses, cancel_after=None, cancel=None):
+    """Read C-GET/C-MOVE responses up to the final one.
+
+    With `cancel_after` N (and a `cancel` callable sending the C-CANCEL), the
+    C-CANCEL is sent once N pending responses were received (N <= 0: before
+    reading any response).  C-STORE sub-operations of a C-GET are handled
+    inside pynetdicom's generator and are not counted here."""
+    def maybe_cancel(pending):
+        if (
+            cancel is None
+            or cancel_after is None
+            or out["cancelled"]
+            or "cancel_error" in out
+            or pending < cancel_after
+        ):
+            return
+        try:
+            cancel()
+        except Exception as exc:  # e.g. association already aborted
+            out["cancel_error"] = f"C-CANCEL not sent: {type(exc).__name__}: {exc}"
+            return
+        out["cancelled"] = True
+
     out = {
         "status": None,
         "completed": None,
@@ -672,7 +704,14 @@ def _run_retrieve(assoc, responses):
         "warning": None,
         "remaining": None,
         "pending_responses": 0,
+        "cancelled": False,
     }
+    maybe_cancel(0)
+    _read_retrieve_responses(responses, out, maybe_cancel)
+    return out
+
+
+def _read_retrieve_responses(responses, out, maybe_cancel):
     for status, identifier in responses:
         st = status_int(status)
         if st is None:
@@ -680,6 +719,7 @@ def _run_retrieve(assoc, responses):
             break
         if st in (0xFF00, 0xFF01):
             out["pending_responses"] += 1
+            maybe_cancel(out["pending_responses"])
             continue
         out["status"] = st
         for key, kw in (
@@ -699,7 +739,6 @@ def _run_retrieve(assoc, responses):
                     [str(x) for x in fl] if isinstance(fl, (MultiValue, list)) else [str(fl)]
                 )
         break
-    return out
 
 
 def cmd_get(args):
@@ -715,12 +754,18 @@ def cmd_get(args):
     assoc = associate(
         ae, args, contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, recorder.handle)]
     )
+    msg_id = 1
     try:
         try:
-            responses = assoc.send_c_get(ds, model, msg_id=1)
+            responses = assoc.send_c_get(ds, model, msg_id=msg_id)
         except ValueError as exc:
             return emit({"error": f"C-GET not possible: {exc}"}, 2)
-        out = _run_retrieve(assoc, responses)
+        out = _run_retrieve(
+            assoc,
+            responses,
+            args.cancel_after,
+            lambda: assoc.send_c_cancel(msg_id, query_model=model),
+        )
         with recorder.lock:
             out["instances"] = dict(recorder.instances)
             out["received"] = recorder.received
@@ -751,12 +796,18 @@ def cmd_move(args):
     try:
         ae = make_ae(args)
         assoc = associate(ae, args, [build_context(model, [EXPLICIT_LE, IMPLICIT_LE])])
+        msg_id = 1
         try:
             try:
-                responses = assoc.send_c_move(ds, args.dest, model, msg_id=1)
+                responses = assoc.send_c_move(ds, args.dest, model, msg_id=msg_id)
             except ValueError as exc:
                 return emit({"error": f"C-MOVE not possible: {exc}"}, 2)
-            out = _run_retrieve(assoc, responses)
+            out = _run_retrieve(
+                assoc,
+                responses,
+                args.cancel_after,
+                lambda: assoc.send_c_cancel(msg_id, query_model=model),
+            )
         finally:
             _release(assoc)
         if recorder is not None:
@@ -818,6 +869,8 @@ def build_parser():
     qr(p)
     p.add_argument("--contexts-from-manifest", default=None, metavar="PATH")
     p.add_argument("--sop-class", action="append", default=[], metavar="UID")
+    p.add_argument("--cancel-after", type=int, default=None, metavar="N",
+                   help="send C-CANCEL after N pending C-GET responses (0: right after the request)")
 
     p = sub.add_parser("move")
     qr(p)
@@ -827,6 +880,8 @@ def build_parser():
     p.add_argument("--listen-addr", default="0.0.0.0")
     p.add_argument("--linger", type=float, default=2.0,
                    help="max seconds to wait for incoming storage associations to close")
+    p.add_argument("--cancel-after", type=int, default=None, metavar="N",
+                   help="send C-CANCEL after N pending C-MOVE responses (0: right after the request)")
     return parser
 
 

@@ -233,3 +233,67 @@ fn sigterm_during_ingest_exits_zero_and_keeps_what_it_acknowledged() {
         server.log()
     );
 }
+
+#[test]
+fn c_cancel_stops_c_get_and_c_move_with_consistent_counts() {
+    let dest = pacs_testkit::server::free_port();
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: format!("[[peers]]\nae_title = \"PEERPY\"\nhost = \"127.0.0.1\"\nport = {dest}\n"),
+            ..ServerOptions::default()
+        },
+    );
+    let source = tempfile::tempdir().unwrap();
+    let spec = StudySpec {
+        rows: 128,
+        columns: 128,
+        ..StudySpec::ct(31, 60)
+    };
+    let study = write_study(&spec, source.path()).unwrap();
+    let p = server.dicom_port.to_string();
+    let files: Vec<String> = study.iter().map(|g| g.path.display().to_string()).collect();
+    let mut args = vec!["store", "--port", &p];
+    args.extend(files.iter().map(String::as_str));
+    pynetdicom(&args);
+    let key = format!("StudyInstanceUID={}", study[0].study_instance_uid);
+    let dest = dest.to_string();
+    for mut args in [
+        vec!["get", "--port", &p],
+        vec![
+            "move",
+            "--port",
+            &p,
+            "--dest",
+            "PEERPY",
+            "--listen",
+            &dest,
+            "--listen-addr",
+            "127.0.0.1",
+        ],
+    ] {
+        args.extend(["--level", "STUDY", "-k", &key, "--cancel-after", "5"]);
+        let r = pynetdicom(&args);
+        assert_eq!(r["cancelled"], true, "{}", args[0]);
+        assert_eq!(r["status"], 0xFE00, "{}: {}", args[0], r["status"]);
+        let completed = r["completed"].as_u64().unwrap();
+        let remaining = r["remaining"].as_u64().unwrap();
+        assert!(
+            completed < 60,
+            "{}: cancel stopped the sub-operations ({completed})",
+            args[0]
+        );
+        assert_eq!(
+            completed + remaining + r["failed"].as_u64().unwrap(),
+            60,
+            "{}",
+            args[0]
+        );
+        assert_eq!(
+            r["instances"].as_object().unwrap().len() as u64,
+            completed,
+            "{}",
+            args[0]
+        );
+    }
+}
