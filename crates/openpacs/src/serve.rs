@@ -31,6 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         temp_removed = report.temp_removed,
         orphans_reindexed = report.orphans_reindexed,
         orphans_quarantined = report.orphans_quarantined,
+        duplicates_removed = report.duplicates_removed,
         missing_blobs = report.missing_blobs.len(),
         "recovery done"
     );

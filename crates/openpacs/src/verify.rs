@@ -39,13 +39,13 @@ pub async fn audit(config: Config) -> anyhow::Result<ExitCode> {
             writeln!(
                 out,
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                record.at,
-                e.event,
+                clean(&record.at),
+                clean(&e.event),
                 clean(&e.actor),
-                e.peer,
+                clean(&e.peer),
                 clean(e.patient_id.as_deref().unwrap_or("")),
-                e.study_uid.as_deref().unwrap_or(""),
-                e.outcome,
+                clean(e.study_uid.as_deref().unwrap_or("")),
+                clean(&e.outcome),
                 clean(e.detail.as_deref().unwrap_or(""))
             )?;
         }

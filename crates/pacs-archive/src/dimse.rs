@@ -120,6 +120,16 @@ impl DimseServices for DimseArchive {
         self.audit(event).await;
     }
 
+    async fn store_refused(&self, assoc: &AssociationInfo, sop_instance_uid: &str, status: &DimseStatus) {
+        let mut event = self.event(assoc, "store", "refused");
+        event.detail = Some(format!(
+            "{sop_instance_uid}: 0x{:04X} {}",
+            status.code,
+            status.comment.as_deref().unwrap_or("")
+        ));
+        self.audit(event).await;
+    }
+
     async fn begin_store(
         &self,
         assoc: &AssociationInfo,

@@ -14,6 +14,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use pacs_dimse::dataset_check;
 use pacs_model::{fold_person_name, normalize_date};
 use pacs_store::{AuditEvent, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob};
 
@@ -130,30 +131,31 @@ impl Archive {
 /// The file meta group of a Part 10 file and the offset where its data set starts (after the
 /// preamble, "DICM" and the meta group).
 pub fn read_part10_meta(path: &Path) -> Result<(FileMetaTable, u64), ArchiveError> {
+    /// File meta groups are a few hundred bytes; a larger one is not a DICOM file we accept.
+    const MAX_META: u32 = 64 * 1024;
+    let not_part10 = |why: &str| ArchiveError::Invalid(format!("not a DICOM Part 10 file ({why})"));
     let mut file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
-    let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble)
-        .map_err(|_| ArchiveError::Invalid("not a DICOM Part 10 file (too short)".into()))?;
-    let mut counting = CountingReader {
-        inner: std::io::BufReader::new(&mut file).take(1 << 20),
-        count: 0,
-    };
-    let meta = FileMetaTable::from_reader(&mut counting)
-        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
-    Ok((meta, 128 + counting.count))
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+    let mut head = [0u8; 144];
+    file.read_exact(&mut head).map_err(|_| not_part10("too short"))?;
+    if &head[128..132] != b"DICM" {
+        return Err(not_part10("no DICM prefix"));
     }
+    // (0002,0000) UL 4: the group length, which bounds everything the meta parser reads.
+    if head[132..136] != [0x02, 0x00, 0x00, 0x00] || &head[136..138] != b"UL" {
+        return Err(not_part10("no File Meta Information Group Length"));
+    }
+    let group_len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
+    if group_len > MAX_META {
+        return Err(not_part10("file meta group too large"));
+    }
+    let mut group = vec![0u8; group_len as usize];
+    file.read_exact(&mut group)
+        .map_err(|_| not_part10("truncated file meta group"))?;
+    dataset_check::check_bytes(&group, dataset_check::Layout::of("1.2.840.10008.1.2.1"), false)
+        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
+    let meta = FileMetaTable::from_reader(io::Cursor::new(&head[128..]).chain(&group[..]))
+        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
+    Ok((meta, 144 + u64::from(group_len)))
 }
 
 impl Incoming {
@@ -167,8 +169,18 @@ impl Incoming {
         self.blob.discard();
     }
 
-    /// The object is complete: parse, check, make durable, index.
+    /// The object is complete: parse, check, make durable, index. Refusals are audited.
     pub async fn finish(self) -> Result<StoreResult, ArchiveError> {
+        let archive = self.archive.clone();
+        let source = self.source.clone();
+        let result = self.make_durable().await;
+        if let Err(e) = &result {
+            archive.audit_store_refusal(&source, e).await;
+        }
+        result
+    }
+
+    async fn make_durable(self) -> Result<StoreResult, ArchiveError> {
         let Incoming {
             archive,
             blob,
@@ -186,7 +198,6 @@ impl Incoming {
             Ok(instance) => instance,
             Err(e) => {
                 blob.discard();
-                archive.audit_store_refusal(&source, &e).await;
                 return Err(e);
             }
         };
@@ -220,15 +231,13 @@ impl Incoming {
                 tracing::info!(sop = %sop_uid, "object with a known SOP Instance UID but different content: new one current, previous kept as superseded");
                 Ok(StoreResult::Replaced)
             }
-            IndexOutcome::Duplicate { pk } => {
-                // Same data set already current. If it came wrapped in a different file meta
-                // group, the blob just written is a second copy: remove it unless referenced.
-                let existing = archive.index.instance(pk).await?;
-                if existing.is_some_and(|e| e.blob_key != committed.key)
-                    && !archive.index.blob_referenced(&committed.key).await?
-                {
-                    let _ = tokio::fs::remove_file(&committed.path).await;
-                }
+            IndexOutcome::Duplicate { .. } => {
+                // Same data set already current. A C-STORE re-sent gives the same file, hence
+                // the same blob: nothing was added. The same data set wrapped in another file
+                // meta group (an import of a file received before) left a second, unreferenced
+                // blob; it is not deleted here, where a concurrent store of the same bytes could
+                // be relying on it, but by start-up recovery, before anything is accepted.
+                tracing::debug!(blob = %committed.key, "duplicate data set");
                 Ok(StoreResult::Duplicate)
             }
         }
@@ -260,9 +269,11 @@ fn check_then_parse(
     expected: Option<&(String, String)>,
 ) -> Result<NewInstance, ArchiveError> {
     let (meta, _) = read_part10_meta(path)?;
-    if let Some(encoding) = crate::lengths::Encoding::of(meta.transfer_syntax()) {
-        crate::lengths::check(path, dataset_offset, encoding)?;
-    }
+    let layout = dataset_check::Layout::of(meta.transfer_syntax());
+    dataset_check::check_file(path, dataset_offset, layout, true).map_err(|e| match e {
+        dataset_check::CheckError::Invalid(m) => ArchiveError::Invalid(m),
+        dataset_check::CheckError::Io(e) => ArchiveError::from_io(e),
+    })?;
     parse_header(path, expected)
 }
 
@@ -302,10 +313,17 @@ pub(crate) fn parse_header(
     let name = text(&obj, tags::PATIENT_NAME);
     let referring = text(&obj, tags::REFERRING_PHYSICIAN_NAME);
     let header_json = header_json(&obj)?;
+    let patient_id = text(&obj, tags::PATIENT_ID).unwrap_or_default();
+    let unidentified_study = if patient_id.is_empty() {
+        study_uid.clone()
+    } else {
+        String::new()
+    };
     Ok(NewInstance {
         patient: PatientAttrs {
             issuer: text(&obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default(),
-            patient_id: text(&obj, tags::PATIENT_ID).unwrap_or_default(),
+            patient_id,
+            unidentified_study,
             name_folded: name.as_deref().map(fold_person_name),
             name,
             birth_date: text(&obj, tags::PATIENT_BIRTH_DATE).map(|d| normalize_date(&d).unwrap_or(d)),

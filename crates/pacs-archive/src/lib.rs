@@ -6,7 +6,6 @@
 
 pub mod dimse;
 pub mod ingest;
-mod lengths;
 pub mod maintenance;
 pub mod query;
 pub mod retrieve;

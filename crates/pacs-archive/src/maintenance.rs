@@ -17,6 +17,8 @@ pub struct RecoveryReport {
     pub orphans_reindexed: usize,
     /// Orphan blobs that could not be indexed: moved aside under `quarantine/`.
     pub orphans_quarantined: usize,
+    /// Second copies of data sets already stored under another file meta group: removed.
+    pub duplicates_removed: usize,
     /// Index rows whose blob is missing (should never happen; reported loudly).
     pub missing_blobs: Vec<String>,
 }
@@ -36,39 +38,18 @@ impl Archive {
             temp_removed: self.blobs.clean_temp().map_err(ArchiveError::from_io)?,
             ..RecoveryReport::default()
         };
-        let mut keys = Vec::new();
-        self.blobs
-            .for_each_key(|k| {
-                keys.push(k);
-                Ok(())
-            })
-            .map_err(ArchiveError::from_io)?;
-        for key in keys {
-            if self.index.blob_referenced(&key).await? {
-                continue;
-            }
-            let Some(path) = self.blobs.path_of(&key) else {
+        // One blob directory at a time: memory stays bounded however large the store.
+        for leaf in self.blobs.leaf_dirs().map_err(ArchiveError::from_io)? {
+            let on_disk = self.blobs.keys_in(&leaf).map_err(ArchiveError::from_io)?;
+            let Some(prefix) = on_disk.first().map(|k| k[..4].to_string()) else {
                 continue;
             };
-            let source = Source {
-                actor: "recovery".into(),
-                peer: "local".into(),
-            };
-            // Re-import from a copy so the original stays where it is until indexed.
-            match self.import_file(&path, source).await {
-                Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
-                Ok(StoreResult::Duplicate) => {
-                    if !self.index.blob_referenced(&key).await? {
-                        let _ = std::fs::remove_file(&path);
-                    }
+            let referenced = self.index.blob_keys_with_prefix(&prefix).await?;
+            for key in on_disk {
+                if referenced.binary_search(&key).is_ok() {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
-                    let quarantine = self.blobs.root().join("quarantine");
-                    std::fs::create_dir_all(&quarantine).map_err(ArchiveError::from_io)?;
-                    std::fs::rename(&path, quarantine.join(&key)).map_err(ArchiveError::from_io)?;
-                    report.orphans_quarantined += 1;
-                }
+                self.recover_orphan(&key, &mut report).await?;
             }
         }
         let mut after = 0;
@@ -88,6 +69,41 @@ impl Archive {
             }
         }
         Ok(report)
+    }
+
+    /// A blob nobody references: written, but the process stopped before its index commit
+    /// (never acknowledged), or a duplicate's second copy. Index it from the file; drop it if
+    /// it turns out to be a duplicate; move it aside if it cannot be read.
+    async fn recover_orphan(
+        self: &Arc<Self>,
+        key: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), ArchiveError> {
+        let Some(path) = self.blobs.path_of(key) else {
+            return Ok(());
+        };
+        let source = Source {
+            actor: "recovery".into(),
+            peer: "local".into(),
+        };
+        match self.import_file(&path, source).await {
+            Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
+            Ok(StoreResult::Duplicate) => {
+                // Nothing else runs during recovery, so the check and the removal cannot race.
+                if !self.index.blob_referenced(key).await? {
+                    std::fs::remove_file(&path).map_err(ArchiveError::from_io)?;
+                    report.duplicates_removed += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
+                let quarantine = self.blobs.root().join("quarantine");
+                std::fs::create_dir_all(&quarantine).map_err(ArchiveError::from_io)?;
+                std::fs::rename(&path, quarantine.join(key)).map_err(ArchiveError::from_io)?;
+                report.orphans_quarantined += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Number of objects (current and superseded) a fixity check will look at.

@@ -59,6 +59,14 @@ fn unique_keys(model: InformationModel, level: QueryLevel) -> Vec<Tag> {
     keys
 }
 
+/// The VR the standard dictionary gives a tag.
+fn dictionary_vr(tag: Tag) -> Option<VR> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| e.vr().relaxed())
+}
+
 /// The QueryRetrieveLevel of an identifier, checked against the information model.
 pub(crate) fn query_level(
     model: InformationModel,
@@ -87,16 +95,31 @@ impl FindQuery {
             if tag == tags::QUERY_RETRIEVE_LEVEL
                 || tag == tags::SPECIFIC_CHARACTER_SET
                 || tag.group() == 0x0002
+                // Group lengths are encoding details, not keys.
+                || tag.element() == 0x0000
             {
                 continue;
             }
-            let vr = element.vr();
-            let kind = ValueKind::from_vr(vr);
+            // The attribute's own VR decides how it matches (and which index column form it
+            // is compared with), whatever VR the identifier used (UN, or a wrong one).
+            let vr = match element.vr() {
+                VR::UN => dictionary_vr(tag).unwrap_or(VR::UN),
+                vr => vr,
+            };
+            let column = columns::column_for_tag((tag.group(), tag.element()));
+            let kind = column.map_or_else(|| ValueKind::from_vr(vr), |c| c.kind);
             let matcher = if vr == VR::SQ {
                 // Sequence matching is not supported: the key is returned, never filtered on.
                 Matcher::Universal
             } else {
-                let raw = element.to_str().map(|s| s.into_owned()).unwrap_or_default();
+                let raw = match element.vr() {
+                    VR::UN => element
+                        .value()
+                        .to_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default(),
+                    _ => element.to_str().map(|s| s.into_owned()).unwrap_or_default(),
+                };
                 Matcher::parse(kind, &raw)
             };
             let position = positions

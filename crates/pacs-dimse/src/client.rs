@@ -65,7 +65,7 @@ impl ScuAssociation {
         Ok(ScuAssociation {
             assoc,
             reader: PduReader::new(max_pdu),
-            writer: PduWriter::new(peer_max),
+            writer: PduWriter::new(peer_max).with_timeout(timeout),
             contexts,
             next_message_id: 1,
             timeout,

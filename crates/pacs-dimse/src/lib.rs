@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod command;
+pub mod dataset_check;
 pub mod pdu;
 pub mod server;
 pub mod sop_classes;
@@ -151,6 +152,10 @@ pub trait DimseServices: Send + Sync + 'static {
         assoc: &AssociationInfo,
         request: StoreRequest,
     ) -> Result<Box<dyn StoreSink>, DimseStatus>;
+
+    /// A C-STORE was refused before or while its data set was received (for the audit trail;
+    /// refusals after [`StoreSink::finish`] are the sink's to record).
+    async fn store_refused(&self, assoc: &AssociationInfo, sop_instance_uid: &str, status: &DimseStatus);
 
     /// Runs a C-FIND, sending each match into `results` as soon as it is found. When the
     /// receiver is dropped (C-CANCEL, association gone) the search must stop.

@@ -109,6 +109,8 @@ pub struct PduWriter {
     /// Largest PDV value we may put in one P-DATA-TF for this peer.
     max_fragment: usize,
     buf: Vec<u8>,
+    /// A peer that stops reading for this long is given up on.
+    timeout: Option<std::time::Duration>,
 }
 
 /// A-ABORT reason: unexpected PDU / unrecognized PDU parameter (PS3.8 §9.3.8).
@@ -129,7 +131,28 @@ impl PduWriter {
         PduWriter {
             max_fragment,
             buf: Vec::with_capacity(max + 12),
+            timeout: None,
         }
+    }
+
+    /// Gives up on a write that makes no progress for `timeout`.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(
+        timeout: Option<std::time::Duration>,
+        w: &mut W,
+        bytes: &[u8],
+    ) -> Result<(), DimseError> {
+        match timeout {
+            Some(t) => tokio::time::timeout(t, w.write_all(bytes))
+                .await
+                .map_err(|_| DimseError::Timeout)??,
+            None => w.write_all(bytes).await?,
+        }
+        Ok(())
     }
 
     pub fn max_fragment(&self) -> usize {
@@ -154,8 +177,7 @@ impl PduWriter {
         self.buf.push(context_id);
         self.buf.push(u8::from(is_command) | (u8::from(is_last) << 1));
         self.buf.extend_from_slice(data);
-        w.write_all(&self.buf).await?;
-        Ok(())
+        Self::write(self.timeout, w, &self.buf).await
     }
 
     /// Sends an encoded command set (always one fragment: command sets are small).
@@ -229,13 +251,11 @@ impl PduWriter {
     }
 
     pub async fn send_release_rq<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> Result<(), DimseError> {
-        w.write_all(&[PDU_RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await?;
-        Ok(())
+        Self::write(self.timeout, w, &[PDU_RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await
     }
 
     pub async fn send_release_rp<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> Result<(), DimseError> {
-        w.write_all(&[PDU_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await?;
-        Ok(())
+        Self::write(self.timeout, w, &[PDU_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0]).await
     }
 
     /// A-ABORT from the service provider (source 2) with the given reason.
@@ -244,7 +264,7 @@ impl PduWriter {
         w: &mut W,
         reason: u8,
     ) -> Result<(), DimseError> {
-        w.write_all(&[PDU_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, reason]).await?;
+        Self::write(self.timeout, w, &[PDU_ABORT, 0, 0, 0, 0, 4, 0, 0, 2, reason]).await?;
         w.flush().await?;
         Ok(())
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(config.max_associations));
+    // Refusing politely takes a task per connection; past this many at once, just close.
+    let rejecters = Arc::new(Semaphore::new(16));
     let next_id = AtomicU64::new(1);
     loop {
         let (socket, peer) = tokio::select! {
@@ -103,10 +105,22 @@ pub async fn serve(
             _ = wait_true(&mut shutdown) => break,
         };
         let _ = socket.set_nodelay(true);
+        // A modality that loses power mid-transfer never closes its connection: keepalive
+        // probes find out, on top of the idle timeout.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "association refused: too many concurrent associations");
             metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => "limit").increment(1);
-            tokio::spawn(reject_busy(socket, config.artim_timeout));
+            if let Ok(slot) = rejecters.clone().try_acquire_owned() {
+                let artim = config.artim_timeout;
+                tokio::spawn(async move {
+                    reject_busy(socket, artim).await;
+                    drop(slot);
+                });
+            }
             continue;
         };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -236,8 +250,7 @@ async fn handle_connection(
         .max_pdu_length(config.max_pdu)
         .read_timeout(config.artim_timeout)
         .promiscuous(config.accept_unknown_sop_classes)
-        .with_abstract_syntax(sop_classes::VERIFICATION)
-        .with_abstract_syntax(MODALITY_WORKLIST_FIND);
+        .with_abstract_syntax(sop_classes::VERIFICATION);
     for uid in sop_classes::QUERY_RETRIEVE {
         options = options.with_abstract_syntax(*uid);
     }
@@ -291,31 +304,29 @@ async fn handle_connection(
     let stream = assoc.inner_stream();
     let (mut rd, mut wr) = stream.split();
     let (events_tx, events_rx) = mpsc::channel(8);
-    let (cancel_tx, cancel_rx) = watch::channel(None);
+    let (cancel_tx, cancel_rx) = watch::channel(CancelRequest::default());
     let (done_tx, done_rx) = watch::channel(false);
-    let busy = AtomicBool::new(false);
     let reader = read_events(
         &mut rd,
         PduReader::new(config.max_pdu),
         events_tx,
         cancel_tx,
-        config.idle_timeout,
-        &busy,
         done_rx,
     );
     let mut handler = Handler {
-        writer: PduWriter::new(peer_max_pdu),
+        writer: PduWriter::new(peer_max_pdu).with_timeout(config.idle_timeout),
         events: events_rx,
         cancel: cancel_rx,
+        cancels_seen: 0,
         services,
         info,
         contexts,
         config: config.clone(),
-        busy: &busy,
     };
     let handling = async {
         handler.run(&mut wr, shutdown).await;
-        let _ = wr.shutdown().await;
+        let _ = tokio::time::timeout(config.idle_timeout, wr.shutdown()).await;
+        // Stops the reader even when it is blocked handing over an event nobody will take.
         let _ = done_tx.send(true);
     };
     tokio::join!(reader, handling);
@@ -329,44 +340,48 @@ enum Event {
     ReleaseRequested,
     Aborted,
     Closed,
-    TimedOut,
     ProtocolError(String),
 }
 
+/// The latest C-CANCEL seen: a sequence number (so a repeated message ID is a new request)
+/// and the message ID it cancels.
+#[derive(Clone, Copy, Debug, Default)]
+struct CancelRequest {
+    seq: u64,
+    message_id: u16,
+}
+
+/// Turns PDUs into events for the handler until the peer stops, breaks the protocol, or the
+/// handler is done (`done`). The reader never times out by itself: the handler knows whether
+/// the association is idle or waiting in the middle of an operation, and decides.
 async fn read_events<R: AsyncRead + Unpin>(
     rd: &mut R,
     mut reader: PduReader,
     events: mpsc::Sender<Event>,
-    cancel: watch::Sender<Option<u16>>,
-    idle_timeout: Duration,
-    busy: &AtomicBool,
+    cancel: watch::Sender<CancelRequest>,
     mut done: watch::Receiver<bool>,
 ) {
     let mut command = Vec::new();
+    // Hands an event over unless the handler has finished; false means stop reading.
+    let deliver = async |event: Event, done: &mut watch::Receiver<bool>| -> bool {
+        tokio::select! {
+            sent = events.send(event) => sent.is_ok(),
+            _ = wait_true(done) => false,
+        }
+    };
     loop {
         let next = tokio::select! {
-            next = tokio::time::timeout(idle_timeout, reader.read(rd)) => next,
+            next = reader.read(rd) => next,
             _ = wait_true(&mut done) => return,
         };
         let pdu = match next {
-            // Operations in progress (a long C-FIND, a C-MOVE to a slow destination) legitimately
-            // leave the peer silent; only an idle association times out.
-            Err(_) if busy.load(Ordering::Relaxed) => continue,
-            Err(_) => {
-                let _ = events.send(Event::TimedOut).await;
+            Ok(Some(pdu)) => pdu,
+            Ok(None) | Err(DimseError::Io(_)) => {
+                deliver(Event::Closed, &mut done).await;
                 return;
             }
-            Ok(Ok(Some(pdu))) => pdu,
-            Ok(Ok(None)) => {
-                let _ = events.send(Event::Closed).await;
-                return;
-            }
-            Ok(Err(DimseError::Io(_))) => {
-                let _ = events.send(Event::Closed).await;
-                return;
-            }
-            Ok(Err(e)) => {
-                let _ = events.send(Event::ProtocolError(e.to_string())).await;
+            Err(e) => {
+                deliver(Event::ProtocolError(e.to_string()), &mut done).await;
                 return;
             }
         };
@@ -382,7 +397,10 @@ async fn read_events<R: AsyncRead + Unpin>(
                             command.clear();
                             match decoded {
                                 Ok(c) if c.command_field == field::C_CANCEL_RQ => {
-                                    cancel.send_replace(c.message_id_being_responded_to);
+                                    cancel.send_modify(|last| {
+                                        last.seq += 1;
+                                        last.message_id = c.message_id_being_responded_to.unwrap_or(0);
+                                    });
                                     None
                                 }
                                 Ok(c) => Some(Event::Command {
@@ -403,7 +421,7 @@ async fn read_events<R: AsyncRead + Unpin>(
                     };
                     if let Some(event) = event {
                         let fatal = matches!(event, Event::ProtocolError(_));
-                        if events.send(event).await.is_err() || fatal {
+                        if !deliver(event, &mut done).await || fatal {
                             return;
                         }
                     }
@@ -415,7 +433,7 @@ async fn read_events<R: AsyncRead + Unpin>(
             Pdu::ReleaseRp => Event::ProtocolError("unexpected A-RELEASE-RP".into()),
         };
         let last = !matches!(event, Event::Command { .. } | Event::Data { .. });
-        if events.send(event).await.is_err() || last {
+        if !deliver(event, &mut done).await || last {
             return;
         }
     }
@@ -438,23 +456,31 @@ impl From<DimseError> for Fatal {
     }
 }
 
-struct Handler<'a> {
+struct Handler {
     writer: PduWriter,
     events: mpsc::Receiver<Event>,
-    cancel: watch::Receiver<Option<u16>>,
+    cancel: watch::Receiver<CancelRequest>,
+    /// Sequence number of the last C-CANCEL already dealt with.
+    cancels_seen: u64,
     services: Arc<dyn DimseServices>,
     info: AssociationInfo,
     contexts: HashMap<u8, Context>,
     config: Arc<ServerConfig>,
-    busy: &'a AtomicBool,
 }
 
-impl Handler<'_> {
+impl Handler {
     async fn run<W: AsyncWrite + Unpin>(&mut self, wr: &mut W, mut shutdown: watch::Receiver<bool>) {
         loop {
             let event = tokio::select! {
                 biased;
-                event = self.events.recv() => event,
+                event = tokio::time::timeout(self.config.idle_timeout, self.events.recv()) => match event {
+                    Ok(event) => event,
+                    Err(_) => {
+                        tracing::info!(assoc = self.info.id, "idle timeout, aborting association");
+                        let _ = self.writer.send_abort(wr, 0).await;
+                        return;
+                    }
+                },
                 _ = wait_true(&mut shutdown) => {
                     tracing::info!(assoc = self.info.id, "aborting idle association for shutdown");
                     let _ = self.writer.send_abort(wr, 0).await;
@@ -468,17 +494,12 @@ impl Handler<'_> {
                     let _ = wr.flush().await;
                     return;
                 }
-                Some(Event::TimedOut) => {
-                    tracing::info!(assoc = self.info.id, "idle timeout, aborting association");
-                    let _ = self.writer.send_abort(wr, 0).await;
-                    return;
-                }
                 Some(Event::ProtocolError(m)) => Err(Fatal::Protocol(m)),
                 Some(Event::Data { .. }) => Err(Fatal::Protocol("data set without a command".into())),
                 Some(Event::Command { context_id, command }) => {
-                    self.busy.store(true, Ordering::Relaxed);
                     let r = self.dispatch(wr, context_id, command).await;
-                    self.busy.store(false, Ordering::Relaxed);
+                    // A C-CANCEL applies to the operation in progress only.
+                    self.cancels_seen = self.cancel.borrow().seq;
                     r
                 }
             };
@@ -518,6 +539,18 @@ impl Handler<'_> {
             field::C_STORE_RQ => self.c_store(wr, context_id, &context, command).await,
             field::C_FIND_RQ => self.c_find(wr, context_id, &context, command).await,
             field::C_GET_RQ | field::C_MOVE_RQ => self.c_retrieve(wr, context_id, &context, command).await,
+            other if other & 0x8000 != 0 => {
+                // A response nobody asked for: nothing to answer; skip it and carry on.
+                tracing::warn!(
+                    assoc = self.info.id,
+                    command = format!("0x{other:04X}"),
+                    "unsolicited response ignored"
+                );
+                if command.has_dataset() {
+                    self.drain_dataset(context_id).await?;
+                }
+                Ok(())
+            }
             other => {
                 // Drain any data set, then say we do not know this operation.
                 if command.has_dataset() {
@@ -531,9 +564,16 @@ impl Handler<'_> {
         }
     }
 
+    /// The next event in the middle of an operation; a peer silent for the idle timeout is gone.
+    async fn next_event(&mut self) -> Result<Option<Event>, Fatal> {
+        tokio::time::timeout(self.config.idle_timeout, self.events.recv())
+            .await
+            .map_err(|_| Fatal::Protocol("peer silent in the middle of an operation".into()))
+    }
+
     /// Next data fragment of the current message.
     async fn next_data(&mut self, context_id: u8) -> Result<(Bytes, bool), Fatal> {
-        match self.events.recv().await {
+        match self.next_event().await? {
             Some(Event::Data {
                 context_id: id,
                 data,
@@ -590,6 +630,13 @@ impl Handler<'_> {
                 "unknown transfer syntax",
             )));
         };
+        let layout = crate::dataset_check::Layout::of(&context.transfer_syntax);
+        if let Err(e) = crate::dataset_check::check_bytes(&bytes, layout, false) {
+            return Ok(Err(DimseStatus::new(
+                status::CANNOT_UNDERSTAND,
+                format!("unreadable identifier: {e}"),
+            )));
+        }
         Ok(InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
             .map_err(|e| DimseStatus::new(status::CANNOT_UNDERSTAND, format!("unreadable identifier: {e}"))))
     }
@@ -625,7 +672,8 @@ impl Handler<'_> {
     }
 
     fn is_cancelled(&self, message_id: Option<u16>) -> bool {
-        message_id.is_some() && *self.cancel.borrow() == message_id
+        let last = *self.cancel.borrow();
+        last.seq > self.cancels_seen && Some(last.message_id) == message_id
     }
 
     async fn send_response<W: AsyncWrite + Unpin>(
@@ -685,7 +733,7 @@ impl Handler<'_> {
         } else {
             let request = StoreRequest {
                 sop_class_uid: sop_class,
-                sop_instance_uid: sop_instance,
+                sop_instance_uid: sop_instance.clone(),
                 transfer_syntax_uid: context.transfer_syntax.clone(),
                 move_originator_ae: command.move_originator_ae.clone(),
             };
@@ -722,8 +770,14 @@ impl Handler<'_> {
             }
         }
         let st = match sink {
+            // The services record what happens from here on themselves.
             Some(sink) => sink.finish().await,
-            None => refusal.unwrap_or_else(|| DimseStatus::new(status::PROCESSING_FAILURE, "not stored")),
+            None => {
+                let st =
+                    refusal.unwrap_or_else(|| DimseStatus::new(status::PROCESSING_FAILURE, "not stored"));
+                self.services.store_refused(&self.info, &sop_instance, &st).await;
+                st
+            }
         };
         let outcome = if st.is_success() || st.is_warning() {
             "success"
@@ -764,13 +818,17 @@ impl Handler<'_> {
         let info = self.info.clone();
         let search = tokio::spawn(async move { services.find(&info, kind, identifier, tx).await });
         let mut cancelled = self.is_cancelled(command.message_id);
+        let mut peer_gone = false;
         let mut matches = 0u64;
         let mut encoded = Vec::new();
+        let mut failure = None;
         while !cancelled {
             let next = tokio::select! {
                 next = rx.recv() => next,
-                _ = self.cancel.changed() => {
-                    cancelled = self.is_cancelled(command.message_id);
+                changed = self.cancel.changed() => {
+                    // An error means the reader stopped: the peer is gone.
+                    peer_gone = changed.is_err();
+                    cancelled = peer_gone || self.is_cancelled(command.message_id);
                     continue;
                 }
             };
@@ -791,19 +849,27 @@ impl Handler<'_> {
                 .await;
             encoded = data;
             if let Err(fatal) = r {
-                search.abort();
-                return Err(fatal);
+                failure = Some(fatal);
+                break;
             }
         }
+        // Dropping the receiver stops the search at its next match; waiting for it (rather
+        // than aborting the task) lets it write its audit record.
         drop(rx);
+        let searched = search.await;
+        if let Some(fatal) = failure {
+            return Err(fatal);
+        }
+        if peer_gone {
+            return Err(Fatal::Gone);
+        }
         let st = if cancelled {
-            search.abort();
             DimseStatus {
                 code: status::CANCEL,
                 comment: None,
             }
         } else {
-            match search.await {
+            match searched {
                 Ok(Ok(())) => DimseStatus::SUCCESS,
                 Ok(Err(st)) => st,
                 Err(e) => {
@@ -980,7 +1046,7 @@ impl Handler<'_> {
             .send_dataset_stream(wr, ctx_id, &mut dataset.reader, dataset.len)
             .await?;
         // Wait for the matching C-STORE-RSP; anything else here breaks the protocol.
-        match self.events.recv().await {
+        match self.next_event().await? {
             Some(Event::Command { command, .. })
                 if command.command_field == field::C_STORE_RSP
                     && command.message_id_being_responded_to == Some(message_id) =>

@@ -19,6 +19,9 @@ pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     counter: AtomicU64,
+    /// Held while checking for and creating blob directories, so that nobody uses a directory
+    /// whose own entry is not yet durable.
+    dir_lock: std::sync::Mutex<()>,
 }
 
 /// A blob being written: bytes go to a temporary file and through two hashes, one over the
@@ -31,6 +34,9 @@ pub struct TempBlob {
     dataset_hash: Sha256,
     len: u64,
     dataset_offset: Option<u64>,
+    /// Set once the file has been renamed into the store; until then, dropping the value
+    /// removes the temporary file (whatever failed, a panic included).
+    kept: bool,
 }
 
 /// A blob made durable under its content key.
@@ -56,6 +62,7 @@ impl BlobStore {
             blobs,
             tmp,
             counter: AtomicU64::new(0),
+            dir_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -78,6 +85,7 @@ impl BlobStore {
             dataset_hash: Sha256::new(),
             len: 0,
             dataset_offset: None,
+            kept: false,
         })
     }
 
@@ -106,48 +114,46 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Every blob key on disk, directory by directory (memory bounded by one directory).
-    pub fn for_each_key(&self, mut f: impl FnMut(String) -> io::Result<()>) -> io::Result<()> {
-        let mut level1: Vec<_> = fs::read_dir(&self.blobs)?.collect::<Result<_, _>>()?;
-        level1.sort_by_key(|e| e.file_name());
-        for d1 in level1 {
+    /// The leaf directories of the store (`blobs/ab/cd`), sorted. There are at most 65,536.
+    pub fn leaf_dirs(&self) -> io::Result<Vec<PathBuf>> {
+        let mut leaves = Vec::new();
+        for d1 in fs::read_dir(&self.blobs)? {
+            let d1 = d1?;
             if !d1.file_type()?.is_dir() {
                 continue;
             }
-            let mut level2: Vec<_> = fs::read_dir(d1.path())?.collect::<Result<_, _>>()?;
-            level2.sort_by_key(|e| e.file_name());
-            for d2 in level2 {
-                if !d2.file_type()?.is_dir() {
-                    continue;
-                }
-                for entry in fs::read_dir(d2.path())? {
-                    let entry = entry?;
-                    if let Some(name) = entry.file_name().to_str() {
-                        if self.path_of(name).is_some() {
-                            f(name.to_string())?;
-                        }
-                    }
+            for d2 in fs::read_dir(d1.path())? {
+                let d2 = d2?;
+                if d2.file_type()?.is_dir() {
+                    leaves.push(d2.path());
                 }
             }
         }
-        Ok(())
+        leaves.sort();
+        Ok(leaves)
+    }
+
+    /// Blob keys stored in one leaf directory.
+    pub fn keys_in(&self, leaf: &Path) -> io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(leaf)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                if self.path_of(name).is_some() {
+                    keys.push(name.to_string());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
     }
 
     /// Moves a finished temporary blob to its content path. The file is fsynced first; the
     /// caller must fsync `CommittedBlob::dir` before referencing the blob.
-    pub fn commit(&self, temp: TempBlob) -> io::Result<CommittedBlob> {
-        let TempBlob {
-            path: temp_path,
-            file,
-            file_hash,
-            dataset_hash,
-            len,
-            ..
-        } = temp;
-        file.sync_all()?;
-        drop(file);
-        let key = hex::encode(file_hash.finalize());
-        let dataset_sha256 = hex::encode(dataset_hash.finalize());
+    pub fn commit(&self, mut temp: TempBlob) -> io::Result<CommittedBlob> {
+        temp.file.sync_all()?;
+        let key = hex::encode(std::mem::take(&mut temp.file_hash).finalize());
+        let dataset_sha256 = hex::encode(std::mem::take(&mut temp.dataset_hash).finalize());
         let path = self
             .path_of(&key)
             .ok_or_else(|| io::Error::other("hash is not hex"))?;
@@ -155,26 +161,33 @@ impl BlobStore {
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?
             .to_path_buf();
-        if !dir.exists() {
-            // New directories must be durable too: fsync each parent we create an entry in.
-            let parent = dir.parent().unwrap_or(&self.blobs).to_path_buf();
-            let parent_existed = parent.exists();
-            fs::create_dir_all(&dir)?;
-            sync_dir(&parent)?;
-            if !parent_existed {
-                sync_dir(&self.blobs)?;
+        {
+            let _creating = self
+                .dir_lock
+                .lock()
+                .map_err(|_| io::Error::other("blob directory lock poisoned"))?;
+            if !dir.exists() {
+                // New directories must be durable too: fsync each parent we create an entry in.
+                let parent = dir.parent().unwrap_or(&self.blobs).to_path_buf();
+                let parent_existed = parent.exists();
+                fs::create_dir_all(&dir)?;
+                sync_dir(&parent)?;
+                if !parent_existed {
+                    sync_dir(&self.blobs)?;
+                }
             }
         }
         if path.exists() {
-            // Same content already stored (the key is its hash): keep the existing file.
-            fs::remove_file(&temp_path)?;
+            // Same content already stored (the key is its hash): keep the existing file; the
+            // temporary one goes when `temp` is dropped.
         } else {
-            fs::rename(&temp_path, &path)?;
+            fs::rename(&temp.path, &path)?;
+            temp.kept = true;
         }
         Ok(CommittedBlob {
             key,
             path,
-            size: len,
+            size: temp.len,
             dataset_sha256,
             dir,
         })
@@ -232,7 +245,15 @@ impl TempBlob {
 
     /// Gives up on this blob: the temporary file is removed.
     pub fn discard(self) {
-        let _ = fs::remove_file(&self.path);
+        drop(self);
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -273,14 +294,9 @@ mod tests {
             0,
             "temp file of the duplicate was removed"
         );
-        let mut keys = Vec::new();
-        store
-            .for_each_key(|k| {
-                keys.push(k);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(keys, vec![a.key.clone()]);
+        let leaves = store.leaf_dirs().unwrap();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(store.keys_in(&leaves[0]).unwrap(), vec![a.key.clone()]);
     }
 
     #[test]

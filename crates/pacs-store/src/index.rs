@@ -28,6 +28,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_ini
 pub struct PatientAttrs {
     pub issuer: String,
     pub patient_id: String,
+    /// Study UID when the object has no Patient ID (see the `patient` table), else empty.
+    pub unidentified_study: String,
     pub name: Option<String>,
     pub name_folded: Option<String>,
     pub birth_date: Option<String>,
@@ -173,6 +175,8 @@ pub trait Index: Send + Sync + 'static {
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError>;
     /// Whether any index row refers to this blob.
     async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError>;
+    /// Referenced blob keys starting with `prefix` (one blob directory's worth), sorted.
+    async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError>;
     /// Audit records in order, after `after_pk`, at most `limit`.
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError>;
 }
@@ -393,16 +397,21 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     }
     let p = &n.patient;
     let patient_pk: i64 = sqlx::query_scalar(
-        "INSERT INTO patient (tenant_pk, issuer, patient_id, patient_name, patient_name_folded, birth_date, sex)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (tenant_pk, issuer, patient_id) DO UPDATE SET
-           patient_name = excluded.patient_name, patient_name_folded = excluded.patient_name_folded,
-           birth_date = excluded.birth_date, sex = excluded.sex
+        // Later objects update the attributes they carry; an absent value never erases one.
+        "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
+                              patient_name_folded, birth_date, sex)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
+           patient_name = COALESCE(excluded.patient_name, patient_name),
+           patient_name_folded = COALESCE(excluded.patient_name_folded, patient_name_folded),
+           birth_date = COALESCE(excluded.birth_date, birth_date),
+           sex = COALESCE(excluded.sex, sex)
          RETURNING pk",
     )
     .bind(n.tenant)
     .bind(&p.issuer)
     .bind(&p.patient_id)
+    .bind(&p.unidentified_study)
     .bind(&p.name)
     .bind(&p.name_folded)
     .bind(&p.birth_date)
@@ -415,10 +424,14 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
                             study_id, description, referring, referring_folded)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant_pk, study_uid) DO UPDATE SET
-           study_date = excluded.study_date, study_time = excluded.study_time,
-           accession_number = excluded.accession_number, study_id = excluded.study_id,
-           description = excluded.description, referring = excluded.referring,
-           referring_folded = excluded.referring_folded
+           patient_pk = excluded.patient_pk,
+           study_date = COALESCE(excluded.study_date, study_date),
+           study_time = COALESCE(excluded.study_time, study_time),
+           accession_number = COALESCE(excluded.accession_number, accession_number),
+           study_id = COALESCE(excluded.study_id, study_id),
+           description = COALESCE(excluded.description, description),
+           referring = COALESCE(excluded.referring, referring),
+           referring_folded = COALESCE(excluded.referring_folded, referring_folded)
          RETURNING pk",
     )
     .bind(n.tenant)
@@ -438,8 +451,10 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
         "INSERT INTO series (tenant_pk, study_pk, series_uid, modality, series_number, description, body_part)
          VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant_pk, series_uid) DO UPDATE SET
-           modality = excluded.modality, series_number = excluded.series_number,
-           description = excluded.description, body_part = excluded.body_part
+           modality = COALESCE(excluded.modality, modality),
+           series_number = COALESCE(excluded.series_number, series_number),
+           description = COALESCE(excluded.description, description),
+           body_part = COALESCE(excluded.body_part, body_part)
          RETURNING pk",
     )
     .bind(n.tenant)
@@ -749,6 +764,17 @@ impl Index for SqliteIndex {
             .fetch_one(&self.pool)
             .await?;
         Ok(n > 0)
+    }
+
+    async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError> {
+        // Keys are lowercase hex, so every key with this prefix sorts below prefix + 'g'.
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT blob_key FROM instance WHERE blob_key >= ? AND blob_key < ? ORDER BY blob_key",
+        )
+        .bind(prefix)
+        .bind(format!("{prefix}g"))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {

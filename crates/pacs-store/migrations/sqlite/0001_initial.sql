@@ -14,7 +14,10 @@ CREATE TABLE patient (
     patient_name_folded TEXT,
     birth_date          TEXT,
     sex                 TEXT,
-    UNIQUE (tenant_pk, issuer, patient_id)
+    -- Objects without a Patient ID are not all one patient: each study without one gets its
+    -- own patient row, keyed by the study's UID here ('' for identified patients).
+    unidentified_study  TEXT NOT NULL DEFAULT '',
+    UNIQUE (tenant_pk, issuer, patient_id, unidentified_study)
 );
 CREATE INDEX patient_name_idx ON patient (tenant_pk, patient_name_folded);
 CREATE INDEX patient_id_idx ON patient (tenant_pk, patient_id);

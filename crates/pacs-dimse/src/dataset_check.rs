@@ -1,0 +1,498 @@
+//! A structural pass over encoded data sets before any parser sees them.
+//!
+//! dicom-rs allocates an element's declared length before reading it and parses nested
+//! sequences recursively. So a few bytes from a peer could make it allocate gigabytes (a lying
+//! length) or overflow the stack (thousands of nested sequences). This walker reads element
+//! headers with the parser's own rules, seeks over values, and refuses a data set when a
+//! declared length runs past the bytes actually present or nesting goes deeper than
+//! [`MAX_DEPTH`]. It allocates nothing that depends on the input.
+
+use std::io::{self, Read, Seek};
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+/// Deepest nesting accepted, counting sequences and items (so 32 nested sequences).
+pub const MAX_DEPTH: usize = 64;
+/// Largest inflated size of a deflated data set walked (and therefore accepted).
+pub const MAX_INFLATED: u64 = 4 << 30;
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+
+/// How the element headers of a transfer syntax are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub explicit_vr: bool,
+    pub big_endian: bool,
+    pub deflated: bool,
+}
+
+impl Layout {
+    /// Layout of a transfer syntax UID; every syntax other than implicit VR little endian and
+    /// explicit VR big endian has explicit VR little endian headers (encapsulated ones too).
+    pub fn of(transfer_syntax: &str) -> Layout {
+        let ts = transfer_syntax.trim_end_matches(['\0', ' ']);
+        Layout {
+            explicit_vr: ts != "1.2.840.10008.1.2",
+            big_endian: ts == "1.2.840.10008.1.2.2",
+            deflated: ts == "1.2.840.10008.1.2.1.99" || ts == "1.2.840.10008.1.2.4.95",
+        }
+    }
+}
+
+/// A source of bytes that can skip forward cheaply.
+pub trait Source {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()>;
+    fn skip(&mut self, n: u64) -> io::Result<()>;
+}
+
+/// A seekable reader (a file, a byte slice).
+pub struct Seekable<R>(pub R);
+
+impl<R: Read + Seek> Source for Seekable<R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact(buf)
+    }
+
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let n = i64::try_from(n).map_err(|_| io::Error::other("skip too large"))?;
+        self.0.seek(io::SeekFrom::Current(n)).map(|_| ())
+    }
+}
+
+/// A reader that can only be read forward (an inflating decoder).
+pub struct Streaming<R>(pub R);
+
+impl<R: Read> Source for Streaming<R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact(buf)
+    }
+
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let copied = io::copy(&mut (&mut self.0).take(n), &mut io::sink())?;
+        if copied == n {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+}
+
+/// Why a data set was refused, or the I/O error that stopped the walk.
+#[derive(Debug)]
+pub enum CheckError {
+    Invalid(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Invalid(m) => f.write_str(m),
+            CheckError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for CheckError {
+    fn from(e: io::Error) -> Self {
+        CheckError::Io(e)
+    }
+}
+
+fn invalid<T>(msg: String) -> Result<T, CheckError> {
+    Err(CheckError::Invalid(msg))
+}
+
+/// Checks an encoded data set held in memory (identifiers, small objects).
+pub fn check_bytes(bytes: &[u8], layout: Layout, stop_at_pixel_data: bool) -> Result<(), CheckError> {
+    if layout.deflated {
+        let total = inflated_size(flate2::read::DeflateDecoder::new(bytes))?;
+        let mut source = Streaming(flate2::read::DeflateDecoder::new(bytes));
+        return walk(&mut source, total, layout, stop_at_pixel_data);
+    }
+    walk(
+        &mut Seekable(io::Cursor::new(bytes)),
+        bytes.len() as u64,
+        layout,
+        stop_at_pixel_data,
+    )
+}
+
+/// Checks the data set stored in a file from `offset` on (a Part 10 file after its meta group).
+pub fn check_file(
+    path: &std::path::Path,
+    offset: u64,
+    layout: Layout,
+    stop_at_pixel_data: bool,
+) -> Result<(), CheckError> {
+    let open = || -> io::Result<io::BufReader<std::fs::File>> {
+        let mut file = std::fs::File::open(path)?;
+        file.seek(io::SeekFrom::Start(offset))?;
+        Ok(io::BufReader::with_capacity(16 * 1024, file))
+    };
+    let size = std::fs::metadata(path)?.len().saturating_sub(offset);
+    if layout.deflated {
+        let total = inflated_size(flate2::read::DeflateDecoder::new(open()?))?;
+        let mut source = Streaming(flate2::read::DeflateDecoder::new(open()?));
+        return walk(&mut source, total, layout, stop_at_pixel_data);
+    }
+    walk(&mut Seekable(open()?), size, layout, stop_at_pixel_data)
+}
+
+fn inflated_size<R: Read>(decoder: R) -> Result<u64, CheckError> {
+    let n = io::copy(&mut decoder.take(MAX_INFLATED + 1), &mut io::sink())
+        .map_err(|e| CheckError::Invalid(format!("deflated data set does not inflate: {e}")))?;
+    if n > MAX_INFLATED {
+        return invalid(format!("deflated data set inflates beyond {MAX_INFLATED} bytes"));
+    }
+    Ok(n)
+}
+
+/// VRs whose explicit header has a 2-byte length; every other VR, unknown ones included, has
+/// two reserved bytes and a 4-byte length (that is how the parser reads them).
+fn short_length(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    Sequence,
+    Item,
+    /// Encapsulated pixel data: its items are fragments of raw bytes, not data sets.
+    Fragments,
+}
+
+#[derive(Clone, Copy)]
+struct Frame {
+    kind: FrameKind,
+    /// End position for a defined length, `None` for an undefined one (ends at a delimiter).
+    end: Option<u64>,
+    explicit_vr: bool,
+}
+
+struct Walker<'a, S> {
+    source: &'a mut S,
+    pos: u64,
+    total: u64,
+    big_endian: bool,
+}
+
+impl<S: Source> Walker<'_, S> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], CheckError> {
+        let mut b = [0u8; N];
+        self.source.read_exact(&mut b)?;
+        self.pos += N as u64;
+        Ok(b)
+    }
+
+    fn u16(&mut self) -> Result<u16, CheckError> {
+        let b = self.bytes::<2>()?;
+        Ok(if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    }
+
+    fn u32(&mut self) -> Result<u32, CheckError> {
+        let b = self.bytes::<4>()?;
+        Ok(if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    }
+
+    fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.pos)
+    }
+
+    fn fits(&self, tag: (u16, u16), len: u32) -> Result<(), CheckError> {
+        if u64::from(len) > self.remaining() {
+            return invalid(format!(
+                "element ({:04X},{:04X}) declares {len} bytes but only {} remain",
+                tag.0,
+                tag.1,
+                self.remaining()
+            ));
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, tag: (u16, u16), len: u32) -> Result<(), CheckError> {
+        self.fits(tag, len)?;
+        self.source.skip(u64::from(len))?;
+        self.pos += u64::from(len);
+        Ok(())
+    }
+}
+
+fn push(frames: &mut Vec<Frame>, frame: Frame) -> Result<(), CheckError> {
+    if frames.len() >= MAX_DEPTH {
+        return invalid(format!("sequences nested deeper than {MAX_DEPTH} levels"));
+    }
+    frames.push(frame);
+    Ok(())
+}
+
+/// Walks element headers linearly; sequences and items are entered, values skipped.
+fn walk<S: Source>(
+    source: &mut S,
+    total: u64,
+    layout: Layout,
+    stop_at_pixel_data: bool,
+) -> Result<(), CheckError> {
+    let mut w = Walker {
+        source,
+        pos: 0,
+        total,
+        big_endian: layout.big_endian,
+    };
+    let mut frames: Vec<Frame> = Vec::new();
+    loop {
+        // Leave the frames whose defined length is used up.
+        while let Some(end) = frames.last().and_then(|f| f.end) {
+            if w.pos < end {
+                break;
+            }
+            if w.pos > end {
+                return invalid("an item or sequence overruns its declared length".into());
+            }
+            frames.pop();
+        }
+        // Fewer bytes than an element header: the parser stops there, allocating nothing.
+        if w.remaining() < 8 {
+            return Ok(());
+        }
+        let explicit_vr = frames.last().map_or(layout.explicit_vr, |f| f.explicit_vr);
+        let tag = (w.u16()?, w.u16()?);
+        if tag.0 == 0xFFFE {
+            let len = w.u32()?;
+            match tag.1 {
+                0xE000 => {
+                    if frames.last().is_some_and(|f| f.kind == FrameKind::Fragments) {
+                        if len == UNDEFINED {
+                            return invalid("pixel data fragment of undefined length".into());
+                        }
+                        w.skip(tag, len)?;
+                        continue;
+                    }
+                    let end = if len == UNDEFINED {
+                        None
+                    } else {
+                        w.fits(tag, len)?;
+                        Some(w.pos + u64::from(len))
+                    };
+                    push(
+                        &mut frames,
+                        Frame {
+                            kind: FrameKind::Item,
+                            end,
+                            explicit_vr,
+                        },
+                    )?;
+                }
+                0xE00D if frames.last().is_some_and(|f| f.kind == FrameKind::Item) => {
+                    frames.pop();
+                }
+                0xE0DD => {
+                    while let Some(f) = frames.pop() {
+                        if f.kind != FrameKind::Item {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let (vr, len) = if explicit_vr {
+            let vr = w.bytes::<2>()?;
+            if short_length(vr) {
+                (Some(vr), u32::from(w.u16()?))
+            } else {
+                let _reserved = w.u16()?;
+                (Some(vr), w.u32()?)
+            }
+        } else {
+            (None, w.u32()?)
+        };
+        if tag == PIXEL_DATA && frames.is_empty() && stop_at_pixel_data {
+            return Ok(());
+        }
+        if len == UNDEFINED {
+            let kind = if tag == PIXEL_DATA {
+                FrameKind::Fragments
+            } else {
+                FrameKind::Sequence
+            };
+            // An undefined-length UN holds implicit VR little endian (PS3.5 §6.2.2).
+            let inner_explicit = explicit_vr && vr != Some(*b"UN");
+            push(
+                &mut frames,
+                Frame {
+                    kind,
+                    end: None,
+                    explicit_vr: inner_explicit,
+                },
+            )?;
+            continue;
+        }
+        let is_sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            // Implicit VR: the parser knows sequences from the dictionary.
+            None => StandardDataDictionary
+                .by_tag(Tag(tag.0, tag.1))
+                .is_some_and(|e| e.vr().relaxed() == VR::SQ),
+        };
+        if is_sequence {
+            w.fits(tag, len)?;
+            let end = Some(w.pos + u64::from(len));
+            push(
+                &mut frames,
+                Frame {
+                    kind: FrameKind::Sequence,
+                    end,
+                    explicit_vr,
+                },
+            )?;
+            continue;
+        }
+        w.skip(tag, len)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPLICIT: Layout = Layout {
+        explicit_vr: true,
+        big_endian: false,
+        deflated: false,
+    };
+    const IMPLICIT: Layout = Layout {
+        explicit_vr: false,
+        big_endian: false,
+        deflated: false,
+    };
+
+    fn run(bytes: &[u8], layout: Layout) -> Result<(), String> {
+        check_bytes(bytes, layout, true).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn well_formed_elements_and_sequences_pass() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
+        b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0x08, 0, 0x50, 0x11, b'U', b'I', 2, 0, b'1', 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0, b'O', b'W', 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(run(&b, EXPLICIT), Ok(()));
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_refused() {
+        let b = [
+            0x09, 0, 0x10, 0, b'O', b'B', 0, 0, 0x00, 0x00, 0xA5, 0x35, 1, 2, 3, 4,
+        ];
+        assert!(run(&b, EXPLICIT).unwrap_err().contains("(0009,0010) declares"));
+        let b = [0x10, 0, 0x10, 0, 0xFF, 0xFF, 0x00, 0x00, b'A', b'B'];
+        assert!(run(&b, IMPLICIT).is_err());
+    }
+
+    #[test]
+    fn an_unknown_vr_is_read_with_a_four_byte_length_like_the_parser_does() {
+        // Regression: 12 bytes made the parser reserve 3.9 GB ("ZZ" read as UN).
+        let b = [
+            0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0x00, 0x00, 0x00, 0x00, 0x00, 0xF0,
+        ];
+        assert!(run(&b, EXPLICIT).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        let mut b = Vec::new();
+        for _ in 0..5000 {
+            b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        assert!(run(&b, EXPLICIT).unwrap_err().contains("nested deeper"));
+    }
+
+    #[test]
+    fn undefined_length_un_is_walked_as_implicit_vr() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x09, 0, 0x10, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        // Implicit inside: (0009,1011) with a 4-byte length far past the end.
+        b.extend_from_slice(&[0x09, 0, 0x11, 0x10, 0x00, 0x00, 0x00, 0x70]);
+        assert!(run(&b, EXPLICIT).is_err());
+    }
+
+    #[test]
+    fn encapsulated_fragments_are_skipped_not_parsed() {
+        let mut b = Vec::new();
+        // Icon Image Sequence with an item holding encapsulated pixel data.
+        b.extend_from_slice(&[0x88, 0, 0x00, 0x02, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
+        assert_eq!(run(&b, EXPLICIT), Ok(()));
+    }
+
+    #[test]
+    fn big_endian_lengths_are_read_big_endian() {
+        let b = [
+            0, 0x10, 0, 0x10, b'P', b'N', 0, 2, b'A', b'B', 0, 0x10, 0, 0x20, b'L', b'O', 0, 2, b'X', b' ',
+        ];
+        let be = Layout::of("1.2.840.10008.1.2.2");
+        assert_eq!(run(&b, be), Ok(()));
+        let mut bad = b;
+        bad[7] = 200;
+        assert!(run(&bad, be).is_err());
+    }
+
+    #[test]
+    fn deflated_data_sets_are_inflated_then_walked() {
+        use std::io::Write;
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&[0x09, 0, 0x10, 0, b'O', b'B', 0, 0, 0x00, 0x00, 0xA5, 0x35, 1, 2])
+            .unwrap();
+        let bytes = enc.finish().unwrap();
+        assert!(run(&bytes, Layout::of("1.2.840.10008.1.2.1.99")).is_err());
+    }
+}
