@@ -392,3 +392,80 @@ fn pynetdicom_move_delivers_every_fixture_in_its_stored_syntax() {
         );
     }
 }
+
+/// A Part 10 file around `dataset` (explicit VR little endian), with a fresh SOP Instance UID.
+fn part10(dataset: &[u8], sop_instance_uid: &str) -> Vec<u8> {
+    fn element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8]) {
+        let mut value = value.to_vec();
+        if value.len() % 2 == 1 {
+            value.push(0);
+        }
+        out.extend_from_slice(&[0x02, 0x00]);
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&value);
+    }
+    let mut group = Vec::new();
+    element(&mut group, 0x0001, b"OB", &[0, 1]);
+    element(&mut group, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.7");
+    element(&mut group, 0x0003, b"UI", sop_instance_uid.as_bytes());
+    element(&mut group, 0x0010, b"UI", b"1.2.840.10008.1.2.1");
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    out.extend_from_slice(&group);
+    out.extend_from_slice(dataset);
+    out
+}
+
+#[test]
+fn hostile_data_sets_are_refused_without_exhausting_the_server() {
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    // 12 bytes whose unknown VR hides a 4 GB length (the parser used to reserve 3.9 GB).
+    let lying = part10(
+        &[
+            0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0x00, 0x00, 0x00, 0x00, 0x00, 0xF0,
+        ],
+        "2.25.901",
+    );
+    // 5,000 nested sequences (the parser used to overflow its stack and abort the process).
+    let mut nested = Vec::new();
+    for _ in 0..5000 {
+        nested.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    let nested = part10(&nested, "2.25.902");
+    let paths = [dir.path().join("lying.dcm"), dir.path().join("nested.dcm")];
+    std::fs::write(&paths[0], lying).unwrap();
+    std::fs::write(&paths[1], nested).unwrap();
+    let p = port(&server);
+    let files: Vec<String> = paths.iter().map(|f| f.display().to_string()).collect();
+    let mut args = vec!["store", "--port", &p];
+    args.extend(files.iter().map(String::as_str));
+    let result = statuses(&pynetdicom(&args));
+    assert_eq!(result["lying.dcm"].0, Some(0xC000), "{:?}", result["lying.dcm"]);
+    assert_eq!(result["nested.dcm"].0, Some(0xC000), "{:?}", result["nested.dcm"]);
+    assert!(
+        result["nested.dcm"].1.contains("nested deeper"),
+        "{:?}",
+        result["nested.dcm"]
+    );
+    assert!(server.is_running(), "{}", server.log());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
+    assert_eq!(pynetdicom(&["echo", "--port", &p])["status"], 0);
+    assert!(server.stop().success());
+}
