@@ -293,6 +293,13 @@ fn find_matching_rules_and_cancel_with_pynetdicom() {
     );
     assert!(n(&ct) >= 2, "{ct}");
 
+    // A list of modalities matches studies with any of them.
+    let ct_or_mr = find(&["ModalitiesInStudy=CT\\MR", "StudyInstanceUID="]);
+    let only_ct = find(&["ModalitiesInStudy=CT", "StudyInstanceUID="]);
+    let only_mr = find(&["ModalitiesInStudy=MR", "StudyInstanceUID="]);
+    assert!(n(&only_ct) > 0 && n(&only_mr) > 0, "{only_ct} {only_mr}");
+    assert_eq!(n(&ct_or_mr), n(&only_ct) + n(&only_mr), "{ct_or_mr}");
+
     // Only the requested keys plus the required ones come back.
     let r = find(&["PatientID=98890234", "StudyInstanceUID="]);
     for m in r["matches"].as_array().unwrap() {

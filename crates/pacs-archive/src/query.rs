@@ -26,8 +26,21 @@ struct Key {
     vr: VR,
     kind: ValueKind,
     matcher: Matcher,
+    /// A multi-valued code string key (e.g. ModalitiesInStudy `CT\MR`): matches when any of
+    /// these does. Workstations send such lists although only UIDs are list-matched in PS3.4.
+    any_of: Vec<Matcher>,
     /// Position in the row values when the index has a column for it at this level.
     position: Option<usize>,
+}
+
+impl Key {
+    fn matches(&self, value: Option<&str>) -> bool {
+        if self.any_of.is_empty() {
+            self.matcher.matches(self.kind, value)
+        } else {
+            self.any_of.iter().any(|m| m.matches(self.kind, value))
+        }
+    }
 }
 
 /// A parsed C-FIND identifier.
@@ -122,6 +135,13 @@ impl FindQuery {
                 };
                 Matcher::parse(kind, &raw)
             };
+            let (matcher, any_of) = match &matcher {
+                Matcher::Single(v) if vr == VR::CS && v.contains('\\') => (
+                    Matcher::Universal,
+                    v.split('\\').map(|one| Matcher::parse(kind, one)).collect(),
+                ),
+                _ => (matcher, Vec::new()),
+            };
             let position = positions
                 .iter()
                 .position(|c| c.tag == (tag.group(), tag.element()));
@@ -130,6 +150,7 @@ impl FindQuery {
                 vr,
                 kind,
                 matcher,
+                any_of,
                 position,
             });
         }
@@ -144,6 +165,7 @@ impl FindQuery {
                     vr,
                     kind: ValueKind::from_vr(vr),
                     matcher: Matcher::Universal,
+                    any_of: Vec::new(),
                     position,
                 });
             }
@@ -240,7 +262,7 @@ impl Archive {
                         Found::Element(v) => Some(v.to_str().into_owned()),
                         Found::Absent => None,
                     };
-                    if !key.matcher.matches(key.kind, text.as_deref()) {
+                    if !key.matches(text.as_deref()) {
                         matched = false;
                         break;
                     }
