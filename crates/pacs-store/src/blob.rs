@@ -57,6 +57,19 @@ impl BlobStore {
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&blobs)?;
         fs::create_dir_all(&tmp)?;
+        // The 256 first-level directories exist from the start, so storing a blob creates at
+        // most its leaf directory (one extra fsync, once per leaf) on the hot path.
+        let mut created = false;
+        for i in 0..=255u8 {
+            let d = blobs.join(format!("{i:02x}"));
+            if !d.exists() {
+                fs::create_dir(&d)?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&blobs)?;
+        }
         sync_dir(data_dir)?;
         Ok(BlobStore {
             blobs,

@@ -342,16 +342,26 @@ async fn write_batch(
 ) -> Result<Vec<BatchResult>, IndexError> {
     let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
+    // With one request, its failure fails the transaction anyway: no savepoint round trips.
+    let savepoints = batch.len() > 1;
     for request in batch.iter() {
-        sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+        if savepoints {
+            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+        }
         let result = match request {
             WriteRequest::Instance(instance, _) => insert_instance(&mut tx, instance).await.map(Some),
             WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| None),
         };
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO item").execute(&mut *tx).await?;
+        if savepoints {
+            if result.is_err() {
+                sqlx::query("ROLLBACK TO item").execute(&mut *tx).await?;
+            }
+            sqlx::query("RELEASE item").execute(&mut *tx).await?;
+        } else if result.is_err() {
+            tx.rollback().await?;
+            results.push(result);
+            return Ok(results);
         }
-        sqlx::query("RELEASE item").execute(&mut *tx).await?;
         results.push(result);
     }
     tx.commit().await?;
@@ -466,12 +476,11 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     .bind(&se.body_part)
     .fetch_one(&mut *tx)
     .await?;
-    let superseded_pk = if let Some((old_pk, _, old_series_pk)) = current {
+    let superseded_pk = if let Some((old_pk, _, _)) = current {
         sqlx::query(&format!("UPDATE instance SET superseded_at = {NOW} WHERE pk = ?"))
             .bind(old_pk)
             .execute(&mut *tx)
             .await?;
-        adjust_counts(tx, old_series_pk, -1).await?;
         Some(old_pk)
     } else {
         None
@@ -501,28 +510,10 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
         .bind(&n.header_json)
         .execute(&mut *tx)
         .await?;
-    adjust_counts(tx, series_pk, 1).await?;
     Ok(match superseded_pk {
         Some(superseded_pk) => IndexOutcome::Replaced { pk, superseded_pk },
         None => IndexOutcome::Stored { pk },
     })
-}
-
-async fn adjust_counts(tx: &mut SqliteConnection, series_pk: i64, delta: i64) -> Result<(), IndexError> {
-    sqlx::query("UPDATE series SET num_instances = num_instances + ? WHERE pk = ?")
-        .bind(delta)
-        .bind(series_pk)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE study SET num_instances = num_instances + ?
-         WHERE pk = (SELECT study_pk FROM series WHERE pk = ?)",
-    )
-    .bind(delta)
-    .bind(series_pk)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 const INSTANCE_FIELDS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.size, i.blob_key, i.dataset_offset, i.dataset_sha256, i.superseded_at IS NOT NULL";

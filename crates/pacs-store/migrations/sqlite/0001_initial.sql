@@ -101,3 +101,19 @@ CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+
+-- Instance counts of series and studies follow the current instances, inside the engine
+-- (no extra statement per stored instance).
+CREATE TRIGGER instance_counts_insert AFTER INSERT ON instance WHEN NEW.superseded_at IS NULL
+BEGIN
+    UPDATE series SET num_instances = num_instances + 1 WHERE pk = NEW.series_pk;
+    UPDATE study SET num_instances = num_instances + 1
+    WHERE pk = (SELECT study_pk FROM series WHERE pk = NEW.series_pk);
+END;
+CREATE TRIGGER instance_counts_supersede AFTER UPDATE OF superseded_at ON instance
+WHEN OLD.superseded_at IS NULL AND NEW.superseded_at IS NOT NULL
+BEGIN
+    UPDATE series SET num_instances = num_instances - 1 WHERE pk = OLD.series_pk;
+    UPDATE study SET num_instances = num_instances - 1
+    WHERE pk = (SELECT study_pk FROM series WHERE pk = OLD.series_pk);
+END;
