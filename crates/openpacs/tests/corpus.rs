@@ -355,13 +355,7 @@ fn find_matching_rules_and_cancel_with_pynetdicom() {
 #[test]
 fn pynetdicom_move_delivers_every_fixture_in_its_stored_syntax() {
     let dest = pacs_testkit::server::free_port();
-    let server = TestServer::start(
-        binary(),
-        ServerOptions {
-            extra_toml: format!("[[peers]]\nae_title = \"PEERPY\"\nhost = \"127.0.0.1\"\nport = {dest}\n"),
-            ..ServerOptions::default()
-        },
-    );
+    let server = TestServer::start(binary(), ServerOptions::with_peer("PEERPY", dest));
     let p = port(&server);
     let valid = store_valid_fixtures(&server);
 

@@ -156,15 +156,7 @@ fn calling_ae_not_in_allow_list_is_rejected() {
 #[test]
 fn getscu_and_movescu_retrieve_a_study() {
     let dest_port = free_port();
-    let server = TestServer::start(
-        binary(),
-        ServerOptions {
-            extra_toml: format!(
-                "[[peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-            ),
-            ..ServerOptions::default()
-        },
-    );
+    let server = TestServer::start(binary(), ServerOptions::with_peer("STORESCP", dest_port));
     let files = [
         fixture("ct_series_a_1_explicit_le.dcm"),
         fixture("ct_series_a_2_explicit_le.dcm"),
@@ -233,15 +225,7 @@ fn movescu(server: &TestServer, destination: &str, keys: &[&str]) -> Output {
 #[test]
 fn move_converts_to_a_syntax_the_destination_accepts_or_counts_a_failure() {
     let dest_port = free_port();
-    let server = TestServer::start(
-        binary(),
-        ServerOptions {
-            extra_toml: format!(
-                "[[peers]]\nae_title = \"IMPLICIT\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-            ),
-            ..ServerOptions::default()
-        },
-    );
+    let server = TestServer::start(binary(), ServerOptions::with_peer("IMPLICIT", dest_port));
     // Stored in explicit VR big endian (convertible) and in JPEG baseline (not without a codec).
     let files = [
         fixture("us_rgb_explicit_be.dcm"),

@@ -35,6 +35,19 @@ fn study_counts(server: &TestServer, study: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// C-GET of a whole study with pynetdicom.
+fn get_study(port: &str, study_uid: &str) -> serde_json::Value {
+    pynetdicom(&[
+        "get",
+        "--port",
+        port,
+        "--level",
+        "STUDY",
+        "-k",
+        &format!("StudyInstanceUID={study_uid}"),
+    ])
+}
+
 #[test]
 fn five_hundred_instances_over_four_associations_come_back_identical() {
     let server = TestServer::start(binary(), ServerOptions::default());
@@ -63,15 +76,7 @@ fn five_hundred_instances_over_four_associations_come_back_identical() {
     assert!(counts.contains("IS [500 ]"), "{counts}");
     assert!(counts.contains("IS [1 ]"), "one series: {counts}");
 
-    let got = pynetdicom(&[
-        "get",
-        "--port",
-        &p,
-        "--level",
-        "STUDY",
-        "-k",
-        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
-    ]);
+    let got = get_study(&p, &study[0].study_instance_uid);
     assert_eq!(got["completed"], 500, "{}", got["status"]);
     assert_eq!(got["failed"], 0);
     for g in &study {
@@ -133,15 +138,7 @@ fn kill_nine_during_ingest_loses_no_acknowledged_instance() {
     );
 
     server.restart();
-    let got = pynetdicom(&[
-        "get",
-        "--port",
-        &p,
-        "--level",
-        "STUDY",
-        "-k",
-        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
-    ]);
+    let got = get_study(&p, &study[0].study_instance_uid);
     let by_uid: HashMap<&str, &PathBuf> = study
         .iter()
         .map(|g| (g.sop_instance_uid.as_str(), &g.path))
@@ -212,15 +209,7 @@ fn sigterm_during_ingest_exits_zero_and_keeps_what_it_acknowledged() {
         .collect();
 
     server.restart();
-    let got = pynetdicom(&[
-        "get",
-        "--port",
-        &p,
-        "--level",
-        "STUDY",
-        "-k",
-        &format!("StudyInstanceUID={}", study[0].study_instance_uid),
-    ]);
+    let got = get_study(&p, &study[0].study_instance_uid);
     for uid in &acked {
         assert!(
             got["instances"][uid.as_str()]["sha256"].is_string(),
@@ -237,13 +226,7 @@ fn sigterm_during_ingest_exits_zero_and_keeps_what_it_acknowledged() {
 #[test]
 fn c_cancel_stops_c_get_and_c_move_with_consistent_counts() {
     let dest = pacs_testkit::server::free_port();
-    let server = TestServer::start(
-        binary(),
-        ServerOptions {
-            extra_toml: format!("[[peers]]\nae_title = \"PEERPY\"\nhost = \"127.0.0.1\"\nport = {dest}\n"),
-            ..ServerOptions::default()
-        },
-    );
+    let server = TestServer::start(binary(), ServerOptions::with_peer("PEERPY", dest));
     let source = tempfile::tempdir().unwrap();
     let spec = StudySpec {
         rows: 128,

@@ -35,6 +35,16 @@ pub struct ServerOptions {
     pub data_dir: Option<PathBuf>,
 }
 
+impl ServerOptions {
+    /// Options with one C-MOVE destination in the AE table.
+    pub fn with_peer(ae_title: &str, port: u16) -> ServerOptions {
+        ServerOptions {
+            extra_toml: format!("[[peers]]\nae_title = {ae_title:?}\nhost = \"127.0.0.1\"\nport = {port}\n"),
+            ..ServerOptions::default()
+        }
+    }
+}
+
 /// A running `openpacs serve` with its own data directory and ports.
 pub struct TestServer {
     binary: PathBuf,
