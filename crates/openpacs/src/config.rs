@@ -39,6 +39,9 @@ pub struct Config {
     /// Explicit opt-out of the secure default: listen for DICOM on a non-loopback address
     /// without a calling-AE allow-list.
     pub dicom_open_to_any_ae: bool,
+    /// Explicit opt-out of the secure default: serve HTTP on a non-loopback address although
+    /// no authentication exists yet (today it serves only /healthz and /metrics).
+    pub http_open_without_auth: bool,
     /// Log format: "text" or "json".
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
@@ -71,6 +74,7 @@ impl Default for Config {
             accept_unknown_sop_classes: true,
             check_called_ae_title: false,
             dicom_open_to_any_ae: false,
+            http_open_without_auth: false,
             log_format: "text".into(),
             peers: Vec::new(),
         }
@@ -211,6 +215,14 @@ impl Config {
                  or dicom_open_to_any_ae = true to accept any calling AE title",
                 config.dicom_addr,
                 origin("dicom_addr")
+            );
+        }
+        if !config.http_addr.is_loopback() && !config.http_open_without_auth {
+            bail!(
+                "refusing to serve HTTP on {} (http_addr from {}) without authentication: set \
+                 http_open_without_auth = true to expose /healthz and /metrics anyway",
+                config.http_addr,
+                origin("http_addr")
             );
         }
         Ok(config)

@@ -188,6 +188,13 @@ fn a_bad_configuration_value_names_itself_and_its_source() {
         "{err}"
     );
 
+    let http = server.cli(&["--http-addr", "0.0.0.0", "serve"]);
+    assert_eq!(http.status.code(), Some(2), "{}", describe(&http));
+    assert!(
+        String::from_utf8_lossy(&http.stderr).contains("http_open_without_auth"),
+        "{}",
+        describe(&http)
+    );
     let open = server.cli(&["--dicom-addr", "0.0.0.0", "serve"]);
     assert_eq!(open.status.code(), Some(2), "{}", describe(&open));
     assert!(
