@@ -11,9 +11,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! python3 -c "import pydicom, pynetdicom" 2>/dev/null; then
-  echo "installing pydicom and pynetdicom"
-  python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4
+if ! python3 -c "import pydicom, pynetdicom, dicomweb_client" 2>/dev/null || ! command -v dicomweb_client >/dev/null; then
+  echo "installing pydicom, pynetdicom and dicomweb-client"
+  python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4 dicomweb-client==0.61.2
 fi
 
 cargo fmt --all -- --check

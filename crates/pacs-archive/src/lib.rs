@@ -115,6 +115,13 @@ impl Archive {
         self.tenant
     }
 
+    /// Appends to the audit log; a failure to write it is logged, never hidden.
+    pub async fn record(&self, event: pacs_store::AuditEvent) {
+        if let Err(e) = self.index.audit(event).await {
+            tracing::error!(error = %e, "cannot write audit record");
+        }
+    }
+
     /// Address of a configured peer AE.
     pub fn peer(&self, ae_title: &str) -> Option<&Peer> {
         self.peers.get(ae_title)

@@ -186,15 +186,24 @@ impl TestServer {
 
     /// GET on the HTTP listener; returns the body.
     pub fn http_get(&self, path: &str) -> String {
+        self.http(path).2
+    }
+
+    /// GET on the HTTP listener; returns status, header block and body.
+    pub fn http(&self, path: &str) -> (u16, String, String) {
         use std::io::Write;
         let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect HTTP");
         write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send request");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read response");
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// The DICOMweb root of this server.
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http_port)
     }
 
     pub fn peer_address(&self) -> String {
@@ -232,6 +241,27 @@ pub fn pynetdicom(args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// Runs the `dicomweb_client` CLI (PyPI dicomweb-client) and parses the JSON it prints.
+pub fn dicomweb_client(url: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new("dicomweb_client")
+        .args(["--url", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dicomweb_client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("ERROR"),
+        "dicomweb_client {args:?} failed: {stderr}"
+    );
+    if stdout.trim().is_empty() {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("dicomweb_client printed no JSON ({e}): {stdout}\n{stderr}"))
 }
 
 /// SHA-256 (hex) of the data set part of a Part 10 file: bytes after the file meta group.

@@ -1,27 +1,79 @@
-//! HTTP front end. For now: `/healthz` and the Prometheus `/metrics` endpoint; DICOMweb, the
-//! REST API and the UI will be mounted here.
+//! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
+//! (QIDO-RS so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
 
+mod qido;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use pacs_archive::Archive;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Renders the metrics exposition text; provided by the binary, which owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct WebState {
+    archive: Arc<Archive>,
+}
+
+/// Failures of the HTTP front end, mapped to a status in one place. Client errors say what is
+/// wrong; internal ones are logged and never shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "HTTP request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+            }
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{message}\n"),
+        )
+            .into_response()
+    }
+}
+
 /// The HTTP routes.
-pub fn router(metrics: MetricsRender) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
-        "/metrics",
-        get(move || {
-            let text = metrics();
-            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response() }
-        }),
-    )
+pub fn router(archive: Arc<Archive>, metrics: MetricsRender) -> Router {
+    let dicomweb = Router::new()
+        .route("/studies", get(qido::studies))
+        .route("/series", get(qido::all_series))
+        .route("/instances", get(qido::all_instances))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .with_state(WebState { archive });
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response() }
+            }),
+        )
+        .nest("/dicom-web", dicomweb)
 }
 
 /// Serves `router` until `shutdown` turns true, then finishes requests in flight.
@@ -30,9 +82,12 @@ pub async fn serve(
     router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await
 }

@@ -1,0 +1,134 @@
+//! QIDO-RS driven by the dicomweb-client CLI and by plain HTTP for the error cases.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use pacs_testkit::server::{dicomweb_client, pynetdicom, repo_root, ServerOptions, TestServer};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_openpacs"))
+}
+
+fn valid_fixtures() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/manifest.json")).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    all.into_iter().filter(|f| f["valid"] == true).collect()
+}
+
+fn values<'a>(results: &'a serde_json::Value, tag: &str) -> Vec<&'a serde_json::Value> {
+    results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r[tag]["Value"][0])
+        .collect()
+}
+
+#[test]
+fn qido_rs_searches_with_dicomweb_client() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let fixtures = valid_fixtures();
+    let files: Vec<String> = fixtures
+        .iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", &port];
+    args.extend(files.iter().map(String::as_str));
+    pynetdicom(&args);
+    let url = server.dicomweb_url();
+    let studies: BTreeSet<&str> = fixtures
+        .iter()
+        .map(|f| f["study_instance_uid"].as_str().unwrap())
+        .collect();
+
+    let all = dicomweb_client(&url, &["search", "studies"]);
+    let found: BTreeSet<&str> = values(&all, "0020000D")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(found, studies, "every stored study, once");
+    // Computed attributes come as JSON numbers; every study has its modalities.
+    for r in all.as_array().unwrap() {
+        assert!(r["00201208"]["Value"][0].is_u64(), "{r}");
+        assert!(
+            r["00081190"]["Value"][0]
+                .as_str()
+                .unwrap()
+                .contains("/dicom-web/studies/"),
+            "{r}"
+        );
+    }
+
+    // Person names: case- and accent-insensitive, wildcard, answered in UTF-8.
+    let buc = dicomweb_client(&url, &["search", "studies", "--filter", "PatientName=BUC^JEROME"]);
+    assert_eq!(buc.as_array().unwrap().len(), 1, "{buc}");
+    assert_eq!(buc[0]["00100010"]["Value"][0]["Alphabetic"], "Buc^Jérôme");
+    let by_tag = dicomweb_client(&url, &["search", "studies", "--filter", "00100010=buc*"]);
+    assert_eq!(by_tag, buc);
+
+    // Series of one study and instances of one series, through the hierarchical resources.
+    let ct = fixtures
+        .iter()
+        .find(|f| f["path"] == "valid/ct_series_a_1_explicit_le.dcm")
+        .unwrap();
+    let study = ct["study_instance_uid"].as_str().unwrap();
+    let series = ct["series_instance_uid"].as_str().unwrap();
+    let in_study = dicomweb_client(&url, &["search", "series", "--study", study]);
+    assert_eq!(
+        values(&in_study, "0020000E"),
+        vec![&serde_json::json!(series)],
+        "{in_study}"
+    );
+    let instances = dicomweb_client(
+        &url,
+        &["search", "instances", "--study", study, "--series", series],
+    );
+    let expected: BTreeSet<&str> = fixtures
+        .iter()
+        .filter(|f| f["series_instance_uid"] == series)
+        .map(|f| f["sop_instance_uid"].as_str().unwrap())
+        .collect();
+    let got: BTreeSet<&str> = values(&instances, "00080018")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(got, expected);
+
+    // Paging.
+    let first = dicomweb_client(&url, &["search", "studies", "--limit", "2"]);
+    let rest = dicomweb_client(&url, &["search", "studies", "--offset", "2"]);
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    assert_eq!(rest.as_array().unwrap().len(), studies.len() - 2);
+
+    // Series across studies, filtered by modality.
+    let mr = dicomweb_client(&url, &["search", "series", "--filter", "Modality=MR"]);
+    let expected_mr = fixtures.iter().filter(|f| f["modality"] == "MR").count();
+    assert_eq!(mr.as_array().unwrap().len(), expected_mr, "{mr}");
+}
+
+#[test]
+fn qido_rs_errors_follow_ps3_18() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let (status, _, body) = server.http("/dicom-web/studies?NoSuchAttribute=1");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("NoSuchAttribute"), "{body}");
+    let (status, _, body) = server.http("/dicom-web/studies?limit=many");
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = server.http("/dicom-web/studies?PatientID=nobody");
+    assert_eq!(status, 204, "no match is 204 No Content: {body}");
+    let (status, head, _) = server.http("/dicom-web/studies?ReferencedStudySequence=1");
+    assert_eq!(status, 204);
+    assert!(
+        head.to_lowercase().contains("warning: 299"),
+        "unsupported parameters are announced: {head}"
+    );
+    let audit = String::from_utf8_lossy(&server.cli(&["audit"]).stdout).into_owned();
+    assert!(audit.contains("QIDO-RS level=STUDY"), "{audit}");
+}
