@@ -132,3 +132,133 @@ fn qido_rs_errors_follow_ps3_18() {
     let audit = String::from_utf8_lossy(&server.cli(&["audit"]).stdout).into_owned();
     assert!(audit.contains("QIDO-RS level=STUDY"), "{audit}");
 }
+
+fn header_value(head: &str, name: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn wado_rs_returns_the_stored_objects_byte_for_byte() {
+    use sha2::{Digest, Sha256};
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let fixtures = valid_fixtures();
+    let files: Vec<String> = fixtures
+        .iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", &port];
+    args.extend(files.iter().map(String::as_str));
+    pynetdicom(&args);
+
+    // Every study in its stored syntaxes: each part is a Part 10 file whose data set is the
+    // one sent, byte for byte.
+    let any = [(
+        "Accept",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+    )];
+    let studies: BTreeSet<&str> = fixtures
+        .iter()
+        .map(|f| f["study_instance_uid"].as_str().unwrap())
+        .collect();
+    let mut received = 0;
+    for study in &studies {
+        let (status, head, body) = server.http_bytes(&format!("/dicom-web/studies/{study}"), &any);
+        assert_eq!(status, 200, "{head}");
+        for (part_head, content) in
+            pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body)
+        {
+            let offset = pacs_testkit::server::part10_dataset_offset(&content).expect("a Part 10 file");
+            let sha = hex::encode(Sha256::digest(&content[offset..]));
+            let entry = fixtures
+                .iter()
+                .find(|f| f["dataset_sha256"] == sha.as_str())
+                .unwrap_or_else(|| panic!("part {part_head} of {study} matches no fixture"));
+            assert!(
+                part_head.contains(entry["transfer_syntax_uid"].as_str().unwrap()),
+                "{part_head}"
+            );
+            received += 1;
+        }
+    }
+    assert_eq!(received, fixtures.len());
+
+    // dicomweb-client retrieves a study and a single instance.
+    let ct = fixtures
+        .iter()
+        .find(|f| f["path"] == "valid/ct_series_a_1_explicit_le.dcm")
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+    let study = ct["study_instance_uid"].as_str().unwrap();
+    dicomweb_client(
+        &server.dicomweb_url(),
+        &[
+            "retrieve",
+            "studies",
+            "--study",
+            study,
+            "full",
+            "--save",
+            "--output-dir",
+            &dir,
+        ],
+    );
+    let saved = std::fs::read_dir(out.path()).unwrap().count();
+    assert_eq!(
+        saved,
+        fixtures
+            .iter()
+            .filter(|f| f["study_instance_uid"] == study)
+            .count()
+    );
+
+    // Without transfer-syntax the client gets explicit VR little endian: converted when the
+    // object is native (big endian here), 406 when it is compressed and we have no codec.
+    let be = fixtures
+        .iter()
+        .find(|f| f["transfer_syntax_uid"] == "1.2.840.10008.1.2.2")
+        .unwrap();
+    let path = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}",
+        be["study_instance_uid"].as_str().unwrap(),
+        be["series_instance_uid"].as_str().unwrap(),
+        be["sop_instance_uid"].as_str().unwrap()
+    );
+    let (status, head, body) = server.http_bytes(&path, &[]);
+    assert_eq!(status, 200, "{head}");
+    let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+    assert_eq!(parts.len(), 1);
+    assert!(
+        parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+        "{}",
+        parts[0].0
+    );
+    let jpeg = fixtures
+        .iter()
+        .find(|f| f["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.50")
+        .unwrap();
+    let (status, _, _) = server.http_bytes(
+        &format!(
+            "/dicom-web/studies/{}",
+            jpeg["study_instance_uid"].as_str().unwrap()
+        ),
+        &[],
+    );
+    assert_eq!(status, 406);
+    let (status, _, _) = server.http_bytes("/dicom-web/studies/1.2.3.4.5", &any);
+    assert_eq!(status, 404);
+    let (status, _, _) = server.http_bytes(&path, &[("Accept", "application/json")]);
+    assert_eq!(status, 406);
+}

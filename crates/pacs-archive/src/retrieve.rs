@@ -62,28 +62,109 @@ impl Archive {
                 level.as_str()
             )));
         }
+        self.instances_matching(&conditions).await
+    }
+
+    /// Current instances of a study, or of one of its series, or one instance (WADO-RS).
+    pub async fn instances_in(
+        &self,
+        study: &str,
+        series: Option<&str>,
+        sop_instance: Option<&str>,
+    ) -> Result<Vec<InstanceLocation>, ArchiveError> {
+        let mut conditions = Vec::new();
+        for (tag, value) in [
+            (tags::STUDY_INSTANCE_UID, Some(study)),
+            (tags::SERIES_INSTANCE_UID, series),
+            (tags::SOP_INSTANCE_UID, sop_instance),
+        ] {
+            let Some(value) = value else { continue };
+            if let Some(column) = columns::column_for_tag((tag.group(), tag.element())) {
+                conditions.push(Condition {
+                    column,
+                    matcher: Matcher::Single(value.to_string()),
+                });
+            }
+        }
+        self.instances_matching(&conditions).await
+    }
+
+    /// Current instances whose index columns satisfy every condition, page by page.
+    async fn instances_matching(
+        &self,
+        conditions: &[Condition],
+    ) -> Result<Vec<InstanceLocation>, ArchiveError> {
         let mut out = Vec::new();
         let mut after = 0;
         loop {
             let rows = self
                 .index
-                .query(self.tenant, QueryLevel::Image, &conditions, after, PAGE)
+                .query(self.tenant, QueryLevel::Image, conditions, after, PAGE)
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.pk;
             for row in rows {
                 // The SQL filter is exact for unique keys except wildcards; re-check to be sure.
-                let sop_matches = conditions.iter().all(|c| {
+                let matches = conditions.iter().all(|c| {
                     let pos =
                         columns::columns_for(QueryLevel::Image).position(|col| std::ptr::eq(col, c.column));
                     pos.is_none_or(|p| c.matcher.matches(c.column.kind, row.values[p].as_deref()))
                 });
-                if let (true, Some(location)) = (sop_matches, row.instance) {
+                if let (true, Some(location)) = (matches, row.instance) {
                     out.push(location);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Opens an instance as a whole Part 10 file in `target` syntax: the stored file as it is
+    /// when the syntax matches, else a converted copy (in memory, one instance at a time).
+    pub async fn open_part10(
+        &self,
+        location: &InstanceLocation,
+        target: &str,
+    ) -> Result<OpenedDataset, ArchiveError> {
+        let path = self
+            .blobs
+            .path_of(&location.blob_key)
+            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        if location.transfer_syntax == target {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(ArchiveError::from_io)?;
+            return Ok(OpenedDataset {
+                reader: Box::new(file.take(location.size)),
+                len: location.size,
+            });
+        }
+        if !Self::can_send_as(&location.transfer_syntax, target) {
+            return Err(ArchiveError::Invalid(format!(
+                "cannot convert {} to {target}",
+                location.transfer_syntax
+            )));
+        }
+        let target = target.to_string();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
+            let mut obj = OpenFileOptions::new()
+                .open_file(&path)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let ts = TransferSyntaxRegistry
+                .get(&target)
+                .ok_or_else(|| ArchiveError::Invalid(format!("unknown transfer syntax {target}")))?;
+            obj.meta_mut().set_transfer_syntax(ts);
+            let mut out = Vec::new();
+            obj.write_all(&mut out)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot re-encode: {e}")))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let len = bytes.len() as u64;
+        Ok(OpenedDataset {
+            reader: Box::new(Cursor::new(bytes)),
+            len,
+        })
     }
 
     /// Whether an instance stored in `stored` can be sent as `target`.

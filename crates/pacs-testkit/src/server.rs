@@ -191,14 +191,30 @@ impl TestServer {
 
     /// GET on the HTTP listener; returns status, header block and body.
     pub fn http(&self, path: &str) -> (u16, String, String) {
+        let (status, head, body) = self.http_bytes(path, &[]);
+        (status, head, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// GET with extra request headers; returns status, header block and the raw body.
+    pub fn http_bytes(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
         use std::io::Write;
         let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect HTTP");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let mut request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).expect("send request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("read response");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(response.len());
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let body = response.get(split + 4..).unwrap_or_default().to_vec();
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, head.to_string(), body.to_string())
+        (status, head, body)
     }
 
     /// The DICOMweb root of this server.
@@ -241,6 +257,39 @@ pub fn pynetdicom(args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// The parts of a multipart body: (part headers, content).
+pub fn multipart_parts(content_type_header: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type_header
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .expect("boundary parameter")
+        .trim_matches('"');
+    let delimiter = format!("\r\n--{boundary}");
+    // Prefix a CRLF so the first delimiter looks like the others.
+    let mut data = b"\r\n".to_vec();
+    data.extend_from_slice(body);
+    let mut parts = Vec::new();
+    let positions: Vec<usize> = data
+        .windows(delimiter.len())
+        .enumerate()
+        .filter(|(_, w)| *w == delimiter.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    for pair in positions.windows(2) {
+        let part = &data[pair[0] + delimiter.len()..pair[1]];
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let split = part
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("part headers");
+        parts.push((
+            String::from_utf8_lossy(&part[..split]).into_owned(),
+            part[split + 4..].to_vec(),
+        ));
+    }
+    parts
 }
 
 /// Runs the `dicomweb_client` CLI (PyPI dicomweb-client) and parses the JSON it prints.

@@ -1,7 +1,8 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
-//! (QIDO-RS so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
+//! (QIDO-RS, WADO-RS retrieval so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
 
 mod qido;
+mod wado;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,12 @@ pub fn router(archive: Arc<Archive>, metrics: MetricsRender) -> Router {
         .route("/instances", get(qido::all_instances))
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
+        .route("/studies/{study}", get(wado::study))
+        .route("/studies/{study}/series/{series}", get(wado::series))
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::instance),
+        )
         .route(
             "/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
