@@ -262,3 +262,63 @@ fn wado_rs_returns_the_stored_objects_byte_for_byte() {
     let (status, _, _) = server.http_bytes(&path, &[("Accept", "application/json")]);
     assert_eq!(status, 406);
 }
+
+#[test]
+fn wado_rs_metadata_comes_from_the_index_with_bulk_data_uris() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let fixtures = valid_fixtures();
+    let ct: Vec<&serde_json::Value> = fixtures
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().starts_with("valid/ct_series_a_"))
+        .collect();
+    let files: Vec<String> = ct
+        .iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", &port];
+    args.extend(files.iter().map(String::as_str));
+    pynetdicom(&args);
+    let study = ct[0]["study_instance_uid"].as_str().unwrap();
+    let series = ct[0]["series_instance_uid"].as_str().unwrap();
+
+    let metadata = dicomweb_client(
+        &server.dicomweb_url(),
+        &[
+            "retrieve", "series", "--study", study, "--series", series, "metadata",
+        ],
+    );
+    let items = metadata.as_array().expect("a JSON array");
+    assert_eq!(items.len(), ct.len());
+    for item in items {
+        let sop = item["00080018"]["Value"][0].as_str().unwrap();
+        assert!(ct.iter().any(|f| f["sop_instance_uid"] == sop));
+        assert_eq!(
+            item["00100020"]["Value"][0], "98890234",
+            "patient attributes are there too"
+        );
+        let uri = item["7FE00010"]["BulkDataURI"]
+            .as_str()
+            .expect("pixel data by reference");
+        assert!(
+            uri.starts_with("http") && uri.ends_with(&format!("/instances/{sop}/bulkdata/7FE00010")),
+            "{uri}"
+        );
+        // The referenced pixel data has the size the image attributes announce.
+        let path = uri.split_once("/dicom-web").unwrap().1;
+        let (status, head, body) = server.http_bytes(&format!("/dicom-web{path}"), &[]);
+        assert_eq!(status, 200, "{head}");
+        let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+        let value = |tag: &str| item[tag]["Value"][0].as_u64().unwrap();
+        let expected = value("00280010") * value("00280011") * value("00280100") / 8;
+        assert_eq!(parts[0].1.len() as u64, expected);
+    }
+    let (status, _, _) = server.http_bytes(&format!("/dicom-web/studies/{study}/series/1.2.3/metadata"), &[]);
+    assert_eq!(status, 404);
+}

@@ -270,11 +270,11 @@ fn check_then_parse(
 ) -> Result<NewInstance, ArchiveError> {
     let (meta, _) = read_part10_meta(path)?;
     let layout = dataset_check::Layout::of(meta.transfer_syntax());
-    dataset_check::check_file(path, dataset_offset, layout, true).map_err(|e| match e {
+    let pixel_data = dataset_check::check_file(path, dataset_offset, layout, true).map_err(|e| match e {
         dataset_check::CheckError::Invalid(m) => ArchiveError::Invalid(m),
         dataset_check::CheckError::Io(e) => ArchiveError::from_io(e),
     })?;
-    parse_header(path, expected)
+    parse_header(path, expected, pixel_data)
 }
 
 /// Largest value of a binary element kept in the stored header; bigger ones (private blobs,
@@ -285,6 +285,7 @@ const MAX_HEADER_BINARY: u32 = 1024;
 pub(crate) fn parse_header(
     path: &Path,
     expected: Option<&(String, String)>,
+    pixel_data: Option<dataset_check::PixelData>,
 ) -> Result<NewInstance, ArchiveError> {
     let obj: DefaultDicomObject = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
@@ -312,7 +313,7 @@ pub(crate) fn parse_header(
     let transfer_syntax = obj.meta().transfer_syntax().to_string();
     let name = text(&obj, tags::PATIENT_NAME);
     let referring = text(&obj, tags::REFERRING_PHYSICIAN_NAME);
-    let header_json = header_json(&obj)?;
+    let header_json = header_json(&obj, pixel_data)?;
     let patient_id = text(&obj, tags::PATIENT_ID).unwrap_or_default();
     let unidentified_study = if patient_id.is_empty() {
         study_uid.clone()
@@ -369,16 +370,41 @@ pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
 
-fn header_json(obj: &InMemDicomObject) -> Result<String, ArchiveError> {
-    use dicom_core::header::HasLength;
+/// The header kept for queries and metadata: DICOM JSON without Pixel Data and without
+/// binary values over [`MAX_HEADER_BINARY`]; those are listed with a relative
+/// `"BulkDataURI": "bulkdata/ggggeeee"` that the web layer makes absolute.
+fn header_json(
+    obj: &InMemDicomObject,
+    pixel_data: Option<dataset_check::PixelData>,
+) -> Result<String, ArchiveError> {
+    use dicom_core::header::{HasLength, Header};
     use dicom_core::VR;
     let mut header = obj.clone();
+    let mut bulk: Vec<(Tag, String)> = Vec::new();
     header.retain(|e| {
         let binary = matches!(
             e.vr(),
             VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN
         );
-        !(binary && e.length().get().is_none_or(|l| l > MAX_HEADER_BINARY))
+        let keep = !(binary && e.length().get().is_none_or(|l| l > MAX_HEADER_BINARY));
+        if !keep {
+            bulk.push((e.tag(), e.vr().to_string().to_string()));
+        }
+        keep
     });
-    dicom_json::to_string(&header).map_err(|e| ArchiveError::Invalid(format!("cannot encode header: {e}")))
+    if let Some(pixels) = pixel_data {
+        bulk.push((tags::PIXEL_DATA, String::from_utf8_lossy(&pixels.vr).into_owned()));
+    }
+    let mut json = dicom_json::to_value(&header)
+        .map_err(|e| ArchiveError::Invalid(format!("cannot encode header: {e}")))?;
+    if let Some(map) = json.as_object_mut() {
+        for (tag, vr) in bulk {
+            let key = format!("{:04X}{:04X}", tag.group(), tag.element());
+            map.insert(
+                key.clone(),
+                serde_json::json!({ "vr": vr, "BulkDataURI": format!("bulkdata/{key}") }),
+            );
+        }
+    }
+    Ok(json.to_string())
 }

@@ -289,7 +289,14 @@ impl Archive {
         let Some(json) = self.index.header(level, pk).await? else {
             return Ok(None);
         };
-        match dicom_json::from_str::<InMemDicomObject>(&json) {
+        // Bulk data references are for WADO-RS metadata; the query engine needs values only.
+        let parsed = serde_json::from_str::<serde_json::Value>(&json).map(|mut v| {
+            if let Some(map) = v.as_object_mut() {
+                map.retain(|_, e| e.get("BulkDataURI").is_none());
+            }
+            v
+        });
+        match parsed.and_then(dicom_json::from_value::<InMemDicomObject>) {
             Ok(obj) => Ok(Some(obj)),
             Err(e) => {
                 tracing::warn!(error = %e, pk, "stored header unreadable; treating attributes as absent");

@@ -167,6 +167,35 @@ impl Archive {
         })
     }
 
+    /// The raw value of one element of a stored instance (WADO-RS bulk data), read into memory
+    /// (one instance at a time). `Ok(None)`: no such element. Encapsulated pixel data has no
+    /// single value and is refused.
+    pub async fn bulk_value(
+        &self,
+        location: &InstanceLocation,
+        group: u16,
+        element: u16,
+    ) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let path = self
+            .blobs
+            .path_of(&location.blob_key)
+            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let obj = OpenFileOptions::new()
+                .open_file(&path)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let Some(e) = obj.get(dicom_core::Tag(group, element)) else {
+                return Ok(None);
+            };
+            e.value()
+                .to_bytes()
+                .map(|b| Some(b.into_owned()))
+                .map_err(|_| ArchiveError::Invalid("encapsulated pixel data is served as frames".into()))
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))?
+    }
+
     /// Whether an instance stored in `stored` can be sent as `target`.
     pub fn can_send_as(stored: &str, target: &str) -> bool {
         stored == target || (NATIVE_SYNTAXES.contains(&stored) && LITTLE_ENDIAN_TARGETS.contains(&target))

@@ -106,19 +106,24 @@ fn invalid<T>(msg: String) -> Result<T, CheckError> {
     Err(CheckError::Invalid(msg))
 }
 
+/// The top-level Pixel Data element found where the walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PixelData {
+    /// Its VR ("OW" when the encoding does not say).
+    pub vr: [u8; 2],
+    /// Undefined length: encapsulated (compressed) fragments.
+    pub encapsulated: bool,
+}
+
 /// Checks an encoded data set held in memory (identifiers, small objects).
 pub fn check_bytes(bytes: &[u8], layout: Layout, stop_at_pixel_data: bool) -> Result<(), CheckError> {
     if layout.deflated {
         let total = inflated_size(flate2::read::DeflateDecoder::new(bytes))?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(bytes));
-        return walk(&mut source, total, layout, stop_at_pixel_data);
+        return walk(&mut source, total, layout, stop_at_pixel_data).map(|_| ());
     }
-    walk(
-        &mut Seekable(io::Cursor::new(bytes)),
-        bytes.len() as u64,
-        layout,
-        stop_at_pixel_data,
-    )
+    let mut source = Seekable(io::Cursor::new(bytes));
+    walk(&mut source, bytes.len() as u64, layout, stop_at_pixel_data).map(|_| ())
 }
 
 /// Checks the data set stored in a file from `offset` on (a Part 10 file after its meta group).
@@ -127,7 +132,7 @@ pub fn check_file(
     offset: u64,
     layout: Layout,
     stop_at_pixel_data: bool,
-) -> Result<(), CheckError> {
+) -> Result<Option<PixelData>, CheckError> {
     let open = || -> io::Result<io::BufReader<std::fs::File>> {
         let mut file = std::fs::File::open(path)?;
         file.seek(io::SeekFrom::Start(offset))?;
@@ -262,12 +267,13 @@ fn push(frames: &mut Vec<Frame>, frame: Frame) -> Result<(), CheckError> {
 }
 
 /// Walks element headers linearly; sequences and items are entered, values skipped.
+/// Walks the data set; returns the top-level Pixel Data header when the walk stopped there.
 fn walk<S: Source>(
     source: &mut S,
     total: u64,
     layout: Layout,
     stop_at_pixel_data: bool,
-) -> Result<(), CheckError> {
+) -> Result<Option<PixelData>, CheckError> {
     let mut w = Walker {
         source,
         pos: 0,
@@ -288,7 +294,7 @@ fn walk<S: Source>(
         }
         // Fewer bytes than an element header: the parser stops there, allocating nothing.
         if w.remaining() < 8 {
-            return Ok(());
+            return Ok(None);
         }
         let explicit_vr = frames.last().map_or(layout.explicit_vr, |f| f.explicit_vr);
         let tag = (w.u16()?, w.u16()?);
@@ -344,7 +350,10 @@ fn walk<S: Source>(
             (None, w.u32()?)
         };
         if tag == PIXEL_DATA && frames.is_empty() && stop_at_pixel_data {
-            return Ok(());
+            return Ok(Some(PixelData {
+                vr: vr.unwrap_or(*b"OW"),
+                encapsulated: len == UNDEFINED,
+            }));
         }
         if len == UNDEFINED {
             let kind = if tag == PIXEL_DATA {

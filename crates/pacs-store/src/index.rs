@@ -171,6 +171,8 @@ pub trait Index: Send + Sync + 'static {
     /// Stored header (DICOM JSON) of an instance, or of one current instance of a
     /// series/study/patient given that level's key.
     async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError>;
+    /// Stored headers of these instances (DICOM JSON), in key order.
+    async fn instance_headers(&self, pks: &[i64]) -> Result<Vec<(i64, String)>, IndexError>;
     /// Every instance (current and superseded), by key, for fixity checks.
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError>;
     /// Whether any index row refers to this blob.
@@ -736,6 +738,23 @@ impl Index for SqliteIndex {
             .bind(pk)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn instance_headers(&self, pks: &[i64]) -> Result<Vec<(i64, String)>, IndexError> {
+        let mut out = Vec::with_capacity(pks.len());
+        // SQLite accepts at most 32,766 parameters; stay far below.
+        for chunk in pks.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT instance_pk, header FROM instance_header WHERE instance_pk IN ({placeholders}) ORDER BY instance_pk"
+            );
+            let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+            for pk in chunk {
+                q = q.bind(pk);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
     }
 
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError> {

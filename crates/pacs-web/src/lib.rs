@@ -1,6 +1,7 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
 //! (QIDO-RS, WADO-RS retrieval so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
 
+mod metadata;
 mod qido;
 mod wado;
 
@@ -61,6 +62,16 @@ pub fn router(archive: Arc<Archive>, metrics: MetricsRender) -> Router {
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
         .route("/studies/{study}", get(wado::study))
+        .route("/studies/{study}/metadata", get(metadata::study))
+        .route("/studies/{study}/series/{series}/metadata", get(metadata::series))
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(metadata::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+            get(metadata::bulkdata),
+        )
         .route("/studies/{study}/series/{series}", get(wado::series))
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",

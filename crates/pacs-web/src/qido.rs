@@ -347,7 +347,7 @@ async fn search(
 }
 
 /// The service root as the client sees it, for RetrieveURL.
-fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

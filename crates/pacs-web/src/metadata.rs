@@ -1,0 +1,206 @@
+//! WADO-RS metadata (PS3.18 §10.4.1.1.2) and bulk data.
+//!
+//! Metadata comes from the headers stored at ingest (no instance file is opened): one index
+//! query per 500 instances, streamed out as a JSON array. Pixel data and large binary values
+//! appear as `BulkDataURI`s pointing at the bulkdata resource below.
+
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pacs_store::AuditEvent;
+use tokio::sync::mpsc;
+
+use crate::{ApiError, WebState};
+
+pub(crate) async fn study(
+    state: State<WebState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+) -> Response {
+    metadata(state, peer, headers, study, None, None).await
+}
+
+pub(crate) async fn series(
+    state: State<WebState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+) -> Response {
+    metadata(state, peer, headers, study, Some(series), None).await
+}
+
+pub(crate) async fn instance(
+    state: State<WebState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((study, series, instance)): Path<(String, String, String)>,
+) -> Response {
+    metadata(state, peer, headers, study, Some(series), Some(instance)).await
+}
+
+async fn metadata(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> Response {
+    let archive = state.archive.clone();
+    let locations = match archive
+        .instances_in(&study, series.as_deref(), instance.as_deref())
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    archive
+        .record(AuditEvent {
+            tenant: archive.tenant().0,
+            event: "retrieve-metadata".into(),
+            actor: "http:anonymous".into(),
+            peer: peer.to_string(),
+            study_uid: Some(study.clone()),
+            outcome: if locations.is_empty() {
+                "not found"
+            } else {
+                "success"
+            }
+            .into(),
+            detail: Some(format!("instances={}", locations.len())),
+            ..AuditEvent::default()
+        })
+        .await;
+    if locations.is_empty() {
+        return (StatusCode::NOT_FOUND, "no such study, series or instance\n").into_response();
+    }
+    let base = crate::qido::base_url(&headers);
+    let pks: Vec<i64> = locations.iter().map(|l| l.pk).collect();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut first = true;
+        if tx.send(Ok(Bytes::from_static(b"["))).await.is_err() {
+            return;
+        }
+        for page in pks.chunks(500) {
+            let headers = match archive.index().instance_headers(page).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read stored headers");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut chunk = String::new();
+            for (_, json) in headers {
+                if !first {
+                    chunk.push(',');
+                }
+                first = false;
+                chunk.push_str(&absolute_bulk_uris(&json, &base));
+            }
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"]"))).await;
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Turns the relative `bulkdata/ggggeeee` references stored at ingest into absolute URIs of
+/// this instance's bulkdata resource.
+fn absolute_bulk_uris(json: &str, base: &str) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    let uid = |tag: &str| {
+        value[tag]["Value"][0]
+            .as_str()
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    };
+    let prefix = format!(
+        "{base}/studies/{}/series/{}/instances/{}/",
+        uid("0020000D"),
+        uid("0020000E"),
+        uid("00080018")
+    );
+    if let Some(map) = value.as_object_mut() {
+        for element in map.values_mut() {
+            if let Some(uri) = element.get_mut("BulkDataURI") {
+                if let Some(relative) = uri.as_str().filter(|u| u.starts_with("bulkdata/")) {
+                    *uri = serde_json::Value::String(format!("{prefix}{relative}"));
+                }
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// `…/instances/{instance}/bulkdata/{tag}`: one element's value as a single-part
+/// `multipart/related; type="application/octet-stream"`.
+pub(crate) async fn bulkdata(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+) -> Response {
+    let parsed = (tag.len() == 8)
+        .then(|| {
+            Some((
+                u16::from_str_radix(&tag[..4], 16).ok()?,
+                u16::from_str_radix(&tag[4..], 16).ok()?,
+            ))
+        })
+        .flatten();
+    let Some((group, element)) = parsed else {
+        return ApiError::BadRequest(format!("{tag:?} is not a tag (8 hexadecimal digits)")).into_response();
+    };
+    let archive = state.archive.clone();
+    let location = match archive.instances_in(&study, Some(&series), Some(&instance)).await {
+        Ok(mut l) if !l.is_empty() => l.remove(0),
+        Ok(_) => return (StatusCode::NOT_FOUND, "no such instance\n").into_response(),
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    archive
+        .record(AuditEvent {
+            tenant: archive.tenant().0,
+            event: "retrieve-bulkdata".into(),
+            actor: "http:anonymous".into(),
+            peer: peer.to_string(),
+            study_uid: Some(study),
+            outcome: "success".into(),
+            detail: Some(format!("{instance} {tag}")),
+            ..AuditEvent::default()
+        })
+        .await;
+    let value = match archive.bulk_value(&location, group, element).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such attribute\n").into_response(),
+        Err(pacs_archive::ArchiveError::Invalid(m)) => {
+            return (StatusCode::NOT_ACCEPTABLE, format!("{m}\n")).into_response()
+        }
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    let boundary = "openpacs-bulk";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
+    body.extend_from_slice(&value);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response()
+}
