@@ -313,7 +313,11 @@ pub(crate) fn parse_header(
     let transfer_syntax = obj.meta().transfer_syntax().to_string();
     let name = text(&obj, tags::PATIENT_NAME);
     let referring = text(&obj, tags::REFERRING_PHYSICIAN_NAME);
-    let header_json = header_json(&obj, pixel_data)?;
+    let header_json = header_json(
+        &obj,
+        pixel_data,
+        &format!("studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"),
+    )?;
     let patient_id = text(&obj, tags::PATIENT_ID).unwrap_or_default();
     let unidentified_study = if patient_id.is_empty() {
         study_uid.clone()
@@ -371,11 +375,13 @@ pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 /// The header kept for queries and metadata: DICOM JSON without Pixel Data and without
-/// binary values over [`MAX_HEADER_BINARY`]; those are listed with a relative
-/// `"BulkDataURI": "bulkdata/ggggeeee"` that the web layer makes absolute.
+/// binary values over [`MAX_HEADER_BINARY`]; those are listed with a `BulkDataURI` relative to
+/// the DICOMweb root (`studies/…/instances/…/bulkdata/ggggeeee`), which the web layer makes
+/// absolute with a plain text substitution.
 fn header_json(
     obj: &InMemDicomObject,
     pixel_data: Option<dataset_check::PixelData>,
+    bulk_prefix: &str,
 ) -> Result<String, ArchiveError> {
     use dicom_core::header::{HasLength, Header};
     use dicom_core::VR;
@@ -402,7 +408,7 @@ fn header_json(
             let key = format!("{:04X}{:04X}", tag.group(), tag.element());
             map.insert(
                 key.clone(),
-                serde_json::json!({ "vr": vr, "BulkDataURI": format!("bulkdata/{key}") }),
+                serde_json::json!({ "vr": vr, "BulkDataURI": format!("{bulk_prefix}{key}") }),
             );
         }
     }

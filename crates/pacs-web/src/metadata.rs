@@ -1,7 +1,7 @@
 //! WADO-RS metadata (PS3.18 §10.4.1.1.2) and bulk data.
 //!
 //! Metadata comes from the headers stored at ingest (no instance file is opened): one index
-//! query per 500 instances, streamed out as a JSON array. Pixel data and large binary values
+//! query per 500 instances, streamed out as a JSON array without re-parsing the JSON. Pixel data and large binary values
 //! appear as `BulkDataURI`s pointing at the bulkdata resource below.
 
 use std::net::SocketAddr;
@@ -117,34 +117,13 @@ async fn metadata(
         .into_response()
 }
 
-/// Turns the relative `bulkdata/ggggeeee` references stored at ingest into absolute URIs of
-/// this instance's bulkdata resource.
+/// Makes the `BulkDataURI`s stored at ingest (relative to the DICOMweb root, see
+/// `pacs_archive::ingest`) absolute. A text substitution: no JSON is parsed on this path.
 fn absolute_bulk_uris(json: &str, base: &str) -> String {
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) else {
-        return json.to_string();
-    };
-    let uid = |tag: &str| {
-        value[tag]["Value"][0]
-            .as_str()
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
-    };
-    let prefix = format!(
-        "{base}/studies/{}/series/{}/instances/{}/",
-        uid("0020000D"),
-        uid("0020000E"),
-        uid("00080018")
-    );
-    if let Some(map) = value.as_object_mut() {
-        for element in map.values_mut() {
-            if let Some(uri) = element.get_mut("BulkDataURI") {
-                if let Some(relative) = uri.as_str().filter(|u| u.starts_with("bulkdata/")) {
-                    *uri = serde_json::Value::String(format!("{prefix}{relative}"));
-                }
-            }
-        }
-    }
-    value.to_string()
+    json.replace(
+        "\"BulkDataURI\":\"studies/",
+        &format!("\"BulkDataURI\":\"{base}/studies/"),
+    )
 }
 
 /// `…/instances/{instance}/bulkdata/{tag}`: one element's value as a single-part
