@@ -42,6 +42,10 @@ pub struct Config {
     /// Explicit opt-out of the secure default: serve HTTP on a non-loopback address although
     /// no authentication exists yet (today it serves only /healthz and /metrics).
     pub http_open_without_auth: bool,
+    /// Largest STOW-RS part, in bytes.
+    pub stow_max_part_bytes: u64,
+    /// Largest STOW-RS request, in bytes.
+    pub stow_max_request_bytes: u64,
     /// Log format: "text" or "json".
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
@@ -75,6 +79,8 @@ impl Default for Config {
             check_called_ae_title: false,
             dicom_open_to_any_ae: false,
             http_open_without_auth: false,
+            stow_max_part_bytes: 2 << 30,
+            stow_max_request_bytes: 16 << 30,
             log_format: "text".into(),
             peers: Vec::new(),
         }

@@ -74,7 +74,14 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let render = Arc::new(move || recorder.render());
     let http = tokio::spawn(pacs_web::serve(
         http_listener,
-        pacs_web::router(archive.clone(), render),
+        pacs_web::router(
+            archive.clone(),
+            pacs_web::WebConfig {
+                stow_max_part_bytes: config.stow_max_part_bytes,
+                stow_max_request_bytes: config.stow_max_request_bytes,
+            },
+            render,
+        ),
         shutdown_rx,
     ));
     tracing::info!(%dicom_addr, %http_addr, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");

@@ -322,3 +322,100 @@ fn wado_rs_metadata_comes_from_the_index_with_bulk_data_uris() {
     let (status, _, _) = server.http_bytes(&format!("/dicom-web/studies/{study}/series/1.2.3/metadata"), &[]);
     assert_eq!(status, 404);
 }
+
+/// A multipart/related body of application/dicom parts.
+fn multipart(boundary: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+        body.extend_from_slice(part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[test]
+fn stow_rs_stores_parts_atomically_and_answers_per_part() {
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: "stow_max_part_bytes = 20000\n".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let fixture = |name: &str| std::fs::read(repo_root().join("tests/fixtures").join(name)).unwrap();
+    let url = server.dicomweb_url();
+
+    // dicomweb-client stores two files; QIDO then finds them.
+    let paths = ["valid/ct_series_a_1_explicit_le.dcm", "valid/mr_explicit_le.dcm"];
+    let files: Vec<String> = paths
+        .iter()
+        .map(|p| repo_root().join("tests/fixtures").join(p).display().to_string())
+        .collect();
+    let mut args = vec!["store", "instances"];
+    args.extend(files.iter().map(String::as_str));
+    dicomweb_client(&url, &args);
+    let found = dicomweb_client(&url, &["search", "instances"]);
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+
+    let ct = fixture("valid/ct_series_a_2_explicit_le.dcm");
+    let broken = fixture("malformed/missing_uids.dcm");
+    let content_type = "multipart/related; type=\"application/dicom\"; boundary=XYZ";
+    let post =
+        |path: &str, body: &[u8], ct: &str| server.http_request("POST", path, &[("Content-Type", ct)], body);
+
+    // One good part, one refused: 202 with one reference and one failure.
+    let (status, _, body) = post(
+        "/dicom-web/studies",
+        &multipart("XYZ", &[&ct, &broken]),
+        content_type,
+    );
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(response["00081199"]["Value"].as_array().unwrap().len(), 1);
+    assert_eq!(response["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA900);
+    let retrieve = response["00081199"]["Value"][0]["00081190"]["Value"][0]
+        .as_str()
+        .unwrap();
+    // The stored object is the posted file, byte for byte.
+    let path = retrieve.split_once("/dicom-web").unwrap().1;
+    let any = [(
+        "Accept",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+    )];
+    let (status, head, got) = server.http_bytes(&format!("/dicom-web{path}"), &any);
+    assert_eq!(status, 200);
+    let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &got);
+    assert_eq!(parts[0].1, ct);
+
+    // Every part for another study than the URL's: 409, nothing stored.
+    let (status, _, _) = post(
+        "/dicom-web/studies/1.2.3.4",
+        &multipart("XYZ", &[&ct]),
+        content_type,
+    );
+    assert_eq!(status, 409);
+    // Malformed bodies and wrong media types.
+    let (status, _, _) = post(
+        "/dicom-web/studies",
+        b"--XYZ\r\nContent-Type: application/dicom\r\n\r\nDICM",
+        content_type,
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = post("/dicom-web/studies", &ct, "application/dicom");
+    assert_eq!(status, 415);
+    // A part over the configured limit: 413, and it is not stored.
+    let big = fixture("valid/ct_explicit_le.dcm");
+    assert!(big.len() > 20_000);
+    let (status, _, body) = post("/dicom-web/studies", &multipart("XYZ", &[&big]), content_type);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let instances = dicomweb_client(&url, &["search", "instances"]);
+    assert_eq!(
+        instances.as_array().unwrap().len(),
+        3,
+        "two from dicomweb-client, one from the 202"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

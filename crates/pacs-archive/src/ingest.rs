@@ -48,6 +48,20 @@ pub struct Incoming {
     source: Source,
     /// SOP class and instance announced by the sender (C-STORE command or file meta).
     expected: Option<(String, String)>,
+    /// Study the object must belong to (STOW-RS to `/studies/{study}`).
+    expected_study: Option<String>,
+    /// Part 10 bytes arriving before the data set offset is known (STOW-RS parts).
+    pending_meta: Option<Vec<u8>>,
+}
+
+/// What was stored, for protocol responses that name it (STOW-RS).
+#[derive(Clone, Debug)]
+pub struct StoredInstance {
+    pub result: StoreResult,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
 }
 
 impl Archive {
@@ -83,6 +97,25 @@ impl Archive {
             blob,
             source,
             expected: Some((sop_class_uid.to_string(), sop_instance_uid.to_string())),
+            expected_study: None,
+            pending_meta: None,
+        })
+    }
+
+    /// Starts receiving a whole Part 10 file as a stream (a STOW-RS part), kept byte for byte.
+    pub fn begin_part10(
+        self: &Arc<Self>,
+        source: Source,
+        expected_study: Option<String>,
+    ) -> Result<Incoming, ArchiveError> {
+        let blob = self.blobs.create_temp().map_err(ArchiveError::from_io)?;
+        Ok(Incoming {
+            archive: self.clone(),
+            blob,
+            source,
+            expected: None,
+            expected_study,
+            pending_meta: Some(Vec::with_capacity(144)),
         })
     }
 
@@ -120,6 +153,8 @@ impl Archive {
                 blob,
                 source,
                 expected: None,
+                expected_study: None,
+                pending_meta: None,
             })
         })
         .await
@@ -159,9 +194,27 @@ pub fn read_part10_meta(path: &Path) -> Result<(FileMetaTable, u64), ArchiveErro
 }
 
 impl Incoming {
-    /// Appends received data set bytes.
+    /// Appends received bytes (the data set for C-STORE, the whole file for STOW-RS).
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArchiveError> {
-        self.blob.write(chunk).map_err(ArchiveError::from_io)
+        let Some(head) = self.pending_meta.as_mut() else {
+            return self.blob.write(chunk).map_err(ArchiveError::from_io);
+        };
+        // A Part 10 stream: the data set offset (which starts the data set hash) is known once
+        // the preamble, "DICM" and the File Meta Information Group Length have arrived.
+        head.extend_from_slice(chunk);
+        if head.len() < 144 {
+            return Ok(());
+        }
+        if &head[128..132] != b"DICM" || head[132..136] != [0x02, 0x00, 0x00, 0x00] {
+            return Err(ArchiveError::Invalid(
+                "not a DICOM Part 10 file (no DICM prefix or group length)".into(),
+            ));
+        }
+        let group_len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
+        let bytes = std::mem::take(head);
+        self.pending_meta = None;
+        self.blob.set_dataset_offset(144 + u64::from(group_len));
+        self.blob.write(&bytes).map_err(ArchiveError::from_io)
     }
 
     /// Drops a partial object (association aborted, refusal): nothing remains on disk.
@@ -171,6 +224,11 @@ impl Incoming {
 
     /// The object is complete: parse, check, make durable, index. Refusals are audited.
     pub async fn finish(self) -> Result<StoreResult, ArchiveError> {
+        self.finish_detailed().await.map(|s| s.result)
+    }
+
+    /// Like [`Incoming::finish`], naming what was stored.
+    pub async fn finish_detailed(self) -> Result<StoredInstance, ArchiveError> {
         let archive = self.archive.clone();
         let source = self.source.clone();
         let result = self.make_durable().await;
@@ -180,13 +238,20 @@ impl Incoming {
         result
     }
 
-    async fn make_durable(self) -> Result<StoreResult, ArchiveError> {
+    async fn make_durable(self) -> Result<StoredInstance, ArchiveError> {
         let Incoming {
             archive,
             blob,
             source,
             expected,
+            expected_study,
+            pending_meta,
         } = self;
+        if pending_meta.is_some() {
+            return Err(ArchiveError::Invalid(
+                "not a DICOM Part 10 file (too short)".into(),
+            ));
+        }
         let blobs = archive.clone();
         let (blob, parsed) = tokio::task::spawn_blocking(move || {
             let parsed = check_then_parse(blob.path(), blob.dataset_offset(), expected.as_ref());
@@ -201,6 +266,13 @@ impl Incoming {
                 return Err(e);
             }
         };
+        if let Some(study) = expected_study.filter(|s| *s != instance.study.study_uid) {
+            blob.discard();
+            return Err(ArchiveError::Mismatch(format!(
+                "Study Instance UID {} differs from the request's {study}",
+                instance.study.study_uid
+            )));
+        }
         let dataset_offset = blob.dataset_offset();
         let committed = tokio::task::spawn_blocking(move || blobs.blobs.commit(blob))
             .await
@@ -224,12 +296,19 @@ impl Incoming {
             detail: Some(instance.sop_uid.clone()),
         });
         let sop_uid = instance.sop_uid.clone();
+        let mut stored = StoredInstance {
+            result: StoreResult::Stored,
+            sop_class_uid: instance.sop_class.clone(),
+            sop_instance_uid: instance.sop_uid.clone(),
+            study_instance_uid: instance.study.study_uid.clone(),
+            series_instance_uid: instance.series.series_uid.clone(),
+        };
         let outcome = archive.index.add_instance(instance).await?;
-        match outcome {
-            IndexOutcome::Stored { .. } => Ok(StoreResult::Stored),
+        stored.result = match outcome {
+            IndexOutcome::Stored { .. } => StoreResult::Stored,
             IndexOutcome::Replaced { .. } => {
                 tracing::info!(sop = %sop_uid, "object with a known SOP Instance UID but different content: new one current, previous kept as superseded");
-                Ok(StoreResult::Replaced)
+                StoreResult::Replaced
             }
             IndexOutcome::Duplicate { .. } => {
                 // Same data set already current. A C-STORE re-sent gives the same file, hence
@@ -238,9 +317,10 @@ impl Incoming {
                 // blob; it is not deleted here, where a concurrent store of the same bytes could
                 // be relying on it, but by start-up recovery, before anything is accepted.
                 tracing::debug!(blob = %committed.key, "duplicate data set");
-                Ok(StoreResult::Duplicate)
+                StoreResult::Duplicate
             }
-        }
+        };
+        Ok(stored)
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use pacs_model::TenantId;
 use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
 
-pub use ingest::{read_part10_meta, Source, StoreResult};
+pub use ingest::{read_part10_meta, Incoming, Source, StoreResult, StoredInstance};
 
 /// Archive failures, named after what went wrong; front ends map them to protocol statuses.
 #[derive(Debug, thiserror::Error)]

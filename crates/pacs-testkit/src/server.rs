@@ -197,14 +197,30 @@ impl TestServer {
 
     /// GET with extra request headers; returns status, header block and the raw body.
     pub fn http_bytes(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        self.http_request("GET", path, headers, &[])
+    }
+
+    /// Any request; returns status, header block and the raw body.
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
         use std::io::Write;
         let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect HTTP");
-        let mut request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
+        if !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).expect("send request");
+        // The server may answer (413) before reading everything: a failed write is fine.
+        let _ = stream.write_all(body);
         let mut response = Vec::new();
         stream.read_to_end(&mut response).expect("read response");
         let split = response

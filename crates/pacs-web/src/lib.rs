@@ -1,8 +1,9 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
-//! (QIDO-RS, WADO-RS retrieval so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
+//! (QIDO-RS, WADO-RS retrieval and metadata, STOW-RS so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
 
 mod metadata;
 mod qido;
+mod stow;
 mod wado;
 
 use std::net::SocketAddr;
@@ -19,10 +20,29 @@ use tokio::sync::watch;
 /// Renders the metrics exposition text; provided by the binary, which owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// HTTP settings the binary passes in.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Largest STOW-RS part accepted (413 beyond).
+    pub stow_max_part_bytes: u64,
+    /// Largest STOW-RS request accepted (413 beyond).
+    pub stow_max_request_bytes: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            stow_max_part_bytes: 2 << 30,
+            stow_max_request_bytes: 16 << 30,
+        }
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct WebState {
     archive: Arc<Archive>,
+    config: Arc<WebConfig>,
 }
 
 /// Failures of the HTTP front end, mapped to a status in one place. Client errors say what is
@@ -54,14 +74,14 @@ impl IntoResponse for ApiError {
 }
 
 /// The HTTP routes.
-pub fn router(archive: Arc<Archive>, metrics: MetricsRender) -> Router {
+pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
     let dicomweb = Router::new()
-        .route("/studies", get(qido::studies))
+        .route("/studies", get(qido::studies).post(stow::store))
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
-        .route("/studies/{study}", get(wado::study))
+        .route("/studies/{study}", get(wado::study).post(stow::store_in_study))
         .route("/studies/{study}/metadata", get(metadata::study))
         .route("/studies/{study}/series/{series}/metadata", get(metadata::series))
         .route(
@@ -81,7 +101,10 @@ pub fn router(archive: Arc<Archive>, metrics: MetricsRender) -> Router {
             "/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
         )
-        .with_state(WebState { archive });
+        .with_state(WebState {
+            archive,
+            config: Arc::new(config),
+        });
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(

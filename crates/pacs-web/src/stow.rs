@@ -1,0 +1,256 @@
+//! STOW-RS (PS3.18 §10.5): `POST /studies` and `/studies/{study}` with
+//! `multipart/related; type="application/dicom"`, parsed as a stream. Each part goes through the
+//! same ingest as C-STORE (durable before it counts as stored, same duplicate policy).
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use pacs_archive::{ArchiveError, Source, StoredInstance};
+
+use crate::{ApiError, WebState};
+
+/// Failure reasons (PS3.18 Table 10.5.3-2, from PS3.4 C-STORE statuses).
+const PROCESSING_FAILURE: u16 = 0x0110;
+const OUT_OF_RESOURCES: u16 = 0xA700;
+const DATASET_MISMATCH: u16 = 0xA900;
+const CANNOT_UNDERSTAND: u16 = 0xC000;
+
+pub(crate) async fn store(
+    state: State<WebState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    stow(state, peer, headers, None, body).await
+}
+
+pub(crate) async fn store_in_study(
+    state: State<WebState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+    body: Body,
+) -> Response {
+    stow(state, peer, headers, Some(study), body).await
+}
+
+/// One part's outcome.
+enum Outcome {
+    Stored(StoredInstance),
+    /// The SOP Instance UID of a refused part is not reported yet (its header may be what
+    /// could not be read); the reason is.
+    Failed {
+        reason: u16,
+        why: String,
+    },
+}
+
+fn failure_reason(e: &ArchiveError) -> u16 {
+    match e {
+        ArchiveError::OutOfResources(_) => OUT_OF_RESOURCES,
+        ArchiveError::MissingAttribute(_) | ArchiveError::Mismatch(_) => DATASET_MISMATCH,
+        ArchiveError::Invalid(_) => CANNOT_UNDERSTAND,
+        _ => PROCESSING_FAILURE,
+    }
+}
+
+async fn stow(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let lowered = content_type.to_ascii_lowercase();
+    if !lowered.starts_with("multipart/related") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "STOW-RS takes multipart/related; type=\"application/dicom\"\n",
+        )
+            .into_response();
+    }
+    if lowered.contains("type=") && !lowered.contains("application/dicom") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "only application/dicom parts are accepted (no metadata + bulk data form yet)\n",
+        )
+            .into_response();
+    }
+    let Some(boundary) = content_type.split(';').find_map(|p| {
+        p.trim()
+            .strip_prefix("boundary=")
+            .map(|b| b.trim_matches('"').to_string())
+    }) else {
+        return ApiError::BadRequest("multipart/related without a boundary".into()).into_response();
+    };
+    let limits = multer::SizeLimit::new()
+        .whole_stream(state.config.stow_max_request_bytes)
+        .per_field(state.config.stow_max_part_bytes);
+    let mut multipart = multer::Multipart::with_constraints(
+        body.into_data_stream(),
+        boundary,
+        multer::Constraints::new().size_limit(limits),
+    );
+    let source = Source {
+        actor: "http:anonymous".into(),
+        peer: peer.to_string(),
+    };
+    let mut outcomes = Vec::new();
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return multipart_error(e, outcomes.len()),
+        };
+        let part_type = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
+        if part_type.as_deref().is_some_and(|t| t != "application/dicom") {
+            // Drain it; it is refused alone.
+            while let Ok(Some(_)) = field.chunk().await {}
+            outcomes.push(Outcome::Failed {
+                reason: CANNOT_UNDERSTAND,
+                why: format!(
+                    "part of type {} is not application/dicom",
+                    part_type.unwrap_or_default()
+                ),
+            });
+            continue;
+        }
+        let mut incoming = match state.archive.begin_part10(source.clone(), study.clone()) {
+            Ok(i) => i,
+            Err(e) => {
+                return ApiError::Internal(e.to_string()).into_response();
+            }
+        };
+        let mut failed = None;
+        loop {
+            match field.chunk().await {
+                Ok(Some(bytes)) => {
+                    if failed.is_none() {
+                        if let Err(e) = incoming.write(&bytes) {
+                            failed = Some(e);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                // The part did not arrive whole: nothing of it is kept (the temporary blob is
+                // removed when `incoming` is dropped).
+                Err(e) => return multipart_error(e, outcomes.len()),
+            }
+        }
+        let outcome = match failed {
+            Some(e) => {
+                incoming.abort();
+                Err(e)
+            }
+            None => incoming.finish_detailed().await,
+        };
+        outcomes.push(match outcome {
+            Ok(stored) => Outcome::Stored(stored),
+            Err(e) => Outcome::Failed {
+                reason: failure_reason(&e),
+                why: e.to_string(),
+            },
+        });
+    }
+    respond(&headers, study.as_deref(), outcomes)
+}
+
+fn multipart_error(e: multer::Error, parts_done: usize) -> Response {
+    use multer::Error as E;
+    match e {
+        E::StreamSizeExceeded { limit } | E::FieldSizeExceeded { limit, .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request or part larger than {limit} bytes; {parts_done} part(s) before it were processed\n"
+            ),
+        )
+            .into_response(),
+        other => ApiError::BadRequest(format!(
+            "malformed multipart body after {parts_done} part(s): {other}"
+        ))
+        .into_response(),
+    }
+}
+
+fn uid_element(tag: dicom_core::Tag, uid: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::UI, PrimitiveValue::from(uid))
+}
+
+/// The STOW-RS response: ReferencedSOPSequence and FailedSOPSequence, 200 / 202 / 409.
+fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: Vec<Outcome>) -> Response {
+    let base = crate::qido::base_url(headers);
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Stored(s) => {
+                let mut item = InMemDicomObject::new_empty();
+                item.put(uid_element(tags::REFERENCED_SOP_CLASS_UID, &s.sop_class_uid));
+                item.put(uid_element(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    &s.sop_instance_uid,
+                ));
+                item.put(DataElement::new(
+                    tags::RETRIEVE_URL,
+                    VR::UR,
+                    PrimitiveValue::from(format!(
+                        "{base}/studies/{}/series/{}/instances/{}",
+                        s.study_instance_uid, s.series_instance_uid, s.sop_instance_uid
+                    )),
+                ));
+                referenced.push(item);
+            }
+            Outcome::Failed { reason, why } => {
+                tracing::info!(reason = format!("0x{reason:04X}"), %why, "STOW-RS part refused");
+                let mut item = InMemDicomObject::new_empty();
+                item.put(DataElement::new(
+                    tags::FAILURE_REASON,
+                    VR::US,
+                    PrimitiveValue::from(reason),
+                ));
+                failed.push(item);
+            }
+        }
+    }
+    let status = match (referenced.is_empty(), failed.is_empty()) {
+        (false, true) => StatusCode::OK,
+        (false, false) => StatusCode::ACCEPTED,
+        (true, _) => StatusCode::CONFLICT,
+    };
+    let mut response = InMemDicomObject::new_empty();
+    if let Some(study) = study {
+        response.put(DataElement::new(
+            tags::RETRIEVE_URL,
+            VR::UR,
+            PrimitiveValue::from(format!("{base}/studies/{study}")),
+        ));
+    }
+    if !referenced.is_empty() {
+        response.put(DataElement::new(
+            tags::REFERENCED_SOP_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(referenced),
+        ));
+    }
+    if !failed.is_empty() {
+        response.put(DataElement::new(
+            tags::FAILED_SOP_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(failed),
+        ));
+    }
+    let json = dicom_json::to_string(&response).unwrap_or_else(|_| "{}".into());
+    (status, [(header::CONTENT_TYPE, "application/dicom+json")], json).into_response()
+}
