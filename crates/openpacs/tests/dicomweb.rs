@@ -419,3 +419,76 @@ fn stow_rs_stores_parts_atomically_and_answers_per_part() {
     let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn wado_rs_frames_native_and_compressed() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let fixtures = valid_fixtures();
+    let pick = |name: &str| fixtures.iter().find(|f| f["path"] == name).unwrap().clone();
+    let native = pick("valid/ct_series_a_1_explicit_le.dcm");
+    let jpeg = pick("valid/us_multiframe_jpeg_baseline.dcm");
+    let files: Vec<String> = [&native, &jpeg]
+        .iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", &port];
+    args.extend(files.iter().map(String::as_str));
+    pynetdicom(&args);
+    let frames_path = |f: &serde_json::Value, list: &str| {
+        format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}/frames/{list}",
+            f["study_instance_uid"].as_str().unwrap(),
+            f["series_instance_uid"].as_str().unwrap(),
+            f["sop_instance_uid"].as_str().unwrap()
+        )
+    };
+
+    // Native: the frame is the pixel data of its size (rows × columns × 2 bytes here).
+    let (status, head, body) = server.http_bytes(&frames_path(&native, "1"), &[]);
+    assert_eq!(status, 200, "{head}");
+    let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+    assert_eq!(parts.len(), 1);
+    let meta = dicomweb_client(
+        &server.dicomweb_url(),
+        &[
+            "retrieve",
+            "instances",
+            "--study",
+            native["study_instance_uid"].as_str().unwrap(),
+            "--series",
+            native["series_instance_uid"].as_str().unwrap(),
+            "--instance",
+            native["sop_instance_uid"].as_str().unwrap(),
+            "metadata",
+        ],
+    );
+    let value = |tag: &str| {
+        meta[tag]["Value"][0]
+            .as_u64()
+            .or_else(|| meta[0][tag]["Value"][0].as_u64())
+            .unwrap()
+    };
+    assert_eq!(parts[0].1.len() as u64, value("00280010") * value("00280011") * 2);
+
+    // Compressed, multi-frame: the stored JPEG bitstream of each asked frame.
+    let jpeg_accept = [("Accept", "multipart/related; type=\"image/jpeg\"")];
+    let (status, head, body) = server.http_bytes(&frames_path(&jpeg, "1,30"), &jpeg_accept);
+    assert_eq!(status, 200, "{head}");
+    let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+    assert_eq!(parts.len(), 2);
+    for (part_head, frame) in &parts {
+        assert!(part_head.contains("image/jpeg"), "{part_head}");
+        assert_eq!(&frame[..2], &[0xFF, 0xD8], "a JPEG bitstream starts with SOI");
+    }
+    // Decoded frames need a codec we do not have yet; out-of-range frames do not exist.
+    assert_eq!(server.http_bytes(&frames_path(&jpeg, "1"), &[]).0, 406);
+    assert_eq!(server.http_bytes(&frames_path(&jpeg, "31"), &jpeg_accept).0, 404);
+    assert_eq!(server.http_bytes(&frames_path(&jpeg, "x"), &jpeg_accept).0, 400);
+}

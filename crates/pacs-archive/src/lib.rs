@@ -18,6 +18,7 @@ use pacs_model::TenantId;
 use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
 
 pub use ingest::{read_part10_meta, Incoming, Source, StoreResult, StoredInstance};
+pub use retrieve::Frames;
 
 /// Archive failures, named after what went wrong; front ends map them to protocol statuses.
 #[derive(Debug, thiserror::Error)]

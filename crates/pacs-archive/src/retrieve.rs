@@ -23,6 +23,45 @@ const NATIVE_SYNTAXES: &[&str] = &[
 ];
 const LITTLE_ENDIAN_TARGETS: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
 
+/// Frames as stored.
+pub enum Frames {
+    Native(Vec<Vec<u8>>),
+    Encapsulated(Vec<Vec<u8>>),
+}
+
+/// The bitstream of frame `n` (1-based): all fragments for a single frame, one fragment per
+/// frame when the counts agree, else the Basic Offset Table delimits them.
+fn encapsulated_frame(
+    fragments: &[Vec<u8>],
+    offsets: &[u32],
+    count: u64,
+    n: usize,
+) -> Result<Vec<u8>, ArchiveError> {
+    if count == 1 {
+        return Ok(fragments.concat());
+    }
+    if fragments.len() as u64 == count {
+        return Ok(fragments[n - 1].clone());
+    }
+    if offsets.len() as u64 != count {
+        return Err(ArchiveError::Invalid(
+            "frames cannot be delimited (no Basic Offset Table)".into(),
+        ));
+    }
+    // Offsets count bytes of fragment items, each with an 8-byte item header.
+    let start = u64::from(offsets[n - 1]);
+    let end = offsets.get(n).map(|o| u64::from(*o)).unwrap_or(u64::MAX);
+    let mut position = 0u64;
+    let mut frame = Vec::new();
+    for fragment in fragments {
+        if position >= start && position < end {
+            frame.extend_from_slice(fragment);
+        }
+        position += 8 + fragment.len() as u64;
+    }
+    Ok(frame)
+}
+
 /// An instance opened for sending: a reader over exactly `len` bytes of data set.
 pub struct OpenedDataset {
     pub reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
@@ -191,6 +230,67 @@ impl Archive {
                 .to_bytes()
                 .map(|b| Some(b.into_owned()))
                 .map_err(|_| ArchiveError::Invalid("encapsulated pixel data is served as frames".into()))
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))?
+    }
+
+    /// Frames of an instance (1-based numbers), as stored: uncompressed frame bytes for native
+    /// syntaxes, the compressed bitstream of each frame for encapsulated ones. The object is
+    /// read into memory, one instance at a time.
+    pub async fn frames(&self, location: &InstanceLocation, numbers: &[u32]) -> Result<Frames, ArchiveError> {
+        let path = self
+            .blobs
+            .path_of(&location.blob_key)
+            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        let numbers = numbers.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let obj = OpenFileOptions::new()
+                .open_file(&path)
+                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let number = |tag| crate::ingest::text(&obj, tag).and_then(|v| v.trim().parse::<u64>().ok());
+            let count = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+            if let Some(n) = numbers.iter().find(|n| **n == 0 || u64::from(**n) > count) {
+                return Err(ArchiveError::MissingAttribute(format!(
+                    "frame {n} (the instance has {count})"
+                )));
+            }
+            let pixels = obj
+                .get(tags::PIXEL_DATA)
+                .ok_or_else(|| ArchiveError::MissingAttribute("PixelData".into()))?;
+            if let Some(fragments) = pixels.value().fragments() {
+                let offsets = pixels.value().offset_table().unwrap_or(&[]);
+                let frames = numbers
+                    .iter()
+                    .map(|n| encapsulated_frame(fragments, offsets, count, *n as usize))
+                    .collect::<Result<_, _>>()?;
+                return Ok(Frames::Encapsulated(frames));
+            }
+            let bits = number(tags::BITS_ALLOCATED).unwrap_or(16);
+            if bits % 8 != 0 {
+                return Err(ArchiveError::Invalid(format!(
+                    "{bits}-bit frames are not served yet"
+                )));
+            }
+            let size = number(tags::ROWS).unwrap_or(0)
+                * number(tags::COLUMNS).unwrap_or(0)
+                * number(tags::SAMPLES_PER_PIXEL).unwrap_or(1)
+                * (bits / 8);
+            let bytes = pixels
+                .value()
+                .to_bytes()
+                .map_err(|e| ArchiveError::Invalid(format!("unreadable pixel data: {e}")))?;
+            let frames = numbers
+                .iter()
+                .map(|n| {
+                    let start = (u64::from(*n) - 1) * size;
+                    bytes
+                        .get(start as usize..(start + size) as usize)
+                        .map(<[u8]>::to_vec)
+                        .ok_or_else(|| ArchiveError::Invalid(format!("pixel data too short for frame {n}")))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Frames::Native(frames))
         })
         .await
         .map_err(|e| ArchiveError::Internal(e.to_string()))?

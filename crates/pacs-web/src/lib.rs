@@ -1,6 +1,7 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
 //! (QIDO-RS, WADO-RS retrieval and metadata, STOW-RS so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
 
+mod frames;
 mod metadata;
 mod qido;
 mod stow;
@@ -91,6 +92,10 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
             get(metadata::bulkdata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(frames::frames),
         )
         .route("/studies/{study}/series/{series}", get(wado::series))
         .route(
