@@ -257,7 +257,7 @@ fn c_cancel_stops_c_get_and_c_move_with_consistent_counts() {
     ] {
         args.extend(["--level", "STUDY", "-k", &key, "--cancel-after", "5"]);
         let r = pynetdicom(&args);
-        assert_eq!(r["cancelled"], true, "{}", args[0]);
+        assert_eq!(r["cancelled"], true, "{}: {r}", args[0]);
         assert_eq!(r["status"], 0xFE00, "{}: {}", args[0], r["status"]);
         let completed = r["completed"].as_u64().unwrap();
         let remaining = r["remaining"].as_u64().unwrap();

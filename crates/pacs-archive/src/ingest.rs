@@ -434,6 +434,10 @@ pub(crate) fn parse_header(
         sop_uid,
         sop_class,
         instance_number: text(&obj, tags::INSTANCE_NUMBER),
+        rows: text(&obj, tags::ROWS),
+        columns: text(&obj, tags::COLUMNS),
+        bits_allocated: text(&obj, tags::BITS_ALLOCATED),
+        number_of_frames: text(&obj, tags::NUMBER_OF_FRAMES),
         transfer_syntax,
         header_json,
         ..NewInstance::default()

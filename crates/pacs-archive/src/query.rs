@@ -72,6 +72,47 @@ fn unique_keys(model: InformationModel, level: QueryLevel) -> Vec<Tag> {
     keys
 }
 
+/// The value of `tag` in a stored DICOM JSON header, in the form `vr` needs. `None` when the
+/// attribute is absent or only referenced as bulk data; sequences come back empty.
+fn json_value(header: &serde_json::Value, tag: Tag, vr: VR) -> Option<PrimitiveValue> {
+    let entry = header.get(format!("{:04X}{:04X}", tag.group(), tag.element()))?;
+    if entry.get("BulkDataURI").is_some() {
+        return None;
+    }
+    let Some(values) = entry.get("Value").and_then(|v| v.as_array()) else {
+        return Some(PrimitiveValue::Empty);
+    };
+    let number = |v: &serde_json::Value| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    };
+    let text = |v: &serde_json::Value| -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Object(pn) => {
+                let groups: Vec<&str> = ["Alphabetic", "Ideographic", "Phonetic"]
+                    .iter()
+                    .map(|k| pn.get(*k).and_then(|g| g.as_str()).unwrap_or(""))
+                    .collect();
+                pn.contains_key("Alphabetic")
+                    .then(|| groups.join("=").trim_end_matches('=').to_string())
+            }
+            _ => None,
+        }
+    };
+    Some(match vr {
+        VR::SQ => PrimitiveValue::Empty,
+        VR::US => PrimitiveValue::U16(values.iter().filter_map(number).map(|n| n as u16).collect()),
+        VR::SS => PrimitiveValue::I16(values.iter().filter_map(number).map(|n| n as i16).collect()),
+        VR::UL => PrimitiveValue::U32(values.iter().filter_map(number).map(|n| n as u32).collect()),
+        VR::SL => PrimitiveValue::I32(values.iter().filter_map(number).map(|n| n as i32).collect()),
+        VR::FL => PrimitiveValue::F32(values.iter().filter_map(number).map(|n| n as f32).collect()),
+        VR::FD => PrimitiveValue::F64(values.iter().filter_map(number).collect()),
+        _ => PrimitiveValue::Strs(values.iter().filter_map(text).collect()),
+    })
+}
+
 /// The VR the standard dictionary gives a tag.
 fn dictionary_vr(tag: Tag) -> Option<VR> {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -235,12 +276,18 @@ impl Archive {
             let Some(last) = rows.last() else { break };
             after = last.pk;
             for row in rows {
-                let mut header: Option<Option<InMemDicomObject>> = None;
+                let mut header: Option<Option<serde_json::Value>> = None;
                 let mut values = Vec::with_capacity(query.keys.len());
                 let mut matched = true;
                 for key in &query.keys {
                     let found = match key.position {
                         Some(i) => row.values[i].clone().map_or(Found::Absent, Found::Text),
+                        // Answered by the archive itself (see `response`), not from the header.
+                        None if key.tag == tags::INSTANCE_AVAILABILITY
+                            || key.tag == tags::RETRIEVE_AE_TITLE =>
+                        {
+                            Found::Absent
+                        }
                         None => {
                             if header.is_none() {
                                 header = Some(self.load_header(query.level, row.pk).await?);
@@ -248,11 +295,9 @@ impl Archive {
                             match header
                                 .as_ref()
                                 .and_then(|h| h.as_ref())
-                                .and_then(|h| h.get(key.tag))
+                                .and_then(|h| json_value(h, key.tag, key.vr))
                             {
-                                Some(e) => Found::Element(
-                                    e.value().primitive().cloned().unwrap_or(PrimitiveValue::Empty),
-                                ),
+                                Some(v) => Found::Element(v),
                                 None => Found::Absent,
                             }
                         }
@@ -281,23 +326,17 @@ impl Archive {
         Ok(sent)
     }
 
+    /// The stored header of a row as JSON (parsed once per row, never into a full object).
     async fn load_header(
         &self,
         level: QueryLevel,
         pk: i64,
-    ) -> Result<Option<InMemDicomObject>, ArchiveError> {
+    ) -> Result<Option<serde_json::Value>, ArchiveError> {
         let Some(json) = self.index.header(level, pk).await? else {
             return Ok(None);
         };
-        // Bulk data references are for WADO-RS metadata; the query engine needs values only.
-        let parsed = serde_json::from_str::<serde_json::Value>(&json).map(|mut v| {
-            if let Some(map) = v.as_object_mut() {
-                map.retain(|_, e| e.get("BulkDataURI").is_none());
-            }
-            v
-        });
-        match parsed.and_then(dicom_json::from_value::<InMemDicomObject>) {
-            Ok(obj) => Ok(Some(obj)),
+        match serde_json::from_str(&json) {
+            Ok(v) => Ok(Some(v)),
             Err(e) => {
                 tracing::warn!(error = %e, pk, "stored header unreadable; treating attributes as absent");
                 Ok(None)
@@ -328,6 +367,14 @@ impl Archive {
                 PrimitiveValue::from("ONLINE")
             } else {
                 match found {
+                    // Binary numbers kept as text in the index go back to their binary form.
+                    Found::Text(t) if matches!(key.vr, VR::US | VR::SS | VR::UL | VR::SL) => match key.vr {
+                        VR::US => t.trim().parse::<u16>().map(PrimitiveValue::from),
+                        VR::SS => t.trim().parse::<i16>().map(PrimitiveValue::from),
+                        VR::UL => t.trim().parse::<u32>().map(PrimitiveValue::from),
+                        _ => t.trim().parse::<i32>().map(PrimitiveValue::from),
+                    }
+                    .unwrap_or(PrimitiveValue::Empty),
                     Found::Text(t) => {
                         non_ascii |= !t.is_ascii();
                         PrimitiveValue::from(t)

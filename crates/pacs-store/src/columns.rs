@@ -95,6 +95,10 @@ pub const COLUMNS: &[Column] = &[
     col((0x0008, 0x0018), Image, "i.sop_uid", Some("i.sop_uid"), Uid),
     col((0x0008, 0x0016), Image, "i.sop_class", Some("i.sop_class"), Uid),
     col((0x0020, 0x0013), Image, "i.instance_number", Some("i.instance_number"), Text),
+    col((0x0028, 0x0010), Image, "i.rows", Some("i.rows"), Text),
+    col((0x0028, 0x0011), Image, "i.columns_", Some("i.columns_"), Text),
+    col((0x0028, 0x0100), Image, "i.bits_allocated", Some("i.bits_allocated"), Text),
+    col((0x0028, 0x0008), Image, "i.number_of_frames", Some("i.number_of_frames"), Text),
 ];
 
 /// Depth of a level: patient 0 … image 3.

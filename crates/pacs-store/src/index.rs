@@ -67,6 +67,10 @@ pub struct NewInstance {
     pub sop_uid: String,
     pub sop_class: String,
     pub instance_number: Option<String>,
+    pub rows: Option<String>,
+    pub columns: Option<String>,
+    pub bits_allocated: Option<String>,
+    pub number_of_frames: Option<String>,
     pub transfer_syntax: String,
     pub size: u64,
     /// Blob key: SHA-256 of the stored file.
@@ -488,9 +492,10 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
         None
     };
     let pk: i64 = sqlx::query_scalar(&format!(
-        "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, transfer_syntax,
+        "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, rows, columns_,
+                               bits_allocated, number_of_frames, transfer_syntax,
                                size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
          RETURNING pk"
     ))
     .bind(n.tenant)
@@ -498,6 +503,10 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     .bind(&n.sop_uid)
     .bind(&n.sop_class)
     .bind(&n.instance_number)
+    .bind(&n.rows)
+    .bind(&n.columns)
+    .bind(&n.bits_allocated)
+    .bind(&n.number_of_frames)
     .bind(&n.transfer_syntax)
     .bind(n.size as i64)
     .bind(&n.sha256)

@@ -20,10 +20,25 @@ pub fn repo_root() -> PathBuf {
         .expect("repository root")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, chosen below Linux's ephemeral range (32768–60999):
+/// a port handed out by `bind(0)` can be taken again as the source port of any outgoing
+/// connection before the test listens on it, which made parallel tests flaky.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(7919, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20_000 + (n % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// Options for a test server.

@@ -63,6 +63,11 @@ CREATE TABLE instance (
     sop_uid         TEXT NOT NULL,
     sop_class       TEXT NOT NULL,
     instance_number TEXT,
+    -- Image attributes QIDO-RS returns for every instance by default.
+    rows            TEXT,
+    columns_        TEXT,
+    bits_allocated  TEXT,
+    number_of_frames TEXT,
     transfer_syntax TEXT NOT NULL,
     size            INTEGER NOT NULL,
     sha256          TEXT NOT NULL,
