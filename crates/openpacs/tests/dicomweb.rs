@@ -15,6 +15,32 @@ fn valid_fixtures() -> Vec<serde_json::Value> {
     all.into_iter().filter(|f| f["valid"] == true).collect()
 }
 
+/// Stores fixtures with pynetdicom (their bytes as they are).
+fn store<'a>(server: &TestServer, fixtures: impl IntoIterator<Item = &'a serde_json::Value>) {
+    let files: Vec<String> = fixtures
+        .into_iter()
+        .map(|f| {
+            repo_root()
+                .join("tests/fixtures")
+                .join(f["path"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", &port];
+    args.extend(files.iter().map(String::as_str));
+    let stored = pynetdicom(&args);
+    assert!(
+        stored["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == 0),
+        "{stored}"
+    );
+}
+
 fn values<'a>(results: &'a serde_json::Value, tag: &str) -> Vec<&'a serde_json::Value> {
     results
         .as_array()
@@ -28,20 +54,7 @@ fn values<'a>(results: &'a serde_json::Value, tag: &str) -> Vec<&'a serde_json::
 fn qido_rs_searches_with_dicomweb_client() {
     let server = TestServer::start(binary(), ServerOptions::default());
     let fixtures = valid_fixtures();
-    let files: Vec<String> = fixtures
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let port = server.dicom_port.to_string();
-    let mut args = vec!["store", "--port", &port];
-    args.extend(files.iter().map(String::as_str));
-    pynetdicom(&args);
+    store(&server, fixtures.iter());
     let url = server.dicomweb_url();
     let studies: BTreeSet<&str> = fixtures
         .iter()
@@ -147,20 +160,7 @@ fn wado_rs_returns_the_stored_objects_byte_for_byte() {
     use sha2::{Digest, Sha256};
     let server = TestServer::start(binary(), ServerOptions::default());
     let fixtures = valid_fixtures();
-    let files: Vec<String> = fixtures
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let port = server.dicom_port.to_string();
-    let mut args = vec!["store", "--port", &port];
-    args.extend(files.iter().map(String::as_str));
-    pynetdicom(&args);
+    store(&server, fixtures.iter());
 
     // Every study in its stored syntaxes: each part is a Part 10 file whose data set is the
     // one sent, byte for byte.
@@ -271,20 +271,7 @@ fn wado_rs_metadata_comes_from_the_index_with_bulk_data_uris() {
         .iter()
         .filter(|f| f["path"].as_str().unwrap().starts_with("valid/ct_series_a_"))
         .collect();
-    let files: Vec<String> = ct
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let port = server.dicom_port.to_string();
-    let mut args = vec!["store", "--port", &port];
-    args.extend(files.iter().map(String::as_str));
-    pynetdicom(&args);
+    store(&server, ct.iter().copied());
     let study = ct[0]["study_instance_uid"].as_str().unwrap();
     let series = ct[0]["series_instance_uid"].as_str().unwrap();
 
@@ -427,20 +414,7 @@ fn wado_rs_frames_native_and_compressed() {
     let pick = |name: &str| fixtures.iter().find(|f| f["path"] == name).unwrap().clone();
     let native = pick("valid/ct_series_a_1_explicit_le.dcm");
     let jpeg = pick("valid/us_multiframe_jpeg_baseline.dcm");
-    let files: Vec<String> = [&native, &jpeg]
-        .iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let port = server.dicom_port.to_string();
-    let mut args = vec!["store", "--port", &port];
-    args.extend(files.iter().map(String::as_str));
-    pynetdicom(&args);
+    store(&server, [&native, &jpeg]);
     let frames_path = |f: &serde_json::Value, list: &str| {
         format!(
             "/dicom-web/studies/{}/series/{}/instances/{}/frames/{list}",

@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_archive::{ArchiveError, Frames};
-use pacs_store::AuditEvent;
 
 use crate::{ApiError, WebState};
 
@@ -62,24 +61,19 @@ pub(crate) async fn frames(
     else {
         return ApiError::BadRequest(format!("{list:?} is not a list of frame numbers")).into_response();
     };
-    let archive = state.archive.clone();
-    let location = match archive.instances_in(&study, Some(&series), Some(&instance)).await {
-        Ok(mut l) if !l.is_empty() => l.remove(0),
-        Ok(_) => return (StatusCode::NOT_FOUND, "no such instance\n").into_response(),
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    let location = match state
+        .audited_instance(
+            peer,
+            (&study, &series, &instance),
+            "retrieve-frames",
+            format!("{instance} frames {list}"),
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(response) => return response,
     };
-    archive
-        .record(AuditEvent {
-            tenant: archive.tenant().0,
-            event: "retrieve-frames".into(),
-            actor: "http:anonymous".into(),
-            peer: peer.to_string(),
-            study_uid: Some(study),
-            outcome: "success".into(),
-            detail: Some(format!("{instance} frames {list}")),
-            ..AuditEvent::default()
-        })
-        .await;
+    let archive = state.archive.clone();
     let frames = match archive.frames(&location, &numbers).await {
         Ok(f) => f,
         Err(ArchiveError::MissingAttribute(m)) => {

@@ -74,6 +74,40 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl WebState {
+    /// The one current instance a WADO-RS instance URL names, with the access audited
+    /// (`event`, `detail`); a 404 response when there is none.
+    async fn audited_instance(
+        &self,
+        peer: std::net::SocketAddr,
+        (study, series, instance): (&str, &str, &str),
+        event: &str,
+        detail: String,
+    ) -> Result<pacs_store::InstanceLocation, Response> {
+        let found = self
+            .archive
+            .instances_in(study, Some(series), Some(instance))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()).into_response())?;
+        self.archive
+            .record(pacs_store::AuditEvent {
+                tenant: self.archive.tenant().0,
+                event: event.into(),
+                actor: "http:anonymous".into(),
+                peer: peer.to_string(),
+                study_uid: Some(study.to_string()),
+                outcome: if found.is_empty() { "not found" } else { "success" }.into(),
+                detail: Some(detail),
+                ..pacs_store::AuditEvent::default()
+            })
+            .await;
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| (StatusCode::NOT_FOUND, "no such instance\n").into_response())
+    }
+}
+
 /// The HTTP routes.
 pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
     let dicomweb = Router::new()

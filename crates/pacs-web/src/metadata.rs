@@ -144,24 +144,19 @@ pub(crate) async fn bulkdata(
     let Some((group, element)) = parsed else {
         return ApiError::BadRequest(format!("{tag:?} is not a tag (8 hexadecimal digits)")).into_response();
     };
-    let archive = state.archive.clone();
-    let location = match archive.instances_in(&study, Some(&series), Some(&instance)).await {
-        Ok(mut l) if !l.is_empty() => l.remove(0),
-        Ok(_) => return (StatusCode::NOT_FOUND, "no such instance\n").into_response(),
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    let location = match state
+        .audited_instance(
+            peer,
+            (&study, &series, &instance),
+            "retrieve-bulkdata",
+            format!("{instance} {tag}"),
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(response) => return response,
     };
-    archive
-        .record(AuditEvent {
-            tenant: archive.tenant().0,
-            event: "retrieve-bulkdata".into(),
-            actor: "http:anonymous".into(),
-            peer: peer.to_string(),
-            study_uid: Some(study),
-            outcome: "success".into(),
-            detail: Some(format!("{instance} {tag}")),
-            ..AuditEvent::default()
-        })
-        .await;
+    let archive = state.archive.clone();
     let value = match archive.bulk_value(&location, group, element).await {
         Ok(Some(v)) => v,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such attribute\n").into_response(),
