@@ -23,6 +23,13 @@ const NATIVE_SYNTAXES: &[&str] = &[
 ];
 const LITTLE_ENDIAN_TARGETS: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
 
+/// What a retrieval sends: the data set alone (DIMSE) or the whole Part 10 file (WADO-RS).
+#[derive(Clone, Copy)]
+enum Framing {
+    DatasetOnly,
+    Part10,
+}
+
 /// Frames as stored.
 pub enum Frames {
     Native(Vec<Vec<u8>>),
@@ -164,17 +171,36 @@ impl Archive {
         location: &InstanceLocation,
         target: &str,
     ) -> Result<OpenedDataset, ArchiveError> {
+        self.open_as(location, target, Framing::Part10).await
+    }
+
+    /// An instance's bytes in `target` syntax: a stream over the stored file when the syntax
+    /// matches, else a converted copy made in memory (one instance at a time).
+    async fn open_as(
+        &self,
+        location: &InstanceLocation,
+        target: &str,
+        framing: Framing,
+    ) -> Result<OpenedDataset, ArchiveError> {
         let path = self
             .blobs
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         if location.transfer_syntax == target {
-            let file = tokio::fs::File::open(&path)
+            let start = match framing {
+                Framing::DatasetOnly => location.dataset_offset,
+                Framing::Part10 => 0,
+            };
+            let mut file = tokio::fs::File::open(&path)
                 .await
                 .map_err(ArchiveError::from_io)?;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(ArchiveError::from_io)?;
+            let len = location.size.saturating_sub(start);
             return Ok(OpenedDataset {
-                reader: Box::new(file.take(location.size)),
-                len: location.size,
+                reader: Box::new(file.take(len)),
+                len,
             });
         }
         if !Self::can_send_as(&location.transfer_syntax, target) {
@@ -191,10 +217,15 @@ impl Archive {
             let ts = TransferSyntaxRegistry
                 .get(&target)
                 .ok_or_else(|| ArchiveError::Invalid(format!("unknown transfer syntax {target}")))?;
-            obj.meta_mut().set_transfer_syntax(ts);
             let mut out = Vec::new();
-            obj.write_all(&mut out)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot re-encode: {e}")))?;
+            let written = match framing {
+                Framing::DatasetOnly => obj.write_dataset_with_ts(&mut out, ts),
+                Framing::Part10 => {
+                    obj.meta_mut().set_transfer_syntax(ts);
+                    obj.write_all(&mut out)
+                }
+            };
+            written.map_err(|e| ArchiveError::Invalid(format!("cannot re-encode: {e}")))?;
             Ok(out)
         })
         .await
@@ -309,48 +340,6 @@ impl Archive {
             .instance(pk)
             .await?
             .ok_or_else(|| ArchiveError::Invalid(format!("instance {pk} not in the index")))?;
-        let path = self
-            .blobs
-            .path_of(&location.blob_key)
-            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
-        if location.transfer_syntax == target {
-            let mut file = tokio::fs::File::open(&path)
-                .await
-                .map_err(ArchiveError::from_io)?;
-            file.seek(std::io::SeekFrom::Start(location.dataset_offset))
-                .await
-                .map_err(ArchiveError::from_io)?;
-            let len = location.size.saturating_sub(location.dataset_offset);
-            return Ok(OpenedDataset {
-                reader: Box::new(file.take(len)),
-                len,
-            });
-        }
-        if !Self::can_send_as(&location.transfer_syntax, target) {
-            return Err(ArchiveError::Invalid(format!(
-                "cannot convert {} to {target}",
-                location.transfer_syntax
-            )));
-        }
-        let target = target.to_string();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
-            let obj = OpenFileOptions::new()
-                .open_file(&path)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
-            let ts = TransferSyntaxRegistry
-                .get(&target)
-                .ok_or_else(|| ArchiveError::Invalid(format!("unknown transfer syntax {target}")))?;
-            let mut out = Vec::new();
-            obj.write_dataset_with_ts(&mut out, ts)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot re-encode: {e}")))?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
-        let len = bytes.len() as u64;
-        Ok(OpenedDataset {
-            reader: Box::new(Cursor::new(bytes)),
-            len,
-        })
+        self.open_as(&location, target, Framing::DatasetOnly).await
     }
 }
