@@ -466,3 +466,41 @@ fn wado_rs_frames_native_and_compressed() {
     assert_eq!(server.http_bytes(&frames_path(&jpeg, "31"), &jpeg_accept).0, 404);
     assert_eq!(server.http_bytes(&frames_path(&jpeg, "x"), &jpeg_accept).0, 400);
 }
+
+#[test]
+fn wado_uri_returns_the_stored_file() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let fixtures = valid_fixtures();
+    let ct = fixtures
+        .iter()
+        .find(|f| f["path"] == "valid/ct_series_a_1_explicit_le.dcm")
+        .unwrap();
+    store(&server, [ct]);
+    let query = format!(
+        "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}",
+        ct["study_instance_uid"].as_str().unwrap(),
+        ct["series_instance_uid"].as_str().unwrap(),
+        ct["sop_instance_uid"].as_str().unwrap()
+    );
+    let (status, head, body) = server.http_bytes(&format!("{query}&contentType=application/dicom"), &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(header_value(&head, "content-type").starts_with("application/dicom"));
+    let offset = pacs_testkit::server::part10_dataset_offset(&body).expect("a Part 10 file");
+    use sha2::{Digest, Sha256};
+    assert_eq!(
+        hex::encode(Sha256::digest(&body[offset..])),
+        ct["dataset_sha256"].as_str().unwrap()
+    );
+    // Rendering is not there yet: said plainly, not faked.
+    assert_eq!(server.http_bytes(&query, &[]).0, 406);
+    assert_eq!(server.http_bytes("/wado?requestType=WADO&studyUID=1", &[]).0, 400);
+    assert_eq!(
+        server
+            .http_bytes(
+                "/wado?requestType=WADO&studyUID=1&seriesUID=2&objectUID=3&contentType=application/dicom",
+                &[]
+            )
+            .0,
+        404
+    );
+}

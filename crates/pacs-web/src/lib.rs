@@ -6,6 +6,7 @@ mod metadata;
 mod qido;
 mod stow;
 mod wado;
+mod wado_uri;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +111,10 @@ impl WebState {
 
 /// The HTTP routes.
 pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
+    let state = WebState {
+        archive,
+        config: Arc::new(config),
+    };
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store))
         .route("/series", get(qido::all_series))
@@ -140,10 +145,7 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
             "/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
         )
-        .with_state(WebState {
-            archive,
-            config: Arc::new(config),
-        });
+        .with_state(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -154,6 +156,7 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
             }),
         )
         .nest("/dicom-web", dicomweb)
+        .route("/wado", get(wado_uri::wado).with_state(state))
 }
 
 /// Serves `router` until `shutdown` turns true, then finishes requests in flight.

@@ -1,0 +1,88 @@
+//! WADO-URI (PS3.18 §9): `/wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…`.
+//! `application/dicom` returns the stored Part 10 file (or one converted to the requested
+//! `transferSyntax` when the object is native); rendered `image/jpeg` needs the imaging
+//! pipeline and is refused with 406 until it exists.
+
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pacs_archive::Archive;
+use tokio::io::AsyncReadExt;
+
+use crate::{ApiError, WebState};
+
+pub(crate) async fn wado(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if get("requestType") != Some("WADO") {
+        return ApiError::BadRequest("requestType=WADO is required".into()).into_response();
+    }
+    let (Some(study), Some(series), Some(object)) = (get("studyUID"), get("seriesUID"), get("objectUID"))
+    else {
+        return ApiError::BadRequest("studyUID, seriesUID and objectUID are required".into()).into_response();
+    };
+    let content_type = get("contentType").unwrap_or("image/jpeg");
+    if !content_type.split(',').any(|t| t.trim() == "application/dicom") {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            format!("contentType {content_type} needs rendering, which is not available yet; ask for application/dicom\n"),
+        )
+            .into_response();
+    }
+    let location = match state
+        .audited_instance(
+            peer,
+            (study, series, object),
+            "retrieve-wado-uri",
+            object.to_string(),
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(response) => return response,
+    };
+    let target = get("transferSyntax")
+        .unwrap_or(&location.transfer_syntax)
+        .to_string();
+    if !Archive::can_send_as(&location.transfer_syntax, &target) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "stored as {}, cannot be converted to {target}\n",
+                location.transfer_syntax
+            ),
+        )
+            .into_response();
+    }
+    let (reader, len) = match state.archive.open_part10(&location, &target).await {
+        Ok(o) => (o.reader, o.len),
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    let body = futures::stream::unfold((reader, len), |(mut reader, remaining)| async move {
+        if remaining == 0 {
+            return None;
+        }
+        let mut chunk = vec![0u8; remaining.min(64 * 1024) as usize];
+        match reader.read_exact(&mut chunk).await {
+            Ok(_) => {
+                let left = remaining - chunk.len() as u64;
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (reader, left)))
+            }
+            Err(e) => Some((Err(e), (reader, 0))),
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/dicom".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
