@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/bin/storescu ] || missing+=(dcmtk)
+[ -x /usr/bin/cmake ] || missing+=(cmake)        # CharLS (JPEG-LS) builds with cmake
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # browser tests (OHIF, web UI)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   apt-get update -qq

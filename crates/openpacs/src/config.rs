@@ -39,9 +39,22 @@ pub struct Config {
     /// Explicit opt-out of the secure default: listen for DICOM on a non-loopback address
     /// without a calling-AE allow-list.
     pub dicom_open_to_any_ae: bool,
-    /// Explicit opt-out of the secure default: serve HTTP on a non-loopback address although
-    /// no authentication exists yet (today it serves only /healthz and /metrics).
+    /// Explicit opt-out of the secure default: serve HTTP on a non-loopback address with no
+    /// authentication (every caller acts as an anonymous administrator).
     pub http_open_without_auth: bool,
+    /// "auto" (default): logins required as soon as a user account exists; with none, HTTP is
+    /// open on a loopback address only. "required": always. "off": never (loopback only,
+    /// unless http_open_without_auth).
+    pub http_auth: String,
+    /// Accept HTTP Basic credentials (for DICOMweb clients that know nothing else).
+    pub http_basic_auth: bool,
+    /// Lifetime of a browser session, in hours.
+    pub session_hours: u64,
+    /// Browser origins allowed to call the HTTP API (CORS); empty keeps CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// PEM certificate chain and private key: with both, HTTP is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Largest STOW-RS part, in bytes.
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request, in bytes.
@@ -79,6 +92,12 @@ impl Default for Config {
             check_called_ae_title: false,
             dicom_open_to_any_ae: false,
             http_open_without_auth: false,
+            http_auth: "auto".into(),
+            http_basic_auth: true,
+            session_hours: 12,
+            cors_allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
             log_format: "text".into(),
@@ -223,13 +242,43 @@ impl Config {
                 origin("dicom_addr")
             );
         }
-        if !config.http_addr.is_loopback() && !config.http_open_without_auth {
+        if !["auto", "required", "off"].contains(&config.http_auth.as_str()) {
             bail!(
-                "refusing to serve HTTP on {} (http_addr from {}) without authentication: set \
-                 http_open_without_auth = true to expose /healthz and /metrics anyway",
-                config.http_addr,
-                origin("http_addr")
+                "http_auth {:?} from {} must be \"auto\", \"required\" or \"off\"",
+                config.http_auth,
+                origin("http_auth")
             );
+        }
+        if config.http_auth == "off" && !config.http_addr.is_loopback() && !config.http_open_without_auth {
+            bail!(
+                "refusing to serve HTTP on {} (http_addr from {}) with http_auth = \"off\" (from {}): \
+                 anyone on the network would have every right; set http_open_without_auth = true \
+                 if that is really wanted",
+                config.http_addr,
+                origin("http_addr"),
+                origin("http_auth")
+            );
+        }
+        if config.session_hours == 0 {
+            bail!(
+                "session_hours from {} must be at least 1",
+                origin("session_hours")
+            );
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: set both or neither");
+        }
+        for origin_value in &config.cors_allowed_origins {
+            if origin_value == "*"
+                || !origin_value.contains("://")
+                || origin_value.chars().any(|c| !c.is_ascii_graphic())
+            {
+                bail!(
+                    "cors_allowed_origins entry {origin_value:?} from {} must be an origin such as \
+                     https://viewer.example.org (\"*\" is not allowed: requests carry credentials)",
+                    origin("cors_allowed_origins")
+                );
+            }
         }
         Ok(config)
     }

@@ -5,6 +5,7 @@ mod config;
 mod import;
 mod send;
 mod serve;
+mod user;
 mod verify;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum Command {
     Verify,
     /// Print the audit log (tab-separated: time, event, actor, peer, patient, study, outcome, detail).
     Audit,
+    /// Manage user accounts and API tokens for the HTTP API.
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             } => send::run(config, to, calling_ae, paths).await,
             Command::Verify => verify::run(config).await,
             Command::Audit => verify::audit(config).await,
+            Command::User(command) => user::run(config, command).await,
         }
     });
     match result {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pacs_archive::dimse::DimseArchive;
 use pacs_archive::{Archive, ArchiveConfig, Peer};
+use pacs_web::auth::{AuthConfig, AuthMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -42,6 +43,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
 
+    let accounts = archive
+        .index()
+        .users()
+        .await
+        .context("cannot read user accounts")?;
+    let auth_mode = auth_mode(&config, !accounts.is_empty())?;
+
     let dicom_addr = SocketAddr::new(config.dicom_addr, config.dicom_port);
     let dicom_listener = TcpListener::bind(dicom_addr)
         .await
@@ -72,6 +80,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_rx.clone(),
     ));
     let render = Arc::new(move || recorder.render());
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(pacs_web::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let http = tokio::spawn(pacs_web::serve(
         http_listener,
         pacs_web::router(
@@ -79,12 +94,20 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             pacs_web::WebConfig {
                 stow_max_part_bytes: config.stow_max_part_bytes,
                 stow_max_request_bytes: config.stow_max_request_bytes,
+                auth: AuthConfig {
+                    mode: auth_mode,
+                    basic: config.http_basic_auth,
+                    session_ttl: Duration::from_secs(config.session_hours * 3600),
+                    secure_cookies: tls.is_some(),
+                },
+                cors_allowed_origins: config.cors_allowed_origins.clone(),
             },
             render,
         ),
         shutdown_rx,
+        tls.clone(),
     ));
-    tracing::info!(%dicom_addr, %http_addr, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
+    tracing::info!(%dicom_addr, %http_addr, https = tls.is_some(), auth = ?auth_mode, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new associations, finishing transfers in flight");
@@ -98,6 +121,36 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .context("HTTP listener")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether HTTP requests must authenticate. Secure by default: with `http_auth = "auto"`, an
+/// installation without accounts is open only on a loopback address; once an account exists
+/// (`openpacs user add`), every request needs one.
+fn auth_mode(config: &Config, has_accounts: bool) -> anyhow::Result<AuthMode> {
+    let loopback = config.http_addr.is_loopback();
+    match config.http_auth.as_str() {
+        "off" => Ok(AuthMode::Open),
+        "required" => {
+            if !has_accounts {
+                tracing::warn!("http_auth = \"required\" but no user account exists: nobody can use the HTTP API until one is created with `openpacs user add`");
+            }
+            Ok(AuthMode::Required)
+        }
+        _ if has_accounts => Ok(AuthMode::Required),
+        _ if loopback || config.http_open_without_auth => {
+            tracing::warn!(
+                http_addr = %config.http_addr,
+                "no user account exists: HTTP is open to every local caller with full rights; create one with `openpacs user add NAME --role admin` to require logins"
+            );
+            Ok(AuthMode::Open)
+        }
+        _ => anyhow::bail!(
+            "refusing to serve HTTP on {} without authentication: no user account exists. Create one with \
+             `openpacs user add NAME --role admin` (then logins are required), or set \
+             http_open_without_auth = true to serve it open anyway",
+            config.http_addr
+        ),
+    }
 }
 
 pub fn archive_config(config: &Config) -> ArchiveConfig {

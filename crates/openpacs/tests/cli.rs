@@ -188,12 +188,27 @@ fn a_bad_configuration_value_names_itself_and_its_source() {
         "{err}"
     );
 
+    // No account exists: HTTP on the network would be open to anyone.
     let http = server.cli(&["--http-addr", "0.0.0.0", "serve"]);
-    assert_eq!(http.status.code(), Some(2), "{}", describe(&http));
+    assert!(!http.status.success(), "{}", describe(&http));
+    let err = String::from_utf8_lossy(&http.stderr);
     assert!(
-        String::from_utf8_lossy(&http.stderr).contains("http_open_without_auth"),
+        err.contains("openpacs user add") && err.contains("http_open_without_auth"),
         "{}",
         describe(&http)
+    );
+    let off = std::process::Command::new(binary())
+        .args(["--http-addr", "0.0.0.0", "serve"])
+        .current_dir(&server.work_dir)
+        .env("OPENPACS_HTTP_AUTH", "off")
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(2), "{}", describe(&off));
+    assert!(
+        String::from_utf8_lossy(&off.stderr).contains("OPENPACS_HTTP_AUTH")
+            || String::from_utf8_lossy(&off.stderr).contains("http_auth"),
+        "{}",
+        describe(&off)
     );
     let open = server.cli(&["--dicom-addr", "0.0.0.0", "serve"]);
     assert_eq!(open.status.code(), Some(2), "{}", describe(&open));

@@ -3,42 +3,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pacs_testkit::server::{dicomweb_client, pynetdicom, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{dicomweb_client, repo_root, valid_fixtures, ServerOptions, TestServer};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
-}
-
-fn valid_fixtures() -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/manifest.json")).unwrap();
-    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    all.into_iter().filter(|f| f["valid"] == true).collect()
-}
-
-/// Stores fixtures with pynetdicom (their bytes as they are).
-fn store<'a>(server: &TestServer, fixtures: impl IntoIterator<Item = &'a serde_json::Value>) {
-    let files: Vec<String> = fixtures
-        .into_iter()
-        .map(|f| {
-            repo_root()
-                .join("tests/fixtures")
-                .join(f["path"].as_str().unwrap())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let port = server.dicom_port.to_string();
-    let mut args = vec!["store", "--port", &port];
-    args.extend(files.iter().map(String::as_str));
-    let stored = pynetdicom(&args);
-    assert!(
-        stored["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == 0),
-        "{stored}"
-    );
 }
 
 fn values<'a>(results: &'a serde_json::Value, tag: &str) -> Vec<&'a serde_json::Value> {
@@ -54,7 +22,7 @@ fn values<'a>(results: &'a serde_json::Value, tag: &str) -> Vec<&'a serde_json::
 fn qido_rs_searches_with_dicomweb_client() {
     let server = TestServer::start(binary(), ServerOptions::default());
     let fixtures = valid_fixtures();
-    store(&server, fixtures.iter());
+    server.store_fixtures(fixtures.iter());
     let url = server.dicomweb_url();
     let studies: BTreeSet<&str> = fixtures
         .iter()
@@ -160,7 +128,7 @@ fn wado_rs_returns_the_stored_objects_byte_for_byte() {
     use sha2::{Digest, Sha256};
     let server = TestServer::start(binary(), ServerOptions::default());
     let fixtures = valid_fixtures();
-    store(&server, fixtures.iter());
+    server.store_fixtures(fixtures.iter());
 
     // Every study in its stored syntaxes: each part is a Part 10 file whose data set is the
     // one sent, byte for byte.
@@ -271,7 +239,7 @@ fn wado_rs_metadata_comes_from_the_index_with_bulk_data_uris() {
         .iter()
         .filter(|f| f["path"].as_str().unwrap().starts_with("valid/ct_series_a_"))
         .collect();
-    store(&server, ct.iter().copied());
+    server.store_fixtures(ct.iter().copied());
     let study = ct[0]["study_instance_uid"].as_str().unwrap();
     let series = ct[0]["series_instance_uid"].as_str().unwrap();
 
@@ -376,13 +344,21 @@ fn stow_rs_stores_parts_atomically_and_answers_per_part() {
     let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &got);
     assert_eq!(parts[0].1, ct);
 
-    // Every part for another study than the URL's: 409, nothing stored.
-    let (status, _, _) = post(
+    // Every part for another study than the URL's: 409, nothing stored, and the refused
+    // instance named in FailedSOPSequence.
+    let (status, _, body) = post(
         "/dicom-web/studies/1.2.3.4",
         &multipart("XYZ", &[&ct]),
         content_type,
     );
     assert_eq!(status, 409);
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let failed = &response["00081198"]["Value"][0];
+    assert_eq!(
+        failed["00081155"]["Value"][0], "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.5",
+        "{response}"
+    );
+    assert_eq!(failed["00081150"]["Value"][0], "1.2.840.10008.5.1.4.1.1.2");
     // Malformed bodies and wrong media types.
     let (status, _, _) = post(
         "/dicom-web/studies",
@@ -414,7 +390,7 @@ fn wado_rs_frames_native_and_compressed() {
     let pick = |name: &str| fixtures.iter().find(|f| f["path"] == name).unwrap().clone();
     let native = pick("valid/ct_series_a_1_explicit_le.dcm");
     let jpeg = pick("valid/us_multiframe_jpeg_baseline.dcm");
-    store(&server, [&native, &jpeg]);
+    server.store_fixtures([&native, &jpeg]);
     let frames_path = |f: &serde_json::Value, list: &str| {
         format!(
             "/dicom-web/studies/{}/series/{}/instances/{}/frames/{list}",
@@ -475,7 +451,7 @@ fn wado_uri_returns_the_stored_file() {
         .iter()
         .find(|f| f["path"] == "valid/ct_series_a_1_explicit_le.dcm")
         .unwrap();
-    store(&server, [ct]);
+    server.store_fixtures([ct]);
     let query = format!(
         "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}",
         ct["study_instance_uid"].as_str().unwrap(),
@@ -491,8 +467,11 @@ fn wado_uri_returns_the_stored_file() {
         hex::encode(Sha256::digest(&body[offset..])),
         ct["dataset_sha256"].as_str().unwrap()
     );
-    // Rendering is not there yet: said plainly, not faked.
-    assert_eq!(server.http_bytes(&query, &[]).0, 406);
+    // Without a contentType, WADO-URI answers a rendered JPEG (tests/rendered.rs checks pixels).
+    let (status, head, body) = server.http_bytes(&query, &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(header_value(&head, "content-type").starts_with("image/jpeg"));
+    assert_eq!(&body[..2], &[0xFF, 0xD8]);
     assert_eq!(server.http_bytes("/wado?requestType=WADO&studyUID=1", &[]).0, 400);
     assert_eq!(
         server

@@ -54,6 +54,13 @@ pub struct Incoming {
     pending_meta: Option<Vec<u8>>,
 }
 
+/// A refused object, with its SOP Class and Instance UIDs when they could be read.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ArchiveError,
+    pub identity: Option<(String, String)>,
+}
+
 /// What was stored, for protocol responses that name it (STOW-RS).
 #[derive(Clone, Debug)]
 pub struct StoredInstance {
@@ -224,21 +231,34 @@ impl Incoming {
 
     /// The object is complete: parse, check, make durable, index. Refusals are audited.
     pub async fn finish(self) -> Result<StoreResult, ArchiveError> {
-        self.finish_detailed().await.map(|s| s.result)
+        self.finish_detailed()
+            .await
+            .map(|s| s.result)
+            .map_err(|r| r.error)
     }
 
-    /// Like [`Incoming::finish`], naming what was stored.
-    pub async fn finish_detailed(self) -> Result<StoredInstance, ArchiveError> {
+    /// Like [`Incoming::finish`], naming what was stored, or what was refused when its UIDs
+    /// could be read (STOW-RS reports them in FailedSOPSequence).
+    pub async fn finish_detailed(self) -> Result<StoredInstance, Refused> {
         let archive = self.archive.clone();
         let source = self.source.clone();
-        let result = self.make_durable().await;
-        if let Err(e) = &result {
-            archive.audit_store_refusal(&source, e).await;
+        let mut identity = None;
+        let result = self.make_durable(&mut identity).await;
+        match result {
+            Ok(stored) => Ok(stored),
+            Err(error) => {
+                archive.audit_store_refusal(&source, &error).await;
+                Err(Refused { error, identity })
+            }
         }
-        result
     }
 
-    async fn make_durable(self) -> Result<StoredInstance, ArchiveError> {
+    /// `identity` receives the SOP Class and Instance UIDs as soon as they are known: from the
+    /// parsed header, or from the file meta group when the data set could not be parsed.
+    async fn make_durable(
+        self,
+        identity: &mut Option<(String, String)>,
+    ) -> Result<StoredInstance, ArchiveError> {
         let Incoming {
             archive,
             blob,
@@ -262,10 +282,20 @@ impl Incoming {
         let mut instance = match parsed {
             Ok(instance) => instance,
             Err(e) => {
+                if blob.dataset_offset() > 0 {
+                    *identity = read_part10_meta(blob.path()).ok().map(|(meta, _)| {
+                        let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+                        (
+                            clean(&meta.media_storage_sop_class_uid),
+                            clean(&meta.media_storage_sop_instance_uid),
+                        )
+                    });
+                }
                 blob.discard();
                 return Err(e);
             }
         };
+        *identity = Some((instance.sop_class.clone(), instance.sop_uid.clone()));
         if let Some(study) = expected_study.filter(|s| *s != instance.study.study_uid) {
             blob.discard();
             return Err(ArchiveError::Mismatch(format!(
@@ -274,6 +304,7 @@ impl Incoming {
             )));
         }
         let dataset_offset = blob.dataset_offset();
+        let _no_blob_removal = archive.blob_gc.read().await;
         let committed = tokio::task::spawn_blocking(move || blobs.blobs.commit(blob))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?

@@ -4,6 +4,7 @@
 //! Every operation is scoped to the archive's tenant (one default tenant until tenancy is
 //! managed); nothing here reads configuration files or the environment.
 
+pub mod admin;
 pub mod dimse;
 pub mod ingest;
 pub mod maintenance;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use pacs_model::TenantId;
 use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
 
-pub use ingest::{read_part10_meta, Incoming, Source, StoreResult, StoredInstance};
+pub use ingest::{read_part10_meta, Incoming, Refused, Source, StoreResult, StoredInstance};
 pub use retrieve::Frames;
 
 /// Archive failures, named after what went wrong; front ends map them to protocol statuses.
@@ -83,6 +84,10 @@ pub struct Archive {
     pub(crate) index: Arc<dyn Index>,
     pub(crate) ae_title: String,
     peers: HashMap<String, Peer>,
+    /// Held shared by every store from its blob commit to its index commit, and exclusively
+    /// while deleted blobs are removed: a store of the very bytes being deleted can never find
+    /// its blob present, then lose it before its row exists.
+    pub(crate) blob_gc: tokio::sync::RwLock<()>,
 }
 
 impl Archive {
@@ -101,6 +106,7 @@ impl Archive {
                 .iter()
                 .map(|p| (p.ae_title.clone(), p.clone()))
                 .collect(),
+            blob_gc: tokio::sync::RwLock::new(()),
         }))
     }
 

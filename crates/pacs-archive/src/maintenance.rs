@@ -19,6 +19,8 @@ pub struct RecoveryReport {
     pub orphans_quarantined: usize,
     /// Second copies of data sets already stored under another file meta group: removed.
     pub duplicates_removed: usize,
+    /// Blob removals of committed deletions that a stop interrupted: done now.
+    pub deletions_finished: usize,
     /// Index rows whose blob is missing (should never happen; reported loudly).
     pub missing_blobs: Vec<String>,
 }
@@ -38,6 +40,8 @@ impl Archive {
             temp_removed: self.blobs.clean_temp().map_err(ArchiveError::from_io)?,
             ..RecoveryReport::default()
         };
+        // Deleted blobs first, or the orphan scan below would index them again.
+        report.deletions_finished = self.finish_deletions().await?;
         // One blob directory at a time: memory stays bounded however large the store.
         for leaf in self.blobs.leaf_dirs().map_err(ArchiveError::from_io)? {
             let on_disk = self.blobs.keys_in(&leaf).map_err(ArchiveError::from_io)?;

@@ -271,6 +271,20 @@ impl Drop for TempBlob {
 }
 
 /// Fsyncs a directory so that entries created or renamed in it survive a crash.
+/// Removes a file (a blob whose last index row was deleted) and fsyncs its directory; false
+/// when there was no such file.
+pub fn remove_durably(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(true)
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -17,11 +17,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenInfo, UserAccount};
+use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::columns::{self, Column};
 use crate::IndexError;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_initial.sql")];
+const SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_accounts_deletion.sql"),
+];
 
 /// Patient-level attributes of an instance being indexed.
 #[derive(Clone, Debug, Default)]
@@ -185,6 +190,24 @@ pub trait Index: Send + Sync + 'static {
     async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError>;
     /// Audit records in order, after `after_pk`, at most `limit`.
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError>;
+    /// Applies a change to user accounts; returns the rows it affected.
+    async fn write_accounts(&self, write: AccountWrite) -> Result<AccountOutcome, IndexError>;
+    async fn user(&self, username: &str) -> Result<Option<UserAccount>, IndexError>;
+    async fn users(&self) -> Result<Vec<UserAccount>, IndexError>;
+    /// The owner of a live session or token, by the SHA-256 of its secret.
+    async fn credential_user(
+        &self,
+        kind: CredentialKind,
+        secret_sha256: &str,
+    ) -> Result<Option<UserAccount>, IndexError>;
+    async fn tokens(&self, username: &str) -> Result<Vec<TokenInfo>, IndexError>;
+    /// Deletes a study, series or instance (every version), with `audit` in the same
+    /// transaction; lists the blobs left unreferenced in `blob_deletion`.
+    async fn delete(&self, scope: DeleteScope, audit: AuditEvent) -> Result<Deleted, IndexError>;
+    /// Blobs whose removal was committed but not yet confirmed done.
+    async fn pending_blob_deletions(&self) -> Result<Vec<String>, IndexError>;
+    async fn clear_blob_deletions(&self, keys: Vec<String>) -> Result<u64, IndexError>;
+    async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError>;
 }
 
 /// An audit line as stored, with its key and time.
@@ -201,6 +224,13 @@ enum WriteRequest {
         oneshot::Sender<Result<IndexOutcome, IndexError>>,
     ),
     Audit(AuditEvent, oneshot::Sender<Result<(), IndexError>>),
+    Account(AccountWrite, oneshot::Sender<Result<AccountOutcome, IndexError>>),
+    Delete(
+        DeleteScope,
+        AuditEvent,
+        oneshot::Sender<Result<Deleted, IndexError>>,
+    ),
+    ClearBlobDeletions(Vec<String>, oneshot::Sender<Result<u64, IndexError>>),
 }
 
 /// The SQLite index.
@@ -284,7 +314,7 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
             .iter()
             .filter_map(|r| match r {
                 WriteRequest::Instance(i, _) => i.blob_dir.clone(),
-                WriteRequest::Audit(..) => None,
+                _ => None,
             })
             .collect();
         let synced =
@@ -308,10 +338,26 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
                 for (request, result) in batch.drain(..).zip(results) {
                     match (request, result) {
                         (WriteRequest::Instance(_, reply), r) => {
-                            let _ = reply.send(r.map(|o| o.unwrap_or(IndexOutcome::Duplicate { pk: 0 })));
+                            let _ = reply.send(r.map(|w| match w {
+                                Written::Instance(o) => o,
+                                _ => IndexOutcome::Duplicate { pk: 0 },
+                            }));
                         }
                         (WriteRequest::Audit(_, reply), r) => {
                             let _ = reply.send(r.map(|_| ()));
+                        }
+                        (WriteRequest::Account(_, reply), r)
+                        | (WriteRequest::ClearBlobDeletions(_, reply), r) => {
+                            let _ = reply.send(r.map(|w| match w {
+                                Written::Rows(n) => n,
+                                _ => 0,
+                            }));
+                        }
+                        (WriteRequest::Delete(_, _, reply), r) => {
+                            let _ = reply.send(r.map(|w| match w {
+                                Written::Deleted(d) => d,
+                                _ => Deleted::default(),
+                            }));
                         }
                     }
                 }
@@ -335,10 +381,24 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Audit(_, reply) => {
             let _ = reply.send(Err(error));
         }
+        WriteRequest::Account(_, reply) | WriteRequest::ClearBlobDeletions(_, reply) => {
+            let _ = reply.send(Err(error));
+        }
+        WriteRequest::Delete(_, _, reply) => {
+            let _ = reply.send(Err(error));
+        }
     }
 }
 
-type BatchResult = Result<Option<IndexOutcome>, IndexError>;
+/// What one request of a batch wrote.
+enum Written {
+    Instance(IndexOutcome),
+    Audit,
+    Rows(u64),
+    Deleted(Deleted),
+}
+
+type BatchResult = Result<Written, IndexError>;
 
 /// Applies a batch in one transaction; each request in its own savepoint so that one bad
 /// request fails alone.
@@ -355,8 +415,17 @@ async fn write_batch(
             sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
         }
         let result = match request {
-            WriteRequest::Instance(instance, _) => insert_instance(&mut tx, instance).await.map(Some),
-            WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| None),
+            WriteRequest::Instance(instance, _) => {
+                insert_instance(&mut tx, instance).await.map(Written::Instance)
+            }
+            WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| Written::Audit),
+            WriteRequest::Account(write, _) => accounts::apply(&mut tx, write).await.map(Written::Rows),
+            WriteRequest::Delete(scope, audit, _) => {
+                admin::delete(&mut tx, scope, audit).await.map(Written::Deleted)
+            }
+            WriteRequest::ClearBlobDeletions(keys, _) => admin::clear_blob_deletions(&mut tx, keys)
+                .await
+                .map(Written::Rows),
         };
         if savepoints {
             if result.is_err() {
@@ -374,9 +443,10 @@ async fn write_batch(
     Ok(results)
 }
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// The current UTC time as SQLite text; timestamps in the index all use this format.
+pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
+pub(crate) async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
     sqlx::query(&format!(
         "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
          VALUES (?, {NOW}, ?, ?, ?, ?, ?, ?, ?)"
@@ -794,6 +864,61 @@ impl Index for SqliteIndex {
         .bind(format!("{prefix}g"))
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn write_accounts(&self, write: AccountWrite) -> Result<AccountOutcome, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Account(write, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<UserAccount>, IndexError> {
+        accounts::user_by_name(&self.pool, username).await
+    }
+
+    async fn users(&self) -> Result<Vec<UserAccount>, IndexError> {
+        accounts::users(&self.pool).await
+    }
+
+    async fn credential_user(
+        &self,
+        kind: CredentialKind,
+        secret_sha256: &str,
+    ) -> Result<Option<UserAccount>, IndexError> {
+        accounts::credential_user(&self.pool, kind, secret_sha256).await
+    }
+
+    async fn tokens(&self, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
+        accounts::tokens(&self.pool, username).await
+    }
+
+    async fn delete(&self, scope: DeleteScope, audit: AuditEvent) -> Result<Deleted, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Delete(scope, audit, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn pending_blob_deletions(&self) -> Result<Vec<String>, IndexError> {
+        admin::pending_blob_deletions(&self.pool).await
+    }
+
+    async fn clear_blob_deletions(&self, keys: Vec<String>) -> Result<u64, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::ClearBlobDeletions(keys, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError> {
+        admin::stats(&self.pool, tenant.0).await
     }
 
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {

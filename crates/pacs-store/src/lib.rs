@@ -3,10 +3,14 @@
 //! `pacs-store` knows files, hashes and rows. It does not parse DICOM: the archive extracts
 //! what the index needs and hands it over as plain values.
 
+pub mod accounts;
+pub mod admin;
 pub mod blob;
 pub mod columns;
 pub mod index;
 
+pub use accounts::{AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
+pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
     AuditEvent, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs,

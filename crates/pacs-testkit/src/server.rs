@@ -48,6 +48,9 @@ pub struct ServerOptions {
     pub extra_toml: String,
     /// Use this data directory instead of a fresh one (e.g. a tmpfs mount).
     pub data_dir: Option<PathBuf>,
+    /// Accounts created with `openpacs user add` before the server starts:
+    /// (user name, role, password). With any, HTTP requires authentication.
+    pub users: Vec<(String, String, String)>,
 }
 
 impl ServerOptions {
@@ -98,6 +101,14 @@ impl TestServer {
             ae_title: "OPENPACS".into(),
             log: work_dir.join("server.log"),
         };
+        for (name, role, password) in &options.users {
+            let added = server.cli_stdin(&["user", "add", name, "--role", role], password);
+            assert!(
+                added.status.success(),
+                "user add {name}: {}",
+                String::from_utf8_lossy(&added.stderr)
+            );
+        }
         server.spawn();
         server
     }
@@ -197,6 +208,23 @@ impl TestServer {
             .current_dir(&self.work_dir)
             .output()
             .expect("run openpacs")
+    }
+
+    /// Runs an `openpacs` subcommand with `input` (plus a newline) on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .current_dir(&self.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run openpacs");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{input}");
+        }
+        child.wait_with_output().expect("wait for openpacs")
     }
 
     /// GET on the HTTP listener; returns the body.
@@ -321,6 +349,38 @@ pub fn multipart_parts(content_type_header: &str, body: &[u8]) -> Vec<(String, V
         ));
     }
     parts
+}
+
+/// The fixture manifest's entries for valid files (tests/fixtures/manifest.json).
+pub fn valid_fixtures() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/manifest.json")).expect("manifest");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("manifest JSON");
+    all.into_iter().filter(|f| f["valid"] == true).collect()
+}
+
+/// The absolute path of a manifest entry's file.
+pub fn fixture_file(entry: &serde_json::Value) -> String {
+    repo_root()
+        .join("tests/fixtures")
+        .join(entry["path"].as_str().expect("fixture path"))
+        .display()
+        .to_string()
+}
+
+impl TestServer {
+    /// Stores manifest entries with pynetdicom (their bytes as they are); every one must succeed.
+    pub fn store_fixtures<'a>(&self, entries: impl IntoIterator<Item = &'a serde_json::Value>) {
+        let files: Vec<String> = entries.into_iter().map(fixture_file).collect();
+        let port = self.dicom_port.to_string();
+        let mut args = vec!["store", "--port", &port];
+        args.extend(files.iter().map(String::as_str));
+        let stored = pynetdicom(&args);
+        let results = stored["results"].as_array().expect("pynetdicom results");
+        assert!(
+            results.len() == files.len() && results.iter().all(|r| r["status"] == 0),
+            "{stored}"
+        );
+    }
 }
 
 /// Runs the `dicomweb_client` CLI (PyPI dicomweb-client) and parses the JSON it prints.

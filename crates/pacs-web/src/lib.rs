@@ -1,9 +1,13 @@
-//! HTTP front end: `/healthz`, Prometheus `/metrics`, and DICOMweb under `/dicom-web`
-//! (QIDO-RS, WADO-RS retrieval and metadata, STOW-RS so far). WADO-RS, STOW-RS, the REST API and the UI will be mounted here.
+//! HTTP front end: `/healthz`, Prometheus `/metrics`, DICOMweb under `/dicom-web` (QIDO-RS,
+//! WADO-RS, STOW-RS), WADO-URI at `/wado` and the REST API under `/api`, all behind the
+//! authentication middleware of [`auth`]. The UI will be mounted here.
 
+mod api;
+pub mod auth;
 mod frames;
 mod metadata;
 mod qido;
+mod rendered;
 mod stow;
 mod wado;
 mod wado_uri;
@@ -29,6 +33,9 @@ pub struct WebConfig {
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request accepted (413 beyond).
     pub stow_max_request_bytes: u64,
+    pub auth: auth::AuthConfig,
+    /// Origins allowed to call us from a browser (CORS); empty means CORS stays off.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -36,6 +43,8 @@ impl Default for WebConfig {
         WebConfig {
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
+            auth: auth::AuthConfig::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -45,6 +54,7 @@ impl Default for WebConfig {
 pub struct WebState {
     archive: Arc<Archive>,
     config: Arc<WebConfig>,
+    auth: Arc<auth::AuthState>,
 }
 
 /// Failures of the HTTP front end, mapped to a status in one place. Client errors say what is
@@ -94,7 +104,7 @@ impl WebState {
             .record(pacs_store::AuditEvent {
                 tenant: self.archive.tenant().0,
                 event: event.into(),
-                actor: "http:anonymous".into(),
+                actor: crate::auth::current_actor(),
                 peer: peer.to_string(),
                 study_uid: Some(study.to_string()),
                 outcome: if found.is_empty() { "not found" } else { "success" }.into(),
@@ -113,6 +123,7 @@ impl WebState {
 pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
     let state = WebState {
         archive,
+        auth: auth::state(config.auth.clone()),
         config: Arc::new(config),
     };
     let dicomweb = Router::new()
@@ -136,6 +147,27 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             get(frames::frames),
         )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(rendered::frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(rendered::frames_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(rendered::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(rendered::instance_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route("/studies/{study}/series/{series}", get(wado::series))
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
@@ -156,21 +188,101 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
             }),
         )
         .nest("/dicom-web", dicomweb)
-        .route("/wado", get(wado_uri::wado).with_state(state))
+        .route("/wado", get(wado_uri::wado).with_state(state.clone()))
+        .nest("/api", api_router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware,
+        ))
+        .layer(cors_layer(&state.config.cors_allowed_origins))
 }
 
-/// Serves `router` until `shutdown` turns true, then finishes requests in flight.
+/// The REST API under `/api`.
+fn api_router(state: WebState) -> Router {
+    Router::new()
+        .route("/login", axum::routing::post(auth::login))
+        .route("/logout", axum::routing::post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/patients", get(api::patients))
+        .route("/studies", get(api::studies))
+        .route("/studies/{study}", get(api::study).delete(api::delete))
+        .route("/studies/{study}/archive", get(api::archive))
+        .route("/studies/{study}/series", get(api::study_series))
+        .route(
+            "/studies/{study}/series/{series}",
+            axum::routing::delete(api::delete),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(api::series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            axum::routing::delete(api::delete),
+        )
+        .route("/series", get(api::series))
+        .route("/instances", get(api::instances))
+        .route("/stats", get(api::stats))
+        .route("/users", get(api::users))
+        .route("/audit", get(api::audit))
+        .route("/openapi.json", get(api::openapi))
+        .with_state(state)
+}
+
+/// CORS for the configured origins only; with none configured the layer adds nothing, so a
+/// browser refuses cross-origin reads as it would without us.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let origins: Vec<axum::http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::HEAD,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE])
+        .expose_headers([header::WARNING, header::CONTENT_LENGTH])
+        .allow_credentials(true)
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// A certificate chain and private key, both PEM, for serving HTTPS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Serves `router` (over TLS when `tls` is given) until `shutdown` turns true, then finishes
+/// requests in flight.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<TlsFiles>,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        return axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
         let _ = shutdown.wait_for(|s| *s).await;
-    })
-    .await
+        stopper.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(service)
+        .await
 }

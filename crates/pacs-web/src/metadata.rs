@@ -62,7 +62,7 @@ async fn metadata(
         .record(AuditEvent {
             tenant: archive.tenant().0,
             event: "retrieve-metadata".into(),
-            actor: "http:anonymous".into(),
+            actor: crate::auth::current_actor(),
             peer: peer.to_string(),
             study_uid: Some(study.clone()),
             outcome: if locations.is_empty() {

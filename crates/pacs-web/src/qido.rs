@@ -149,7 +149,7 @@ struct Request {
 }
 
 /// An attribute named by keyword (`PatientID`) or by tag (`00100020`), with its dictionary VR.
-fn attribute(name: &str) -> Option<(Tag, VR)> {
+pub(crate) fn attribute(name: &str) -> Option<(Tag, VR)> {
     let tag = if name.len() == 8 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
         let group = u16::from_str_radix(&name[..4], 16).ok()?;
         let element = u16::from_str_radix(&name[4..], 16).ok()?;
@@ -164,7 +164,7 @@ fn attribute(name: &str) -> Option<(Tag, VR)> {
     Some((tag, vr))
 }
 
-fn put_key(identifier: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+pub(crate) fn put_key(identifier: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     let value = if value.is_empty() {
         PrimitiveValue::Empty
     } else {
@@ -301,7 +301,7 @@ async fn search(
     let mut event = AuditEvent {
         tenant: state.archive.tenant().0,
         event: "query".into(),
-        actor: "http:anonymous".into(),
+        actor: crate::auth::current_actor(),
         peer: peer.to_string(),
         outcome: "success".into(),
         detail: Some(format!(

@@ -44,11 +44,12 @@ pub(crate) async fn store_in_study(
 /// One part's outcome.
 enum Outcome {
     Stored(StoredInstance),
-    /// The SOP Instance UID of a refused part is not reported yet (its header may be what
-    /// could not be read); the reason is.
+    /// A refused part, with its SOP Class and Instance UIDs when they could be read (not
+    /// when the part is not DICOM at all).
     Failed {
         reason: u16,
         why: String,
+        identity: Option<(String, String)>,
     },
 }
 
@@ -104,7 +105,7 @@ async fn stow(
         multer::Constraints::new().size_limit(limits),
     );
     let source = Source {
-        actor: "http:anonymous".into(),
+        actor: crate::auth::current_actor(),
         peer: peer.to_string(),
     };
     let mut outcomes = Vec::new();
@@ -124,6 +125,7 @@ async fn stow(
                     "part of type {} is not application/dicom",
                     part_type.unwrap_or_default()
                 ),
+                identity: None,
             });
             continue;
         }
@@ -150,17 +152,21 @@ async fn stow(
             }
         }
         let outcome = match failed {
-            Some(e) => {
+            Some(error) => {
                 incoming.abort();
-                Err(e)
+                Err(pacs_archive::Refused {
+                    error,
+                    identity: None,
+                })
             }
             None => incoming.finish_detailed().await,
         };
         outcomes.push(match outcome {
             Ok(stored) => Outcome::Stored(stored),
-            Err(e) => Outcome::Failed {
-                reason: failure_reason(&e),
-                why: e.to_string(),
+            Err(refused) => Outcome::Failed {
+                reason: failure_reason(&refused.error),
+                why: refused.error.to_string(),
+                identity: refused.identity,
             },
         });
     }
@@ -212,9 +218,17 @@ fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: Vec<Outcome>) -> 
                 ));
                 referenced.push(item);
             }
-            Outcome::Failed { reason, why } => {
+            Outcome::Failed {
+                reason,
+                why,
+                identity,
+            } => {
                 tracing::info!(reason = format!("0x{reason:04X}"), %why, "STOW-RS part refused");
                 let mut item = InMemDicomObject::new_empty();
+                if let Some((class, instance)) = identity {
+                    item.put(uid_element(tags::REFERENCED_SOP_CLASS_UID, &class));
+                    item.put(uid_element(tags::REFERENCED_SOP_INSTANCE_UID, &instance));
+                }
                 item.put(DataElement::new(
                     tags::FAILURE_REASON,
                     VR::US,

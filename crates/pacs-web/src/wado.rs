@@ -105,7 +105,7 @@ async fn retrieve(
     let mut event = AuditEvent {
         tenant: archive.tenant().0,
         event: "retrieve-wado".into(),
-        actor: "http:anonymous".into(),
+        actor: crate::auth::current_actor(),
         peer: peer.to_string(),
         study_uid: Some(study.clone()),
         outcome: "success".into(),

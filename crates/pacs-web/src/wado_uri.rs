@@ -1,7 +1,9 @@
 //! WADO-URI (PS3.18 §9): `/wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…`.
-//! `application/dicom` returns the stored Part 10 file (or one converted to the requested
-//! `transferSyntax` when the object is native); rendered `image/jpeg` needs the imaging
-//! pipeline and is refused with 406 until it exists.
+//! `application/dicom` returns the stored Part 10 file, or one converted to the requested
+//! `transferSyntax` (native objects re-encoded; compressed ones decoded to little endian when
+//! this build has their codec). `image/jpeg` (the default) and `image/png` are rendered like
+//! the DICOMweb rendered resources, with `windowCenter`/`windowWidth`, `rows`/`columns`,
+//! `imageQuality` and `frameNumber`; `region`, `annotation` and `presentationUID` are ignored.
 
 use std::net::SocketAddr;
 
@@ -10,6 +12,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_archive::Archive;
+use pacs_imaging::{ImageFormat, RenderParams};
 use tokio::io::AsyncReadExt;
 
 use crate::{ApiError, WebState};
@@ -28,12 +31,46 @@ pub(crate) async fn wado(
         return ApiError::BadRequest("studyUID, seriesUID and objectUID are required".into()).into_response();
     };
     let content_type = get("contentType").unwrap_or("image/jpeg");
-    if !content_type.split(',').any(|t| t.trim() == "application/dicom") {
+    // The first type listed that we serve: the object itself or a rendered image.
+    let Some(wanted) = content_type.split(',').map(str::trim).find_map(|t| {
+        if t == "application/dicom" {
+            Some(None)
+        } else {
+            ImageFormat::from_media_type(t).map(Some)
+        }
+    }) else {
         return (
             StatusCode::NOT_ACCEPTABLE,
-            format!("contentType {content_type} needs rendering, which is not available yet; ask for application/dicom\n"),
+            format!("contentType {content_type}: this server serves application/dicom, image/jpeg and image/png\n"),
         )
             .into_response();
+    };
+    if let Some(format) = wanted {
+        let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let render_params = match RenderParams::default().apply_wado_uri(pairs) {
+            Ok(p) => RenderParams { format, ..p },
+            Err(message) => return ApiError::BadRequest(message).into_response(),
+        };
+        let frame = match get("frameNumber").map(|n| n.trim().parse::<u32>()) {
+            None => 1,
+            Some(Ok(n)) if n > 0 => n,
+            Some(_) => {
+                return ApiError::BadRequest("frameNumber must be a positive integer".into()).into_response()
+            }
+        };
+        let location = match state
+            .audited_instance(
+                peer,
+                (study, series, object),
+                "retrieve-wado-uri",
+                format!("{object} {content_type}"),
+            )
+            .await
+        {
+            Ok(l) => l,
+            Err(response) => return response,
+        };
+        return crate::rendered::render_response(&state, &location, frame, render_params).await;
     }
     let location = match state
         .audited_instance(
@@ -51,6 +88,9 @@ pub(crate) async fn wado(
         .unwrap_or(&location.transfer_syntax)
         .to_string();
     if !Archive::can_send_as(&location.transfer_syntax, &target) {
+        if LITTLE_ENDIAN.contains(&target.as_str()) && pacs_imaging::can_decode(&location.transfer_syntax) {
+            return decoded_part10(&state, &location, target).await;
+        }
         return (
             StatusCode::NOT_ACCEPTABLE,
             format!(
@@ -85,4 +125,44 @@ pub(crate) async fn wado(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Implicit and explicit VR little endian: what a compressed object can be decoded to.
+const LITTLE_ENDIAN: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
+
+/// A compressed instance decoded to little endian `target`, as a Part 10 file made in memory
+/// (one instance; the stored file is only read).
+async fn decoded_part10(
+    state: &WebState,
+    location: &pacs_store::InstanceLocation,
+    target: String,
+) -> Response {
+    let Some(path) = state.archive.blobs().path_of(&location.blob_key) else {
+        return ApiError::Internal("bad blob key in index".into()).into_response();
+    };
+    let stored = location.transfer_syntax.clone();
+    let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let object = dicom_object::OpenFileOptions::new()
+            .open_file(&path)
+            .map_err(|e| format!("cannot read stored object: {e}"))?;
+        let mut object = pacs_imaging::to_explicit_le(object).map_err(|e| e.to_string())?;
+        if target != "1.2.840.10008.1.2.1" {
+            object.update_meta(|meta| meta.transfer_syntax = target.clone());
+        }
+        let mut out = Vec::new();
+        object
+            .write_all(&mut out)
+            .map_err(|e| format!("cannot encode: {e}"))?;
+        Ok(out)
+    })
+    .await;
+    match decoded {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response(),
+        Ok(Err(message)) => (
+            StatusCode::NOT_ACCEPTABLE,
+            format!("stored as {stored}, cannot be decoded: {message}\n"),
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
 }

@@ -1,0 +1,226 @@
+//! `openpacs user …`: local accounts and their API tokens. Works while the server runs (the
+//! index is shared); every change is audited.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use pacs_archive::Archive;
+use pacs_store::{AccountWrite, AuditEvent, CredentialKind, Role};
+use pacs_web::auth::{hash_password, new_secret, MIN_PASSWORD_LEN};
+
+use crate::config::Config;
+
+#[derive(clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is asked on the terminal, or read from standard input.
+    Add {
+        username: String,
+        /// admin, reader (radiologist), referrer (previews and reports), uploader (STOW only).
+        #[arg(long)]
+        role: String,
+    },
+    /// List users and their roles.
+    List,
+    /// Remove a user, with their sessions and tokens.
+    Remove { username: String },
+    /// Change a user's password (ends their browser sessions).
+    Passwd { username: String },
+    /// Change a user's role.
+    Role { username: String, role: String },
+    /// Create an API token for a user and print it (shown once: it is not stored).
+    Token {
+        username: String,
+        /// A label to recognise the token by (e.g. the viewer or script using it).
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// List a user's API tokens (their labels and dates, never the secrets).
+    Tokens { username: String },
+    /// Revoke one API token by the id `tokens` shows.
+    Revoke { username: String, id: i64 },
+}
+
+pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let index = archive.index();
+    let audit = |event: &str, detail: String| AuditEvent {
+        tenant: archive.tenant().0,
+        event: event.into(),
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        peer: "local".into(),
+        outcome: "success".into(),
+        detail: Some(detail),
+        ..AuditEvent::default()
+    };
+    match command {
+        UserCommand::Add { username, role } => {
+            validate_username(&username)?;
+            let role = parse_role(&role)?;
+            if index.user(&username).await?.is_some() {
+                bail!("user {username:?} already exists");
+            }
+            let password = read_new_password(&username)?;
+            let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            index
+                .write_accounts(AccountWrite::AddUser {
+                    tenant: archive.tenant().0,
+                    username: username.clone(),
+                    password_hash,
+                    role,
+                })
+                .await?;
+            archive
+                .record(audit("user-add", format!("{username} ({})", role.as_str())))
+                .await;
+            println!("user {username} added with role {}", role.as_str());
+        }
+        UserCommand::List => {
+            for user in index.users().await? {
+                println!("{}\t{}\t{}", user.username, user.role.as_str(), user.created_at);
+            }
+        }
+        UserCommand::Remove { username } => {
+            require_changed(
+                index
+                    .write_accounts(AccountWrite::RemoveUser {
+                        username: username.clone(),
+                    })
+                    .await?,
+                &username,
+            )?;
+            archive.record(audit("user-remove", username.clone())).await;
+            println!("user {username} removed");
+        }
+        UserCommand::Passwd { username } => {
+            if index.user(&username).await?.is_none() {
+                bail!("no user {username:?}");
+            }
+            let password = read_new_password(&username)?;
+            let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            index
+                .write_accounts(AccountWrite::SetPassword {
+                    username: username.clone(),
+                    password_hash,
+                })
+                .await?;
+            archive.record(audit("user-passwd", username.clone())).await;
+            println!("password of {username} changed; their sessions are closed");
+        }
+        UserCommand::Role { username, role } => {
+            let role = parse_role(&role)?;
+            require_changed(
+                index
+                    .write_accounts(AccountWrite::SetRole {
+                        username: username.clone(),
+                        role,
+                    })
+                    .await?,
+                &username,
+            )?;
+            archive
+                .record(audit("user-role", format!("{username} ({})", role.as_str())))
+                .await;
+            println!("user {username} now has role {}", role.as_str());
+        }
+        UserCommand::Token { username, name, days } => {
+            if index.user(&username).await?.is_none() {
+                bail!("no user {username:?}");
+            }
+            let (secret, digest) = new_secret("opk_");
+            index
+                .write_accounts(AccountWrite::AddCredential {
+                    username: username.clone(),
+                    kind: CredentialKind::Token,
+                    secret_sha256: digest,
+                    name: name.clone(),
+                    ttl_secs: days.map(|d| i64::from(d) * 86_400),
+                })
+                .await?;
+            archive
+                .record(audit(
+                    "token-add",
+                    format!("{username} {}", name.as_deref().unwrap_or("")),
+                ))
+                .await;
+            println!("{secret}");
+        }
+        UserCommand::Tokens { username } => {
+            for token in index.tokens(&username).await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    token.pk,
+                    token.name.as_deref().unwrap_or(""),
+                    token.created_at,
+                    token.expires_at.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        UserCommand::Revoke { username, id } => {
+            let removed = index
+                .write_accounts(AccountWrite::RevokeToken {
+                    username: username.clone(),
+                    pk: id,
+                })
+                .await?;
+            if removed == 0 {
+                bail!("user {username:?} has no token {id}");
+            }
+            archive
+                .record(audit("token-revoke", format!("{username} {id}")))
+                .await;
+            println!("token {id} of {username} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn require_changed(rows: u64, username: &str) -> anyhow::Result<()> {
+    if rows == 0 {
+        bail!("no user {username:?}");
+    }
+    Ok(())
+}
+
+fn parse_role(text: &str) -> anyhow::Result<Role> {
+    Role::parse(text)
+        .with_context(|| format!("unknown role {text:?}: choose admin, reader, referrer or uploader"))
+}
+
+fn validate_username(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if !ok {
+        bail!("a user name has 1 to 64 letters, digits, '.', '-', '_' or '@'");
+    }
+    Ok(())
+}
+
+/// The new password: asked twice on a terminal (not echoed), else the first line of stdin.
+fn read_new_password(username: &str) -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("new password for {username}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        bail!("a password has at least {MIN_PASSWORD_LEN} characters");
+    }
+    Ok(password)
+}

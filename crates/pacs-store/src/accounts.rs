@@ -1,0 +1,377 @@
+//! Local user accounts and their credentials (browser sessions, API tokens).
+//!
+//! The store keeps only what cannot be used to log in: argon2 PHC strings for passwords (the
+//! hashing itself is the web layer's job) and the SHA-256 of each session or token secret.
+//! Writes go through the index's single writer like every other write.
+
+use sqlx::{Row, SqliteConnection};
+
+use crate::index::NOW;
+use crate::IndexError;
+
+/// The roles a user can hold. What each may do is decided by the web layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Reader,
+    Referrer,
+    Uploader,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Reader, Role::Referrer, Role::Uploader];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Reader => "reader",
+            Role::Referrer => "referrer",
+            Role::Uploader => "uploader",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// Sessions come from logging in; tokens are created for scripts and viewers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    Session,
+    Token,
+}
+
+impl CredentialKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Session => "session",
+            CredentialKind::Token => "token",
+        }
+    }
+}
+
+/// A user as stored.
+#[derive(Clone, Debug)]
+pub struct UserAccount {
+    pub pk: i64,
+    pub tenant: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+/// An API token's public description (never its secret).
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    pub pk: i64,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// Changes to accounts, applied by the index writer.
+#[derive(Clone, Debug)]
+pub enum AccountWrite {
+    AddUser {
+        tenant: i64,
+        username: String,
+        password_hash: String,
+        role: Role,
+    },
+    /// Changing a password also ends the user's sessions (tokens stay).
+    SetPassword {
+        username: String,
+        password_hash: String,
+    },
+    SetRole {
+        username: String,
+        role: Role,
+    },
+    RemoveUser {
+        username: String,
+    },
+    AddCredential {
+        username: String,
+        kind: CredentialKind,
+        secret_sha256: String,
+        name: Option<String>,
+        /// Lifetime in seconds from now, or None for a token that does not expire.
+        ttl_secs: Option<i64>,
+    },
+    RemoveCredential {
+        secret_sha256: String,
+    },
+    RevokeToken {
+        username: String,
+        pk: i64,
+    },
+    /// Drops sessions and tokens whose expiry has passed.
+    PurgeExpired,
+}
+
+/// What an account write changed: rows affected (0 means the user or credential was not found).
+pub type AccountOutcome = u64;
+
+pub(crate) async fn apply(
+    conn: &mut SqliteConnection,
+    write: &AccountWrite,
+) -> Result<AccountOutcome, IndexError> {
+    let done = match write {
+        AccountWrite::AddUser {
+            tenant,
+            username,
+            password_hash,
+            role,
+        } => {
+            sqlx::query(&format!(
+                "INSERT INTO user_account (tenant_pk, username, password_hash, role, created_at,
+                 password_changed_at) VALUES (?, ?, ?, ?, {NOW}, {NOW})"
+            ))
+            .bind(tenant)
+            .bind(username)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .execute(&mut *conn)
+            .await?
+        }
+        AccountWrite::SetPassword {
+            username,
+            password_hash,
+        } => {
+            let changed = sqlx::query(&format!(
+                "UPDATE user_account SET password_hash = ?, password_changed_at = {NOW} WHERE username = ?"
+            ))
+            .bind(password_hash)
+            .bind(username)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM credential WHERE kind = 'session'
+                 AND user_pk = (SELECT pk FROM user_account WHERE username = ?)",
+            )
+            .bind(username)
+            .execute(&mut *conn)
+            .await?;
+            changed
+        }
+        AccountWrite::SetRole { username, role } => {
+            sqlx::query("UPDATE user_account SET role = ? WHERE username = ?")
+                .bind(role.as_str())
+                .bind(username)
+                .execute(&mut *conn)
+                .await?
+        }
+        AccountWrite::RemoveUser { username } => {
+            sqlx::query("DELETE FROM user_account WHERE username = ?")
+                .bind(username)
+                .execute(&mut *conn)
+                .await?
+        }
+        AccountWrite::AddCredential {
+            username,
+            kind,
+            secret_sha256,
+            name,
+            ttl_secs,
+        } => {
+            // Same text format as NOW, so expiry compares as strings.
+            sqlx::query(&format!(
+                "INSERT INTO credential (user_pk, kind, secret_sha256, name, created_at, expires_at)
+                 SELECT pk, ?, ?, ?, {NOW},
+                 CASE WHEN ? IS NULL THEN NULL
+                      ELSE COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds'), {NOW}) END
+                 FROM user_account WHERE username = ?"
+            ))
+            .bind(kind.as_str())
+            .bind(secret_sha256)
+            .bind(name)
+            // A negative lifetime would not parse as a modifier: it means "already expired".
+            .bind(ttl_secs.map(|t| t.max(0)))
+            .bind(ttl_secs.map(|t| t.max(0)))
+            .bind(username)
+            .execute(&mut *conn)
+            .await?
+        }
+        AccountWrite::RemoveCredential { secret_sha256 } => {
+            sqlx::query("DELETE FROM credential WHERE secret_sha256 = ?")
+                .bind(secret_sha256)
+                .execute(&mut *conn)
+                .await?
+        }
+        AccountWrite::RevokeToken { username, pk } => {
+            sqlx::query(
+                "DELETE FROM credential WHERE pk = ? AND kind = 'token'
+                 AND user_pk = (SELECT pk FROM user_account WHERE username = ?)",
+            )
+            .bind(pk)
+            .bind(username)
+            .execute(&mut *conn)
+            .await?
+        }
+        AccountWrite::PurgeExpired => {
+            sqlx::query(&format!(
+                "DELETE FROM credential WHERE expires_at IS NOT NULL AND expires_at < {NOW}"
+            ))
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    Ok(done.rows_affected())
+}
+
+const USER_FIELDS: &str = "u.pk, u.tenant_pk, u.username, u.password_hash, u.role, u.created_at";
+
+fn user(row: &sqlx::sqlite::SqliteRow) -> Result<UserAccount, IndexError> {
+    let role: String = row.try_get(4)?;
+    Ok(UserAccount {
+        pk: row.try_get(0)?,
+        tenant: row.try_get(1)?,
+        username: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        role: Role::parse(&role).ok_or_else(|| IndexError::Schema(format!("unknown role {role:?}")))?,
+        created_at: row.try_get(5)?,
+    })
+}
+
+pub(crate) async fn user_by_name(
+    pool: &sqlx::SqlitePool,
+    username: &str,
+) -> Result<Option<UserAccount>, IndexError> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_FIELDS} FROM user_account u WHERE u.username = ?"
+    ))
+    .bind(username)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(user).transpose()
+}
+
+/// The user a live (unexpired) credential belongs to.
+pub(crate) async fn credential_user(
+    pool: &sqlx::SqlitePool,
+    kind: CredentialKind,
+    secret_sha256: &str,
+) -> Result<Option<UserAccount>, IndexError> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_FIELDS} FROM credential c JOIN user_account u ON u.pk = c.user_pk
+         WHERE c.secret_sha256 = ? AND c.kind = ? AND (c.expires_at IS NULL OR c.expires_at > {NOW})"
+    ))
+    .bind(secret_sha256)
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(user).transpose()
+}
+
+pub(crate) async fn users(pool: &sqlx::SqlitePool) -> Result<Vec<UserAccount>, IndexError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_FIELDS} FROM user_account u ORDER BY u.username"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(user).collect()
+}
+
+pub(crate) async fn tokens(pool: &sqlx::SqlitePool, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
+    let rows = sqlx::query(
+        "SELECT c.pk, c.name, c.created_at, c.expires_at FROM credential c
+         JOIN user_account u ON u.pk = c.user_pk WHERE u.username = ? AND c.kind = 'token' ORDER BY c.pk",
+    )
+    .bind(username)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TokenInfo {
+                pk: r.try_get(0)?,
+                name: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Index, SqliteIndex};
+
+    #[tokio::test]
+    async fn credentials_expire_and_follow_their_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let add = |name: &str| AccountWrite::AddUser {
+            tenant: 1,
+            username: name.into(),
+            password_hash: "$argon2id$placeholder".into(),
+            role: Role::Reader,
+        };
+        assert_eq!(index.write_accounts(add("ana")).await.unwrap(), 1);
+        assert!(
+            index.write_accounts(add("ana")).await.is_err(),
+            "user names are unique"
+        );
+        let credential = |secret: &str, kind, ttl_secs| AccountWrite::AddCredential {
+            username: "ana".into(),
+            kind,
+            secret_sha256: secret.into(),
+            name: None,
+            ttl_secs,
+        };
+        for (secret, kind, ttl) in [
+            ("forever", CredentialKind::Token, None),
+            ("hour", CredentialKind::Session, Some(3600)),
+            ("gone", CredentialKind::Session, Some(0)),
+            ("negative", CredentialKind::Token, Some(-5)),
+        ] {
+            assert_eq!(
+                index.write_accounts(credential(secret, kind, ttl)).await.unwrap(),
+                1
+            );
+        }
+        let owner = |kind, secret: &'static str| {
+            let index = &index;
+            async move {
+                index
+                    .credential_user(kind, secret)
+                    .await
+                    .unwrap()
+                    .map(|u| u.username)
+            }
+        };
+        assert_eq!(
+            owner(CredentialKind::Token, "forever").await.as_deref(),
+            Some("ana")
+        );
+        assert_eq!(
+            owner(CredentialKind::Session, "hour").await.as_deref(),
+            Some("ana")
+        );
+        assert_eq!(owner(CredentialKind::Session, "gone").await, None);
+        assert_eq!(owner(CredentialKind::Token, "negative").await, None);
+        // A session secret is not a token and vice versa.
+        assert_eq!(owner(CredentialKind::Token, "hour").await, None);
+        // Changing the password ends sessions, not tokens.
+        let set = AccountWrite::SetPassword {
+            username: "ana".into(),
+            password_hash: "$argon2id$other".into(),
+        };
+        assert_eq!(index.write_accounts(set).await.unwrap(), 1);
+        assert_eq!(owner(CredentialKind::Session, "hour").await, None);
+        assert_eq!(
+            owner(CredentialKind::Token, "forever").await.as_deref(),
+            Some("ana")
+        );
+        assert_eq!(index.tokens("ana").await.unwrap().len(), 2);
+        // Removing the user removes everything they held.
+        let remove = AccountWrite::RemoveUser {
+            username: "ana".into(),
+        };
+        assert_eq!(index.write_accounts(remove).await.unwrap(), 1);
+        assert_eq!(owner(CredentialKind::Token, "forever").await, None);
+        assert!(index.users().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,627 @@
+//! The REST API under `/api` for the web UI and for scripts: plain JSON (attribute keywords as
+//! keys), paginated searches that run through the same matching engine as C-FIND and QIDO-RS,
+//! statistics, deletion (admin only, audited) and the study download as a streamed ZIP.
+//!
+//! Search parameters are those of QIDO-RS (`PatientName=DOE*`, `StudyDate=20240101-20241231`,
+//! `ModalitiesInStudy=CT`, tags as `00100020=…`), plus `limit` (default 100, at most 1000)
+//! and `offset`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
+use dicom_object::InMemDicomObject;
+use pacs_archive::query::FindQuery;
+use pacs_model::{InformationModel, QueryLevel};
+use pacs_store::AuditEvent;
+use tokio::sync::mpsc;
+
+use crate::qido::{attribute, put_key};
+use crate::{ApiError, WebState};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+const PATIENT_KEYS: &[Tag] = &[
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
+];
+const STUDY_KEYS: &[Tag] = &[
+    tags::STUDY_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::ACCESSION_NUMBER,
+    tags::STUDY_ID,
+    tags::STUDY_DESCRIPTION,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::MODALITIES_IN_STUDY,
+    tags::NUMBER_OF_STUDY_RELATED_SERIES,
+    tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+];
+const SERIES_KEYS: &[Tag] = &[
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::MODALITY,
+    tags::SERIES_NUMBER,
+    tags::SERIES_DESCRIPTION,
+    tags::BODY_PART_EXAMINED,
+    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+];
+const INSTANCE_KEYS: &[Tag] = &[
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::SOP_CLASS_UID,
+    tags::INSTANCE_NUMBER,
+    tags::ROWS,
+    tags::COLUMNS,
+    tags::NUMBER_OF_FRAMES,
+];
+
+/// A search's path-given scope.
+#[derive(Default)]
+struct Scope<'a> {
+    study: Option<&'a str>,
+    series: Option<&'a str>,
+}
+
+pub(crate) async fn patients(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(
+        &state,
+        peer,
+        QueryLevel::Patient,
+        PATIENT_KEYS,
+        Scope::default(),
+        &params,
+    )
+    .await
+}
+
+pub(crate) async fn studies(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(
+        &state,
+        peer,
+        QueryLevel::Study,
+        STUDY_KEYS,
+        Scope::default(),
+        &params,
+    )
+    .await
+}
+
+/// One study (404 when unknown).
+pub(crate) async fn study(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(study): Path<String>,
+) -> Response {
+    let scope = Scope {
+        study: Some(&study),
+        series: None,
+    };
+    match search(&state, peer, QueryLevel::Study, STUDY_KEYS, scope, &[]).await {
+        Ok(page) => match page.items.into_iter().next() {
+            Some(item) => Json(item).into_response(),
+            None => (StatusCode::NOT_FOUND, "no such study\n").into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn series(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(
+        &state,
+        peer,
+        QueryLevel::Series,
+        SERIES_KEYS,
+        Scope::default(),
+        &params,
+    )
+    .await
+}
+
+pub(crate) async fn study_series(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(study): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let scope = Scope {
+        study: Some(&study),
+        series: None,
+    };
+    list(&state, peer, QueryLevel::Series, SERIES_KEYS, scope, &params).await
+}
+
+pub(crate) async fn series_instances(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((study, series)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let scope = Scope {
+        study: Some(&study),
+        series: Some(&series),
+    };
+    list(&state, peer, QueryLevel::Image, INSTANCE_KEYS, scope, &params).await
+}
+
+pub(crate) async fn instances(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    list(
+        &state,
+        peer,
+        QueryLevel::Image,
+        INSTANCE_KEYS,
+        Scope::default(),
+        &params,
+    )
+    .await
+}
+
+struct Page {
+    items: Vec<serde_json::Value>,
+    offset: usize,
+    limit: usize,
+    more: bool,
+}
+
+async fn list(
+    state: &WebState,
+    peer: SocketAddr,
+    level: QueryLevel,
+    keys: &[Tag],
+    scope: Scope<'_>,
+    params: &[(String, String)],
+) -> Response {
+    match search(state, peer, level, keys, scope, params).await {
+        Ok(page) => Json(serde_json::json!({
+            "items": page.items,
+            "offset": page.offset,
+            "limit": page.limit,
+            "more": page.more,
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn search(
+    state: &WebState,
+    peer: SocketAddr,
+    level: QueryLevel,
+    keys: &[Tag],
+    scope: Scope<'_>,
+    params: &[(String, String)],
+) -> Result<Page, ApiError> {
+    let mut identifier = InMemDicomObject::new_empty();
+    put_key(
+        &mut identifier,
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        level.as_str(),
+    );
+    for tag in keys {
+        let vr = StandardDataDictionary
+            .by_tag(*tag)
+            .map(|e| e.vr().relaxed())
+            .unwrap_or(VR::LO);
+        put_key(&mut identifier, *tag, vr, "");
+    }
+    let mut limit = DEFAULT_LIMIT;
+    let mut offset = 0;
+    let number = |name: &str, value: &str| {
+        value
+            .parse::<usize>()
+            .map_err(|_| ApiError::BadRequest(format!("{name} {value:?} is not a number")))
+    };
+    for (name, value) in params {
+        match name.as_str() {
+            "limit" => limit = number(name, value)?.clamp(1, MAX_LIMIT),
+            "offset" => offset = number(name, value)?,
+            other => {
+                let (tag, vr) = attribute(other)
+                    .ok_or_else(|| ApiError::BadRequest(format!("unknown search parameter {other:?}")))?;
+                if vr == VR::SQ {
+                    return Err(ApiError::BadRequest(format!(
+                        "{other} is a sequence: not searchable"
+                    )));
+                }
+                put_key(&mut identifier, tag, vr, value);
+            }
+        }
+    }
+    if let Some(study) = scope.study {
+        put_key(&mut identifier, tags::STUDY_INSTANCE_UID, VR::UI, study);
+    }
+    if let Some(series) = scope.series {
+        put_key(&mut identifier, tags::SERIES_INSTANCE_UID, VR::UI, series);
+    }
+    let model = if level == QueryLevel::Patient {
+        InformationModel::PatientRoot
+    } else {
+        InformationModel::StudyRoot
+    };
+    let query = FindQuery::parse(model, &identifier).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let archive = state.archive.clone();
+    let finding = tokio::spawn(async move { archive.find(&query, &tx).await });
+    let mut items = Vec::new();
+    let mut skipped = 0;
+    let mut more = false;
+    while let Some(found) = rx.recv().await {
+        if skipped < offset {
+            skipped += 1;
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(plain_json(&found));
+    }
+    drop(rx);
+    let outcome = finding.await;
+    let succeeded = matches!(outcome, Ok(Ok(_)));
+    state
+        .archive
+        .record(AuditEvent {
+            tenant: state.archive.tenant().0,
+            event: "query".into(),
+            actor: crate::auth::current_actor(),
+            peer: peer.to_string(),
+            study_uid: scope.study.map(str::to_string),
+            outcome: if succeeded { "success" } else { "failure" }.into(),
+            detail: Some(format!("REST level={} matches={}", level.as_str(), items.len())),
+            ..AuditEvent::default()
+        })
+        .await;
+    match outcome {
+        Ok(Ok(_)) => {}
+        // A failure after we stopped reading (more results than the page) is not an error.
+        Ok(Err(_)) if more => {}
+        Ok(Err(e)) => return Err(ApiError::Internal(e.to_string())),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    }
+    Ok(Page {
+        items,
+        offset,
+        limit,
+        more,
+    })
+}
+
+/// A match as a flat JSON object keyed by attribute keyword: strings, numbers for IS/DS and
+/// the counts, arrays for multi-valued attributes, null for empty ones.
+fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
+    use dicom_core::header::Header;
+    let mut out = serde_json::Map::new();
+    for element in found {
+        let tag = element.tag();
+        if tag == tags::QUERY_RETRIEVE_LEVEL || tag == tags::SPECIFIC_CHARACTER_SET {
+            continue;
+        }
+        let key = StandardDataDictionary
+            .by_tag(tag)
+            .map(|e| e.alias().to_string())
+            .unwrap_or_else(|| format!("{:04X}{:04X}", tag.group(), tag.element()));
+        let values: Vec<String> = element
+            .to_multi_str()
+            .map(|v| {
+                v.iter()
+                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let numeric = matches!(element.vr(), VR::IS | VR::DS | VR::US | VR::UL | VR::SS | VR::SL);
+        let as_json = |s: &String| {
+            if numeric {
+                if let Ok(n) = s.trim().parse::<i64>() {
+                    return serde_json::Value::from(n);
+                }
+                if let Ok(f) = s.trim().parse::<f64>() {
+                    return serde_json::Value::from(f);
+                }
+            }
+            serde_json::Value::from(s.clone())
+        };
+        let value = match values.as_slice() {
+            [] => serde_json::Value::Null,
+            [one] if element.vr() != VR::CS || tag != tags::MODALITIES_IN_STUDY => as_json(one),
+            many => serde_json::Value::Array(many.iter().map(as_json).collect()),
+        };
+        out.insert(key, value);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `GET /api/stats`.
+pub(crate) async fn stats(State(state): State<WebState>) -> Response {
+    match state.archive.index().stats(state.archive.tenant()).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `DELETE /api/studies/{study}`, `…/series/{series}`, `…/instances/{instance}`.
+pub(crate) async fn delete(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(path): Path<Vec<(String, String)>>,
+) -> Response {
+    let get = |name: &str| path.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Some(study) = get("study") else {
+        return ApiError::BadRequest("a study UID is required".into()).into_response();
+    };
+    let deleted = state
+        .archive
+        .delete(
+            study,
+            get("series"),
+            get("instance"),
+            crate::auth::current_actor(),
+            peer.to_string(),
+        )
+        .await;
+    match deleted {
+        Ok(d) if d.instances == 0 => (StatusCode::NOT_FOUND, "nothing to delete\n").into_response(),
+        Ok(d) => Json(serde_json::json!({
+            "deletedInstances": d.instances,
+            "removedFiles": d.blob_keys.len(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// Letters, digits, '-' and '_' only: ZIP entry names never carry a path from the data.
+fn safe_name(text: &str, fallback: &str) -> String {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.trim_matches('_').is_empty() {
+        fallback.to_string()
+    } else {
+        cleaned
+    }
+}
+
+/// Sends what the ZIP writer produces to the response body in 256 KiB chunks.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+const ZIP_CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(ZIP_CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= ZIP_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// `GET /api/studies/{study}/archive`: the study's objects as stored, in a ZIP streamed as it
+/// is written (entries stored, not compressed: image data barely compresses and speed
+/// matters). Memory stays at a few chunks whatever the study's size.
+pub(crate) async fn archive(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(study): Path<String>,
+) -> Response {
+    let scope = Scope {
+        study: Some(&study),
+        series: None,
+    };
+    let series = match search(
+        &state,
+        peer,
+        QueryLevel::Series,
+        SERIES_KEYS,
+        scope,
+        &[("limit".into(), "1000".into())],
+    )
+    .await
+    {
+        Ok(page) => page.items,
+        Err(e) => return e.into_response(),
+    };
+    if series.is_empty() {
+        return (StatusCode::NOT_FOUND, "no such study\n").into_response();
+    }
+    let mut entries = Vec::new();
+    for (i, s) in series.iter().enumerate() {
+        let uid = s["SeriesInstanceUID"].as_str().unwrap_or_default();
+        let folder = format!(
+            "{:03}_{}",
+            i + 1,
+            safe_name(s["Modality"].as_str().unwrap_or_default(), "OT")
+        );
+        match state.archive.instances_in(&study, Some(uid), None).await {
+            Ok(found) => entries.extend(found.into_iter().map(|l| (folder.clone(), l))),
+            Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        }
+    }
+    state
+        .archive
+        .record(AuditEvent {
+            tenant: state.archive.tenant().0,
+            event: "retrieve-zip".into(),
+            actor: crate::auth::current_actor(),
+            peer: peer.to_string(),
+            study_uid: Some(study.clone()),
+            outcome: "success".into(),
+            detail: Some(format!("{} instance(s)", entries.len())),
+            ..AuditEvent::default()
+        })
+        .await;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let archive = state.archive.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let root = safe_name(&study, "study");
+    let file_name = format!("attachment; filename=\"{root}.zip\"");
+    tokio::task::spawn_blocking(move || {
+        let mut zip = zip::ZipWriter::new_stream(ChannelWriter {
+            tx: tx.clone(),
+            buffer: Vec::with_capacity(ZIP_CHUNK),
+        });
+        let result = (|| -> Result<(), String> {
+            for (n, (folder, location)) in entries.iter().enumerate() {
+                let opened = runtime
+                    .block_on(archive.open_part10(location, &location.transfer_syntax))
+                    .map_err(|e| e.to_string())?;
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored)
+                    .large_file(opened.len >= u64::from(u32::MAX));
+                zip.start_file(format!("{root}/{folder}/{:05}.dcm", n + 1), options)
+                    .map_err(|e| e.to_string())?;
+                let mut reader =
+                    tokio_util::io::SyncIoBridge::new_with_handle(opened.reader, runtime.clone());
+                std::io::copy(&mut reader, &mut zip).map_err(|e| e.to_string())?;
+            }
+            zip.finish()
+                .map_err(|e| e.to_string())?
+                .flush()
+                .map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            // The status line is gone already: end the body with an error so the client sees a
+            // broken transfer, never a truncated ZIP that looks complete.
+            tracing::warn!(error = %e, "study download interrupted");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    (
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, file_name),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `GET /api/users` (admin): accounts and roles, never password hashes.
+pub(crate) async fn users(State(state): State<WebState>) -> Response {
+    match state.archive.index().users().await {
+        Ok(users) => Json(
+            users
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "username": u.username,
+                        "role": u.role.as_str(),
+                        "createdAt": u.created_at,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/audit?after=PK&limit=N` (admin): the audit log, oldest first, page by page.
+pub(crate) async fn audit(
+    State(state): State<WebState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let after = match get("after").map(str::parse::<i64>).transpose() {
+        Ok(a) => a.unwrap_or(0),
+        Err(_) => return ApiError::BadRequest("after is not a number".into()).into_response(),
+    };
+    let limit = match get("limit").map(str::parse::<u32>).transpose() {
+        Ok(l) => l.unwrap_or(100).clamp(1, 1000),
+        Err(_) => return ApiError::BadRequest("limit is not a number".into()).into_response(),
+    };
+    match state.archive.index().audit_page(after, limit).await {
+        Ok(page) => Json(
+            page.iter()
+                .map(|r| {
+                    let e = &r.event;
+                    serde_json::json!({
+                        "id": r.pk, "at": r.at, "event": e.event, "actor": e.actor, "peer": e.peer,
+                        "patientId": e.patient_id, "studyInstanceUid": e.study_uid,
+                        "outcome": e.outcome, "detail": e.detail,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// The OpenAPI description of this API, at the stable URL `/api/openapi.json`.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

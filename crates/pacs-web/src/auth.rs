@@ -1,0 +1,728 @@
+//! Authentication and authorization for everything served over HTTP.
+//!
+//! One middleware sees every request. It decides from the method and path what the request
+//! needs ([`access`]), finds who is asking (session cookie, bearer token, or HTTP Basic when
+//! enabled), checks the caller's role, audits every refusal, and runs the handler with the
+//! caller's name in a task-local so that the handler's own audit lines name the user.
+//!
+//! Secrets never rest in clear: passwords as argon2id PHC strings, sessions and tokens as the
+//! SHA-256 of the random secret handed to the client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use pacs_store::{AccountWrite, AuditEvent, CredentialKind, Role, UserAccount};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, WebState};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "openpacs_session";
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Whether requests must authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request to patient data needs a user.
+    Required,
+    /// No accounts: every caller acts as an anonymous administrator. The binary allows this
+    /// only on a loopback address unless explicitly told otherwise.
+    Open,
+}
+
+/// Authentication settings the binary passes in.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Accept `Authorization: Basic` (for DICOMweb clients that know nothing else).
+    pub basic: bool,
+    /// Lifetime of a browser session.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (set when serving over TLS).
+    pub secure_cookies: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Required,
+            basic: true,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+        }
+    }
+}
+
+/// What a request asks to do; roles grant permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Find patients, studies, series, instances (QIDO-RS, REST search).
+    Search,
+    /// Original objects and everything derived losslessly from them: WADO-RS, metadata,
+    /// bulk data, frames, WADO-URI `application/dicom`, study download.
+    Retrieve,
+    /// Rendered previews and thumbnails (display only).
+    Render,
+    /// STOW-RS.
+    Store,
+    /// Deleting, users, audit log.
+    Admin,
+}
+
+/// Whether `role` grants `permission`. Readers (radiologists) may also store: importing a
+/// patient's outside CD is part of their work. Referrers see previews, never originals.
+pub fn allows(role: Role, permission: Permission) -> bool {
+    use Permission::*;
+    match role {
+        Role::Admin => true,
+        Role::Reader => matches!(permission, Search | Retrieve | Render | Store),
+        Role::Referrer => matches!(permission, Search | Render),
+        Role::Uploader => matches!(permission, Store),
+    }
+}
+
+/// What a request needs before it reaches its handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Health, metrics, the log-in endpoints, the UI's static files.
+    Public,
+    /// Any logged-in user (e.g. "who am I").
+    AnyUser,
+    Need(Permission),
+}
+
+/// Decides what a request needs from its method, path and query. Anything under the data
+/// roots that is not recognised needs the strongest permission: new routes are closed until
+/// someone classifies them here.
+pub fn access(method: &Method, path: &str, query: Option<&str>) -> Access {
+    if method == Method::OPTIONS {
+        return Access::Public; // CORS preflight carries no credentials by design.
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["dicom-web", rest @ ..] => {
+            if method == Method::POST {
+                return Access::Need(Permission::Store);
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return Access::Need(Permission::Admin);
+            }
+            match rest {
+                [.., "rendered" | "thumbnail"] => Access::Need(Permission::Render),
+                ["studies" | "series" | "instances"]
+                | ["studies", _, "series" | "instances"]
+                | ["studies", _, "series", _, "instances"] => Access::Need(Permission::Search),
+                _ => Access::Need(Permission::Retrieve),
+            }
+        }
+        ["wado"] => {
+            // Decoded exactly as the handler will decode it: an escaped "application%2Fdicom"
+            // must not slip past as a rendering request.
+            let wants_dicom = form_pairs(query.unwrap_or_default())
+                .iter()
+                .any(|(k, v)| k == "contentType" && v.contains("application/dicom"));
+            Access::Need(if wants_dicom {
+                Permission::Retrieve
+            } else {
+                Permission::Render
+            })
+        }
+        ["api", "login" | "logout"] => Access::Public,
+        ["api", "me"] => Access::AnyUser,
+        ["api", "openapi.json"] => Access::Public,
+        ["api", rest @ ..] => api_access(method, rest),
+        _ => Access::Public,
+    }
+}
+
+fn api_access(method: &Method, rest: &[&str]) -> Access {
+    if method == Method::DELETE {
+        return Access::Need(Permission::Admin);
+    }
+    match rest {
+        ["users" | "audit", ..] => Access::Need(Permission::Admin),
+        ["studies", _, "archive"] => Access::Need(Permission::Retrieve),
+        ["patients" | "studies" | "series" | "instances" | "stats", ..] if method == Method::GET => {
+            Access::Need(Permission::Search)
+        }
+        _ => Access::Need(Permission::Admin),
+    }
+}
+
+/// Who is making the request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub username: String,
+    pub role: Role,
+    pub tenant: i64,
+}
+
+impl Principal {
+    fn anonymous(tenant: i64) -> Principal {
+        Principal {
+            username: "anonymous".into(),
+            role: Role::Admin,
+            tenant,
+        }
+    }
+
+    fn of(user: &UserAccount) -> Principal {
+        Principal {
+            username: user.username.clone(),
+            role: user.role,
+            tenant: user.tenant,
+        }
+    }
+}
+
+tokio::task_local! {
+    static CALLER: String;
+}
+
+/// The audit actor of the request being handled: `http:<username>`.
+pub(crate) fn current_actor() -> String {
+    CALLER
+        .try_with(|c| c.clone())
+        .unwrap_or_else(|_| "http:anonymous".into())
+}
+
+/// Verified Basic credentials, so that a viewer fetching hundreds of frames does not pay an
+/// argon2 verification per request. Keyed by SHA-256 of `user:password`; entries live a
+/// minute, so a removed user or changed password stops working within that minute.
+#[derive(Default)]
+pub(crate) struct BasicCache {
+    entries: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+}
+
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
+const BASIC_CACHE_MAX: usize = 1024;
+
+impl BasicCache {
+    fn get(&self, key: &[u8; 32]) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < BASIC_CACHE_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, key: [u8; 32], principal: Principal) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= BASIC_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE_TTL);
+            if entries.len() >= BASIC_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (principal, Instant::now()));
+    }
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks a password against a PHC string.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// A new random secret for a session or token, and the SHA-256 (hex) the index keeps.
+pub fn new_secret(prefix: &str) -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = format!("{prefix}{}", hex::encode(bytes));
+    let digest = secret_digest(&secret);
+    (secret, digest)
+}
+
+/// What the index keeps of a session or token secret.
+pub fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A PHC string for a password nobody has, verified against when the user does not exist so
+/// that an unknown user name takes as long to refuse as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let (secret, _) = new_secret("");
+        hash_password(&secret).unwrap_or_default()
+    })
+}
+
+/// Verifies a user name and password off the async threads (argon2 is deliberately slow).
+async fn check_password(
+    state: &WebState,
+    username: &str,
+    password: &str,
+) -> Result<Option<UserAccount>, ApiError> {
+    let user = state
+        .archive
+        .index()
+        .user(username)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let phc = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| decoy_hash().to_string());
+    let password = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(user.filter(|_| ok))
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Why a request could not be tied to a user.
+enum Identified {
+    User(Principal),
+    /// No credentials at all.
+    Nobody,
+    /// Credentials that did not check out.
+    Invalid(&'static str),
+}
+
+async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Identified, ApiError> {
+    let index = state.archive.index();
+    let internal = |e: pacs_store::IndexError| ApiError::Internal(e.to_string());
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let user = index
+                .credential_user(CredentialKind::Token, &secret_digest(credentials))
+                .await
+                .map_err(internal)?;
+            return Ok(user.map_or(Identified::Invalid("unknown or expired token"), |u| {
+                Identified::User(Principal::of(&u))
+            }));
+        }
+        if scheme.eq_ignore_ascii_case("basic") && state.auth.config.basic {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                return Ok(Identified::Invalid("malformed Basic credentials"));
+            };
+            let key: [u8; 32] = Sha256::digest(format!("{username}:{password}").as_bytes()).into();
+            if let Some(principal) = state.auth.basic_cache.get(&key) {
+                return Ok(Identified::User(principal));
+            }
+            return Ok(match check_password(state, username, password).await? {
+                Some(user) => {
+                    let principal = Principal::of(&user);
+                    state.auth.basic_cache.put(key, principal.clone());
+                    Identified::User(principal)
+                }
+                None => Identified::Invalid("wrong user name or password"),
+            });
+        }
+        return Ok(Identified::Invalid("unsupported authorization scheme"));
+    }
+    if let Some(session) = cookie_value(headers, SESSION_COOKIE) {
+        let user = index
+            .credential_user(CredentialKind::Session, &secret_digest(session))
+            .await
+            .map_err(internal)?;
+        return Ok(user.map_or(Identified::Invalid("session expired"), |u| {
+            Identified::User(Principal::of(&u))
+        }));
+    }
+    Ok(Identified::Nobody)
+}
+
+/// Per-server authentication state.
+pub(crate) struct AuthState {
+    pub(crate) config: AuthConfig,
+    basic_cache: BasicCache,
+}
+
+impl AuthState {
+    pub(crate) fn new(config: AuthConfig) -> AuthState {
+        AuthState {
+            config,
+            basic_cache: BasicCache::default(),
+        }
+    }
+}
+
+/// The middleware: identify, authorize, audit refusals, run the handler as the caller.
+pub(crate) async fn middleware(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let needed = access(request.method(), request.uri().path(), request.uri().query());
+    if needed == Access::Public {
+        return next.run(request).await;
+    }
+    // What refusals audit; the request itself (not Sync) cannot be held across awaits.
+    let target = format!("{} {}", request.method(), request.uri());
+    let tenant = state.archive.tenant().0;
+    let principal = if state.auth.config.mode == AuthMode::Open {
+        Principal::anonymous(tenant)
+    } else {
+        match identify(&state, request.headers()).await {
+            Ok(Identified::User(p)) => p,
+            Ok(Identified::Nobody) => {
+                return refuse(
+                    &state,
+                    peer,
+                    &target,
+                    "anonymous",
+                    "unauthenticated",
+                    "credentials required",
+                )
+                .await
+            }
+            Ok(Identified::Invalid(why)) => {
+                return refuse(&state, peer, &target, "anonymous", "unauthenticated", why).await
+            }
+            Err(e) => return e.into_response(),
+        }
+    };
+    let permitted = principal.tenant == tenant
+        && match needed {
+            Access::Need(p) => allows(principal.role, p),
+            _ => true,
+        };
+    if !permitted {
+        let why = match needed {
+            Access::Need(p) => format!("role {} lacks {p:?}", principal.role.as_str()),
+            _ => "wrong tenant".into(),
+        };
+        return refuse(&state, peer, &target, &principal.username, "forbidden", &why).await;
+    }
+    let actor = format!("http:{}", principal.username);
+    request.extensions_mut().insert(principal);
+    CALLER.scope(actor, next.run(request)).await
+}
+
+async fn refuse(
+    state: &WebState,
+    peer: SocketAddr,
+    target: &str,
+    username: &str,
+    outcome: &str,
+    why: &str,
+) -> Response {
+    state
+        .archive
+        .record(AuditEvent {
+            tenant: state.archive.tenant().0,
+            event: "http-access".into(),
+            actor: format!("http:{username}"),
+            peer: peer.to_string(),
+            outcome: outcome.into(),
+            detail: Some(format!("{target}: {why}")),
+            ..AuditEvent::default()
+        })
+        .await;
+    if outcome == "forbidden" {
+        return (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response();
+    }
+    let challenge = if state.auth.config.basic {
+        "Basic realm=\"openpacs\", charset=\"UTF-8\""
+    } else {
+        "Bearer realm=\"openpacs\""
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        format!("authentication required: {why}\n"),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LoginForm {
+    username: String,
+    password: String,
+}
+
+fn me_json(principal: &Principal) -> serde_json::Value {
+    serde_json::json!({ "username": principal.username, "role": principal.role.as_str() })
+}
+
+/// `POST /api/login` with a JSON or form body `{username, password}`: sets the session cookie.
+pub(crate) async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let form: Option<LoginForm> = if is_json {
+        serde_json::from_slice(&body).ok()
+    } else {
+        serde_urlencoded_form(&body)
+    };
+    let Some(form) = form else {
+        return ApiError::BadRequest("expected username and password (JSON or form)".into()).into_response();
+    };
+    let user = match check_password(&state, &form.username, &form.password).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let audit = |outcome: &str| AuditEvent {
+        tenant: state.archive.tenant().0,
+        event: "login".into(),
+        actor: format!("http:{}", form.username),
+        peer: peer.to_string(),
+        outcome: outcome.into(),
+        ..AuditEvent::default()
+    };
+    let Some(user) = user else {
+        state.archive.record(audit("failure")).await;
+        return (StatusCode::UNAUTHORIZED, "wrong user name or password\n").into_response();
+    };
+    let (secret, digest) = new_secret("ops_");
+    let ttl = state.auth.config.session_ttl.as_secs();
+    let written = state
+        .archive
+        .index()
+        .write_accounts(AccountWrite::AddCredential {
+            username: user.username.clone(),
+            kind: CredentialKind::Session,
+            secret_sha256: digest,
+            name: None,
+            ttl_secs: Some(ttl as i64),
+        })
+        .await;
+    if let Err(e) = written {
+        return ApiError::Internal(e.to_string()).into_response();
+    }
+    state.archive.record(audit("success")).await;
+    let secure = if state.auth.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}");
+    let mut response = Json(me_json(&Principal::of(&user))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn serde_urlencoded_form(body: &[u8]) -> Option<LoginForm> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut username = None;
+    let mut password = None;
+    for (k, v) in form_pairs(text) {
+        match k.as_str() {
+            "username" => username = Some(v),
+            "password" => password = Some(v),
+            _ => {}
+        }
+    }
+    Some(LoginForm {
+        username: username?,
+        password: password?,
+    })
+}
+
+/// `application/x-www-form-urlencoded` pairs (also query strings), percent- and plus-decoded.
+pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let escaped = (bytes[i] == b'%')
+                .then(|| Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?))
+                .flatten();
+            match (bytes[i], escaped) {
+                (_, Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                (b'+', _) => out.push(b' '),
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// `POST /api/logout`: ends the session and clears the cookie.
+pub(crate) async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    if let Some(session) = cookie_value(&headers, SESSION_COOKIE) {
+        let _ = state
+            .archive
+            .index()
+            .write_accounts(AccountWrite::RemoveCredential {
+                secret_sha256: secret_digest(session),
+            })
+            .await;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("openpacs_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+/// `GET /api/me`: the caller's name and role.
+pub(crate) async fn me(axum::Extension(principal): axum::Extension<Principal>) -> Response {
+    Json(me_json(&principal)).into_response()
+}
+
+/// Builds the shared state for [`middleware`].
+pub(crate) fn state(config: AuthConfig) -> Arc<AuthState> {
+    Arc::new(AuthState::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Access {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        access(&Method::GET, path, query)
+    }
+
+    #[test]
+    fn requests_are_classified_by_what_they_reach() {
+        use Permission::*;
+        assert_eq!(get("/healthz"), Access::Public);
+        assert_eq!(get("/metrics"), Access::Public);
+        assert_eq!(get("/dicom-web/studies"), Access::Need(Search));
+        assert_eq!(get("/dicom-web/studies/1.2/series"), Access::Need(Search));
+        assert_eq!(
+            get("/dicom-web/studies/1.2/series/3/instances"),
+            Access::Need(Search)
+        );
+        assert_eq!(get("/dicom-web/studies/1.2"), Access::Need(Retrieve));
+        assert_eq!(get("/dicom-web/studies/1.2/metadata"), Access::Need(Retrieve));
+        assert_eq!(
+            get("/dicom-web/studies/1/series/2/instances/3/frames/1"),
+            Access::Need(Retrieve)
+        );
+        assert_eq!(
+            get("/dicom-web/studies/1/series/2/instances/3/rendered"),
+            Access::Need(Render)
+        );
+        assert_eq!(get("/dicom-web/studies/1/thumbnail"), Access::Need(Render));
+        assert_eq!(
+            access(&Method::POST, "/dicom-web/studies", None),
+            Access::Need(Store)
+        );
+        assert_eq!(
+            access(&Method::DELETE, "/dicom-web/studies/1", None),
+            Access::Need(Admin)
+        );
+        assert_eq!(
+            get("/wado?requestType=WADO&contentType=application/dicom"),
+            Access::Need(Retrieve)
+        );
+        assert_eq!(
+            get("/wado?requestType=WADO&contentType=application%2Fdicom"),
+            Access::Need(Retrieve)
+        );
+        assert_eq!(
+            get("/wado?requestType=WADO&contentType=image/jpeg,application/dicom"),
+            Access::Need(Retrieve)
+        );
+        assert_eq!(get("/wado?requestType=WADO"), Access::Need(Render));
+        assert_eq!(get("/api/studies"), Access::Need(Search));
+        assert_eq!(get("/api/studies/1/archive"), Access::Need(Retrieve));
+        assert_eq!(
+            access(&Method::DELETE, "/api/studies/1", None),
+            Access::Need(Admin)
+        );
+        assert_eq!(get("/api/users"), Access::Need(Admin));
+        assert_eq!(get("/api/something-new"), Access::Need(Admin));
+        assert_eq!(access(&Method::POST, "/api/login", None), Access::Public);
+        assert_eq!(get("/api/me"), Access::AnyUser);
+    }
+
+    #[test]
+    fn roles_grant_what_their_work_needs() {
+        use Permission::*;
+        assert!(Role::ALL
+            .iter()
+            .all(|r| allows(*r, Search) != (*r == Role::Uploader)));
+        assert!(allows(Role::Reader, Retrieve) && !allows(Role::Reader, Admin));
+        assert!(allows(Role::Referrer, Render) && !allows(Role::Referrer, Retrieve));
+        assert!(!allows(Role::Referrer, Store));
+        assert!(allows(Role::Uploader, Store) && !allows(Role::Uploader, Render));
+    }
+
+    #[test]
+    fn passwords_and_secrets_are_never_kept_in_clear() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(!phc.contains("correct horse"));
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("correct hors", &phc));
+        assert!(!verify_password("x", "not a phc string"));
+        let (a, da) = new_secret("opk_");
+        let (b, _) = new_secret("opk_");
+        assert_ne!(a, b);
+        assert_eq!(da, secret_digest(&a));
+        assert!(!da.contains(&a[4..]));
+    }
+
+    #[test]
+    fn form_bodies_decode() {
+        let pairs = form_pairs("username=ren%C3%A9&password=a+b%26c");
+        assert_eq!(pairs[0], ("username".into(), "rené".into()));
+        assert_eq!(pairs[1], ("password".into(), "a b&c".into()));
+        // A truncated or non-hex escape is kept literally rather than panicking.
+        assert_eq!(form_pairs("x=%4")[0].1, "%4");
+        assert_eq!(form_pairs("x=%zé%")[0].1, "%zé%");
+    }
+}
