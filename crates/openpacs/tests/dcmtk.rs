@@ -226,10 +226,12 @@ fn movescu(server: &TestServer, destination: &str, keys: &[&str]) -> Output {
 fn move_converts_to_a_syntax_the_destination_accepts_or_counts_a_failure() {
     let dest_port = free_port();
     let server = TestServer::start(binary(), ServerOptions::with_peer("IMPLICIT", dest_port));
-    // Stored in explicit VR big endian (convertible) and in JPEG baseline (not without a codec).
+    // Stored in explicit VR big endian (re-encoded), JPEG baseline (decoded) and 12-bit JPEG
+    // (no decoder: that sub-operation fails).
     let files = [
         fixture("us_rgb_explicit_be.dcm"),
         fixture("ot_rgb_jpeg_baseline.dcm"),
+        fixture("nm_jpeg_extended.dcm"),
     ];
     // pynetdicom sends the files' bytes as they are (DCMTK would convert them first).
     let port = server.dicom_port.to_string();
@@ -247,27 +249,39 @@ fn move_converts_to_a_syntax_the_destination_accepts_or_counts_a_failure() {
     );
     // A destination that accepts implicit VR little endian only.
     let scp = StoreScp::start("IMPLICIT", dest_port, &["+xi"]);
-    let both = "SOPInstanceUID=1.2.840.1136190195280574824680000700.3.0.1.19970424140438\\\
-                1.2.276.0.7230010.3.1.4.8323329.15150.1506363677.126194";
-    let out = movescu(&server, "IMPLICIT", &["QueryRetrieveLevel=IMAGE", both]);
+    let all = "SOPInstanceUID=1.2.840.1136190195280574824680000700.3.0.1.19970424140438\\\
+               1.2.276.0.7230010.3.1.4.8323329.15150.1506363677.126194\\\
+               1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457";
+    let out = movescu(&server, "IMPLICIT", &["QueryRetrieveLevel=IMAGE", all]);
     let log = text(&out);
     assert_eq!(
         log.matches("(Pending)").count(),
-        2,
+        3,
         "one pending response per sub-operation: {log}"
     );
     assert!(
         log.contains("Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)"),
-        "the JPEG one cannot be converted without a codec: {log}"
+        "the 12-bit JPEG one cannot be decoded: {log}"
     );
     let received = scp.received();
-    assert_eq!(received.len(), 1);
-    let dump = dcmtk("dcmdump").arg("-M").arg(&received[0]).output().unwrap();
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(
-        dump.contains("1.2.840.10008.1.2 ") || dump.contains("=LittleEndianImplicit"),
-        "{dump}"
-    );
+    assert_eq!(received.len(), 2);
+    for file in &received {
+        let dump = dcmtk("dcmdump").arg("-M").arg(file).output().unwrap();
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(
+            dump.contains("1.2.840.10008.1.2 ") || dump.contains("=LittleEndianImplicit"),
+            "{dump}"
+        );
+        // Native pixel data: a plain OB/OW value, not an encapsulated pixel sequence.
+        let pixels = dump
+            .lines()
+            .find(|l| l.starts_with("(7fe0,0010)"))
+            .unwrap_or_default();
+        assert!(
+            (pixels.contains(" OW ") || pixels.contains(" OB ")) && !pixels.contains("PixelSequence"),
+            "{pixels}"
+        );
+    }
 }
 
 #[test]

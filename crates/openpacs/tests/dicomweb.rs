@@ -217,10 +217,33 @@ fn wado_rs_returns_the_stored_objects_byte_for_byte() {
         .iter()
         .find(|f| f["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.50")
         .unwrap();
-    let (status, _, _) = server.http_bytes(
+    // Compressed objects asked for in the default (explicit little endian) syntax are decoded.
+    let (status, head, body) = server.http_bytes(
         &format!(
             "/dicom-web/studies/{}",
             jpeg["study_instance_uid"].as_str().unwrap()
+        ),
+        &[],
+    );
+    assert_eq!(status, 200, "{head}");
+    let parts = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+    assert!(!parts.is_empty());
+    for (part_head, file) in &parts {
+        assert!(
+            part_head.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+            "{part_head}"
+        );
+        assert!(pacs_testkit::server::part10_dataset_offset(file).is_some());
+    }
+    // A study holding a 12-bit JPEG (no decoder): refused before anything is sent.
+    let twelve_bit = fixtures
+        .iter()
+        .find(|f| f["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.51")
+        .unwrap();
+    let (status, _, _) = server.http_bytes(
+        &format!(
+            "/dicom-web/studies/{}",
+            twelve_bit["study_instance_uid"].as_str().unwrap()
         ),
         &[],
     );
@@ -437,8 +460,28 @@ fn wado_rs_frames_native_and_compressed() {
         assert!(part_head.contains("image/jpeg"), "{part_head}");
         assert_eq!(&frame[..2], &[0xFF, 0xD8], "a JPEG bitstream starts with SOI");
     }
-    // Decoded frames need a codec we do not have yet; out-of-range frames do not exist.
-    assert_eq!(server.http_bytes(&frames_path(&jpeg, "1"), &[]).0, 406);
+    // Asked as octet-stream, the frames are decoded: rows × columns × 3 bytes of RGB, close to
+    // what an independent JPEG decoder (the image crate) makes of the stored bitstream.
+    let stored_first = parts[0].1.clone();
+    let (status, head, body) = server.http_bytes(&frames_path(&jpeg, "1,30"), &[]);
+    assert_eq!(status, 200, "{head}");
+    let decoded = pacs_testkit::server::multipart_parts(&header_value(&head, "content-type"), &body);
+    assert_eq!(decoded.len(), 2);
+    let reference = image::load_from_memory(&stored_first).unwrap().to_rgb8();
+    let (width, height) = reference.dimensions();
+    assert_eq!(decoded[0].1.len() as u32, width * height * 3);
+    let total: u64 = decoded[0]
+        .1
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| u64::from(a.abs_diff(*b)))
+        .sum();
+    let mean = total as f64 / decoded[0].1.len() as f64;
+    assert!(
+        mean < 3.0,
+        "decoded frame differs from the reference decoder by {mean} on average"
+    );
+    // Out-of-range frames do not exist; a list that is not one is refused.
     assert_eq!(server.http_bytes(&frames_path(&jpeg, "31"), &jpeg_accept).0, 404);
     assert_eq!(server.http_bytes(&frames_path(&jpeg, "x"), &jpeg_accept).0, 400);
 }

@@ -175,7 +175,8 @@ impl Archive {
     }
 
     /// An instance's bytes in `target` syntax: a stream over the stored file when the syntax
-    /// matches, else a converted copy made in memory (one instance at a time).
+    /// matches, else a converted copy made in memory (one instance at a time), its pixel data
+    /// decoded first when the stored syntax is compressed.
     async fn open_as(
         &self,
         location: &InstanceLocation,
@@ -210,10 +211,15 @@ impl Archive {
             )));
         }
         let target = target.to_string();
+        let stored = location.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
             let mut obj = OpenFileOptions::new()
                 .open_file(&path)
                 .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            if !NATIVE_SYNTAXES.contains(&stored.as_str()) {
+                obj = pacs_imaging::to_explicit_le(obj)
+                    .map_err(|e| ArchiveError::Invalid(format!("cannot decode {stored}: {e}")))?;
+            }
             let ts = TransferSyntaxRegistry
                 .get(&target)
                 .ok_or_else(|| ArchiveError::Invalid(format!("unknown transfer syntax {target}")))?;
@@ -269,16 +275,29 @@ impl Archive {
     /// Frames of an instance (1-based numbers), as stored: uncompressed frame bytes for native
     /// syntaxes, the compressed bitstream of each frame for encapsulated ones. The object is
     /// read into memory, one instance at a time.
-    pub async fn frames(&self, location: &InstanceLocation, numbers: &[u32]) -> Result<Frames, ArchiveError> {
+    /// With `decode`, compressed frames are decoded and returned as native ones.
+    pub async fn frames(
+        &self,
+        location: &InstanceLocation,
+        numbers: &[u32],
+        decode: bool,
+    ) -> Result<Frames, ArchiveError> {
         let path = self
             .blobs
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         let numbers = numbers.to_vec();
         tokio::task::spawn_blocking(move || {
-            let obj = OpenFileOptions::new()
+            let mut obj = OpenFileOptions::new()
                 .open_file(&path)
                 .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let encapsulated = obj
+                .get(tags::PIXEL_DATA)
+                .is_some_and(|p| p.value().fragments().is_some());
+            if decode && encapsulated {
+                obj = pacs_imaging::to_explicit_le(obj)
+                    .map_err(|e| ArchiveError::Invalid(format!("cannot decode these frames: {e}")))?;
+            }
             let number = |tag| crate::ingest::text(&obj, tag).and_then(|v| v.trim().parse::<u64>().ok());
             let count = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
             if let Some(n) = numbers.iter().find(|n| **n == 0 || u64::from(**n) > count) {
@@ -327,9 +346,12 @@ impl Archive {
         .map_err(|e| ArchiveError::Internal(e.to_string()))?
     }
 
-    /// Whether an instance stored in `stored` can be sent as `target`.
+    /// Whether an instance stored in `stored` can be sent as `target`: the same syntax, or
+    /// little endian from a native syntax or from a compressed one we can decode.
     pub fn can_send_as(stored: &str, target: &str) -> bool {
-        stored == target || (NATIVE_SYNTAXES.contains(&stored) && LITTLE_ENDIAN_TARGETS.contains(&target))
+        stored == target
+            || (LITTLE_ENDIAN_TARGETS.contains(&target)
+                && (NATIVE_SYNTAXES.contains(&stored) || pacs_imaging::can_decode(stored)))
     }
 
     /// Opens the data set of an instance in `target` syntax: the original bytes when it is the

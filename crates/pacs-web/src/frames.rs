@@ -2,7 +2,8 @@
 //!
 //! Uncompressed frames go out as `application/octet-stream`. Compressed frames go out as
 //! stored (e.g. `image/jpeg`, `image/jls`, `image/jp2`) when the client accepts that media
-//! type; decoding them for `application/octet-stream` needs a codec and gives 406 for now.
+//! type, else decoded to `application/octet-stream` when the client accepts that and we have
+//! a decoder (406 when we do not).
 
 use std::net::SocketAddr;
 
@@ -73,8 +74,13 @@ pub(crate) async fn frames(
         Ok(l) => l,
         Err(response) => return response,
     };
+    // The stored bitstream when the client takes it; decoded pixels otherwise.
+    let stored_media = media_type_of(&location.transfer_syntax);
+    let decode = stored_media != "application/octet-stream"
+        && !accepts(&headers, stored_media)
+        && accepts(&headers, "application/octet-stream");
     let archive = state.archive.clone();
-    let frames = match archive.frames(&location, &numbers).await {
+    let frames = match archive.frames(&location, &numbers, decode).await {
         Ok(f) => f,
         Err(ArchiveError::MissingAttribute(m)) => {
             return (StatusCode::NOT_FOUND, format!("no {m}\n")).into_response()
@@ -103,7 +109,7 @@ pub(crate) async fn frames(
         return (
             StatusCode::NOT_ACCEPTABLE,
             format!(
-                "frames of this instance are {media} (stored as {}); no decoder yet\n",
+                "frames of this instance are {media} (stored as {}); ask for {media} or application/octet-stream\n",
                 location.transfer_syntax
             ),
         )

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pacs_archive::Archive;
+use pacs_archive::{Archive, ArchiveError};
 use pacs_imaging::{ImageFormat, RenderParams};
 use tokio::io::AsyncReadExt;
 
@@ -88,9 +88,6 @@ pub(crate) async fn wado(
         .unwrap_or(&location.transfer_syntax)
         .to_string();
     if !Archive::can_send_as(&location.transfer_syntax, &target) {
-        if LITTLE_ENDIAN.contains(&target.as_str()) && pacs_imaging::can_decode(&location.transfer_syntax) {
-            return decoded_part10(&state, &location, target).await;
-        }
         return (
             StatusCode::NOT_ACCEPTABLE,
             format!(
@@ -102,6 +99,10 @@ pub(crate) async fn wado(
     }
     let (reader, len) = match state.archive.open_part10(&location, &target).await {
         Ok(o) => (o.reader, o.len),
+        // A compressed object the decoder fails on: nothing was sent yet.
+        Err(ArchiveError::Invalid(m)) => {
+            return (StatusCode::NOT_ACCEPTABLE, format!("{m}\n")).into_response()
+        }
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
     };
     let body = futures::stream::unfold((reader, len), |(mut reader, remaining)| async move {
@@ -125,44 +126,4 @@ pub(crate) async fn wado(
         Body::from_stream(body),
     )
         .into_response()
-}
-
-/// Implicit and explicit VR little endian: what a compressed object can be decoded to.
-const LITTLE_ENDIAN: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
-
-/// A compressed instance decoded to little endian `target`, as a Part 10 file made in memory
-/// (one instance; the stored file is only read).
-async fn decoded_part10(
-    state: &WebState,
-    location: &pacs_store::InstanceLocation,
-    target: String,
-) -> Response {
-    let Some(path) = state.archive.blobs().path_of(&location.blob_key) else {
-        return ApiError::Internal("bad blob key in index".into()).into_response();
-    };
-    let stored = location.transfer_syntax.clone();
-    let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let object = dicom_object::OpenFileOptions::new()
-            .open_file(&path)
-            .map_err(|e| format!("cannot read stored object: {e}"))?;
-        let mut object = pacs_imaging::to_explicit_le(object).map_err(|e| e.to_string())?;
-        if target != "1.2.840.10008.1.2.1" {
-            object.update_meta(|meta| meta.transfer_syntax = target.clone());
-        }
-        let mut out = Vec::new();
-        object
-            .write_all(&mut out)
-            .map_err(|e| format!("cannot encode: {e}"))?;
-        Ok(out)
-    })
-    .await;
-    match decoded {
-        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response(),
-        Ok(Err(message)) => (
-            StatusCode::NOT_ACCEPTABLE,
-            format!("stored as {stored}, cannot be decoded: {message}\n"),
-        )
-            .into_response(),
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
-    }
 }
