@@ -396,6 +396,21 @@ fn stow_rs_stores_parts_atomically_and_answers_per_part() {
     assert!(big.len() > 20_000);
     let (status, _, body) = post("/dicom-web/studies", &multipart("XYZ", &[&big]), content_type);
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    // A declared length past the request limit: 413 at once, without waiting for the body.
+    let started = std::time::Instant::now();
+    let (status, _, body) = server.http_request(
+        "POST",
+        "/dicom-web/studies",
+        &[
+            ("Content-Type", content_type),
+            ("Content-Length", "1000000000000"),
+        ],
+        b"",
+    );
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("limit"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(server.http("/healthz").0, 200);
     let instances = dicomweb_client(&url, &["search", "instances"]);
     assert_eq!(
         instances.as_array().unwrap().len(),
