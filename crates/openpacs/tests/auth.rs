@@ -421,3 +421,31 @@ fn https_with_a_configured_certificate() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn basic_credentials_can_be_turned_off() {
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: "http_basic_auth = false\n".into(),
+            users: users().into_iter().filter(|u| u.1 == "reader").collect(),
+            ..ServerOptions::default()
+        },
+    );
+    let (status, head, _) = server.http_bytes(
+        "/dicom-web/studies",
+        &[("Authorization", &basic("reader1", "reader-secret-pw"))],
+    );
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let bearer = format!("Bearer {}", token(&server, "reader1"));
+    assert_eq!(
+        server
+            .http_bytes("/dicom-web/studies", &[("Authorization", &bearer)])
+            .0,
+        204
+    );
+}
