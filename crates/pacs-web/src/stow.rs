@@ -96,6 +96,21 @@ async fn stow(
     }) else {
         return ApiError::BadRequest("multipart/related without a boundary".into()).into_response();
     };
+    // A declared length past the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|l| *l > state.config.stow_max_request_bytes) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request of {length} bytes is larger than the limit of {} bytes\n",
+                state.config.stow_max_request_bytes
+            ),
+        )
+            .into_response();
+    }
     let limits = multer::SizeLimit::new()
         .whole_stream(state.config.stow_max_request_bytes)
         .per_field(state.config.stow_max_part_bytes);
