@@ -18,6 +18,16 @@ if ! python3 -c "import pydicom, pynetdicom, dicomweb_client" 2>/dev/null || ! c
   python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4 dicomweb-client==0.61.2
 fi
 
+# Browser tests: playwright-core, pngjs and OHIF's prebuilt viewer, pinned in tests/browser
+# (npm ci's postinstall step fetches OHIF with `npm pack`). Needs node 20 or newer.
+browser=tests/browser
+if [ ! -f $browser/node_modules/.package-lock.json ] \
+  || [ $browser/package-lock.json -nt $browser/node_modules/.package-lock.json ] \
+  || [ $browser/package.json -nt $browser/node_modules/.package-lock.json ]; then
+  echo "installing the browser test tools (npm ci in $browser)"
+  npm ci --prefix $browser --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -17,6 +17,23 @@ the command name):
         [--contexts-from-manifest PATH] [--sop-class UID ...] [--cancel-after N]
   move  --dest AE --model study|patient --level L -k KEY=VALUE ... [--listen PORT]
         [--cancel-after N]
+  mwl-find [-k KEY=VALUE ...] [--cancel-after N]
+  mpps-create [--uid UID] [-k KEY=VALUE ...]
+  mpps-set --uid UID [-k KEY=VALUE ...]
+  commit --instance CLASS,UID ... [--transaction UID] [--listen-port L]
+         [--propose-scp-role] [--release-after-rsp] [--wait S] [--report-status N]
+
+In mwl-find, mpps-create and mpps-set, KEY may be a path into sequences:
+`ScheduledProcedureStepSequence.Modality=CT` puts Modality in the (single) item of the
+Scheduled Procedure Step Sequence; `KEY=` with a sequence KEY gives an empty sequence.
+
+`commit` sends a Storage Commitment Push Model N-ACTION (Request Storage Commitment) and
+waits up to --wait seconds for the N-EVENT-REPORT, on the requesting association (a handler
+is bound to it) or, with --listen-port, on a new association to a Storage Commitment SCU
+acceptor listening there (which accepts the SCP role the sender proposes).
+--release-after-rsp releases the requesting association as soon as the N-ACTION-RSP arrived.
+It prints the N-ACTION-RSP status and every report received: where it arrived ("same" or
+"new"), the Event Type ID, the calling AE title and the event information.
 
 `store` sends each file byte-for-byte: the path is given to
 Association.send_c_store() with pynetdicom's _config.STORE_SEND_CHUNKED_DATASET
@@ -54,6 +71,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
+from pydicom.uid import generate_uid
 from pydicom.valuerep import PersonName
 
 from pynetdicom import (
@@ -67,6 +85,9 @@ from pynetdicom import (
 )
 from pynetdicom import transport as _transport
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -302,6 +323,41 @@ def _build_identifier(level, keys, charset=None):
             vr = "UN" if value == "" else "LO"
         vr = vr.split(" or ")[0]
         ds.add_new(tag, vr, _convert_value(vr, value))
+    return ds
+
+
+def build_dataset(keys, charset=None):
+    """A data set from KEY=VALUE items, KEY being a keyword, a tag or a dotted path into
+    sequences (each sequence holding one item)."""
+    ds = Dataset()
+    if charset:
+        cs = charset.split("\\")
+        ds.SpecificCharacterSet = cs[0] if len(cs) == 1 else cs
+    try:
+        for item in keys or []:
+            if "=" not in item:
+                raise UsageError(f"-k expects KEY=VALUE (VALUE may be empty), got {item!r}")
+            key, value = item.split("=", 1)
+            path = key.split(".")
+            target = ds
+            for part in path[:-1]:
+                tag = parse_key(part)
+                if tag not in target or target[tag].VR != "SQ":
+                    target.add_new(tag, "SQ", [Dataset()])
+                elif len(target[tag].value) == 0:
+                    target[tag].value.append(Dataset())
+                target = target[tag].value[0]
+            tag = parse_key(path[-1])
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                vr = "UN" if value == "" else "LO"
+            vr = vr.split(" or ")[0]
+            target.add_new(tag, vr, _convert_value(vr, value))
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"bad key: {exc}") from exc
     return ds
 
 
@@ -825,6 +881,216 @@ def cmd_move(args):
 
 
 # --------------------------------------------------------------------------
+# modality workflow: worklist, MPPS, storage commitment
+# --------------------------------------------------------------------------
+def cmd_mwl_find(args):
+    model = ModalityWorklistInformationFind
+    ds = build_dataset(args.key, args.charset)
+    ae = make_ae(args)
+    assoc = associate(ae, args, [build_context(model, [EXPLICIT_LE, IMPLICIT_LE])])
+    out = {"status": None, "pending": 0, "matches": []}
+    msg_id = 1
+    cancel_sent = False
+    try:
+        try:
+            responses = assoc.send_c_find(ds, model, msg_id=msg_id)
+        except ValueError as exc:
+            return emit({"error": f"C-FIND not possible: {exc}"}, 2)
+        if args.cancel_after is not None and args.cancel_after <= 0:
+            assoc.send_c_cancel(msg_id, query_model=model)
+            cancel_sent = True
+        for status, identifier in responses:
+            st = status_int(status)
+            if st is None:
+                out["error"] = "no final response (timeout or association aborted)"
+                break
+            if st in (0xFF00, 0xFF01):
+                out["pending"] += 1
+                if identifier is not None:
+                    out["matches"].append(dataset_to_dict(identifier))
+                if (
+                    args.cancel_after is not None
+                    and not cancel_sent
+                    and out["pending"] >= args.cancel_after
+                ):
+                    assoc.send_c_cancel(msg_id, query_model=model)
+                    cancel_sent = True
+                continue
+            out["status"] = st
+            if "ErrorComment" in status:
+                out["error_comment"] = str(status.ErrorComment)
+            break
+        if args.cancel_after is not None:
+            out["cancel_sent"] = cancel_sent
+        return emit(out)
+    finally:
+        _release(assoc)
+
+
+def _n_result(status, dataset):
+    out = {"status": status_int(status)}
+    if status is not None:
+        for kw, key in (
+            ("ErrorComment", "error_comment"),
+            ("AffectedSOPInstanceUID", "affected_sop_instance_uid"),
+            ("ErrorID", "error_id"),
+        ):
+            if kw in status and status[kw].value not in (None, ""):
+                v = status[kw].value
+                out[key] = int(v) if isinstance(v, int) else str(v)
+        if "OffendingElement" in status and status.OffendingElement is not None:
+            v = status.OffendingElement
+            vals = list(v) if isinstance(v, (MultiValue, list)) else [v]
+            out["offending_element"] = [f"{int(t):08X}" for t in vals]
+        if "AttributeIdentifierList" in status and status.AttributeIdentifierList is not None:
+            v = status.AttributeIdentifierList
+            vals = list(v) if isinstance(v, (MultiValue, list)) else [v]
+            out["attribute_identifier_list"] = [f"{int(t):08X}" for t in vals]
+    out["dataset"] = dataset_to_dict(dataset) if dataset is not None else None
+    return out
+
+
+def cmd_mpps(args):
+    ds = build_dataset(args.key, args.charset)
+    ae = make_ae(args)
+    # pynetdicom keeps the response's Affected SOP Instance UID out of the status it returns:
+    # read it from the received command set.
+    seen = {}
+
+    def on_dimse_recv(event):
+        cs = getattr(event.message, "command_set", None)
+        if cs is not None and "AffectedSOPInstanceUID" in cs and cs.AffectedSOPInstanceUID:
+            seen["uid"] = str(cs.AffectedSOPInstanceUID)
+
+    assoc = associate(
+        ae,
+        args,
+        [build_context(ModalityPerformedProcedureStep, [EXPLICIT_LE, IMPLICIT_LE])],
+        handlers=[(evt.EVT_DIMSE_RECV, on_dimse_recv)],
+    )
+    try:
+        if args.command == "mpps-create":
+            status, attrs = assoc.send_n_create(
+                ds, ModalityPerformedProcedureStep, args.uid or None
+            )
+        else:
+            status, attrs = assoc.send_n_set(ds, ModalityPerformedProcedureStep, args.uid)
+        out = _n_result(status, attrs)
+        if "uid" in seen:
+            out["affected_sop_instance_uid"] = seen["uid"]
+        if out["status"] is None:
+            out["error"] = "no response (timeout or association aborted)"
+        return emit(out)
+    finally:
+        _release(assoc)
+
+
+class ReportRecorder:
+    """EVT_N_EVENT_REPORT handler recording storage commitment reports."""
+
+    def __init__(self, status):
+        self.status = status
+        self.lock = threading.Lock()
+        self.reports = []
+        self.arrived = threading.Event()
+
+    def handler(self, where):
+        def handle(event):
+            try:
+                info = event.event_information
+                rec = {
+                    "received_on": where,
+                    "event_type_id": event.event_type,
+                    "affected_sop_class_uid": str(event.request.AffectedSOPClassUID),
+                    "affected_sop_instance_uid": str(event.request.AffectedSOPInstanceUID),
+                    "calling_ae": str(event.assoc.requestor.ae_title).strip(),
+                    "transfer_syntax": str(event.context.transfer_syntax),
+                    "event_information": dataset_to_dict(info),
+                }
+            except Exception as exc:
+                LOG.exception("cannot decode an N-EVENT-REPORT")
+                rec = {"received_on": where, "error": f"{type(exc).__name__}: {exc}"}
+            with self.lock:
+                self.reports.append(rec)
+            self.arrived.set()
+            return self.status, None
+
+        return handle
+
+
+def cmd_commit(args):
+    try:
+        instances = []
+        for item in args.instance:
+            sop_class, sop_instance = item.split(",", 1)
+            instances.append((sop_class.strip(), sop_instance.strip()))
+    except ValueError:
+        raise UsageError("--instance expects CLASS,UID")
+    ds = Dataset()
+    ds.TransactionUID = args.transaction or generate_uid()
+    refs = []
+    for sop_class, sop_instance in instances:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        refs.append(item)
+    ds.ReferencedSOPSequence = refs
+
+    recorder = ReportRecorder(args.report_status)
+    server = None
+    if args.listen_port is not None:
+        scp_ae = make_ae(args)
+        scp_ae.add_supported_context(
+            StorageCommitmentPushModel, [EXPLICIT_LE, IMPLICIT_LE], scu_role=True, scp_role=True
+        )
+        try:
+            server = scp_ae.start_server(
+                (args.listen_addr, int(args.listen_port)),
+                block=False,
+                evt_handlers=[(evt.EVT_N_EVENT_REPORT, recorder.handler("new"))],
+            )
+        except OSError as exc:
+            return emit({"error": f"cannot listen on port {args.listen_port}: {exc}"}, 2)
+    try:
+        ae = make_ae(args)
+        roles = None
+        if args.propose_scp_role:
+            roles = [build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True)]
+        assoc = associate(
+            ae,
+            args,
+            [build_context(StorageCommitmentPushModel, [EXPLICIT_LE, IMPLICIT_LE])],
+            ext_neg=roles,
+            handlers=[(evt.EVT_N_EVENT_REPORT, recorder.handler("same"))],
+        )
+        out = {"transaction_uid": str(ds.TransactionUID)}
+        try:
+            status, reply = assoc.send_n_action(
+                ds, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1"
+            )
+            res = _n_result(status, reply)
+            out["action_status"] = res["status"]
+            if "error_comment" in res:
+                out["action_error_comment"] = res["error_comment"]
+            if args.release_after_rsp:
+                _release(assoc)
+            deadline = time.monotonic() + args.wait
+            if out["action_status"] == 0:
+                while time.monotonic() < deadline and not recorder.arrived.is_set():
+                    recorder.arrived.wait(0.05)
+            # a report sent twice (same association unanswered, then a new one) shows here
+            time.sleep(args.linger)
+        finally:
+            _release(assoc)
+        with recorder.lock:
+            out["reports"] = list(recorder.reports)
+        return emit(out)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+# --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
 def build_parser():
@@ -882,6 +1148,40 @@ def build_parser():
                    help="max seconds to wait for incoming storage associations to close")
     p.add_argument("--cancel-after", type=int, default=None, metavar="N",
                    help="send C-CANCEL after N pending C-MOVE responses (0: right after the request)")
+
+    def workflow_keys(p):
+        common(p, True)
+        p.add_argument("-k", "--key", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--charset", default=None, help='SpecificCharacterSet, e.g. "ISO_IR 192"')
+
+    p = sub.add_parser("mwl-find")
+    workflow_keys(p)
+    p.add_argument("--cancel-after", type=int, default=None)
+
+    p = sub.add_parser("mpps-create")
+    workflow_keys(p)
+    p.add_argument("--uid", default=None, help="Affected SOP Instance UID (default: let the SCP choose)")
+
+    p = sub.add_parser("mpps-set")
+    workflow_keys(p)
+    p.add_argument("--uid", required=True, help="Requested SOP Instance UID")
+
+    p = sub.add_parser("commit")
+    common(p, True)
+    p.add_argument("--instance", action="append", required=True, metavar="CLASS,UID")
+    p.add_argument("--transaction", default=None, help="Transaction UID (default: a new one)")
+    p.add_argument("--listen-port", type=int, default=None, metavar="L",
+                   help="accept reports on a new association on port L")
+    p.add_argument("--listen-addr", default="127.0.0.1")
+    p.add_argument("--propose-scp-role", action="store_true",
+                   help="propose SCU and SCP roles for Storage Commitment on the request")
+    p.add_argument("--release-after-rsp", action="store_true",
+                   help="release the requesting association as soon as the N-ACTION-RSP arrived")
+    p.add_argument("--wait", type=float, default=20.0, help="seconds to wait for a report")
+    p.add_argument("--linger", type=float, default=0.3,
+                   help="seconds to keep listening after the first report")
+    p.add_argument("--report-status", type=lambda v: int(v, 0), default=0,
+                   help="status to answer the N-EVENT-REPORT with")
     return parser
 
 
@@ -902,6 +1202,10 @@ def main(argv=None):
         "find": cmd_find,
         "get": cmd_get,
         "move": cmd_move,
+        "mwl-find": cmd_mwl_find,
+        "mpps-create": cmd_mpps,
+        "mpps-set": cmd_mpps,
+        "commit": cmd_commit,
     }[args.command]
     try:
         return handler(args)

@@ -59,6 +59,9 @@ pub struct Config {
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request, in bytes.
     pub stow_max_request_bytes: u64,
+    /// Images whose accession number matches another patient's order: "correct" (the RIS
+    /// wins: the study moves under the order's patient) or "flag" (listed for review).
+    pub reconciliation: String,
     /// Log format: "text" or "json".
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
@@ -100,6 +103,7 @@ impl Default for Config {
             tls_key: None,
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
+            reconciliation: "correct".into(),
             log_format: "text".into(),
             peers: Vec::new(),
         }
@@ -221,6 +225,13 @@ impl Config {
                 "max_pdu {} from {} must be between 4096 and 16777216",
                 config.max_pdu,
                 origin("max_pdu")
+            );
+        }
+        if !["correct", "flag"].contains(&config.reconciliation.as_str()) {
+            bail!(
+                "reconciliation {:?} from {} must be \"correct\" or \"flag\"",
+                config.reconciliation,
+                origin("reconciliation")
             );
         }
         if !["text", "json"].contains(&config.log_format.as_str()) {

@@ -166,6 +166,7 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
                 port: p.port,
             })
             .collect(),
+        correct_from_orders: config.reconciliation == "correct",
     }
 }
 

@@ -47,6 +47,32 @@ fn qido_rs_searches_with_dicomweb_client() {
         );
     }
 
+    // A study without any Modality has no ModalitiesInStudy at all (an empty one broke OHIF's
+    // study list), and empty values carry no "Value" (not [""]).
+    let no_modality = fixtures
+        .iter()
+        .find(|f| f["path"] == "valid/sc_jpeg_baseline_no_modality.dcm")
+        .unwrap();
+    let found = dicomweb_client(
+        &url,
+        &[
+            "search",
+            "studies",
+            "--filter",
+            &format!(
+                "StudyInstanceUID={}",
+                no_modality["study_instance_uid"].as_str().unwrap()
+            ),
+        ],
+    );
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert!(found[0].get("00080061").is_none(), "{found}");
+    for (tag, attribute) in found[0].as_object().unwrap() {
+        if let Some(values) = attribute.get("Value").and_then(|v| v.as_array()) {
+            assert!(!values.iter().any(|v| v == ""), "{tag}: {attribute}");
+        }
+    }
+
     // Person names: case- and accent-insensitive, wildcard, answered in UTF-8.
     let buc = dicomweb_client(&url, &["search", "studies", "--filter", "PatientName=BUC^JEROME"]);
     assert_eq!(buc.as_array().unwrap().len(), 1, "{buc}");

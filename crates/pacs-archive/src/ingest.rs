@@ -310,6 +310,7 @@ impl Incoming {
             .map_err(|e| ArchiveError::Internal(e.to_string()))?
             .map_err(ArchiveError::from_io)?;
         instance.tenant = archive.tenant.0;
+        instance.correct_from_orders = archive.correct_from_orders;
         instance.size = committed.size;
         instance.sha256 = committed.key.clone();
         instance.dataset_sha256 = committed.dataset_sha256.clone();

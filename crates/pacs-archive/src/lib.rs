@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod query;
 pub mod retrieve;
+pub mod worklist;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ pub struct ArchiveConfig {
     pub data_dir: PathBuf,
     pub ae_title: String,
     pub peers: Vec<Peer>,
+    /// Images whose accession number names another patient's order: move them under the
+    /// order's patient (true) or flag the study for review (false).
+    pub correct_from_orders: bool,
 }
 
 /// The archive of one tenant.
@@ -88,6 +92,7 @@ pub struct Archive {
     /// while deleted blobs are removed: a store of the very bytes being deleted can never find
     /// its blob present, then lose it before its row exists.
     pub(crate) blob_gc: tokio::sync::RwLock<()>,
+    pub(crate) correct_from_orders: bool,
 }
 
 impl Archive {
@@ -107,6 +112,7 @@ impl Archive {
                 .map(|p| (p.ae_title.clone(), p.clone()))
                 .collect(),
             blob_gc: tokio::sync::RwLock::new(()),
+            correct_from_orders: config.correct_from_orders,
         }))
     }
 

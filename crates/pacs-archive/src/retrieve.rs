@@ -23,6 +23,39 @@ const NATIVE_SYNTAXES: &[&str] = &[
 ];
 const LITTLE_ENDIAN_TARGETS: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
 
+/// Puts the patient's current identity and demographics (from the RIS) into a copy of an
+/// object being sent. Values the RIS did not give are left as stored.
+pub fn patch_patient(obj: &mut InMemDicomObject, p: &pacs_store::PatientRecord) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let mut put = |tag, vr, value: &str| {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    };
+    put(tags::PATIENT_ID, VR::LO, &p.key.patient_id);
+    if !p.key.issuer.is_empty() {
+        put(tags::ISSUER_OF_PATIENT_ID, VR::LO, &p.key.issuer);
+    }
+    if let Some(name) = &p.name {
+        put(tags::PATIENT_NAME, VR::PN, name);
+    }
+    if let Some(date) = &p.birth_date {
+        put(tags::PATIENT_BIRTH_DATE, VR::DA, date);
+    }
+    if let Some(sex) = &p.sex {
+        put(tags::PATIENT_SEX, VR::CS, sex);
+    }
+    // Non-ASCII values need a character set that can carry them.
+    let needs_charset = [&p.name, &Some(p.key.patient_id.clone())]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| !v.is_ascii()));
+    if needs_charset && obj.get(tags::SPECIFIC_CHARACTER_SET).is_none() {
+        obj.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 192"),
+        ));
+    }
+}
+
 /// What a retrieval sends: the data set alone (DIMSE) or the whole Part 10 file (WADO-RS).
 #[derive(Clone, Copy)]
 enum Framing {
@@ -187,7 +220,15 @@ impl Archive {
             .blobs
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
-        if location.transfer_syntax == target {
+        // Identity changed by the RIS since the object was stored: a patched copy, never the
+        // stored bytes changed.
+        let patch = self
+            .index
+            .patient_patches(&[location.pk])
+            .await?
+            .pop()
+            .map(|(_, p)| p);
+        if location.transfer_syntax == target && patch.is_none() {
             let start = match framing {
                 Framing::DatasetOnly => location.dataset_offset,
                 Framing::Part10 => 0,
@@ -210,13 +251,19 @@ impl Archive {
                 location.transfer_syntax
             )));
         }
+        if let Some(p) = &patch {
+            tracing::debug!(sop = %location.sop_uid, patient = %p.key.patient_id, "patient attributes patched on retrieval");
+        }
         let target = target.to_string();
         let stored = location.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
             let mut obj = OpenFileOptions::new()
                 .open_file(&path)
                 .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
-            if !NATIVE_SYNTAXES.contains(&stored.as_str()) {
+            if let Some(p) = &patch {
+                patch_patient(&mut obj, p);
+            }
+            if stored != target && !NATIVE_SYNTAXES.contains(&stored.as_str()) {
                 obj = pacs_imaging::to_explicit_le(obj)
                     .map_err(|e| ArchiveError::Invalid(format!("cannot decode {stored}: {e}")))?;
             }

@@ -1,5 +1,6 @@
-//! The association requestor (SCU) side: C-ECHO and C-STORE to a peer, used for C-MOVE
-//! sub-operations and by `openpacs send`.
+//! The association requestor side: C-ECHO and C-STORE to a peer, used for C-MOVE
+//! sub-operations and by `openpacs send`, and N-EVENT-REPORT for storage commitment reports
+//! sent on a new association.
 
 use std::time::Duration;
 
@@ -35,6 +36,20 @@ impl ScuAssociation {
         max_pdu: u32,
         timeout: Duration,
     ) -> Result<ScuAssociation, DimseError> {
+        Self::connect_with_roles(addr, calling_ae, called_ae, proposals, &[], max_pdu, timeout).await
+    }
+
+    /// Like [`ScuAssociation::connect`], with SCP/SCU role selection items: (SOP class, we
+    /// may be SCU, we may be SCP).
+    pub async fn connect_with_roles(
+        addr: &str,
+        calling_ae: &str,
+        called_ae: &str,
+        proposals: &[(String, Vec<String>)],
+        roles: &[(String, bool, bool)],
+        max_pdu: u32,
+        timeout: Duration,
+    ) -> Result<ScuAssociation, DimseError> {
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(calling_ae.to_string())
             .called_ae_title(called_ae.to_string())
@@ -43,6 +58,9 @@ impl ScuAssociation {
             .read_timeout(timeout);
         for (abstract_syntax, syntaxes) in proposals {
             options = options.with_presentation_context(abstract_syntax.clone(), syntaxes.clone());
+        }
+        for (sop_class, scu, scp) in roles {
+            options = options.with_role_selection(sop_class.clone(), *scu, *scp);
         }
         let mut assoc = options
             .establish_async(addr)
@@ -122,6 +140,23 @@ impl ScuAssociation {
             .send_dataset_stream(stream, context_id, &mut dataset.reader, dataset.len)
             .await?;
         let rsp = self.read_response(field::C_STORE_RSP, id).await?;
+        Ok(rsp.status.unwrap_or(status::PROCESSING_FAILURE))
+    }
+
+    /// Sends a storage commitment report (its event information already encoded in the
+    /// context's transfer syntax) and returns the status the peer answered.
+    pub async fn n_event_report(
+        &mut self,
+        context_id: u8,
+        report: &crate::commitment::CommitmentReport,
+        data: &[u8],
+    ) -> Result<u16, DimseError> {
+        let id = self.message_id();
+        let rq = report.command(id);
+        let stream = self.assoc.inner_stream();
+        self.writer.send_command(stream, context_id, &rq).await?;
+        self.writer.send_dataset(stream, context_id, data).await?;
+        let rsp = self.read_response(field::N_EVENT_REPORT_RSP, id).await?;
         Ok(rsp.status.unwrap_or(status::PROCESSING_FAILURE))
     }
 

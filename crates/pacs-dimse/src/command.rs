@@ -20,6 +20,18 @@ pub mod field {
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_GET_RQ: u16 = 0x0110;
+    pub const N_GET_RSP: u16 = 0x8110;
+    pub const N_SET_RQ: u16 = 0x0120;
+    pub const N_SET_RSP: u16 = 0x8120;
+    pub const N_ACTION_RQ: u16 = 0x0130;
+    pub const N_ACTION_RSP: u16 = 0x8130;
+    pub const N_CREATE_RQ: u16 = 0x0140;
+    pub const N_CREATE_RSP: u16 = 0x8140;
+    pub const N_DELETE_RQ: u16 = 0x0150;
+    pub const N_DELETE_RSP: u16 = 0x8150;
 }
 
 /// Command Data Set Type value meaning "no data set follows".
@@ -27,7 +39,7 @@ pub const NO_DATASET: u16 = 0x0101;
 /// Command Data Set Type value used when a data set follows (any other value means the same).
 pub const HAS_DATASET: u16 = 0x0000;
 
-/// Status codes used by this implementation (PS3.4 annexes B and C, PS3.7 annex C).
+/// Status codes used by this implementation (PS3.4 annexes B, C, F and J, PS3.7 annex C).
 pub mod status {
     pub const SUCCESS: u16 = 0x0000;
     pub const PENDING: u16 = 0xFF00;
@@ -56,6 +68,58 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// Warning: coercion of data elements (C-STORE).
     pub const COERCION_OF_DATA_ELEMENTS: u16 = 0xB000;
+
+    // DIMSE-N statuses (PS3.7 annex C): the services answer MPPS and commitment requests with
+    // these; the DIMSE layer itself uses the ones about the command set.
+    /// Failure: no such attribute (N-SET of an attribute the SOP class does not have).
+    pub const NO_SUCH_ATTRIBUTE: u16 = 0x0105;
+    /// Failure: invalid attribute value.
+    pub const INVALID_ATTRIBUTE_VALUE: u16 = 0x0106;
+    /// Warning: attribute list error (some attributes not supported, the rest applied).
+    pub const ATTRIBUTE_LIST_ERROR: u16 = 0x0107;
+    /// Failure: duplicate SOP instance (N-CREATE of an instance that exists).
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    /// Failure: no such SOP instance.
+    pub const NO_SUCH_SOP_INSTANCE: u16 = 0x0112;
+    /// Failure: no such event type.
+    pub const NO_SUCH_EVENT_TYPE: u16 = 0x0113;
+    /// Failure: no such argument.
+    pub const NO_SUCH_ARGUMENT: u16 = 0x0114;
+    /// Failure: invalid argument value (N-ACTION information the SCP cannot use).
+    pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;
+    /// Warning: attribute value out of range.
+    pub const ATTRIBUTE_VALUE_OUT_OF_RANGE: u16 = 0x0116;
+    /// Failure: invalid object instance (an instance UID that is not a UID).
+    pub const INVALID_OBJECT_INSTANCE: u16 = 0x0117;
+    /// Failure: no such SOP class.
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
+    /// Failure: class-instance conflict.
+    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+    /// Failure: missing attribute (a required element of the command or data set is absent).
+    pub const MISSING_ATTRIBUTE: u16 = 0x0120;
+    /// Failure: missing attribute value.
+    pub const MISSING_ATTRIBUTE_VALUE: u16 = 0x0121;
+    /// Failure: no such action (N-ACTION type ID).
+    pub const NO_SUCH_ACTION: u16 = 0x0123;
+    /// Refused: not authorised.
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
+    /// Failure: duplicate invocation (a message ID already in use).
+    pub const DUPLICATE_INVOCATION: u16 = 0x0210;
+    /// Failure: mistyped argument.
+    pub const MISTYPED_ARGUMENT: u16 = 0x0212;
+    /// Failure: resource limitation.
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
+}
+
+/// Failure Reason (0008,1197) values of a storage commitment report (PS3.4 annex J, and the
+/// Failure Reason attribute of PS3.3 C.12.1.1.2).
+pub mod failure_reason {
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
+    pub const RESOURCE_LIMITATION: u16 = 0x0213;
+    pub const REFERENCED_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+    pub const DUPLICATE_TRANSACTION_UID: u16 = 0x0131;
 }
 
 /// Priority values (PS3.7 §E.1-1): medium is what every SCU sends by default.
@@ -83,6 +147,15 @@ pub struct Command {
     pub warning: Option<u16>,
     pub move_originator_ae: Option<String>,
     pub move_originator_message_id: Option<u16>,
+    /// Error ID (0000,0903): a service-specific failure detail.
+    pub error_id: Option<u16>,
+    /// Event Type ID (0000,1002) of an N-EVENT-REPORT.
+    pub event_type_id: Option<u16>,
+    /// Attribute Identifier List (0000,1005): N-GET's wanted attributes, or the attributes an
+    /// N-service status is about; tags as (group << 16 | element).
+    pub attribute_identifier_list: Vec<u32>,
+    /// Action Type ID (0000,1008) of an N-ACTION.
+    pub action_type_id: Option<u16>,
 }
 
 impl Command {
@@ -106,6 +179,26 @@ impl Command {
             message_id_being_responded_to: self.message_id,
             data_set_type: NO_DATASET,
             status: Some(status),
+            ..Command::default()
+        }
+    }
+
+    /// Builds the response skeleton of a DIMSE-N request: the SOP class and instance it is about
+    /// (Requested in N-GET/N-SET/N-ACTION requests, Affected in responses), its message ID,
+    /// and its event or action type.
+    pub fn n_response(&self, command_field: u16, status: u16) -> Command {
+        Command {
+            command_field,
+            affected_sop_class_uid: self.sop_class().map(str::to_string),
+            affected_sop_instance_uid: self
+                .affected_sop_instance_uid
+                .clone()
+                .or_else(|| self.requested_sop_instance_uid.clone()),
+            message_id_being_responded_to: self.message_id,
+            data_set_type: NO_DATASET,
+            status: Some(status),
+            event_type_id: self.event_type_id,
+            action_type_id: self.action_type_id,
             ..Command::default()
         }
     }
@@ -146,8 +239,24 @@ impl Command {
             b' ',
             &mut body,
         );
+        if let Some(v) = self.error_id {
+            put_us(&mut body, 0x0903, v);
+        }
         put_uid(0x1000, &self.affected_sop_instance_uid, 0, &mut body);
         put_uid(0x1001, &self.requested_sop_instance_uid, 0, &mut body);
+        if let Some(v) = self.event_type_id {
+            put_us(&mut body, 0x1002, v);
+        }
+        if !self.attribute_identifier_list.is_empty() {
+            put_header(&mut body, 0x1005, 4 * self.attribute_identifier_list.len() as u32);
+            for tag in &self.attribute_identifier_list {
+                body.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
+                body.extend_from_slice(&(*tag as u16).to_le_bytes());
+            }
+        }
+        if let Some(v) = self.action_type_id {
+            put_us(&mut body, 0x1008, v);
+        }
         for (tag, v) in [
             (0x1020, self.remaining),
             (0x1021, self.completed),
@@ -220,8 +329,20 @@ impl Command {
                     cmd.offending_element = Some(g << 16 | e);
                 }
                 0x0902 => cmd.error_comment = text(),
+                0x0903 => cmd.error_id = Some(us()?),
                 0x1000 => cmd.affected_sop_instance_uid = text(),
                 0x1001 => cmd.requested_sop_instance_uid = text(),
+                0x1002 => cmd.event_type_id = Some(us()?),
+                0x1005 => {
+                    cmd.attribute_identifier_list = value
+                        .chunks_exact(4)
+                        .map(|b| {
+                            (u16::from_le_bytes([b[0], b[1]]) as u32) << 16
+                                | u16::from_le_bytes([b[2], b[3]]) as u32
+                        })
+                        .collect()
+                }
+                0x1008 => cmd.action_type_id = Some(us()?),
                 0x1020 => cmd.remaining = Some(us()?),
                 0x1021 => cmd.completed = Some(us()?),
                 0x1022 => cmd.failed = Some(us()?),
@@ -345,6 +466,56 @@ mod tests {
         }
         assert!(Command::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Command::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn n_service_commands_round_trip() {
+        let rq = Command {
+            command_field: field::N_ACTION_RQ,
+            requested_sop_class_uid: Some("1.2.840.10008.1.20.1".into()),
+            requested_sop_instance_uid: Some("1.2.840.10008.1.20.1.1".into()),
+            message_id: Some(9),
+            action_type_id: Some(1),
+            data_set_type: HAS_DATASET,
+            ..Command::default()
+        };
+        let decoded = Command::decode(&rq.encode()).expect("decodes");
+        assert_eq!(decoded, rq);
+        let rsp = decoded.n_response(field::N_ACTION_RSP, status::SUCCESS);
+        assert_eq!(
+            rsp.affected_sop_class_uid.as_deref(),
+            Some("1.2.840.10008.1.20.1")
+        );
+        assert_eq!(
+            rsp.affected_sop_instance_uid.as_deref(),
+            Some("1.2.840.10008.1.20.1.1")
+        );
+        assert_eq!(rsp.action_type_id, Some(1));
+        assert_eq!(rsp.message_id_being_responded_to, Some(9));
+
+        let get = Command {
+            command_field: field::N_GET_RQ,
+            requested_sop_class_uid: Some("1.2.840.10008.3.1.2.3.3".into()),
+            requested_sop_instance_uid: Some("1.2.3".into()),
+            message_id: Some(2),
+            attribute_identifier_list: vec![0x0040_0252, 0x0010_0010],
+            ..Command::default()
+        };
+        assert_eq!(Command::decode(&get.encode()).expect("decodes"), get);
+
+        let report = Command {
+            command_field: field::N_EVENT_REPORT_RSP,
+            affected_sop_class_uid: Some("1.2.840.10008.1.20.1".into()),
+            affected_sop_instance_uid: Some("1.2.840.10008.1.20.1.1".into()),
+            message_id_being_responded_to: Some(3),
+            event_type_id: Some(2),
+            status: Some(status::PROCESSING_FAILURE),
+            error_id: Some(0xA710),
+            ..Command::default()
+        };
+        let bytes = report.encode();
+        assert_eq!(bytes.len() % 2, 0);
+        assert_eq!(Command::decode(&bytes).expect("decodes"), report);
     }
 
     #[test]

@@ -1,20 +1,26 @@
 //! DIMSE: the DICOM message service on top of `dicom-ul`.
 //!
-//! This crate accepts associations, frames DIMSE messages, dispatches C-ECHO, C-STORE, C-FIND,
-//! C-GET and C-MOVE to a [`DimseServices`] implementation, and provides the SCU side used for
-//! C-MOVE sub-operations and `openpacs send`. It knows nothing about storage or indexing: every
-//! decision about data is the services implementation's.
+//! This crate accepts associations, frames DIMSE messages, dispatches C-ECHO, C-STORE, C-FIND
+//! (query/retrieve and Modality Worklist), C-GET, C-MOVE, MPPS N-CREATE/N-SET and Storage
+//! Commitment N-ACTION to a [`DimseServices`] implementation, delivers storage commitment
+//! reports (N-EVENT-REPORT), and provides the SCU side used for C-MOVE sub-operations and
+//! `openpacs send`. It knows nothing about storage or indexing: every decision about data is
+//! the services implementation's.
 
 pub mod client;
 pub mod command;
+pub mod commitment;
 pub mod dataset_check;
 pub mod pdu;
 pub mod server;
 pub mod sop_classes;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use async_trait::async_trait;
+use dicom_core::Tag;
 use dicom_object::InMemDicomObject;
 use pacs_model::InformationModel;
 use tokio::io::AsyncRead;
@@ -140,7 +146,79 @@ pub enum RetrieveKind {
     Move { destination: String },
 }
 
+/// A SOP instance as a storage commitment request or report names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SopRef {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// A Storage Commitment Push Model request (the N-ACTION's action information).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitmentRequest {
+    pub transaction_uid: String,
+    /// The Referenced SOP Sequence, in the requester's order.
+    pub instances: Vec<SopRef>,
+}
+
+/// The answer to a storage commitment request: every requested instance is in exactly one list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitmentResult {
+    pub committed: Vec<SopRef>,
+    /// Each failed instance with its Failure Reason ([`command::failure_reason`]).
+    pub failed: Vec<(SopRef, u16)>,
+}
+
+/// The work behind a storage commitment, run after the N-ACTION-RSP has gone out.
+pub type CommitmentFuture = Pin<Box<dyn Future<Output = CommitmentResult> + Send + 'static>>;
+
+/// Where storage commitment reports (N-EVENT-REPORT) go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitmentDelivery {
+    /// On the association that carried the request while it is open (PS3.4 J.3.3: the
+    /// acceptor is SCP and may send N-EVENT-REPORT there), else on a new one.
+    #[default]
+    SameAssociation,
+    /// Always on a new association to the requester (its calling AE title, resolved with
+    /// [`DimseServices::resolve_ae`]), on which we propose the SCP role.
+    NewAssociation,
+}
+
+/// What became of a storage commitment report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The requester answered the N-EVENT-REPORT with this status (0000 is success).
+    Answered { status: u16, same_association: bool },
+    /// The report could not be delivered (unknown address, connection refused, no answer…).
+    Failed { reason: String },
+}
+
+/// A successful (or warning) answer to an MPPS N-CREATE or N-SET.
+#[derive(Clone, Debug)]
+pub struct NResponse {
+    /// Success, or a warning such as 0107 (attribute list error) or 0116 (value out of range).
+    pub status: DimseStatus,
+    /// The attributes a warning is about (Attribute Identifier List).
+    pub attributes: Vec<Tag>,
+    /// The response data set (the attributes as created or set), if any.
+    pub dataset: Option<InMemDicomObject>,
+}
+
+impl NResponse {
+    pub fn success(dataset: Option<InMemDicomObject>) -> Self {
+        NResponse {
+            status: DimseStatus::SUCCESS,
+            attributes: Vec::new(),
+            dataset,
+        }
+    }
+}
+
 /// The application side of the DIMSE services.
+///
+/// The modality workflow methods have default implementations that refuse, so that an
+/// implementation without them still compiles and answers with a proper status. The Modality
+/// Worklist goes through [`DimseServices::find`] with [`FindKind::ModalityWorklist`].
 #[async_trait]
 pub trait DimseServices: Send + Sync + 'static {
     /// An association was refused before any DIMSE exchange (for the audit trail).
@@ -157,8 +235,9 @@ pub trait DimseServices: Send + Sync + 'static {
     /// refusals after [`StoreSink::finish`] are the sink's to record).
     async fn store_refused(&self, assoc: &AssociationInfo, sop_instance_uid: &str, status: &DimseStatus);
 
-    /// Runs a C-FIND, sending each match into `results` as soon as it is found. When the
-    /// receiver is dropped (C-CANCEL, association gone) the search must stop.
+    /// Runs a C-FIND (query/retrieve or Modality Worklist), sending each match into `results`
+    /// as soon as it is found. When the receiver is dropped (C-CANCEL, association gone) the
+    /// search must stop.
     async fn find(
         &self,
         assoc: &AssociationInfo,
@@ -188,4 +267,64 @@ pub trait DimseServices: Send + Sync + 'static {
 
     /// Network address ("host:port") of a known AE title, for C-MOVE destinations.
     fn resolve_ae(&self, ae_title: &str) -> Option<String>;
+
+    /// MPPS N-CREATE: creates the performed procedure step `sop_instance_uid` (generated by the
+    /// implementation when the requester left it out) from `dataset`, and returns its instance
+    /// UID. The state rules and their statuses (0106, 0111, 0120…) are the implementation's.
+    async fn mpps_create(
+        &self,
+        _assoc: &AssociationInfo,
+        _sop_instance_uid: Option<String>,
+        _dataset: InMemDicomObject,
+    ) -> Result<(String, NResponse), DimseStatus> {
+        Err(DimseStatus::new(
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "MPPS is not available",
+        ))
+    }
+
+    /// MPPS N-SET: applies `modifications` to the performed procedure step `sop_instance_uid`
+    /// (0112 when it does not exist, 0110 when it may no longer be updated…).
+    async fn mpps_set(
+        &self,
+        _assoc: &AssociationInfo,
+        _sop_instance_uid: String,
+        _modifications: InMemDicomObject,
+    ) -> Result<NResponse, DimseStatus> {
+        Err(DimseStatus::new(
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "MPPS is not available",
+        ))
+    }
+
+    /// Storage commitment N-ACTION: an `Err` refuses the request in the N-ACTION-RSP; `Ok`
+    /// gives the work that decides, instance by instance, what is committed. That work runs
+    /// after the N-ACTION-RSP has gone out and its result is reported with an N-EVENT-REPORT
+    /// (if it panics, every instance is reported failed). Commit only what is durable and
+    /// intact: the report is a promise.
+    async fn storage_commitment(
+        &self,
+        _assoc: &AssociationInfo,
+        _request: CommitmentRequest,
+    ) -> Result<CommitmentFuture, DimseStatus> {
+        Err(DimseStatus::new(
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "storage commitment is not available",
+        ))
+    }
+
+    /// Where storage commitment reports go.
+    fn commitment_delivery(&self) -> CommitmentDelivery {
+        CommitmentDelivery::SameAssociation
+    }
+
+    /// A storage commitment report was answered or could not be delivered (for the audit
+    /// trail, and for retrying with [`commitment::send_report`]). The DIMSE layer has logged it.
+    async fn commitment_reported(
+        &self,
+        _assoc: &AssociationInfo,
+        _report: &commitment::CommitmentReport,
+        _outcome: &ReportOutcome,
+    ) {
+    }
 }

@@ -5,8 +5,14 @@
 //! flight. Each association runs two futures on one task: a reader that turns PDUs into
 //! [`Event`]s (and flags C-CANCEL out of band), and a handler that executes one DIMSE operation
 //! at a time and writes the responses.
+//!
+//! Storage commitment reports are the one message the acceptor initiates: the work behind an
+//! N-ACTION runs in the handler's `commitments` set, and when it finishes while the association
+//! is open the handler sends the N-EVENT-REPORT between two operations and waits for its answer
+//! (setting aside, in `deferred`, whatever the peer sends meanwhile). Reports still pending when
+//! the association ends go out on new associations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,22 +32,28 @@ use pacs_model::InformationModel;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::client::ScuAssociation;
-use crate::command::{field, status, Command, HAS_DATASET, NO_DATASET, PRIORITY_MEDIUM};
+use crate::command::{failure_reason, field, status, Command, HAS_DATASET, NO_DATASET, PRIORITY_MEDIUM};
+use crate::commitment::{self, CommitmentReport};
 use crate::pdu::{self, Pdu, PduReader, PduWriter};
 use crate::sop_classes::{self, STORAGE_SOP_CLASSES};
 use crate::{
-    AssociationInfo, DimseError, DimseServices, DimseStatus, FindKind, RefusedAssociation, RetrieveItem,
-    RetrieveKind, StoreRequest,
+    AssociationInfo, CommitmentDelivery, CommitmentResult, DimseError, DimseServices, DimseStatus, FindKind,
+    NResponse, RefusedAssociation, ReportOutcome, RetrieveItem, RetrieveKind, StoreRequest,
 };
 
-const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 /// Command sets and query identifiers are small; anything beyond these is refused.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 const MAX_IDENTIFIER_BYTES: usize = 1024 * 1024;
+/// A storage commitment request names each instance in about 150 bytes: 8 MiB is some 50,000
+/// instances, more than the largest study.
+const MAX_ACTION_BYTES: usize = 8 * 1024 * 1024;
+/// Events set aside while waiting for the answer to a report on the same association.
+const MAX_DEFERRED_EVENTS: usize = 64;
 
 /// How the acceptor behaves; built by the binary from its configuration.
 #[derive(Clone, Debug)]
@@ -213,12 +225,17 @@ impl AccessControl for AllowList {
     }
 }
 
-/// Role selection: a C-GET requestor asks to be SCP for storage classes; grant what it asks.
-struct StorageRoles;
+/// Role selection: a C-GET requestor asks to be SCP for storage classes, and a storage
+/// commitment requester may propose both roles; grant what they ask. For every other class the
+/// requester keeps the default role (SCU, with us as SCP). Storage commitment reports go on the
+/// requesting association under the default roles (the acceptor is the SCP, and the SCP is the
+/// one that sends N-EVENT-REPORT), so no role is needed for them.
+struct Roles;
 
-impl Negotiation for StorageRoles {
+impl Negotiation for Roles {
     fn negotiate_roles(&self, sop_class_uid: &str, scu: bool, scp: bool) -> Option<RequestorRoles> {
-        sop_classes::is_storage(sop_class_uid).then_some(RequestorRoles { scu, scp })
+        (sop_classes::is_storage(sop_class_uid) || sop_class_uid == sop_classes::STORAGE_COMMITMENT_PUSH)
+            .then_some(RequestorRoles { scu, scp })
     }
 }
 
@@ -245,13 +262,13 @@ async fn handle_connection(
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
-        .with_negotiation(StorageRoles)
+        .with_negotiation(Roles)
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu)
         .read_timeout(config.artim_timeout)
         .promiscuous(config.accept_unknown_sop_classes)
         .with_abstract_syntax(sop_classes::VERIFICATION);
-    for uid in sop_classes::QUERY_RETRIEVE {
+    for uid in sop_classes::QUERY_RETRIEVE.iter().chain(sop_classes::WORKFLOW) {
         options = options.with_abstract_syntax(*uid);
     }
     for (uid, _) in STORAGE_SOP_CLASSES {
@@ -322,9 +339,13 @@ async fn handle_connection(
         info,
         contexts,
         config: config.clone(),
+        deferred: VecDeque::new(),
+        commitments: JoinSet::new(),
+        next_message_id: 1,
     };
     let handling = async {
         handler.run(&mut wr, shutdown).await;
+        handler.hand_over_commitments();
         let _ = tokio::time::timeout(config.idle_timeout, wr.shutdown()).await;
         // Stops the reader even when it is blocked handing over an event nobody will take.
         let _ = done_tx.send(true);
@@ -335,7 +356,7 @@ async fn handle_connection(
 /// What the reader hands to the handler.
 #[derive(Debug)]
 enum Event {
-    Command { context_id: u8, command: Command },
+    Command { context_id: u8, command: Box<Command> },
     Data { context_id: u8, data: Bytes, last: bool },
     ReleaseRequested,
     Aborted,
@@ -405,7 +426,7 @@ async fn read_events<R: AsyncRead + Unpin>(
                                 }
                                 Ok(c) => Some(Event::Command {
                                     context_id: pdv.context_id,
-                                    command: c,
+                                    command: Box::new(c),
                                 }),
                                 Err(e) => Some(Event::ProtocolError(e.to_string())),
                             }
@@ -466,26 +487,60 @@ struct Handler {
     info: AssociationInfo,
     contexts: HashMap<u8, Context>,
     config: Arc<ServerConfig>,
+    /// Events received while waiting for the answer to a storage commitment report, handled
+    /// before anything newer.
+    deferred: VecDeque<Event>,
+    /// Storage commitments in progress, to be reported on this association.
+    commitments: JoinSet<CommitmentReport>,
+    /// Message IDs of the requests we send on this association (storage commitment reports).
+    next_message_id: u16,
+}
+
+/// What the handler's main loop woke up for.
+enum Wake {
+    Event(Option<Event>),
+    Report(CommitmentReport),
 }
 
 impl Handler {
     async fn run<W: AsyncWrite + Unpin>(&mut self, wr: &mut W, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let event = tokio::select! {
-                biased;
-                event = tokio::time::timeout(self.config.idle_timeout, self.events.recv()) => match event {
-                    Ok(event) => event,
-                    Err(_) => {
-                        tracing::info!(assoc = self.info.id, "idle timeout, aborting association");
+            let wake = match self.deferred.pop_front() {
+                Some(event) => Wake::Event(Some(event)),
+                None => tokio::select! {
+                    biased;
+                    event = tokio::time::timeout(self.config.idle_timeout, self.events.recv()) => match event {
+                        Ok(event) => Wake::Event(event),
+                        // A peer waiting for a storage commitment report is silent, not idle.
+                        Err(_) if !self.commitments.is_empty() => continue,
+                        Err(_) => {
+                            tracing::info!(assoc = self.info.id, "idle timeout, aborting association");
+                            let _ = self.writer.send_abort(wr, 0).await;
+                            return;
+                        }
+                    },
+                    Some(done) = self.commitments.join_next(), if !self.commitments.is_empty() => match done {
+                        Ok(report) => Wake::Report(report),
+                        // The task wraps the services' work and does not panic itself.
+                        Err(e) => {
+                            tracing::error!(error = %e, "storage commitment task failed");
+                            continue;
+                        }
+                    },
+                    _ = wait_true(&mut shutdown) => {
+                        tracing::info!(assoc = self.info.id, "aborting idle association for shutdown");
                         let _ = self.writer.send_abort(wr, 0).await;
                         return;
                     }
                 },
-                _ = wait_true(&mut shutdown) => {
-                    tracing::info!(assoc = self.info.id, "aborting idle association for shutdown");
-                    let _ = self.writer.send_abort(wr, 0).await;
-                    return;
-                }
+            };
+            let event = match wake {
+                Wake::Event(event) => event,
+                Wake::Report(report) => match self.report_here(wr, report).await {
+                    Ok(()) => continue,
+                    Err(Fatal::Gone) => return,
+                    Err(Fatal::Protocol(m)) => Some(Event::ProtocolError(m)),
+                },
             };
             let outcome = match event {
                 None | Some(Event::Closed) | Some(Event::Aborted) => return,
@@ -497,7 +552,7 @@ impl Handler {
                 Some(Event::ProtocolError(m)) => Err(Fatal::Protocol(m)),
                 Some(Event::Data { .. }) => Err(Fatal::Protocol("data set without a command".into())),
                 Some(Event::Command { context_id, command }) => {
-                    let r = self.dispatch(wr, context_id, command).await;
+                    let r = self.dispatch(wr, context_id, *command).await;
                     // A C-CANCEL applies to the operation in progress only.
                     self.cancels_seen = self.cancel.borrow().seq;
                     r
@@ -539,6 +594,12 @@ impl Handler {
             field::C_STORE_RQ => self.c_store(wr, context_id, &context, command).await,
             field::C_FIND_RQ => self.c_find(wr, context_id, &context, command).await,
             field::C_GET_RQ | field::C_MOVE_RQ => self.c_retrieve(wr, context_id, &context, command).await,
+            field::N_CREATE_RQ | field::N_SET_RQ if context.abstract_syntax == sop_classes::MPPS => {
+                self.mpps(wr, context_id, &context, command).await
+            }
+            field::N_ACTION_RQ if context.abstract_syntax == sop_classes::STORAGE_COMMITMENT_PUSH => {
+                self.n_action(wr, context_id, &context, command).await
+            }
             other if other & 0x8000 != 0 => {
                 // A response nobody asked for: nothing to answer; skip it and carry on.
                 tracing::warn!(
@@ -556,8 +617,15 @@ impl Handler {
                 if command.has_dataset() {
                     self.drain_dataset(context_id).await?;
                 }
-                let mut rsp = command.response(other | 0x8000, status::UNRECOGNIZED_OPERATION);
-                rsp.error_comment = Some(format!("operation 0x{other:04X} not supported"));
+                let mut rsp = if (field::N_EVENT_REPORT_RQ..=field::N_DELETE_RQ).contains(&other) {
+                    command.n_response(other | 0x8000, status::UNRECOGNIZED_OPERATION)
+                } else {
+                    command.response(other | 0x8000, status::UNRECOGNIZED_OPERATION)
+                };
+                rsp.error_comment = Some(format!(
+                    "operation 0x{other:04X} not supported for {}",
+                    context.abstract_syntax
+                ));
                 self.writer.send_command(wr, context_id, &rsp).await?;
                 Ok(())
             }
@@ -566,6 +634,9 @@ impl Handler {
 
     /// The next event in the middle of an operation; a peer silent for the idle timeout is gone.
     async fn next_event(&mut self) -> Result<Option<Event>, Fatal> {
+        if let Some(event) = self.deferred.pop_front() {
+            return Ok(Some(event));
+        }
         tokio::time::timeout(self.config.idle_timeout, self.events.recv())
             .await
             .map_err(|_| Fatal::Protocol("peer silent in the middle of an operation".into()))
@@ -605,11 +676,30 @@ impl Handler {
         context: &Context,
         context_id: u8,
     ) -> Result<Result<InMemDicomObject, DimseStatus>, Fatal> {
+        Ok(self
+            .read_dataset(context, context_id, MAX_IDENTIFIER_BYTES)
+            .await?
+            .map_err(|bad| match bad {
+                BadDataset::TooLarge => DimseStatus::new(status::CANNOT_UNDERSTAND, "identifier too large"),
+                BadDataset::Unreadable(e) => {
+                    DimseStatus::new(status::CANNOT_UNDERSTAND, format!("unreadable identifier: {e}"))
+                }
+            }))
+    }
+
+    /// Reads a data set of at most `limit` bytes (the rest is drained) and parses it once
+    /// `dataset_check` has bounded its lengths.
+    async fn read_dataset(
+        &mut self,
+        context: &Context,
+        context_id: u8,
+        limit: usize,
+    ) -> Result<Result<InMemDicomObject, BadDataset>, Fatal> {
         let mut bytes = Vec::new();
         let mut too_large = false;
         loop {
             let (data, last) = self.next_data(context_id).await?;
-            if bytes.len() + data.len() > MAX_IDENTIFIER_BYTES {
+            if bytes.len() + data.len() > limit {
                 too_large = true;
             } else {
                 bytes.extend_from_slice(&data);
@@ -619,26 +709,17 @@ impl Handler {
             }
         }
         if too_large {
-            return Ok(Err(DimseStatus::new(
-                status::CANNOT_UNDERSTAND,
-                "identifier too large",
-            )));
+            return Ok(Err(BadDataset::TooLarge));
         }
         let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
-            return Ok(Err(DimseStatus::new(
-                status::CANNOT_UNDERSTAND,
-                "unknown transfer syntax",
-            )));
+            return Ok(Err(BadDataset::Unreadable("unknown transfer syntax".into())));
         };
         let layout = crate::dataset_check::Layout::of(&context.transfer_syntax);
         if let Err(e) = crate::dataset_check::check_bytes(&bytes, layout, false) {
-            return Ok(Err(DimseStatus::new(
-                status::CANNOT_UNDERSTAND,
-                format!("unreadable identifier: {e}"),
-            )));
+            return Ok(Err(BadDataset::Unreadable(e.to_string())));
         }
         Ok(InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
-            .map_err(|e| DimseStatus::new(status::CANNOT_UNDERSTAND, format!("unreadable identifier: {e}"))))
+            .map_err(|e| BadDataset::Unreadable(e.to_string())))
     }
 
     /// The identifier of a query or retrieve request on a context whose SOP class maps to
@@ -802,7 +883,7 @@ impl Handler {
         let kind = match context.abstract_syntax.as_str() {
             sop_classes::PATIENT_ROOT_FIND => Some(FindKind::QueryRetrieve(InformationModel::PatientRoot)),
             sop_classes::STUDY_ROOT_FIND => Some(FindKind::QueryRetrieve(InformationModel::StudyRoot)),
-            MODALITY_WORKLIST_FIND => Some(FindKind::ModalityWorklist),
+            sop_classes::MODALITY_WORKLIST_FIND => Some(FindKind::ModalityWorklist),
             _ => None,
         };
         let (kind, identifier) = match self.identifier_for(context, context_id, &command, kind).await? {
@@ -1085,6 +1166,491 @@ impl Handler {
             Err(e) => {
                 tracing::warn!(error = %e, "C-STORE sub-operation to move destination failed");
                 SubOutcome::Failed
+            }
+        }
+    }
+}
+
+/// Why a data set could not be read.
+enum BadDataset {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// Encodes a response data set in the context's transfer syntax.
+fn encode_dataset(obj: &InMemDicomObject, transfer_syntax_uid: &str) -> Result<Vec<u8>, String> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax_uid}"))?;
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, ts)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Runs the services' commitment work; a panic in it reports every instance failed rather than
+/// leaving the requester without an answer.
+async fn commit(work: crate::CommitmentFuture, request: crate::CommitmentRequest) -> CommitmentReport {
+    let result = match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, transaction = %request.transaction_uid, "storage commitment work failed");
+            CommitmentResult {
+                committed: Vec::new(),
+                failed: request
+                    .instances
+                    .into_iter()
+                    .map(|sop| (sop, failure_reason::PROCESSING_FAILURE))
+                    .collect(),
+            }
+        }
+    };
+    CommitmentReport {
+        transaction_uid: request.transaction_uid,
+        result,
+    }
+}
+
+/// Sends a storage commitment report on a new association to the requester, in the background.
+fn report_elsewhere(
+    config: Arc<ServerConfig>,
+    services: Arc<dyn DimseServices>,
+    info: AssociationInfo,
+    report: CommitmentReport,
+) {
+    tokio::spawn(async move {
+        let outcome = match services.resolve_ae(&info.calling_ae) {
+            None => ReportOutcome::Failed {
+                reason: format!("no address known for AE title {:?}", info.calling_ae),
+            },
+            Some(addr) => match commitment::send_report(
+                &addr,
+                &config.ae_title,
+                &info.calling_ae,
+                &report,
+                config.max_pdu,
+                config.idle_timeout,
+            )
+            .await
+            {
+                Ok(status) => ReportOutcome::Answered {
+                    status,
+                    same_association: false,
+                },
+                Err(e) => ReportOutcome::Failed {
+                    reason: format!("{addr}: {e}"),
+                },
+            },
+        };
+        log_report(&info, &report, &outcome);
+        services.commitment_reported(&info, &report, &outcome).await;
+    });
+}
+
+fn log_report(info: &AssociationInfo, report: &CommitmentReport, outcome: &ReportOutcome) {
+    let transaction = &report.transaction_uid;
+    let committed = report.result.committed.len();
+    let failed = report.result.failed.len();
+    match outcome {
+        ReportOutcome::Answered {
+            status,
+            same_association,
+        } => {
+            tracing::info!(
+                requester = %info.calling_ae, %transaction, committed, failed, same_association,
+                status = format!("0x{status:04X}"), "storage commitment report delivered"
+            );
+            metrics::counter!("openpacs_dimse_commitment_reports_total", "outcome" => "delivered")
+                .increment(1);
+        }
+        ReportOutcome::Failed { reason } => {
+            tracing::warn!(
+                requester = %info.calling_ae, %transaction, committed, failed, %reason,
+                "storage commitment report not delivered"
+            );
+            metrics::counter!("openpacs_dimse_commitment_reports_total", "outcome" => "failed").increment(1);
+        }
+    }
+}
+
+impl Handler {
+    fn next_message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// The association is over: reports still being worked out go on new associations.
+    fn hand_over_commitments(&mut self) {
+        if self.commitments.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.commitments);
+        let (config, services, info) = (self.config.clone(), self.services.clone(), self.info.clone());
+        tokio::spawn(async move {
+            while let Some(done) = pending.join_next().await {
+                match done {
+                    Ok(report) => report_elsewhere(config.clone(), services.clone(), info.clone(), report),
+                    Err(e) => tracing::error!(error = %e, "storage commitment task failed"),
+                }
+            }
+        });
+    }
+
+    /// MPPS N-CREATE and N-SET: checks the command set, reads the data set, and passes both to
+    /// the services, whose status (success, warning or failure) goes back as it is.
+    async fn mpps<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        context_id: u8,
+        context: &Context,
+        command: Command,
+    ) -> Result<(), Fatal> {
+        let create = command.command_field == field::N_CREATE_RQ;
+        let op = if create { "create" } else { "set" };
+        let mut rsp = command.n_response(
+            if create {
+                field::N_CREATE_RSP
+            } else {
+                field::N_SET_RSP
+            },
+            status::SUCCESS,
+        );
+        // Read the data set first, so that the association stays in step whatever the answer.
+        let dataset = if command.has_dataset() {
+            Some(
+                self.read_dataset(context, context_id, MAX_IDENTIFIER_BYTES)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let (class, class_tag) = if create {
+            (command.affected_sop_class_uid.as_deref(), 0x0000_0002)
+        } else {
+            (command.requested_sop_class_uid.as_deref(), 0x0000_0003)
+        };
+        let (instance, instance_tag) = if create {
+            (command.affected_sop_instance_uid.clone(), 0x0000_1000)
+        } else {
+            (command.requested_sop_instance_uid.clone(), 0x0000_1001)
+        };
+        let instance = instance.filter(|uid| !uid.is_empty());
+        let checked = match (class, &instance, dataset) {
+            (None, _, _) => Err((
+                DimseStatus::new(status::MISSING_ATTRIBUTE, "missing SOP Class UID"),
+                Some(class_tag),
+            )),
+            (Some(class), _, _) if class != context.abstract_syntax => Err((
+                DimseStatus::new(
+                    status::NO_SUCH_SOP_CLASS,
+                    format!("{class} differs from the presentation context"),
+                ),
+                Some(class_tag),
+            )),
+            (_, None, _) if !create => Err((
+                DimseStatus::new(status::MISSING_ATTRIBUTE, "missing Requested SOP Instance UID"),
+                Some(instance_tag),
+            )),
+            (_, Some(uid), _) if !commitment::is_valid_uid(uid) => Err((
+                DimseStatus::new(status::INVALID_OBJECT_INSTANCE, "SOP Instance UID is not a UID"),
+                Some(instance_tag),
+            )),
+            (_, _, None) if !create => Err((
+                DimseStatus::new(status::MISSING_ATTRIBUTE, "N-SET without a modification list"),
+                None,
+            )),
+            // The services say which attributes N-CREATE needs: an absent data set is empty.
+            (_, _, None) => Ok(InMemDicomObject::new_empty()),
+            (_, _, Some(Err(BadDataset::TooLarge))) => Err((
+                DimseStatus::new(status::RESOURCE_LIMITATION, "data set too large"),
+                None,
+            )),
+            (_, _, Some(Err(BadDataset::Unreadable(e)))) => Err((
+                DimseStatus::new(status::PROCESSING_FAILURE, format!("unreadable data set: {e}")),
+                None,
+            )),
+            (_, _, Some(Ok(dataset))) => Ok(dataset),
+        };
+        let dataset = match checked {
+            Ok(dataset) => dataset,
+            Err((st, offending)) => {
+                rsp.offending_element = offending;
+                metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "refused")
+                    .increment(1);
+                return self.send_response(wr, context_id, rsp, None, &st).await;
+            }
+        };
+        let answer = if create {
+            self.services
+                .mpps_create(&self.info, instance, dataset)
+                .await
+                .map(|(uid, answer)| {
+                    rsp.affected_sop_instance_uid = Some(uid);
+                    answer
+                })
+        } else {
+            let uid = instance.unwrap_or_default();
+            self.services.mpps_set(&self.info, uid, dataset).await
+        };
+        let NResponse {
+            status: st,
+            attributes,
+            dataset,
+        } = match answer {
+            Ok(answer) => answer,
+            Err(st) => {
+                tracing::info!(assoc = self.info.id, op, status = format!("0x{:04X}", st.code), comment = ?st.comment, "MPPS refused");
+                metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "refused")
+                    .increment(1);
+                return self.send_response(wr, context_id, rsp, None, &st).await;
+            }
+        };
+        metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "success").increment(1);
+        rsp.attribute_identifier_list = attributes
+            .iter()
+            .map(|t| (t.0 as u32) << 16 | t.1 as u32)
+            .collect();
+        let encoded = dataset.map(|d| encode_dataset(&d, &context.transfer_syntax));
+        let data = match encoded {
+            Some(Ok(data)) => Some(data),
+            Some(Err(e)) => {
+                // The operation happened: say so, without the data set we cannot send.
+                tracing::warn!(assoc = self.info.id, error = %e, "cannot encode MPPS response data set");
+                None
+            }
+            None => None,
+        };
+        self.send_response(wr, context_id, rsp, data.as_deref(), &st)
+            .await
+    }
+
+    /// Storage commitment N-ACTION: checks the request, asks the services to take it, answers,
+    /// and schedules the report.
+    async fn n_action<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        context_id: u8,
+        context: &Context,
+        command: Command,
+    ) -> Result<(), Fatal> {
+        let mut rsp = command.n_response(field::N_ACTION_RSP, status::SUCCESS);
+        let dataset = if command.has_dataset() {
+            Some(self.read_dataset(context, context_id, MAX_ACTION_BYTES).await?)
+        } else {
+            None
+        };
+        let checked = match (
+            command.requested_sop_class_uid.as_deref(),
+            command.requested_sop_instance_uid.as_deref(),
+            command.action_type_id,
+            dataset,
+        ) {
+            (None, ..) => Err((
+                DimseStatus::new(status::MISSING_ATTRIBUTE, "missing Requested SOP Class UID"),
+                Some(0x0000_0003),
+            )),
+            (Some(class), ..) if class != context.abstract_syntax => Err((
+                DimseStatus::new(
+                    status::NO_SUCH_SOP_CLASS,
+                    format!("{class} differs from the presentation context"),
+                ),
+                Some(0x0000_0003),
+            )),
+            (_, None, ..) => Err((
+                DimseStatus::new(status::MISSING_ATTRIBUTE, "missing Requested SOP Instance UID"),
+                Some(0x0000_1001),
+            )),
+            (_, Some(instance), ..) if instance != sop_classes::STORAGE_COMMITMENT_INSTANCE => Err((
+                DimseStatus::new(
+                    status::NO_SUCH_SOP_INSTANCE,
+                    format!(
+                        "expected the well-known instance {}",
+                        sop_classes::STORAGE_COMMITMENT_INSTANCE
+                    ),
+                ),
+                Some(0x0000_1001),
+            )),
+            (_, _, action, _) if action != Some(commitment::ACTION_REQUEST_COMMITMENT) => Err((
+                DimseStatus::new(
+                    status::NO_SUCH_ACTION,
+                    "Action Type ID must be 1 (Request Storage Commitment)",
+                ),
+                Some(0x0000_1008),
+            )),
+            (.., None) => Err((
+                DimseStatus::new(
+                    status::INVALID_ARGUMENT_VALUE,
+                    "N-ACTION without action information",
+                ),
+                None,
+            )),
+            (.., Some(Err(BadDataset::TooLarge))) => Err((
+                DimseStatus::new(status::RESOURCE_LIMITATION, "too many instances in one request"),
+                None,
+            )),
+            (.., Some(Err(BadDataset::Unreadable(e)))) => Err((
+                DimseStatus::new(
+                    status::INVALID_ARGUMENT_VALUE,
+                    format!("unreadable action information: {e}"),
+                ),
+                None,
+            )),
+            (.., Some(Ok(info))) => commitment::parse_request(&info).map_err(|st| (st, None)),
+        };
+        let request = match checked {
+            Ok(request) => request,
+            Err((st, offending)) => {
+                rsp.offending_element = offending;
+                metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "refused")
+                    .increment(1);
+                return self.send_response(wr, context_id, rsp, None, &st).await;
+            }
+        };
+        let transaction = request.transaction_uid.clone();
+        let instances = request.instances.len();
+        let work = match self
+            .services
+            .storage_commitment(&self.info, request.clone())
+            .await
+        {
+            Ok(work) => work,
+            Err(st) => {
+                metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "refused")
+                    .increment(1);
+                return self.send_response(wr, context_id, rsp, None, &st).await;
+            }
+        };
+        metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "accepted").increment(1);
+        tracing::info!(assoc = self.info.id, requester = %self.info.calling_ae, %transaction, instances, "storage commitment requested");
+        // The work starts before the answer goes out, so that a requester closing the
+        // association at once does not delay it.
+        match self.services.commitment_delivery() {
+            CommitmentDelivery::SameAssociation => {
+                self.commitments.spawn(commit(work, request));
+            }
+            CommitmentDelivery::NewAssociation => {
+                let (config, services, info) =
+                    (self.config.clone(), self.services.clone(), self.info.clone());
+                tokio::spawn(async move {
+                    let report = commit(work, request).await;
+                    report_elsewhere(config, services, info, report);
+                });
+            }
+        }
+        self.send_response(wr, context_id, rsp, None, &DimseStatus::SUCCESS)
+            .await
+    }
+
+    /// Sends a storage commitment report on this association and waits for its answer. When
+    /// the association cannot carry it (no context, the peer leaves or does not answer), the
+    /// report goes on a new association instead; the requester may then see it twice, which a
+    /// transaction UID makes harmless.
+    async fn report_here<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        report: CommitmentReport,
+    ) -> Result<(), Fatal> {
+        let context = self
+            .contexts
+            .iter()
+            .find(|(_, c)| c.abstract_syntax == sop_classes::STORAGE_COMMITMENT_PUSH)
+            .map(|(id, c)| (*id, c.transfer_syntax.clone()));
+        let encoded = context.map(|(id, ts)| (id, report.encode(&ts)));
+        let (context_id, data) = match encoded {
+            Some((id, Ok(data))) => (id, data),
+            _ => {
+                report_elsewhere(
+                    self.config.clone(),
+                    self.services.clone(),
+                    self.info.clone(),
+                    report,
+                );
+                return Ok(());
+            }
+        };
+        let message_id = self.next_message_id();
+        let rq = report.command(message_id);
+        let sent = async {
+            self.writer.send_command(wr, context_id, &rq).await?;
+            self.writer.send_dataset(wr, context_id, &data).await
+        }
+        .await;
+        if let Err(e) = sent {
+            report_elsewhere(
+                self.config.clone(),
+                self.services.clone(),
+                self.info.clone(),
+                report,
+            );
+            return Err(e.into());
+        }
+        // Wait for the answer; what else the peer sends meanwhile is handled afterwards.
+        let answered = loop {
+            let event = match tokio::time::timeout(self.config.idle_timeout, self.events.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break Err(Fatal::Gone),
+                Err(_) => break Err(Fatal::Protocol("peer did not answer the N-EVENT-REPORT".into())),
+            };
+            match event {
+                Event::Command { command, .. }
+                    if command.command_field == field::N_EVENT_REPORT_RSP
+                        && command.message_id_being_responded_to == Some(message_id) =>
+                {
+                    if command.has_dataset() {
+                        // Nothing in a report's answer matters to us; skip it.
+                        loop {
+                            match tokio::time::timeout(self.config.idle_timeout, self.events.recv()).await {
+                                Ok(Some(Event::Data { last: true, .. })) => break,
+                                Ok(Some(Event::Data { .. })) => continue,
+                                Ok(Some(other)) => {
+                                    self.deferred.push_back(other);
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                    break Ok(command.status.unwrap_or(status::PROCESSING_FAILURE));
+                }
+                Event::Command { .. } | Event::Data { .. } if self.deferred.len() < MAX_DEFERRED_EVENTS => {
+                    self.deferred.push_back(event);
+                }
+                other => {
+                    // Release, abort, close, a protocol error, or too much traffic: the report
+                    // was not answered here.
+                    self.deferred.push_back(other);
+                    break Err(Fatal::Protocol(
+                        "the peer went on without answering the N-EVENT-REPORT".into(),
+                    ));
+                }
+            }
+        };
+        match answered {
+            Ok(code) => {
+                let outcome = ReportOutcome::Answered {
+                    status: code,
+                    same_association: true,
+                };
+                log_report(&self.info, &report, &outcome);
+                self.services
+                    .commitment_reported(&self.info, &report, &outcome)
+                    .await;
+                Ok(())
+            }
+            Err(fatal) => {
+                tracing::info!(assoc = self.info.id, transaction = %report.transaction_uid, "report unanswered on the requesting association; sending it on a new one");
+                report_elsewhere(
+                    self.config.clone(),
+                    self.services.clone(),
+                    self.info.clone(),
+                    report,
+                );
+                match fatal {
+                    // The event that ended the wait is in `deferred` and decides what follows.
+                    Fatal::Protocol(_) if !self.deferred.is_empty() => Ok(()),
+                    other => Err(other),
+                }
             }
         }
     }

@@ -23,6 +23,18 @@ pub const QUERY_RETRIEVE: &[&str] = &[
     STUDY_ROOT_GET,
 ];
 
+/// Modality Worklist Information Model – FIND (PS3.4 annex K).
+pub const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
+/// Modality Performed Procedure Step (PS3.4 annex F): N-CREATE and N-SET.
+pub const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
+/// Storage Commitment Push Model (PS3.4 annex J): N-ACTION, then N-EVENT-REPORT.
+pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";
+/// The well-known SOP instance every Storage Commitment Push Model message is about.
+pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
+
+/// Modality workflow SOP classes served (the acceptor is SCP of each).
+pub const WORKFLOW: &[&str] = &[MODALITY_WORKLIST_FIND, MPPS, STORAGE_COMMITMENT_PUSH];
+
 /// Whether a SOP class UID is a standard Storage SOP class.
 pub fn is_storage(uid: &str) -> bool {
     STORAGE_SOP_CLASSES.iter().any(|(u, _)| *u == uid)

@@ -20,12 +20,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenInfo, UserAccount};
 use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::columns::{self, Column};
+use crate::workflow::{
+    self, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite, WorklistItem,
+};
 use crate::IndexError;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_accounts_deletion.sql"),
+    include_str!("../migrations/sqlite/0003_workflow.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.
@@ -90,6 +94,9 @@ pub struct NewInstance {
     pub blob_dir: Option<PathBuf>,
     /// Audit line committed in the same transaction as the index rows.
     pub audit: Option<AuditEvent>,
+    /// Reconciliation policy: when the study's accession number matches an order of another
+    /// patient, move the study under the order's patient (true) or flag it for review (false).
+    pub correct_from_orders: bool,
 }
 
 /// What indexing an instance did.
@@ -208,6 +215,40 @@ pub trait Index: Send + Sync + 'static {
     async fn pending_blob_deletions(&self) -> Result<Vec<String>, IndexError>;
     async fn clear_blob_deletions(&self, keys: Vec<String>) -> Result<u64, IndexError>;
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError>;
+    /// Applies a workflow change with its audit line; returns rows changed or the new key
+    /// (0: nothing matched; see [`WorkflowWrite`]).
+    async fn write_workflow(
+        &self,
+        tenant: TenantId,
+        write: WorkflowWrite,
+        audit: AuditEvent,
+    ) -> Result<i64, IndexError>;
+    /// Scheduled and in-progress worklist items, prefiltered on the indexed keys.
+    async fn worklist(
+        &self,
+        tenant: TenantId,
+        filter: WorklistFilter,
+    ) -> Result<Vec<WorklistItem>, IndexError>;
+    async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError>;
+    async fn reports(&self, tenant: TenantId, study_uid: &str) -> Result<Vec<Report>, IndexError>;
+    async fn unmatched_studies(&self, tenant: TenantId, limit: u32) -> Result<Vec<StudySummary>, IndexError>;
+    async fn stable_studies(
+        &self,
+        tenant: TenantId,
+        quiet_secs: u64,
+    ) -> Result<Vec<StudySummary>, IndexError>;
+    /// For instances whose stored patient attributes are out of date: the current ones.
+    async fn patient_patches(&self, instance_pks: &[i64]) -> Result<Vec<(i64, PatientRecord)>, IndexError>;
+    async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError>;
+}
+
+/// Worklist prefilter (exact values and an inclusive date range, YYYYMMDD).
+#[derive(Clone, Debug, Default)]
+pub struct WorklistFilter {
+    pub modality: Option<String>,
+    pub station_ae: Option<String>,
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
 }
 
 /// An audit line as stored, with its key and time.
@@ -231,11 +272,17 @@ enum WriteRequest {
         oneshot::Sender<Result<Deleted, IndexError>>,
     ),
     ClearBlobDeletions(Vec<String>, oneshot::Sender<Result<u64, IndexError>>),
+    Workflow(
+        i64,
+        Box<WorkflowWrite>,
+        AuditEvent,
+        oneshot::Sender<Result<i64, IndexError>>,
+    ),
 }
 
 /// The SQLite index.
 pub struct SqliteIndex {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     writer: mpsc::Sender<WriteRequest>,
 }
 
@@ -353,6 +400,13 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
                                 _ => 0,
                             }));
                         }
+                        (WriteRequest::Workflow(_, _, _, reply), r) => {
+                            let _ = reply.send(r.map(|w| match w {
+                                Written::Rows(n) => n as i64,
+                                Written::Key(k) => k,
+                                _ => 0,
+                            }));
+                        }
                         (WriteRequest::Delete(_, _, reply), r) => {
                             let _ = reply.send(r.map(|w| match w {
                                 Written::Deleted(d) => d,
@@ -387,6 +441,9 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Delete(_, _, reply) => {
             let _ = reply.send(Err(error));
         }
+        WriteRequest::Workflow(_, _, _, reply) => {
+            let _ = reply.send(Err(error));
+        }
     }
 }
 
@@ -395,6 +452,7 @@ enum Written {
     Instance(IndexOutcome),
     Audit,
     Rows(u64),
+    Key(i64),
     Deleted(Deleted),
 }
 
@@ -426,6 +484,11 @@ async fn write_batch(
             WriteRequest::ClearBlobDeletions(keys, _) => admin::clear_blob_deletions(&mut tx, keys)
                 .await
                 .map(Written::Rows),
+            WriteRequest::Workflow(tenant, write, audit, _) => {
+                workflow::apply(&mut tx, *tenant, write, audit)
+                    .await
+                    .map(Written::Key)
+            }
         };
         if savepoints {
             if result.is_err() {
@@ -483,15 +546,17 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     }
     let p = &n.patient;
     let patient_pk: i64 = sqlx::query_scalar(
-        // Later objects update the attributes they carry; an absent value never erases one.
+        // Later objects update the attributes they carry; an absent value never erases one;
+        // demographics the RIS sent are never overwritten by images.
         "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
                               patient_name_folded, birth_date, sex)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
-           patient_name = COALESCE(excluded.patient_name, patient_name),
-           patient_name_folded = COALESCE(excluded.patient_name_folded, patient_name_folded),
-           birth_date = COALESCE(excluded.birth_date, birth_date),
-           sex = COALESCE(excluded.sex, sex)
+           patient_name = IIF(ris_managed, patient_name, COALESCE(excluded.patient_name, patient_name)),
+           patient_name_folded = IIF(ris_managed, patient_name_folded,
+                                     COALESCE(excluded.patient_name_folded, patient_name_folded)),
+           birth_date = IIF(ris_managed, birth_date, COALESCE(excluded.birth_date, birth_date)),
+           sex = IIF(ris_managed, sex, COALESCE(excluded.sex, sex))
          RETURNING pk",
     )
     .bind(n.tenant)
@@ -504,13 +569,17 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     .bind(&p.sex)
     .fetch_one(&mut *tx)
     .await?;
+    // A patient merged into another (HL7 A40): late images join the survivor.
+    let patient_pk = crate::workflow::surviving_patient(tx, patient_pk).await?;
     let s = &n.study;
-    let study_pk: i64 = sqlx::query_scalar(
+    let study_pk: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO study (tenant_pk, patient_pk, study_uid, study_date, study_time, accession_number,
-                            study_id, description, referring, referring_folded)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            study_id, description, referring, referring_folded, last_received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
          ON CONFLICT (tenant_pk, study_uid) DO UPDATE SET
-           patient_pk = excluded.patient_pk,
+           last_received_at = excluded.last_received_at,
+           -- A study reconciled with an order stays with the order's patient.
+           patient_pk = IIF(order_pk IS NULL, excluded.patient_pk, patient_pk),
            study_date = COALESCE(excluded.study_date, study_date),
            study_time = COALESCE(excluded.study_time, study_time),
            accession_number = COALESCE(excluded.accession_number, accession_number),
@@ -518,8 +587,8 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
            description = COALESCE(excluded.description, description),
            referring = COALESCE(excluded.referring, referring),
            referring_folded = COALESCE(excluded.referring_folded, referring_folded)
-         RETURNING pk",
-    )
+         RETURNING pk"
+    ))
     .bind(n.tenant)
     .bind(patient_pk)
     .bind(&s.study_uid)
@@ -532,6 +601,8 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     .bind(&s.referring_folded)
     .fetch_one(&mut *tx)
     .await?;
+    crate::workflow::reconcile_study(tx, study_pk, n.correct_from_orders).await?;
+    let patient_revision = crate::workflow::revision_for(tx, study_pk, p).await?;
     let se = &n.series;
     let series_pk: i64 = sqlx::query_scalar(
         "INSERT INTO series (tenant_pk, study_pk, series_uid, modality, series_number, description, body_part)
@@ -564,8 +635,9 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     let pk: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, rows, columns_,
                                bits_allocated, number_of_frames, transfer_syntax,
-                               size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+                               size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at,
+                               patient_revision)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?)
          RETURNING pk"
     ))
     .bind(n.tenant)
@@ -584,6 +656,7 @@ async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<I
     .bind(&n.sha256)
     .bind(n.dataset_offset as i64)
     .bind(&n.source_ae)
+    .bind(patient_revision)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO instance_header (instance_pk, header) VALUES (?, ?)")
@@ -919,6 +992,60 @@ impl Index for SqliteIndex {
 
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError> {
         admin::stats(&self.pool, tenant.0).await
+    }
+
+    async fn write_workflow(
+        &self,
+        tenant: TenantId,
+        write: WorkflowWrite,
+        audit: AuditEvent,
+    ) -> Result<i64, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Workflow(tenant.0, Box::new(write), audit, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn worklist(&self, tenant: TenantId, f: WorklistFilter) -> Result<Vec<WorklistItem>, IndexError> {
+        workflow::worklist(
+            &self.pool,
+            tenant.0,
+            f.modality.as_deref(),
+            f.station_ae.as_deref(),
+            f.date_from.as_deref(),
+            f.date_to.as_deref(),
+        )
+        .await
+    }
+
+    async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError> {
+        workflow::mpps(&self.pool, tenant.0, sop_uid).await
+    }
+
+    async fn reports(&self, tenant: TenantId, study_uid: &str) -> Result<Vec<Report>, IndexError> {
+        workflow::reports(&self.pool, tenant.0, study_uid).await
+    }
+
+    async fn unmatched_studies(&self, tenant: TenantId, limit: u32) -> Result<Vec<StudySummary>, IndexError> {
+        workflow::unmatched_studies(&self.pool, tenant.0, limit).await
+    }
+
+    async fn stable_studies(
+        &self,
+        tenant: TenantId,
+        quiet_secs: u64,
+    ) -> Result<Vec<StudySummary>, IndexError> {
+        workflow::stable_studies(&self.pool, tenant.0, quiet_secs).await
+    }
+
+    async fn patient_patches(&self, instance_pks: &[i64]) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
+        workflow::patient_patches(&self.pool, instance_pks).await
+    }
+
+    async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError> {
+        workflow::patient(&self.pool, tenant.0, key).await
     }
 
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {

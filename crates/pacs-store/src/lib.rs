@@ -8,13 +8,18 @@ pub mod admin;
 pub mod blob;
 pub mod columns;
 pub mod index;
+pub mod workflow;
 
 pub use accounts::{AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
 pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
     AuditEvent, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs,
-    QueryRow, SeriesAttrs, SqliteIndex, StudyAttrs,
+    QueryRow, SeriesAttrs, SqliteIndex, StudyAttrs, WorklistFilter,
+};
+pub use workflow::{
+    Demographics, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
+    WorklistItem,
 };
 
 /// Index failures.

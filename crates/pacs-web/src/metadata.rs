@@ -95,13 +95,27 @@ async fn metadata(
                     return;
                 }
             };
+            // Identity changed by the RIS since storage: those few headers are patched.
+            let patches: std::collections::HashMap<i64, pacs_store::PatientRecord> =
+                match archive.index().patient_patches(page).await {
+                    Ok(p) => p.into_iter().collect(),
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                };
             let mut chunk = String::new();
-            for (_, json) in headers {
+            for (pk, json) in headers {
                 if !first {
                     chunk.push(',');
                 }
                 first = false;
-                chunk.push_str(&absolute_bulk_uris(&json, &base));
+                match patches.get(&pk) {
+                    Some(patient) => {
+                        chunk.push_str(&absolute_bulk_uris(&patched_header(&json, patient), &base))
+                    }
+                    None => chunk.push_str(&absolute_bulk_uris(&json, &base)),
+                }
             }
             if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return;
@@ -115,6 +129,30 @@ async fn metadata(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// A stored header with the patient's current identity and demographics.
+fn patched_header(json: &str, p: &pacs_store::PatientRecord) -> String {
+    let Ok(serde_json::Value::Object(mut header)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    let mut put = |tag: &str, vr: &str, value: serde_json::Value| {
+        header.insert(tag.into(), serde_json::json!({ "vr": vr, "Value": [value] }));
+    };
+    put("00100020", "LO", p.key.patient_id.clone().into());
+    if !p.key.issuer.is_empty() {
+        put("00100021", "LO", p.key.issuer.clone().into());
+    }
+    if let Some(name) = &p.name {
+        put("00100010", "PN", serde_json::json!({ "Alphabetic": name }));
+    }
+    if let Some(date) = &p.birth_date {
+        put("00100030", "DA", date.clone().into());
+    }
+    if let Some(sex) = &p.sex {
+        put("00100040", "CS", sex.clone().into());
+    }
+    serde_json::Value::Object(header).to_string()
 }
 
 /// Makes the `BulkDataURI`s stored at ingest (relative to the DICOMweb root, see

@@ -366,6 +366,7 @@ fn uid(obj: &InMemDicomObject, tag: Tag) -> String {
 /// A C-FIND match as a QIDO-RS result: no QueryRetrieveLevel, a RetrieveURL.
 fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_json::Value {
     found.remove_element(tags::QUERY_RETRIEVE_LEVEL);
+    empty_values_as_absent(&mut found);
     let study = uid(&found, tags::STUDY_INSTANCE_UID);
     let url = match level {
         QueryLevel::Patient | QueryLevel::Study => format!("{base}/studies/{study}"),
@@ -386,6 +387,29 @@ fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_
     ));
     numbers_as_numbers(&mut found);
     dicom_json::to_value(&found).unwrap_or(serde_json::Value::Null)
+}
+
+/// Empty values are written without a "Value" (PS3.18 §F.2.5), never as `[""]`. An empty
+/// ModalitiesInStudy is left out: OHIF's study list reads its `Value` whenever it is present
+/// (and one such study emptied the whole list); absent, it shows no modality.
+fn empty_values_as_absent(obj: &mut InMemDicomObject) {
+    use dicom_core::header::Header;
+    let empty: Vec<(Tag, VR)> = obj
+        .iter()
+        .filter(|e| e.vr() != VR::SQ)
+        .filter(|e| {
+            e.to_str()
+                .is_ok_and(|s| s.trim_matches(['\0', ' ', '\\']).is_empty())
+        })
+        .map(|e| (e.tag(), e.vr()))
+        .collect();
+    for (tag, vr) in empty {
+        if tag == tags::MODALITIES_IN_STUDY {
+            obj.remove_element(tag);
+        } else {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::Empty));
+        }
+    }
 }
 
 /// DICOM JSON carries IS and DS values as JSON numbers (PS3.18 §F.2.3); the index holds
