@@ -8,8 +8,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use pacs_dimse::status;
 use pacs_dimse::{
-    AssociationInfo, DatasetStream, DimseServices, DimseStatus, FindKind, RefusedAssociation, RetrieveItem,
-    RetrieveKind, StoreRequest, StoreSink,
+    AssociationInfo, CommitmentFuture, CommitmentRequest, CommitmentResult, DatasetStream, DimseServices,
+    DimseStatus, FindKind, NResponse, RefusedAssociation, ReportOutcome, RetrieveItem, RetrieveKind, SopRef,
+    StoreRequest, StoreSink,
 };
 use pacs_model::InformationModel;
 use pacs_store::AuditEvent;
@@ -161,10 +162,7 @@ impl DimseServices for DimseArchive {
         results: mpsc::Sender<InMemDicomObject>,
     ) -> Result<(), DimseStatus> {
         let FindKind::QueryRetrieve(model) = kind else {
-            return Err(DimseStatus::new(
-                status::SOP_CLASS_NOT_SUPPORTED,
-                "worklist not available yet",
-            ));
+            return self.worklist_find(assoc, identifier, results).await;
         };
         let query = match FindQuery::parse(model, &identifier) {
             Ok(q) => q,
@@ -265,5 +263,150 @@ impl DimseServices for DimseArchive {
         self.archive
             .peer(ae_title)
             .map(|p| format!("{}:{}", p.host, p.port))
+    }
+
+    async fn mpps_create(
+        &self,
+        assoc: &AssociationInfo,
+        sop_instance_uid: Option<String>,
+        dataset: InMemDicomObject,
+    ) -> Result<(String, NResponse), DimseStatus> {
+        let audit = self.event(assoc, "mpps-create", "success");
+        match self.archive.mpps_create(sop_instance_uid, dataset, audit).await {
+            Ok(Ok((uid, _))) => Ok((uid, NResponse::success(None))),
+            Ok(Err(refusal)) => self.mpps_refused(assoc, "mpps-create", refusal).await,
+            Err(e) => Err(self.mpps_failed(e)),
+        }
+    }
+
+    async fn mpps_set(
+        &self,
+        assoc: &AssociationInfo,
+        sop_instance_uid: String,
+        modifications: InMemDicomObject,
+    ) -> Result<NResponse, DimseStatus> {
+        let audit = self.event(assoc, "mpps-set", "success");
+        match self
+            .archive
+            .mpps_set(&sop_instance_uid, modifications, audit)
+            .await
+        {
+            Ok(Ok(_)) => Ok(NResponse::success(None)),
+            Ok(Err(refusal)) => self.mpps_refused(assoc, "mpps-set", refusal).await,
+            Err(e) => Err(self.mpps_failed(e)),
+        }
+    }
+
+    async fn storage_commitment(
+        &self,
+        assoc: &AssociationInfo,
+        request: CommitmentRequest,
+    ) -> Result<CommitmentFuture, DimseStatus> {
+        let archive = self.archive.clone();
+        let mut event = self.event(assoc, "commitment-request", "success");
+        event.detail = Some(format!(
+            "transaction={} instances={}",
+            request.transaction_uid,
+            request.instances.len()
+        ));
+        self.audit(event).await;
+        Ok(Box::pin(async move {
+            let asked = request
+                .instances
+                .into_iter()
+                .map(|r| (r.sop_class_uid, r.sop_instance_uid))
+                .collect();
+            let (committed, failed) = archive.commit(asked).await;
+            let sop = |(sop_class_uid, sop_instance_uid)| SopRef {
+                sop_class_uid,
+                sop_instance_uid,
+            };
+            CommitmentResult {
+                committed: committed.into_iter().map(sop).collect(),
+                failed: failed.into_iter().map(|(c, i, r)| (sop((c, i)), r)).collect(),
+            }
+        }))
+    }
+
+    async fn commitment_reported(
+        &self,
+        assoc: &AssociationInfo,
+        report: &pacs_dimse::commitment::CommitmentReport,
+        outcome: &ReportOutcome,
+    ) {
+        let (result, how) = match outcome {
+            ReportOutcome::Answered {
+                status,
+                same_association,
+            } => (
+                if *status == 0 { "success" } else { "failure" },
+                format!(
+                    "answered {status:04X} on {} association",
+                    if *same_association { "the same" } else { "a new" }
+                ),
+            ),
+            ReportOutcome::Failed { reason } => ("failure", format!("not delivered: {reason}")),
+        };
+        let mut event = self.event(assoc, "commitment-report", result);
+        event.detail = Some(format!(
+            "transaction={} committed={} failed={}; {how}",
+            report.transaction_uid,
+            report.result.committed.len(),
+            report.result.failed.len()
+        ));
+        self.audit(event).await;
+    }
+}
+
+impl DimseArchive {
+    async fn worklist_find(
+        &self,
+        assoc: &AssociationInfo,
+        identifier: InMemDicomObject,
+        results: mpsc::Sender<InMemDicomObject>,
+    ) -> Result<(), DimseStatus> {
+        let mut event = self.event(assoc, "worklist-query", "success");
+        match self.archive.worklist_find(&identifier).await {
+            Ok(items) => {
+                event.detail = Some(format!("matches={}", items.len()));
+                self.audit(event).await;
+                for item in items {
+                    if results.send(item).await.is_err() {
+                        break; // cancelled
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worklist query failed");
+                event.outcome = "failure".into();
+                event.detail = Some(e.to_string());
+                self.audit(event).await;
+                Err(DimseStatus::new(
+                    status::UNABLE_TO_PROCESS,
+                    "worklist query failed",
+                ))
+            }
+        }
+    }
+
+    async fn mpps_refused<T>(
+        &self,
+        assoc: &AssociationInfo,
+        what: &str,
+        refusal: crate::workflow::MppsRefusal,
+    ) -> Result<T, DimseStatus> {
+        let mut event = self.event(assoc, what, "refused");
+        event.detail = Some(format!("{:04X} {}", refusal.status, refusal.comment));
+        self.audit(event).await;
+        Err(DimseStatus::new(refusal.status, refusal.comment))
+    }
+
+    fn mpps_failed(&self, e: ArchiveError) -> DimseStatus {
+        tracing::error!(error = %e, "MPPS failed");
+        DimseStatus::new(
+            status::PROCESSING_FAILURE,
+            "the performed procedure step could not be recorded",
+        )
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod query;
 pub mod retrieve;
+pub mod workflow;
 pub mod worklist;
 
 use std::collections::HashMap;
@@ -93,6 +94,8 @@ pub struct Archive {
     /// its blob present, then lose it before its row exists.
     pub(crate) blob_gc: tokio::sync::RwLock<()>,
     pub(crate) correct_from_orders: bool,
+    /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
+    pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
 }
 
 impl Archive {
@@ -113,6 +116,7 @@ impl Archive {
                 .collect(),
             blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
+            exam_listener: std::sync::RwLock::new(None),
         }))
     }
 
