@@ -18,6 +18,11 @@ if ! python3 -c "import pydicom, pynetdicom, dicomweb_client" 2>/dev/null || ! c
   python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4 dicomweb-client==0.61.2
 fi
 
+if ! python3 -c "import hl7, hl7apy" 2>/dev/null; then
+  echo "installing python-hl7 and hl7apy"
+  python3 -m pip install -q --disable-pip-version-check hl7==0.4.5 hl7apy==1.3.5
+fi
+
 # Browser tests: playwright-core, pngjs and OHIF's prebuilt viewer, pinned in tests/browser
 # (npm ci's postinstall step fetches OHIF with `npm pack`). Needs node 20 or newer.
 browser=tests/browser

@@ -215,12 +215,14 @@ impl Archive {
         let status = match text(&modifications, tags::PERFORMED_PROCEDURE_STEP_STATUS) {
             None => IN_PROGRESS.to_string(),
             Some(s) if [IN_PROGRESS, COMPLETED, DISCONTINUED].contains(&s.as_str()) => s,
-            Some(other) => return Ok(Err(MppsRefusal::new(
-                INVALID_ATTRIBUTE_VALUE,
-                format!(
+            Some(other) => {
+                return Ok(Err(MppsRefusal::new(
+                    INVALID_ATTRIBUTE_VALUE,
+                    format!(
                     "Performed Procedure Step Status {other:?} is not IN PROGRESS, COMPLETED or DISCONTINUED"
                 ),
-            ))),
+                )))
+            }
         };
         let mut dataset = from_json(&current.dataset)?;
         for element in modifications.into_iter() {
