@@ -20,6 +20,17 @@ pub struct Config {
     pub dicom_port: u16,
     pub http_addr: IpAddr,
     pub http_port: u16,
+    /// HL7 v2 (MLLP) listener for the RIS.
+    pub hl7_addr: IpAddr,
+    pub hl7_port: u16,
+    /// Explicit opt-out of the secure default: accept HL7 on a non-loopback address (HL7 has no
+    /// authentication; put it on a network only the RIS reaches).
+    pub hl7_open_to_any_host: bool,
+    /// The RIS's MLLP listener (`host:port`) for end-of-exam notices; none: not sent.
+    pub ris_address: Option<String>,
+    /// Without MPPS, a study that received nothing for this many seconds is reported ended to
+    /// the RIS (once); 0 turns this off.
+    pub study_stable_secs: u64,
     /// Maximum concurrent DICOM associations.
     pub max_associations: usize,
     /// Largest PDU we accept, in bytes.
@@ -85,6 +96,11 @@ impl Default for Config {
             dicom_port: 11112,
             http_addr: IpAddr::from([127, 0, 0, 1]),
             http_port: 8080,
+            hl7_addr: IpAddr::from([127, 0, 0, 1]),
+            hl7_port: 2575,
+            hl7_open_to_any_host: false,
+            ris_address: None,
+            study_stable_secs: 600,
             max_associations: 64,
             max_pdu: 128 * 1024,
             idle_timeout_secs: 60,
@@ -137,6 +153,14 @@ pub struct Overrides {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<IpAddr>,
+    /// HL7 (MLLP) port.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hl7_port: Option<u16>,
+    /// HL7 (MLLP) listen address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hl7_addr: Option<IpAddr>,
     /// Our AE title.
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -226,6 +250,26 @@ impl Config {
                 config.max_pdu,
                 origin("max_pdu")
             );
+        }
+        if !config.hl7_addr.is_loopback() && !config.hl7_open_to_any_host {
+            bail!(
+                "refusing to listen for HL7 on {} (hl7_addr from {}): HL7 has no authentication; \
+                 set hl7_open_to_any_host = true on a network only the RIS reaches",
+                config.hl7_addr,
+                origin("hl7_addr")
+            );
+        }
+        if let Some(ris) = &config.ris_address {
+            if ris
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                bail!(
+                    "ris_address {ris:?} from {} must be host:port",
+                    origin("ris_address")
+                );
+            }
         }
         if !["correct", "flag"].contains(&config.reconciliation.as_str()) {
             bail!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pacs_archive::dimse::DimseArchive;
+use pacs_archive::hl7::{Hl7Archive, RisNotifier};
 use pacs_archive::{Archive, ArchiveConfig, Peer};
 use pacs_web::auth::{AuthConfig, AuthMode};
 use tokio::net::TcpListener;
@@ -59,6 +60,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
 
+    let hl7_addr = SocketAddr::new(config.hl7_addr, config.hl7_port);
+    let hl7_listener = TcpListener::bind(hl7_addr)
+        .await
+        .with_context(|| format!("cannot listen for HL7 on {hl7_addr}"))?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_config = Arc::new(pacs_dimse::ServerConfig {
         ae_title: config.ae_title.clone(),
@@ -104,10 +110,40 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             },
             render,
         ),
-        shutdown_rx,
+        shutdown_rx.clone(),
         tls.clone(),
     ));
-    tracing::info!(%dicom_addr, %http_addr, https = tls.is_some(), auth = ?auth_mode, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
+    let hl7 = tokio::spawn(pacs_hl7::serve(
+        hl7_listener,
+        Arc::new(Hl7Archive::new(archive.clone())),
+        pacs_hl7::ServerConfig::default(),
+        shutdown_rx.clone(),
+    ));
+    let mut background = Vec::new();
+    if let Some(ris) = &config.ris_address {
+        let queue = pacs_hl7::RetryQueue::open(
+            config.data_dir.join("outbox").join("ris"),
+            pacs_hl7::QueueConfig::new(ris.clone()),
+        )
+        .context("cannot open the outbound HL7 queue")?;
+        let queue = Arc::new(queue);
+        let runner = queue.clone();
+        let stop = shutdown_rx.clone();
+        background.push(tokio::spawn(async move { runner.run(stop).await }));
+        archive.set_exam_listener(Arc::new(RisNotifier::new(
+            archive.clone(),
+            queue,
+            config.ae_title.clone(),
+        )));
+        if config.study_stable_secs > 0 {
+            background.push(tokio::spawn(stable_study_timer(
+                archive.clone(),
+                config.study_stable_secs,
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    tracing::info!(%dicom_addr, %http_addr, %hl7_addr, https = tls.is_some(), auth = ?auth_mode, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new associations, finishing transfers in flight");
@@ -119,6 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     http.await
         .context("HTTP listener task")?
         .context("HTTP listener")?;
+    hl7.await.context("HL7 listener task")?.context("HL7 listener")?;
+    for task in background {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -150,6 +190,20 @@ fn auth_mode(config: &Config, has_accounts: bool) -> anyhow::Result<AuthMode> {
              http_open_without_auth = true to serve it open anyway",
             config.http_addr
         ),
+    }
+}
+
+/// Reports studies that stayed quiet (no MPPS) to the RIS, checking a few times per period.
+async fn stable_study_timer(archive: Arc<Archive>, quiet_secs: u64, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_secs((quiet_secs / 4).clamp(1, 30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = archive.notify_stable_studies(quiet_secs).await {
+            tracing::error!(error = %e, "stable-study check failed");
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod dimse;
+pub mod hl7;
 pub mod ingest;
 pub mod maintenance;
 pub mod query;

@@ -21,7 +21,8 @@ use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenI
 use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::columns::{self, Column};
 use crate::workflow::{
-    self, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite, WorklistItem,
+    self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
+    WorklistItem,
 };
 use crate::IndexError;
 
@@ -240,6 +241,8 @@ pub trait Index: Send + Sync + 'static {
     /// For instances whose stored patient attributes are out of date: the current ones.
     async fn patient_patches(&self, instance_pks: &[i64]) -> Result<Vec<(i64, PatientRecord)>, IndexError>;
     async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError>;
+    /// Patient merges, newest first.
+    async fn merges(&self, tenant: TenantId) -> Result<Vec<MergeRecord>, IndexError>;
 }
 
 /// Worklist prefilter (exact values and an inclusive date range, YYYYMMDD).
@@ -1046,6 +1049,10 @@ impl Index for SqliteIndex {
 
     async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError> {
         workflow::patient(&self.pool, tenant.0, key).await
+    }
+
+    async fn merges(&self, tenant: TenantId) -> Result<Vec<MergeRecord>, IndexError> {
+        workflow::merges(&self.pool, tenant.0).await
     }
 
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {

@@ -18,8 +18,8 @@ pub use index::{
     QueryRow, SeriesAttrs, SqliteIndex, StudyAttrs, WorklistFilter,
 };
 pub use workflow::{
-    Demographics, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
-    WorklistItem,
+    Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,
+    WorkflowWrite, WorklistItem,
 };
 
 /// Index failures.

@@ -91,6 +91,16 @@ pub struct Report {
     pub control_id: Option<String>,
 }
 
+/// A recorded patient merge (A40).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeRecord {
+    pub id: i64,
+    pub survivor_patient_id: String,
+    pub merged_patient_id: String,
+    pub at: String,
+    pub undone_at: Option<String>,
+}
+
 /// A study for completion notices and the review list.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StudySummary {
@@ -798,6 +808,28 @@ pub(crate) async fn patient_patches(
         }
     }
     Ok(out)
+}
+
+pub(crate) async fn merges(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<MergeRecord>, IndexError> {
+    let rows = sqlx::query(
+        "SELECT m.pk, s.patient_id, p.patient_id, m.at, m.undone_at FROM patient_merge m
+         JOIN patient s ON s.pk = m.survivor_pk JOIN patient p ON p.pk = m.merged_pk
+         WHERE m.tenant_pk = ? ORDER BY m.pk DESC LIMIT 1000",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MergeRecord {
+                id: r.try_get(0)?,
+                survivor_patient_id: r.try_get(1)?,
+                merged_patient_id: r.try_get(2)?,
+                at: r.try_get(3)?,
+                undone_at: r.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn patient(

@@ -73,6 +73,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub dicom_port: u16,
     pub http_port: u16,
+    pub hl7_port: u16,
     pub ae_title: String,
     log: PathBuf,
 }
@@ -84,8 +85,9 @@ impl TestServer {
         let data_dir = options.data_dir.clone().unwrap_or_else(|| work_dir.join("data"));
         let dicom_port = free_port();
         let http_port = free_port();
+        let hl7_port = free_port();
         let config = format!(
-            "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nidle_timeout_secs = 30\nshutdown_grace_secs = 20\n{}\n",
+            "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nhl7_port = {hl7_port}\nidle_timeout_secs = 30\nshutdown_grace_secs = 20\n{}\n",
             data_dir.display().to_string(),
             options.extra_toml
         );
@@ -98,6 +100,7 @@ impl TestServer {
             data_dir,
             dicom_port,
             http_port,
+            hl7_port,
             ae_title: "OPENPACS".into(),
             log: work_dir.join("server.log"),
         };
@@ -139,6 +142,7 @@ impl TestServer {
             }
             if TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.hl7_port)).is_ok()
             {
                 return;
             }

@@ -625,3 +625,81 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
+
+/// `GET /api/studies/{study}/reports`: the RIS's reports for a study (ORU^R01), oldest first.
+pub(crate) async fn reports(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(study): Path<String>,
+) -> Response {
+    let found = state
+        .archive
+        .index()
+        .reports(state.archive.tenant(), &study)
+        .await;
+    state
+        .archive
+        .record(AuditEvent {
+            tenant: state.archive.tenant().0,
+            event: "retrieve-reports".into(),
+            actor: crate::auth::current_actor(),
+            peer: peer.to_string(),
+            study_uid: Some(study.clone()),
+            outcome: if found.is_ok() { "success" } else { "failure" }.into(),
+            ..AuditEvent::default()
+        })
+        .await;
+    match found {
+        Ok(reports) => Json(reports).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/review/studies`: studies not reconciled with an order, or flagged for review.
+pub(crate) async fn review(State(state): State<WebState>) -> Response {
+    match state
+        .archive
+        .index()
+        .unmatched_studies(state.archive.tenant(), 1000)
+        .await
+    {
+        Ok(studies) => Json(studies).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/merges` (admin): patient merges received from the RIS (A40), newest first.
+pub(crate) async fn merges(State(state): State<WebState>) -> Response {
+    match state.archive.index().merges(state.archive.tenant()).await {
+        Ok(merges) => Json(merges).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/merges/{id}/undo` (admin): the merged patient gets their studies back.
+pub(crate) async fn undo_merge(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<i64>,
+) -> Response {
+    let audit = AuditEvent {
+        tenant: state.archive.tenant().0,
+        event: "merge-undo".into(),
+        actor: crate::auth::current_actor(),
+        peer: peer.to_string(),
+        outcome: "success".into(),
+        detail: Some(format!("merge {id}")),
+        ..AuditEvent::default()
+    };
+    let write = pacs_store::WorkflowWrite::UndoMerge { merge: id };
+    match state
+        .archive
+        .index()
+        .write_workflow(state.archive.tenant(), write, audit)
+        .await
+    {
+        Ok(0) => (StatusCode::NOT_FOUND, "no such merge, or already undone\n").into_response(),
+        Ok(_) => Json(serde_json::json!({ "undone": id })).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}

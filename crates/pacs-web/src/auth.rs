@@ -155,6 +155,9 @@ fn api_access(method: &Method, rest: &[&str]) -> Access {
     match rest {
         ["users" | "audit", ..] => Access::Need(Permission::Admin),
         ["studies", _, "archive"] => Access::Need(Permission::Retrieve),
+        // Reports are for referrers too (they see previews and reports).
+        ["studies", _, "reports"] if method == Method::GET => Access::Need(Permission::Search),
+        ["review", ..] if method == Method::GET => Access::Need(Permission::Search),
         ["patients" | "studies" | "series" | "instances" | "stats", ..] if method == Method::GET => {
             Access::Need(Permission::Search)
         }

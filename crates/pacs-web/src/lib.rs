@@ -207,6 +207,10 @@ fn api_router(state: WebState) -> Router {
         .route("/studies", get(api::studies))
         .route("/studies/{study}", get(api::study).delete(api::delete))
         .route("/studies/{study}/archive", get(api::archive))
+        .route("/studies/{study}/reports", get(api::reports))
+        .route("/review/studies", get(api::review))
+        .route("/merges", get(api::merges))
+        .route("/merges/{id}/undo", axum::routing::post(api::undo_merge))
         .route("/studies/{study}/series", get(api::study_series))
         .route(
             "/studies/{study}/series/{series}",

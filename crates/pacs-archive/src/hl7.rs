@@ -1,0 +1,517 @@
+//! The RIS's HL7 v2 messages applied to the archive: ADT (patient identity), ORM^O01 and
+//! OMI^O23 (orders → Modality Worklist), ORU^R01 (reports); and the end-of-exam notice sent
+//! back (ORM^O01 with ORC-5 = CM) through the persisted outbound queue.
+//!
+//! An `AA` is sent only once the change and its audit line are committed. Semantic errors get
+//! `AE` with an ERR segment (unknown patient or order, required field missing); message types
+//! we do not handle get `AR`. Every message received is audited, refused ones included.
+//!
+//! Patient identifiers: one identifier domain per tenant. PID-3.1 is the Patient ID; the
+//! assigning authority (PID-3.4) is not used as Issuer of Patient ID, because modalities
+//! rarely copy it into the images and the same patient would then be two.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pacs_hl7::{ack, AckCode, ErrorCode, ErrorDetail, Message, MessageHandler, ParsedOrRaw};
+use pacs_model::fold_person_name;
+use pacs_store::{AuditEvent, Demographics, Order, PatientKey, Report, WorkflowWrite};
+
+use crate::workflow::{ExamEvent, ExamListener};
+use crate::Archive;
+
+/// The archive as an HL7 message handler.
+pub struct Hl7Archive {
+    archive: Arc<Archive>,
+}
+
+impl Hl7Archive {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Hl7Archive { archive }
+    }
+}
+
+/// How a message was answered, for the ACK and the audit line.
+enum Outcome {
+    Applied(String),
+    Error(ErrorDetail),
+    Unsupported(ErrorDetail),
+}
+
+fn missing(path: &str, what: &str) -> Outcome {
+    Outcome::Error(
+        ErrorDetail::new(
+            ErrorCode::REQUIRED_FIELD_MISSING,
+            format!("{what} ({path}) is required"),
+        )
+        .at(path),
+    )
+}
+
+fn unknown(path: &str, what: String) -> Outcome {
+    Outcome::Error(ErrorDetail::new(ErrorCode::UNKNOWN_KEY, what).at(path))
+}
+
+/// HL7 XPN/XCN name components → DICOM PN (family^given^middle^prefix^suffix).
+fn person_name(msg: &Message, path: &str, first_component: usize) -> Option<String> {
+    let c = |n: usize| msg.value(&format!("{path}.{n}")).unwrap_or_default();
+    let (family, given, middle) = (c(first_component), c(first_component + 1), c(first_component + 2));
+    let (suffix, prefix) = (c(first_component + 3), c(first_component + 4));
+    let parts = [family, given, middle, prefix, suffix];
+    let keep = parts.iter().rposition(|p| !p.is_empty())?;
+    Some(parts[..=keep].join("^"))
+}
+
+/// The first 8 digits of an HL7 date/time (YYYYMMDD), when it has them.
+fn date(value: Option<String>) -> Option<String> {
+    value
+        .filter(|v| v.len() >= 8 && v[..8].bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| v[..8].to_string())
+}
+
+/// HHMMSS from an HL7 date/time, when it has a time.
+fn time(value: Option<String>) -> Option<String> {
+    value
+        .filter(|v| v.len() >= 12 && v[8..12].bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| {
+            let t = &v[8..v.len().min(14)];
+            format!("{t:0<6}")
+        })
+}
+
+fn patient_key(msg: &Message, path: &str) -> Option<PatientKey> {
+    msg.value(&format!("{path}.1")).map(|id| PatientKey {
+        issuer: String::new(),
+        patient_id: id,
+    })
+}
+
+fn demographics(msg: &Message) -> Demographics {
+    let name = person_name(msg, "PID-5", 1);
+    Demographics {
+        name_folded: name.as_deref().map(fold_person_name),
+        name,
+        birth_date: date(msg.value("PID-7")),
+        // HL7 table 0001: M, F, O, U, A, N; DICOM has M, F, O.
+        sex: msg.value("PID-8").and_then(|s| match s.as_str() {
+            "M" | "F" | "O" => Some(s),
+            "A" | "N" => Some("O".into()),
+            _ => None,
+        }),
+    }
+}
+
+fn first_of(msg: &Message, paths: &[&str]) -> Option<String> {
+    paths.iter().find_map(|p| msg.value(p))
+}
+
+/// The order an ORM^O01 or OMI^O23 describes (IHE Scheduled Workflow mapping: accession in
+/// OBR-18 or IPC-1, requested procedure ID in OBR-19 or IPC-2, step ID in OBR-20 or IPC-4,
+/// modality in OBR-24 or IPC-5, station AE title in IPC-9 or OBR-21).
+fn order(msg: &Message, placer: String) -> Order {
+    let start = first_of(msg, &["TQ1-7", "ORC-7.4", "OBR-27.4", "OBR-36", "OBR-7"]);
+    let accession = first_of(msg, &["IPC-1.1", "OBR-18.1", "ORC-3.1", "OBR-3.1"]);
+    Order {
+        placer_order: placer,
+        filler_order: first_of(msg, &["ORC-3.1", "OBR-3.1"]),
+        requested_procedure_id: first_of(msg, &["IPC-2.1", "OBR-19.1"]),
+        requested_procedure_description: first_of(msg, &["OBR-4.2", "OBR-4.1"]),
+        study_uid: first_of(msg, &["IPC-3.1", "ZDS-1.1"]),
+        sps_id: first_of(msg, &["IPC-4.1", "OBR-20.1"]),
+        sps_description: first_of(msg, &["OBR-4.2"]),
+        station_ae: first_of(msg, &["IPC-9.1", "OBR-21.1"]),
+        station_name: first_of(msg, &["IPC-7.1"]),
+        modality: first_of(msg, &["IPC-5.1", "OBR-24.1"]),
+        start_date: date(start.clone()),
+        start_time: time(start),
+        performing_physician: person_name(msg, "OBR-34", 2),
+        referring_physician: person_name(msg, "ORC-12", 2)
+            .or_else(|| person_name(msg, "OBR-16", 2))
+            .or_else(|| person_name(msg, "PV1-8", 2)),
+        accession_number: accession,
+        status: "SCHEDULED".into(),
+    }
+}
+
+impl Hl7Archive {
+    fn audit(&self, msg: &Message, peer: SocketAddr, outcome: &str, detail: String) -> AuditEvent {
+        let t = msg.message_type();
+        AuditEvent {
+            tenant: self.archive.tenant.0,
+            event: "hl7-receive".into(),
+            actor: format!("hl7:{}", msg.value("MSH-3").unwrap_or_default()),
+            peer: peer.to_string(),
+            patient_id: msg.value("PID-3.1"),
+            outcome: outcome.into(),
+            detail: Some(format!("{}^{} {}: {detail}", t.code, t.trigger, msg.control_id())),
+            ..AuditEvent::default()
+        }
+    }
+
+    async fn write(&self, write: WorkflowWrite, audit: AuditEvent) -> Result<i64, ErrorDetail> {
+        self.archive
+            .index
+            .write_workflow(self.archive.tenant, write, audit)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "HL7 message could not be applied");
+                ErrorDetail::new(ErrorCode::INTERNAL_ERROR, "the message could not be stored")
+            })
+    }
+
+    async fn apply(&self, msg: &Message, peer: SocketAddr) -> Outcome {
+        let t = msg.message_type();
+        let audit = self.audit(msg, peer, "success", String::new());
+        let result = match (t.code.as_str(), t.trigger.as_str()) {
+            ("ADT", "A01" | "A04" | "A05" | "A28") => self.register(msg, audit, false).await,
+            ("ADT", "A08" | "A31") => self.register(msg, audit, true).await,
+            ("ADT", "A40") => self.merge(msg, audit).await,
+            ("ADT", "A47") => self.change_id(msg, audit).await,
+            ("ORM", "O01") | ("OMI", "O23") => self.order(msg, audit).await,
+            ("ORU", "R01") => self.report(msg, audit).await,
+            ("ADT", other) => Ok(Outcome::Unsupported(ErrorDetail::new(
+                ErrorCode::UNSUPPORTED_EVENT,
+                format!("ADT event {other} is not handled"),
+            ))),
+            (code, trigger) => Ok(Outcome::Unsupported(ErrorDetail::new(
+                ErrorCode::UNSUPPORTED_MESSAGE_TYPE,
+                format!("{code}^{trigger} is not handled"),
+            ))),
+        };
+        result.unwrap_or_else(Outcome::Error)
+    }
+
+    async fn register(&self, msg: &Message, audit: AuditEvent, update: bool) -> Result<Outcome, ErrorDetail> {
+        let Some(key) = patient_key(msg, "PID-3") else {
+            return Ok(missing("PID-3", "Patient ID"));
+        };
+        let demographics = demographics(msg);
+        let write = if update {
+            WorkflowWrite::UpdatePatient {
+                key: key.clone(),
+                demographics,
+            }
+        } else {
+            WorkflowWrite::RegisterPatient {
+                key: key.clone(),
+                demographics,
+            }
+        };
+        Ok(match self.write(write, audit).await? {
+            0 => unknown("PID-3", format!("unknown patient {}", key.patient_id)),
+            _ => Outcome::Applied(format!("patient {}", key.patient_id)),
+        })
+    }
+
+    async fn merge(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
+        let (Some(survivor), Some(merged)) = (patient_key(msg, "PID-3"), patient_key(msg, "MRG-1")) else {
+            return Ok(missing("MRG-1", "prior Patient ID"));
+        };
+        let write = WorkflowWrite::MergePatients {
+            survivor: survivor.clone(),
+            merged: merged.clone(),
+        };
+        Ok(match self.write(write, audit).await? {
+            0 => unknown(
+                "MRG-1",
+                format!(
+                    "cannot merge {} into {}: unknown patient",
+                    merged.patient_id, survivor.patient_id
+                ),
+            ),
+            merge => Outcome::Applied(format!(
+                "merge {merge}: {} into {}",
+                merged.patient_id, survivor.patient_id
+            )),
+        })
+    }
+
+    async fn change_id(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
+        let (Some(new), Some(old)) = (patient_key(msg, "PID-3"), patient_key(msg, "MRG-1")) else {
+            return Ok(missing("MRG-1", "prior Patient ID"));
+        };
+        let write = WorkflowWrite::ChangePatientId {
+            old: old.clone(),
+            new: new.clone(),
+        };
+        Ok(match self.write(write, audit).await? {
+            0 => unknown(
+                "MRG-1",
+                format!(
+                    "cannot change {} to {}: unknown, or the new identifier is taken",
+                    old.patient_id, new.patient_id
+                ),
+            ),
+            _ => Outcome::Applied(format!("identifier {} is now {}", old.patient_id, new.patient_id)),
+        })
+    }
+
+    async fn order(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
+        let Some(key) = patient_key(msg, "PID-3") else {
+            return Ok(missing("PID-3", "Patient ID"));
+        };
+        let Some(placer) = first_of(msg, &["ORC-2.1", "OBR-2.1"]) else {
+            return Ok(missing("ORC-2", "placer order number"));
+        };
+        let control = msg.value("ORC-1").unwrap_or_default();
+        match control.as_str() {
+            "NW" | "XO" | "SC" => {
+                let order = order(msg, placer.clone());
+                let write = WorkflowWrite::UpsertOrder {
+                    key,
+                    demographics: demographics(msg),
+                    order: Box::new(order),
+                };
+                self.write(write, audit).await?;
+                Ok(Outcome::Applied(format!("order {placer} {control}")))
+            }
+            "CA" | "DC" | "OC" => {
+                let write = WorkflowWrite::SetOrderStatus {
+                    placer_order: Some(placer.clone()),
+                    accession_number: None,
+                    status: "DISCONTINUED".into(),
+                };
+                Ok(match self.write(write, audit).await? {
+                    0 => unknown("ORC-2", format!("unknown order {placer}")),
+                    _ => Outcome::Applied(format!("order {placer} cancelled")),
+                })
+            }
+            "" => Ok(missing("ORC-1", "order control")),
+            other => Ok(Outcome::Error(
+                ErrorDetail::new(
+                    ErrorCode::TABLE_VALUE_NOT_FOUND,
+                    format!("order control {other} is not handled"),
+                )
+                .at("ORC-1"),
+            )),
+        }
+    }
+
+    async fn report(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
+        let mut lines = Vec::new();
+        let mut status = msg.value("OBR-25");
+        for obx in msg.segments("OBX") {
+            if !matches!(
+                obx.field(2).and_then(|f| f.value()).as_deref(),
+                Some("TX" | "FT" | "ST" | "CE" | "CWE")
+            ) {
+                continue;
+            }
+            if let Some(field) = obx.field(5) {
+                for repetition in field.repetitions() {
+                    lines.push(repetition.value().unwrap_or_default());
+                }
+            }
+            if status.is_none() {
+                status = obx.field(11).and_then(|f| f.value());
+            }
+        }
+        if lines.is_empty() {
+            return Ok(missing("OBX-5", "report text"));
+        }
+        let accession = first_of(msg, &["OBR-18.1", "ORC-3.1", "OBR-3.1"]);
+        let study_uid = first_of(msg, &["ZDS-1.1", "IPC-3.1"]);
+        if accession.is_none() && study_uid.is_none() {
+            return Ok(missing("OBR-18", "accession number or Study Instance UID"));
+        }
+        let status = match status.as_deref() {
+            Some("P" | "F" | "C") => status.unwrap_or_default(),
+            Some(other) => {
+                return Ok(Outcome::Error(
+                    ErrorDetail::new(
+                        ErrorCode::TABLE_VALUE_NOT_FOUND,
+                        format!("result status {other} is not P, F or C"),
+                    )
+                    .at("OBR-25"),
+                ))
+            }
+            None => "F".into(),
+        };
+        let report = Report {
+            study_uid,
+            accession_number: accession.clone(),
+            status: status.clone(),
+            text: lines.join("\n"),
+            author: person_name(msg, "OBR-32", 2),
+            observed_at: msg.value("OBR-7"),
+            received_at: String::new(),
+            control_id: Some(msg.control_id()),
+        };
+        self.write(WorkflowWrite::AddReport(report), audit).await?;
+        Ok(Outcome::Applied(format!(
+            "report ({status}) for accession {}",
+            accession.unwrap_or_default()
+        )))
+    }
+}
+
+#[async_trait]
+impl MessageHandler for Hl7Archive {
+    async fn handle(&self, message: ParsedOrRaw, peer: SocketAddr) -> Option<Vec<u8>> {
+        let msg = match message {
+            ParsedOrRaw::Parsed(msg) => msg,
+            ParsedOrRaw::Raw(raw) => {
+                self.archive
+                    .record(AuditEvent {
+                        tenant: self.archive.tenant.0,
+                        event: "hl7-receive".into(),
+                        actor: "hl7".into(),
+                        peer: peer.to_string(),
+                        outcome: "refused".into(),
+                        detail: Some(format!("{} bytes: {}", raw.size, raw.error)),
+                        ..AuditEvent::default()
+                    })
+                    .await;
+                return raw.nak();
+            }
+        };
+        match self.apply(&msg, peer).await {
+            // The audit line went in with the change.
+            Outcome::Applied(what) => {
+                tracing::info!(control = %msg.control_id(), %what, "HL7 message applied");
+                Some(ack(&msg, AckCode::AA, None))
+            }
+            Outcome::Error(error) => {
+                self.archive
+                    .record(self.audit(&msg, peer, "refused", error.text.clone()))
+                    .await;
+                Some(ack(&msg, AckCode::AE, Some(&error)))
+            }
+            Outcome::Unsupported(error) => {
+                self.archive
+                    .record(self.audit(&msg, peer, "refused", error.text.clone()))
+                    .await;
+                Some(ack(&msg, AckCode::AR, Some(&error)))
+            }
+        }
+    }
+}
+
+/// Tells the RIS that exams ended: an ORM^O01 (ORC-1 SC, ORC-5 CM, or DC when discontinued)
+/// per exam, put in the persisted outbound queue.
+pub struct RisNotifier {
+    archive: Arc<Archive>,
+    queue: Arc<pacs_hl7::RetryQueue>,
+    sending_application: String,
+}
+
+impl RisNotifier {
+    pub fn new(archive: Arc<Archive>, queue: Arc<pacs_hl7::RetryQueue>, sending_application: String) -> Self {
+        RisNotifier {
+            archive,
+            queue,
+            sending_application,
+        }
+    }
+
+    fn message(&self, event: &ExamEvent) -> Vec<u8> {
+        let mut b = pacs_hl7::MessageBuilder::message("ORM", "O01", "ORM_O01", "2.5");
+        let set = |b: &mut pacs_hl7::MessageBuilder, path: &str, value: &str| {
+            if let Err(e) = b.set(path, value) {
+                tracing::warn!(error = %e, path, "RIS notification: value left out");
+            }
+        };
+        set(&mut b, "MSH-3", &self.sending_application);
+        let accession = event.accession_number.clone().unwrap_or_default();
+        b.append("PID");
+        set(&mut b, "PID-1", "1");
+        set(&mut b, "PID-3.1", event.patient_id.as_deref().unwrap_or_default());
+        b.append("ORC");
+        set(&mut b, "ORC-1", "SC");
+        set(&mut b, "ORC-3.1", &accession);
+        set(&mut b, "ORC-5", if event.discontinued { "DC" } else { "CM" });
+        b.append("OBR");
+        set(&mut b, "OBR-1", "1");
+        set(&mut b, "OBR-3.1", &accession);
+        set(&mut b, "OBR-18", &accession);
+        if let Some(study) = &event.study_uid {
+            b.append("ZDS");
+            set(&mut b, "ZDS-1.1", study);
+            set(&mut b, "ZDS-1.2", "");
+            set(&mut b, "ZDS-1.3", "Application");
+            set(&mut b, "ZDS-1.4", "DICOM");
+        }
+        b.to_bytes_lossy()
+    }
+}
+
+impl ExamListener for RisNotifier {
+    fn exam_ended(&self, event: ExamEvent) {
+        let message = self.message(&event);
+        let queue = self.queue.clone();
+        let archive = self.archive.clone();
+        tokio::spawn(async move {
+            let outcome = queue.enqueue(message).await;
+            let (result, detail) = match &outcome {
+                Ok(id) => ("success", format!("queued {id}")),
+                Err(e) => ("failure", e.to_string()),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "RIS notification could not be queued");
+            }
+            archive
+                .record(AuditEvent {
+                    tenant: archive.tenant.0,
+                    event: "hl7-send".into(),
+                    actor: "openpacs".into(),
+                    peer: "ris".into(),
+                    patient_id: event.patient_id.clone(),
+                    study_uid: event.study_uid.clone(),
+                    outcome: result.into(),
+                    detail: Some(format!(
+                        "ORM^O01 {} accession={}: {detail}",
+                        if event.discontinued { "DC" } else { "CM" },
+                        event.accession_number.as_deref().unwrap_or("")
+                    )),
+                })
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::parse(text.replace('\n', "\r").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn orders_map_to_worklist_items() {
+        let m = msg("MSH|^~\\&|RIS|H|PACS|H|20240102||OMI^O23^OMI_O23|1|P|2.5.1\n\
+             PID|1||P9^^^H^PI||LEFEVRE^ELODIE||19920704|F\n\
+             ORC|NW|PO2|FO2||SC|||||||5678^DURAND^PAUL\n\
+             TQ1|1||||||202401021100\n\
+             OBR|1|PO2|FO2|MRGENOU^IRM genou^L\n\
+             IPC|ACC2|RP2|1.2.3.4|SPS2|MR||MR STATION||MR_1");
+        let o = order(&m, "PO2".into());
+        assert_eq!(o.accession_number.as_deref(), Some("ACC2"));
+        assert_eq!(o.requested_procedure_id.as_deref(), Some("RP2"));
+        assert_eq!(o.study_uid.as_deref(), Some("1.2.3.4"));
+        assert_eq!(o.sps_id.as_deref(), Some("SPS2"));
+        assert_eq!(o.modality.as_deref(), Some("MR"));
+        assert_eq!(o.station_ae.as_deref(), Some("MR_1"));
+        assert_eq!(o.start_date.as_deref(), Some("20240102"));
+        assert_eq!(o.start_time.as_deref(), Some("110000"));
+        assert_eq!(o.referring_physician.as_deref(), Some("DURAND^PAUL"));
+        assert_eq!(o.requested_procedure_description.as_deref(), Some("IRM genou"));
+        let d = demographics(&m);
+        assert_eq!(d.name.as_deref(), Some("LEFEVRE^ELODIE"));
+        assert_eq!(d.birth_date.as_deref(), Some("19920704"));
+        assert_eq!(d.sex.as_deref(), Some("F"));
+    }
+
+    #[test]
+    fn names_dates_and_times_convert() {
+        let m = msg("MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\nPID|1||X||DUPONT^JEAN^PIERRE^JR^DR||1985");
+        assert_eq!(
+            person_name(&m, "PID-5", 1).as_deref(),
+            Some("DUPONT^JEAN^PIERRE^DR^JR")
+        );
+        assert_eq!(date(Some("1985".into())), None);
+        assert_eq!(time(Some("20240102".into())), None);
+        assert_eq!(time(Some("202401021015".into())).as_deref(), Some("101500"));
+    }
+}
