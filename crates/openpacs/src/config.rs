@@ -70,6 +70,9 @@ pub struct Config {
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request, in bytes.
     pub stow_max_request_bytes: u64,
+    /// Storage commitment reports: on the requesting association while it is open (false), or
+    /// always on a new association to the requester, which must be in `peers` (true).
+    pub commitment_on_new_association: bool,
     /// Images whose accession number matches another patient's order: "correct" (the RIS
     /// wins: the study moves under the order's patient) or "flag" (listed for review).
     pub reconciliation: String,
@@ -119,6 +122,7 @@ impl Default for Config {
             tls_key: None,
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
+            commitment_on_new_association: false,
             reconciliation: "correct".into(),
             log_format: "text".into(),
             peers: Vec::new(),

@@ -78,7 +78,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         check_called_ae_title: config.check_called_ae_title,
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     });
-    let services = Arc::new(DimseArchive::new(archive.clone()));
+    let services = Arc::new(DimseArchive::new(archive.clone()).with_commitment_delivery(
+        if config.commitment_on_new_association {
+            pacs_dimse::CommitmentDelivery::NewAssociation
+        } else {
+            pacs_dimse::CommitmentDelivery::SameAssociation
+        },
+    ));
     let dimse = tokio::spawn(pacs_dimse::serve(
         dicom_listener,
         dimse_config,

@@ -449,6 +449,24 @@ fn adt_merge_and_update_reach_queries_and_retrieved_objects() {
     assert_eq!(found[0]["0020000D"]["Value"][0], second, "{found}");
     let (status, _, _) = server.http_request("POST", &format!("/api/merges/{id}/undo"), &[], b"");
     assert_eq!(status, 404);
+
+    // A47: P200 is now known as P200N; queries follow, and a late image under P200 joins it.
+    let acks = send_hl7(
+        &server,
+        dir.path(),
+        &[&format!(
+            "{}\nEVN|A47\nPID|1||P200N||BERNARD^LUCIEN\nMRG|P200",
+            msh("ADT^A47^ADT_A30", "M3")
+        )],
+    );
+    assert_eq!(acks[0]["code"], "AA", "{acks:?}");
+    let found = dicomweb_client(&url, &["search", "studies", "--filter", "PatientID=P200N"]);
+    assert_eq!(found[0]["0020000D"]["Value"][0], first, "{found}");
+    let late = image(dir.path(), "late.dcm", "P200", "BERNARD^LUC", "", first);
+    let stored = pynetdicom(&["store", "--port", &port, &late]);
+    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
+    let found = dicomweb_client(&url, &["search", "studies", "--filter", "PatientID=P200"]);
+    assert_eq!(found.as_array().map(Vec::len), Some(0), "{found}");
 }
 
 #[test]

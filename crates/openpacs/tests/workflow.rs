@@ -212,3 +212,42 @@ fn storage_commitment_commits_only_what_is_stored_and_intact() {
         "{log}"
     );
 }
+
+#[test]
+fn storage_commitment_reports_on_a_new_association_when_configured() {
+    let listen = pacs_testkit::server::free_port();
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: format!(
+                "commitment_on_new_association = true\n[[peers]]\nae_title = \"PEERPY\"\nhost = \"127.0.0.1\"\nport = {listen}\n"
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let ct = valid_fixtures()
+        .into_iter()
+        .find(|f| f["path"] == "valid/ct_explicit_le.dcm")
+        .unwrap();
+    server.store_fixtures([&ct]);
+    let instance = format!(
+        "{},{}",
+        ct["sop_class_uid"].as_str().unwrap(),
+        ct["sop_instance_uid"].as_str().unwrap()
+    );
+    let port = server.dicom_port.to_string();
+    let listen = listen.to_string();
+    let out = pynetdicom(&[
+        "commit",
+        "--port",
+        &port,
+        "--listen-port",
+        &listen,
+        "--instance",
+        &instance,
+    ]);
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = &out["reports"][0];
+    assert_eq!(report["received_on"], "new", "{out}");
+    assert_eq!(report["event_type_id"], 1, "{out}");
+}

@@ -23,11 +23,21 @@ use crate::{Archive, ArchiveError};
 /// Adapter from the DIMSE traits to the archive.
 pub struct DimseArchive {
     archive: Arc<Archive>,
+    commitment_delivery: pacs_dimse::CommitmentDelivery,
 }
 
 impl DimseArchive {
     pub fn new(archive: Arc<Archive>) -> Self {
-        DimseArchive { archive }
+        DimseArchive {
+            archive,
+            commitment_delivery: pacs_dimse::CommitmentDelivery::default(),
+        }
+    }
+
+    /// Where storage commitment reports go (default: the requesting association).
+    pub fn with_commitment_delivery(mut self, delivery: pacs_dimse::CommitmentDelivery) -> Self {
+        self.commitment_delivery = delivery;
+        self
     }
 
     async fn audit(&self, event: AuditEvent) {
@@ -326,6 +336,10 @@ impl DimseServices for DimseArchive {
                 failed: failed.into_iter().map(|(c, i, r)| (sop((c, i)), r)).collect(),
             }
         }))
+    }
+
+    fn commitment_delivery(&self) -> pacs_dimse::CommitmentDelivery {
+        self.commitment_delivery
     }
 
     async fn commitment_reported(
