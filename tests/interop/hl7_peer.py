@@ -19,6 +19,12 @@
         (0001.hl7, …, written then renamed) and answers with python-hl7's create_ack: AA, or
         AR with --nak. Prints {"listening": PORT} once bound (port 0 picks one). Stops by
         itself after --max-seconds.
+
+    hl7_peer.py ris --port P --out DIR [--max-seconds N]
+        The same RIS stand-in built on hl7apy's MLLPServer (one message per connection, as
+        hl7apy serves): handles ORM^O01 (the end-of-exam notice), saves it in DIR, parses it
+        with hl7apy and answers an hl7apy-built ACK (AA); other types get AR from its error
+        handler. Prints {"listening": PORT}.
 """
 
 import argparse
@@ -170,6 +176,49 @@ def listen(args):
     server.serve_forever()
 
 
+def ris(args):
+    from hl7apy.core import Message as ApyMessage
+    from hl7apy.mllp import AbstractErrorHandler, AbstractHandler, MLLPServer
+
+    os.makedirs(args.out, exist_ok=True)
+    counter = [0]
+    lock = threading.Lock()
+
+    def answer(incoming, code, text=None):
+        original = parse_message(incoming.replace("\n", "\r"), find_groups=False)
+        ack = ApyMessage("ACK", version=original.msh.msh_12.value or "2.5")
+        ack.msh.msh_3 = "RIS"
+        ack.msh.msh_5 = original.msh.msh_3.value
+        ack.msh.msh_9 = "ACK^" + original.msh.msh_9.msh_9_2.value + "^ACK"
+        ack.msh.msh_10 = "ACK" + original.msh.msh_10.value
+        ack.msh.msh_11 = original.msh.msh_11.value or "P"
+        ack.msa.msa_1 = code
+        ack.msa.msa_2 = original.msh.msh_10.value
+        if text:
+            ack.msa.msa_3 = text
+        return "\x0b" + ack.to_er7() + "\x1c\x0d"
+
+    class Completion(AbstractHandler):
+        def reply(self):
+            with lock:
+                counter[0] += 1
+                name = os.path.join(args.out, "%04d.hl7" % counter[0])
+            with open(name + ".tmp", "w", encoding="utf-8") as f:
+                f.write(self.incoming_message)
+            os.rename(name + ".tmp", name)
+            return answer(self.incoming_message, "AA")
+
+    class Refuse(AbstractErrorHandler):
+        def reply(self):
+            return answer(self.incoming_message, "AR", type(self.exc).__name__)
+
+    handlers = {"ORM^O01^ORM_O01": (Completion,), "ORM^O01": (Completion,), "ERR": (Refuse,)}
+    server = MLLPServer(args.host, args.port, handlers, timeout=args.max_seconds)
+    print(json.dumps({"listening": server.server_address[1]}), flush=True)
+    threading.Timer(args.max_seconds, server.shutdown).start()
+    server.serve_forever()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,8 +237,13 @@ def main():
     l.add_argument("--out", required=True)
     l.add_argument("--nak", action="store_true")
     l.add_argument("--max-seconds", type=float, default=120.0)
+    r = sub.add_parser("ris")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--max-seconds", type=float, default=120.0)
     args = parser.parse_args()
-    {"send": send, "validate": validate, "listen": listen}[args.command](args)
+    {"send": send, "validate": validate, "listen": listen, "ris": ris}[args.command](args)
 
 
 if __name__ == "__main__":

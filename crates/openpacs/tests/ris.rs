@@ -1,6 +1,6 @@
 //! The RIS workflow end to end against the real binary, with third-party peers only:
 //! python-hl7 (`hl7.client`, through tests/interop/hl7_peer.py) as the RIS sending ADT, ORM and
-//! ORU and as the RIS listener receiving the end-of-exam notice; pynetdicom as the modality
+//! ORU, and hl7apy's MLLP server as the RIS receiving the end-of-exam notice; pynetdicom as the modality
 //! (worklist, images, MPPS); DCMTK `findscu -W` for the worklist; dicomweb-client and plain
 //! HTTP for what the archive then serves.
 
@@ -40,7 +40,7 @@ fn send_hl7(server: &TestServer, dir: &Path, messages: &[&str]) -> Vec<serde_jso
     serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
 }
 
-/// The RIS stand-in: listens, saves what it receives, answers AA.
+/// The RIS stand-in (hl7apy's MLLPServer): saves what it receives, answers AA.
 struct Ris {
     child: Child,
     port: u16,
@@ -51,7 +51,7 @@ impl Ris {
     fn start(out: PathBuf) -> Ris {
         let port = free_port();
         let mut child = hl7_peer()
-            .args(["listen", "--port", &port.to_string(), "--out"])
+            .args(["ris", "--port", &port.to_string(), "--out"])
             .arg(&out)
             .args(["--max-seconds", "300"])
             .stdout(Stdio::piped())
