@@ -272,6 +272,12 @@ impl Incoming {
                 "not a DICOM Part 10 file (too short)".into(),
             ));
         }
+        let mut blob = blob;
+        // Everything written must be in the file before it is parsed from disk.
+        if let Err(e) = blob.flush() {
+            blob.discard();
+            return Err(ArchiveError::from_io(e));
+        }
         let blobs = archive.clone();
         let (blob, parsed) = tokio::task::spawn_blocking(move || {
             let parsed = check_then_parse(blob.path(), blob.dataset_offset(), expected.as_ref());
