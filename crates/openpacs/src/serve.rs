@@ -186,9 +186,9 @@ fn auth_mode(config: &Config, has_accounts: bool) -> anyhow::Result<AuthMode> {
         _ if loopback || config.http_open_without_auth => {
             tracing::warn!(
                 http_addr = %config.http_addr,
-                "no user account exists: HTTP is open to every local caller with full rights; create one with `openpacs user add NAME --role admin` to require logins"
+                "no user account exists: HTTP is open to every local caller with full rights until one is created with `openpacs user add NAME --role admin`"
             );
-            Ok(AuthMode::Open)
+            Ok(AuthMode::OpenUntilAccounts)
         }
         _ => anyhow::bail!(
             "refusing to serve HTTP on {} without authentication: no user account exists. Create one with \

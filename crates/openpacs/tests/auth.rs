@@ -449,3 +449,25 @@ fn basic_credentials_can_be_turned_off() {
         204
     );
 }
+
+#[test]
+fn the_first_account_closes_a_server_started_open() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    assert_eq!(server.http("/dicom-web/studies").0, 204, "open: no account yet");
+    let added = server.cli_stdin(&["user", "add", "first", "--role", "admin"], "first-admin-pw");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(
+        server.http("/dicom-web/studies").0,
+        401,
+        "closed once an account exists"
+    );
+    let (status, _, _) = server.http_bytes(
+        "/dicom-web/studies",
+        &[("Authorization", &basic("first", "first-admin-pw"))],
+    );
+    assert_eq!(status, 204);
+}

@@ -38,9 +38,12 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 pub enum AuthMode {
     /// Every request to patient data needs a user.
     Required,
-    /// No accounts: every caller acts as an anonymous administrator. The binary allows this
-    /// only on a loopback address unless explicitly told otherwise.
+    /// Every caller acts as an anonymous administrator (`http_auth = "off"`). The binary
+    /// allows this only on a loopback address unless explicitly told otherwise.
     Open,
+    /// Open while no account exists; from the first account on (created with `openpacs
+    /// user add`, even while the server runs), exactly like `Required`.
+    OpenUntilAccounts,
 }
 
 /// Authentication settings the binary passes in.
@@ -371,6 +374,8 @@ async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Identified, A
 pub(crate) struct AuthState {
     pub(crate) config: AuthConfig,
     basic_cache: BasicCache,
+    /// Set once an account has been seen (accounts are never all removed back to "open").
+    accounts_seen: std::sync::atomic::AtomicBool,
 }
 
 impl AuthState {
@@ -378,7 +383,29 @@ impl AuthState {
         AuthState {
             config,
             basic_cache: BasicCache::default(),
+            accounts_seen: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether any account exists; once one has, the answer stays yes for this process (so
+    /// removing every account does not silently reopen the server).
+    async fn accounts_exist(&self, state: &WebState) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.accounts_seen.load(Ordering::Relaxed) {
+            return true;
+        }
+        // On error, fail closed: treat the server as having accounts.
+        let exist = state
+            .archive
+            .index()
+            .users()
+            .await
+            .map(|u| !u.is_empty())
+            .unwrap_or(true);
+        if exist {
+            self.accounts_seen.store(true, Ordering::Relaxed);
+        }
+        exist
     }
 }
 
@@ -396,7 +423,12 @@ pub(crate) async fn middleware(
     // What refusals audit; the request itself (not Sync) cannot be held across awaits.
     let target = format!("{} {}", request.method(), request.uri());
     let tenant = state.archive.tenant().0;
-    let principal = if state.auth.config.mode == AuthMode::Open {
+    let open = match state.auth.config.mode {
+        AuthMode::Open => true,
+        AuthMode::Required => false,
+        AuthMode::OpenUntilAccounts => !state.auth.accounts_exist(&state).await,
+    };
+    let principal = if open {
         Principal::anonymous(tenant)
     } else {
         match identify(&state, request.headers()).await {
