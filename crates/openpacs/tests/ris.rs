@@ -515,6 +515,35 @@ fn omi_orders_stable_studies_and_malformed_messages() {
         worklist["matches"][0]["ScheduledProcedureStepSequence"][0]["ScheduledProcedureStepID"],
         "SPS300"
     );
+    // ORM XO changes the order: another station, another day.
+    let acks = send_hl7(
+        &server,
+        dir.path(),
+        &[&format!(
+            "{}\nPID|1||P300^^^HOSP^PI||LEFÈVRE^ÉLODIE||19920704|F\n\
+             ORC|XO|PO300|FO300||SC||1^^^20261129083000^^R\n\
+             OBR|1|PO300|FO300|MRGENOU^IRM genou droit^L||||||||||||||ACC300|RP300|SPS300|MR_2|||MR",
+            msh("ORM^O01^ORM_O01", "O1b")
+        )],
+    );
+    assert_eq!(acks[0]["code"], "AA", "{acks:?}");
+    let moved = pynetdicom(&[
+        "mwl-find",
+        "--port",
+        &port,
+        "-k",
+        "AccessionNumber=ACC300",
+        "-k",
+        "ScheduledProcedureStepSequence.ScheduledStationAETitle=MR_2",
+        "-k",
+        "ScheduledProcedureStepSequence.ScheduledProcedureStepStartDate=",
+    ]);
+    assert_eq!(
+        moved["matches"][0]["ScheduledProcedureStepSequence"][0]["ScheduledProcedureStepStartDate"],
+        "20261129",
+        "{moved}"
+    );
+
     // ORM CA cancels: gone from the worklist.
     let acks = send_hl7(
         &server,
