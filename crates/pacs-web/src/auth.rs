@@ -422,6 +422,8 @@ pub(crate) async fn middleware(
     }
     // What refusals audit; the request itself (not Sync) cannot be held across awaits.
     let target = format!("{} {}", request.method(), request.uri());
+    let basic_challenge =
+        state.auth.config.basic && wants_basic_challenge(request.headers(), request.uri().path());
     let tenant = state.archive.tenant().0;
     let open = match state.auth.config.mode {
         AuthMode::Open => true,
@@ -437,6 +439,7 @@ pub(crate) async fn middleware(
                 return refuse(
                     &state,
                     peer,
+                    basic_challenge,
                     &target,
                     "anonymous",
                     "unauthenticated",
@@ -445,7 +448,16 @@ pub(crate) async fn middleware(
                 .await
             }
             Ok(Identified::Invalid(why)) => {
-                return refuse(&state, peer, &target, "anonymous", "unauthenticated", why).await
+                return refuse(
+                    &state,
+                    peer,
+                    basic_challenge,
+                    &target,
+                    "anonymous",
+                    "unauthenticated",
+                    why,
+                )
+                .await
             }
             Err(e) => return e.into_response(),
         }
@@ -460,16 +472,39 @@ pub(crate) async fn middleware(
             Access::Need(p) => format!("role {} lacks {p:?}", principal.role.as_str()),
             _ => "wrong tenant".into(),
         };
-        return refuse(&state, peer, &target, &principal.username, "forbidden", &why).await;
+        return refuse(
+            &state,
+            peer,
+            basic_challenge,
+            &target,
+            &principal.username,
+            "forbidden",
+            &why,
+        )
+        .await;
     }
     let actor = format!("http:{}", principal.username);
     request.extensions_mut().insert(principal);
     CALLER.scope(actor, next.run(request)).await
 }
 
+/// Whether a 401 should invite HTTP Basic. Not for the REST API (the UI logs in with its own
+/// form) nor for a browser's script or image requests (`Sec-Fetch-Mode` other than
+/// `navigate`): the browser would answer with its own password dialog instead of letting the
+/// page handle the 401. DICOMweb clients (which send Basic credentials pre-emptively, and no
+/// Sec-Fetch-Mode) and a browser opening a DICOMweb URL still get the Basic challenge.
+fn wants_basic_challenge(headers: &HeaderMap, path: &str) -> bool {
+    let browser_script = headers
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|mode| mode != "navigate");
+    !browser_script && !path.starts_with("/api/") && path != "/api"
+}
+
 async fn refuse(
     state: &WebState,
     peer: SocketAddr,
+    basic_challenge: bool,
     target: &str,
     username: &str,
     outcome: &str,
@@ -490,7 +525,7 @@ async fn refuse(
     if outcome == "forbidden" {
         return (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response();
     }
-    let challenge = if state.auth.config.basic {
+    let challenge = if basic_challenge {
         "Basic realm=\"openpacs\", charset=\"UTF-8\""
     } else {
         "Bearer realm=\"openpacs\""
@@ -749,6 +784,18 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(da, secret_digest(&a));
         assert!(!da.contains(&a[4..]));
+    }
+
+    #[test]
+    fn browsers_script_requests_and_the_api_get_no_basic_challenge() {
+        let mut fetch = HeaderMap::new();
+        fetch.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        let mut navigate = HeaderMap::new();
+        navigate.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert!(wants_basic_challenge(&HeaderMap::new(), "/dicom-web/studies"));
+        assert!(wants_basic_challenge(&navigate, "/dicom-web/studies"));
+        assert!(!wants_basic_challenge(&fetch, "/dicom-web/studies"));
+        assert!(!wants_basic_challenge(&HeaderMap::new(), "/api/me"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, DICOMweb under `/dicom-web` (QIDO-RS,
 //! WADO-RS, STOW-RS), WADO-URI at `/wado` and the REST API under `/api`, all behind the
-//! authentication middleware of [`auth`]. The UI will be mounted here.
+//! authentication middleware of [`auth`]; the embedded web UI (`ui`) answers everything else.
 
 mod api;
 pub mod auth;
@@ -9,6 +9,7 @@ mod metadata;
 mod qido;
 mod rendered;
 mod stow;
+mod ui;
 mod wado;
 mod wado_uri;
 
@@ -190,6 +191,7 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
         .nest("/dicom-web", dicomweb)
         .route("/wado", get(wado_uri::wado).with_state(state.clone()))
         .nest("/api", api_router(state.clone()))
+        .fallback(ui::serve)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::middleware,

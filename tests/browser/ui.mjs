@@ -1,0 +1,281 @@
+#!/usr/bin/env node
+// openpacs's own web UI in a real browser.
+//
+//   node ui.mjs --server http://127.0.0.1:8080 --artifacts DIR \
+//        --admin USER:PASSWORD --referrer USER:PASSWORD \
+//        --search PREFIX --expect-study UID... --open-study UID
+//
+// Drives Debian's Chromium (headless, playwright-core) through the UI served by --server:
+// logs in as the administrator, searches by the beginning of a patient name (as typed, no
+// wildcard) and checks that exactly the --expect-study studies are listed, opens --open-study
+// from the keyboard and checks that every series thumbnail loads, that the ZIP and delete
+// controls are there and that the delete confirmation can be cancelled; logs out; logs in as
+// the referrer and checks that neither control is shown; switches to French and checks
+// translated labels. Requests to hosts other than 127.0.0.1 are blocked and recorded.
+// Screenshots go to --artifacts. A JSON summary is printed on stdout; the exit code is 0 when
+// every check passed, 1 when one failed, 2 on a usage error.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_FLAGS = [
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+const TIMEOUT = 10_000;
+
+function log(...args) {
+  process.stderr.write(`[ui] ${args.join(' ')}\n`);
+}
+
+function usage(message) {
+  process.stderr.write(`ui.mjs: ${message}\n`);
+  process.exit(2);
+}
+
+let options;
+try {
+  options = parseArgs({
+    options: {
+      server: { type: 'string' },
+      artifacts: { type: 'string' },
+      admin: { type: 'string' },
+      referrer: { type: 'string' },
+      search: { type: 'string' },
+      'expect-study': { type: 'string', multiple: true, default: [] },
+      'open-study': { type: 'string' },
+    },
+  }).values;
+} catch (e) {
+  usage(e.message);
+}
+for (const required of ['server', 'artifacts', 'admin', 'referrer', 'search', 'open-study']) {
+  if (!options[required]) usage(`--${required} is required`);
+}
+const credentials = spec => {
+  const at = spec.indexOf(':');
+  return { user: spec.slice(0, at), password: spec.slice(at + 1) };
+};
+const admin = credentials(options.admin);
+const referrer = credentials(options.referrer);
+const server = options.server.replace(/\/$/, '');
+fs.mkdirSync(options.artifacts, { recursive: true });
+
+const summary = {
+  ok: false,
+  failures: [],
+  pageErrors: [],
+  consoleErrors: [],
+  blockedRequests: [],
+  httpErrors: [],
+  failedRequests: [],
+  screenshots: [],
+  search: null,
+  thumbnails: null,
+  timings: {},
+};
+const started = Date.now();
+const lap = name => {
+  summary.timings[name] = Date.now() - started;
+};
+function check(condition, message) {
+  if (!condition) {
+    summary.failures.push(message);
+    log(`FAIL ${message}`);
+  }
+  return condition;
+}
+
+let browser;
+let currentPage = null;
+async function main() {
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, timeout: 30_000 });
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-GB',
+    serviceWorkers: 'block',
+  });
+  context.setDefaultTimeout(TIMEOUT);
+  await context.route('**/*', route => {
+    const url = new URL(route.request().url());
+    if ((url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '127.0.0.1') {
+      summary.blockedRequests.push(route.request().url());
+      return route.abort('blockedbyclient');
+    }
+    return route.continue();
+  });
+  const page = await context.newPage();
+  currentPage = page;
+  page.on('requestfailed', request => summary.failedRequests.push(`${request.url()}: ${request.failure()?.errorText}`));
+  page.on('pageerror', err => summary.pageErrors.push(String(err)));
+  page.on('console', msg => {
+    if (msg.type() === 'error') summary.consoleErrors.push(msg.text());
+  });
+  page.on('response', response => {
+    // 401 on /api/me before logging in is the expected way to learn there is no session.
+    const url = new URL(response.url());
+    if (response.status() >= 400 && !(response.status() === 401 && url.pathname === '/api/me')) {
+      summary.httpErrors.push({ status: response.status(), path: url.pathname + url.search });
+    }
+  });
+  const shot = async name => {
+    const file = path.join(options.artifacts, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    summary.screenshots.push(file);
+  };
+
+  async function login({ user, password }) {
+    await page.locator('#login-user').waitFor();
+    await page.getByLabel('User name').fill(user);
+    await page.getByLabel('Password').fill(password);
+    await page.keyboard.press('Enter');
+    await page.locator('#q-name').waitFor();
+    // The list first shows every study; wait until that first search has answered.
+    await page.locator('#result-count').waitFor();
+  }
+
+  async function searchByName(prefix) {
+    const answered = page.waitForResponse(r => r.url().includes('/api/studies?') && r.url().includes('PatientName='));
+    await page.getByLabel('Patient name').fill(prefix);
+    await page.getByLabel('Patient name').press('Enter');
+    const response = await answered;
+    await page.locator('#results:not([aria-busy])').waitFor();
+    const rows = await page.locator('tr.study-row').evaluateAll(trs => trs.map(tr => tr.dataset.uid));
+    return { query: new URL(response.url()).search, rows };
+  }
+
+  async function openStudy(uid) {
+    // Keyboard: focus the row and press Enter.
+    const row = page.locator(`tr.study-row[data-uid="${uid}"]`);
+    await row.focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#study-title').waitFor();
+    await page.locator('li.series-card').first().waitFor();
+    // Every thumbnail loaded (or replaced by the "no preview" text on failure).
+    await page.waitForFunction(() => [...document.querySelectorAll('img.thumb')].every(img => img.complete));
+    return page.evaluate(() => {
+      const cards = [...document.querySelectorAll('li.series-card')];
+      return cards.map(card => {
+        const img = card.querySelector('img.thumb');
+        return { series: card.dataset.uid, naturalWidth: img ? img.naturalWidth : 0 };
+      });
+    });
+  }
+
+  // --- The page itself -----------------------------------------------------------------------
+  const first = await page.goto(`${server}/`);
+  check(first.ok(), `GET / answered ${first.status()}`);
+  const csp = first.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'"), `CSP on the page: ${csp}`);
+  await page.locator('#login-user').waitFor();
+  await shot('01-login');
+  lap('login page');
+
+  // --- Administrator -------------------------------------------------------------------------
+  await login(admin);
+  lap('admin logged in');
+  const expected = [...options['expect-study']].sort();
+  const found = await searchByName(options.search);
+  summary.search = { ...found, expected };
+  check(found.query.includes(`PatientName=${encodeURIComponent(options.search)}*`) || found.query.includes(`PatientName=${options.search}*`),
+    `the name typed is searched as a prefix: ${found.query}`);
+  check(JSON.stringify([...found.rows].sort()) === JSON.stringify(expected),
+    `studies listed for "${options.search}": ${JSON.stringify(found.rows)}, expected ${JSON.stringify(expected)}`);
+  await shot('02-admin-search');
+  lap('searched');
+
+  const thumbs = await openStudy(options['open-study']);
+  summary.thumbnails = thumbs;
+  check(thumbs.length > 0, 'the study page lists series');
+  for (const thumb of thumbs) {
+    check(thumb.naturalWidth > 0, `thumbnail of series ${thumb.series} loaded`);
+  }
+  check(await page.locator('#download-zip').isVisible(), 'admin sees the ZIP download');
+  check(await page.locator('#delete-study').isVisible(), 'admin sees the delete button');
+  const zipHref = await page.locator('#download-zip').getAttribute('href');
+  check(zipHref === `/api/studies/${encodeURIComponent(options['open-study'])}/archive`, `ZIP link ${zipHref}`);
+  await shot('03-admin-study');
+  // The confirmation dialog opens and cancelling keeps the study.
+  await page.locator('#delete-study').click();
+  await page.locator('dialog.confirm[open]').waitFor();
+  await shot('04-admin-delete-confirm');
+  await page.locator('#confirm-cancel').click();
+  await page.locator('dialog.confirm').waitFor({ state: 'detached' });
+  check(await page.locator('#study-title').isVisible(), 'cancelling the deletion keeps the study page');
+  lap('study page');
+
+  // Back to the list keeps the search.
+  await page.goBack();
+  await page.locator('tr.study-row').first().waitFor();
+  check(await page.getByLabel('Patient name').inputValue() === options.search, 'going back keeps the search');
+
+  await page.locator('#logout').click();
+  await page.locator('#login-user').waitFor();
+  const me = await page.evaluate(async () => (await fetch('/api/me')).status);
+  check(me === 401, `after logging out /api/me answers ${me}`);
+  lap('logged out');
+
+  // --- Referrer ------------------------------------------------------------------------------
+  await login(referrer);
+  const again = await searchByName(options.search);
+  check(again.rows.includes(options['open-study']), 'the referrer finds the study');
+  const referrerThumbs = await openStudy(options['open-study']);
+  check(referrerThumbs.every(t => t.naturalWidth > 0), 'the referrer sees the previews');
+  check(await page.locator('#download-zip').count() === 0, 'the referrer has no ZIP download');
+  check(await page.locator('#delete-study').count() === 0, 'the referrer has no delete button');
+  check((await page.locator('#whoami').textContent()).includes(referrer.user), 'the header names the user');
+  await shot('05-referrer-study');
+  lap('referrer');
+
+  // --- French --------------------------------------------------------------------------------
+  await page.getByLabel('Language').selectOption('fr');
+  await page.locator('#series-title').waitFor();
+  const seriesTitle = await page.locator('#series-title').textContent();
+  check(seriesTitle.startsWith('Séries'), `series heading in French: ${seriesTitle}`);
+  check(await page.locator('#logout').textContent() === 'Se déconnecter', 'log-out button in French');
+  await shot('06-referrer-study-fr');
+  await page.locator('a.back').click();
+  await page.locator('#q-name').waitFor();
+  const label = await page.locator('label[for="q-name"]').textContent();
+  check(label === 'Nom du patient', `patient name label in French: ${label}`);
+  check(await page.getByLabel('Langue').inputValue() === 'fr', 'the language selector is labelled in French');
+  const stored = await page.evaluate(() => localStorage.getItem('openpacs.lang'));
+  check(stored === 'fr', `language kept in localStorage: ${stored}`);
+  await page.reload();
+  await page.locator('label[for="q-name"]').waitFor();
+  check(await page.locator('label[for="q-name"]').textContent() === 'Nom du patient', 'French survives a reload');
+  await shot('07-list-fr');
+  lap('french');
+}
+
+let exitCode = 1;
+try {
+  await main();
+  check(summary.pageErrors.length === 0, `page errors: ${summary.pageErrors.join('; ')}`);
+  check(summary.blockedRequests.length === 0, `requests to other hosts: ${summary.blockedRequests.join(', ')}`);
+  check(summary.failedRequests.length === 0, `failed requests: ${summary.failedRequests.join('; ')}`);
+  check(summary.httpErrors.length === 0, `HTTP errors: ${JSON.stringify(summary.httpErrors)}`);
+  summary.ok = summary.failures.length === 0;
+  exitCode = summary.ok ? 0 : 1;
+} catch (err) {
+  summary.failures.push(`exception: ${err.stack || err}`);
+  log(`exception: ${err.stack || err}`);
+  if (currentPage) {
+    const file = path.join(options.artifacts, 'failure.png');
+    await currentPage.screenshot({ path: file, fullPage: true }).catch(() => {});
+    summary.screenshots.push(file);
+  }
+} finally {
+  if (browser) await browser.close().catch(() => {});
+}
+summary.timings.total = Date.now() - started;
+fs.writeFileSync(path.join(options.artifacts, 'summary.json'), JSON.stringify(summary, null, 2));
+process.stdout.write(`${JSON.stringify(summary)}\n`);
+process.exit(exitCode);
