@@ -63,21 +63,34 @@ fn person_name(msg: &Message, path: &str, first_component: usize) -> Option<Stri
     Some(parts[..=keep].join("^"))
 }
 
-/// The first 8 digits of an HL7 date/time (YYYYMMDD), when it has them.
+/// The first 8 digits of an HL7 date/time (YYYYMMDD), when it has them. Byte-wise: the
+/// value comes from the peer and may hold any character.
 fn date(value: Option<String>) -> Option<String> {
-    value
-        .filter(|v| v.len() >= 8 && v[..8].bytes().all(|b| b.is_ascii_digit()))
-        .map(|v| v[..8].to_string())
+    let v = value?;
+    let digits = v.as_bytes().get(..8)?;
+    digits
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| String::from_utf8_lossy(digits).into_owned())
 }
 
-/// HHMMSS from an HL7 date/time, when it has a time.
+/// HHMMSS from an HL7 date/time (YYYYMMDDHHMM[SS]), when it has a time.
 fn time(value: Option<String>) -> Option<String> {
-    value
-        .filter(|v| v.len() >= 12 && v[8..12].bytes().all(|b| b.is_ascii_digit()))
-        .map(|v| {
-            let t = &v[8..v.len().min(14)];
-            format!("{t:0<6}")
-        })
+    let v = value?;
+    let bytes = v.as_bytes();
+    let hhmm = bytes.get(8..12)?;
+    if !hhmm.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let seconds = bytes
+        .get(12..14)
+        .filter(|s| s.iter().all(u8::is_ascii_digit))
+        .unwrap_or(b"00");
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(hhmm),
+        String::from_utf8_lossy(seconds)
+    ))
 }
 
 fn patient_key(msg: &Message, path: &str) -> Option<PatientKey> {
@@ -513,5 +526,13 @@ mod tests {
         assert_eq!(date(Some("1985".into())), None);
         assert_eq!(time(Some("20240102".into())), None);
         assert_eq!(time(Some("202401021015".into())).as_deref(), Some("101500"));
+        assert_eq!(
+            time(Some("20240102101530+0100".into())).as_deref(),
+            Some("101530")
+        );
+        // Peer input with multi-byte characters where digits are expected: no panic.
+        assert_eq!(date(Some("1234567é9".into())), None);
+        assert_eq!(time(Some("2024010é1015".into())), None);
+        assert_eq!(time(Some("20240102101é".into())), None);
     }
 }
