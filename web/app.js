@@ -3,169 +3,54 @@
 // server decides what each role may do, the UI only hides what would be refused.
 
 import { t, translate, lang, setLang, formatDate, formatNumber, LANGUAGES } from './i18n.js';
-
-const main = document.getElementById('main');
+import {
+  h, api, can, session, navigate, setRouter, setView, personName, text, errorMessage, toast, ymd,
+} from './core.js';
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
 
-/** Who is logged in ({username, role}), or null. */
-let me = null;
 /** The last search, kept while the user visits a study and comes back. */
 const listState = { form: {}, offset: 0, page: null, sort: null };
-
-// ---------------------------------------------------------------------------------------------
-// Small helpers
-// ---------------------------------------------------------------------------------------------
-
-/** `h('tag.class', {attr: value, onclick: fn}, child…)`: an element; strings become text. */
-function h(spec, attrs = {}, ...children) {
-  const [tag, ...classes] = spec.split('.');
-  const el = document.createElement(tag);
-  if (classes.length) {
-    el.className = classes.join(' ');
-  }
-  for (const [name, value] of Object.entries(attrs || {})) {
-    if (value === undefined || value === null || value === false) {
-      continue;
-    }
-    if (name.startsWith('on') && typeof value === 'function') {
-      el.addEventListener(name.slice(2), value);
-    } else if (name === 'dataset') {
-      Object.assign(el.dataset, value);
-    } else if (value === true) {
-      el.setAttribute(name, '');
-    } else {
-      el.setAttribute(name, String(value));
-    }
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) {
-      el.append(child instanceof Node ? child : String(child));
-    }
-  }
-  return el;
-}
-
-class HttpError extends Error {
-  constructor(status, message) {
-    super(message || `HTTP ${status}`);
-    this.status = status;
-  }
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    credentials: 'same-origin',
-    ...options,
-    headers: { Accept: 'application/json', ...(options.headers || {}) },
-  });
-  if (response.status === 401 && !path.startsWith('/api/login')) {
-    me = null;
-    showLogin();
-    throw new HttpError(401, 'authentication required');
-  }
-  if (!response.ok) {
-    const text = (await response.text()).trim();
-    throw new HttpError(response.status, text || response.statusText);
-  }
-  if (response.status === 204) {
-    return null;
-  }
-  const type = response.headers.get('content-type') || '';
-  return type.includes('json') ? response.json() : response.text();
-}
-
-const can = {
-  search: () => me && ['admin', 'reader', 'referrer'].includes(me.role),
-  retrieve: () => me && ['admin', 'reader'].includes(me.role),
-  admin: () => me && me.role === 'admin',
-};
-
-/** A person name as people read it: "Family, Given Middle" from "Family^Given^Middle". */
-function personName(pn) {
-  const value = Array.isArray(pn) ? pn[0] : pn;
-  if (!value) {
-    return t('unknown');
-  }
-  const alphabetic = String(value).split('=')[0];
-  const [family = '', given = '', middle = '', prefix = '', suffix = ''] = alphabetic.split('^');
-  const first = [prefix, given, middle].filter(Boolean).join(' ');
-  const text = [family, first].filter(Boolean).join(', ') + (suffix ? ` ${suffix}` : '');
-  return text.trim() || String(value).replace(/[\^=]+/g, ' ').trim() || t('unknown');
-}
-
-function text(value) {
-  if (value === null || value === undefined || value === '') {
-    return t('unknown');
-  }
-  return Array.isArray(value) ? value.join(', ') : String(value);
-}
-
-function errorMessage(err) {
-  if (err instanceof HttpError && err.status === 403) {
-    return t('forbidden');
-  }
-  return t('error', { msg: err.message });
-}
-
-let toastTimer = null;
-function toast(message) {
-  const box = document.getElementById('toast');
-  box.textContent = message;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => {
-    box.hidden = true;
-  }, 5000);
-}
-
-function ymd(date) {
-  const pad = n => String(n).padStart(2, '0');
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Navigation
 // ---------------------------------------------------------------------------------------------
 
-function navigate(path, replace = false) {
-  if (replace) {
-    history.replaceState(null, '', path);
-  } else {
-    history.pushState(null, '', path);
-  }
-  route();
-}
+/** Pages by path: the first pattern that matches `location.pathname` shows its page with
+ *  the pattern's groups, URI-decoded. */
+const ROUTES = [
+  [/^\/studies\/([^/]+)\/?$/, showStudy],
+];
 
 function route() {
   updateHeader();
-  if (!me) {
+  if (!session.me) {
     showLogin();
     return;
   }
-  const match = /^\/studies\/([^/]+)\/?$/.exec(location.pathname);
-  if (match) {
-    showStudy(decodeURIComponent(match[1]));
-  } else {
-    showList();
+  for (const [pattern, show] of ROUTES) {
+    const match = pattern.exec(location.pathname);
+    if (match) {
+      show(...match.slice(1).map(decodeURIComponent));
+      return;
+    }
   }
+  showList();
 }
 
 function updateHeader() {
   const who = document.getElementById('whoami');
   const logout = document.getElementById('logout');
-  const named = me && me.username !== 'anonymous';
-  who.hidden = !me;
-  who.textContent = me ? t('signed_in_as', { user: me.username, role: t(`role_${me.role}`) }) : '';
+  const named = session.me && session.me.username !== 'anonymous';
+  who.hidden = !session.me;
+  who.textContent = session.me ? t('signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`) }) : '';
   logout.hidden = !named;
+  document.getElementById('nav-studies').hidden = !can.search();
+  document.getElementById('nav-upload').hidden = !can.upload();
+  document.getElementById('nav-admin').hidden = !can.admin();
   translate(document);
   const select = document.getElementById('lang-select');
   select.value = lang();
-}
-
-function setView(title, ...content) {
-  document.title = title ? `${title} — openpacs` : 'openpacs';
-  main.replaceChildren(...content);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,7 +68,7 @@ function showLogin() {
     event.preventDefault();
     error.hidden = true;
     try {
-      me = await api('/api/login', {
+      session.me = await api('/api/login', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ username: user.value, password: pass.value }),
@@ -210,7 +95,7 @@ async function logout() {
   } catch {
     // The cookie is cleared by the answer; nothing else to do.
   }
-  me = null;
+  session.me = null;
   listState.page = null;
   navigate('/', true);
 }
@@ -564,6 +449,8 @@ function confirmDelete(uid, study) {
 // ---------------------------------------------------------------------------------------------
 
 function init() {
+  session.onUnauthorized = showLogin;
+  setRouter(route);
   const select = document.getElementById('lang-select');
   for (const option of select.options) {
     option.disabled = !LANGUAGES.includes(option.value);
@@ -585,9 +472,9 @@ function init() {
   select.value = lang();
   (async () => {
     try {
-      me = await api('/api/me');
+      session.me = await api('/api/me');
     } catch {
-      me = null;
+      session.me = null;
     }
     route();
   })();

@@ -6,6 +6,8 @@ const STRINGS = {
     skip: 'Skip to content',
     language: 'Language',
     logout: 'Log out',
+    upload: 'Upload',
+    administration: 'Administration',
     login_title: 'Sign in to openpacs',
     username: 'User name',
     password: 'Password',
@@ -80,6 +82,8 @@ const STRINGS = {
     skip: 'Aller au contenu',
     language: 'Langue',
     logout: 'Se déconnecter',
+    upload: 'Envoyer',
+    administration: 'Administration',
     login_title: 'Connexion à openpacs',
     username: 'Identifiant',
     password: 'Mot de passe',
@@ -153,6 +157,15 @@ const STRINGS = {
 };
 
 export const LANGUAGES = Object.keys(STRINGS);
+
+/** Adds a module's own strings (`{en: {...}, fr: {...}}`), so each screen keeps its texts. */
+export function addStrings(table) {
+  for (const [code, strings] of Object.entries(table)) {
+    if (STRINGS[code]) {
+      Object.assign(STRINGS[code], strings);
+    }
+  }
+}
 const STORAGE_KEY = 'openpacs.lang';
 
 function initialLanguage() {
