@@ -3,6 +3,7 @@
 // server decides what each role may do, the UI only hides what would be refused.
 
 import { t, translate, lang, setLang, formatDate, formatNumber, LANGUAGES } from './i18n.js';
+import { showViewer, leaveViewer } from './viewer.js';
 import {
   h, api, can, session, navigate, setRouter, setView, personName, text, errorMessage, toast, ymd,
 } from './core.js';
@@ -20,10 +21,14 @@ const listState = { form: {}, offset: 0, page: null, sort: null };
  *  the pattern's groups, URI-decoded. */
 const ROUTES = [
   [/^\/studies\/([^/]+)\/?$/, showStudy],
+  [/^\/viewer\/([^/]+)\/?$/, showViewer],
 ];
 
 function route() {
   updateHeader();
+  if (!location.pathname.startsWith('/viewer/')) {
+    leaveViewer();
+  }
   if (!session.me) {
     showLogin();
     return;
@@ -90,6 +95,7 @@ function showLogin() {
 }
 
 async function logout() {
+  leaveViewer(); // its image requests would be refused once logged out
   try {
     await api('/api/logout', { method: 'POST' });
   } catch {
@@ -354,6 +360,9 @@ async function showStudy(uid) {
     ['referring', study.ReferringPhysicianName ? personName(study.ReferringPhysicianName) : t('unknown')],
   ];
   const actions = h('div.actions', {});
+  actions.append(h('a.button.primary', {
+    id: 'open-viewer', href: `/viewer/${encodeURIComponent(uid)}`, 'data-nav': true,
+  }, t('open_viewer')));
   if (can.retrieve()) {
     actions.append(h('a.button', {
       id: 'download-zip', href: `/api/studies/${encodeURIComponent(uid)}/archive`, download: '',
@@ -376,8 +385,9 @@ async function showStudy(uid) {
     img.addEventListener('error', () => {
       box.replaceChildren(h('span.no-preview', {}, t('no_preview')));
     });
+    const viewerLink = `/viewer/${encodeURIComponent(uid)}?series=${encodeURIComponent(s.SeriesInstanceUID)}`;
     return h('li.series-card', { dataset: { uid: s.SeriesInstanceUID } },
-      box,
+      h('a.series-open', { href: viewerLink, 'data-nav': true, 'aria-label': `${t('open_viewer')}: ${t('series_n', { n: s.SeriesNumber ?? '?' })}` }, box),
       h('div.series-info', {},
         h('strong', {}, `${t('series_n', { n: s.SeriesNumber ?? '?' })} · ${text(s.Modality)}`),
         h('span', {}, text(s.SeriesDescription)),

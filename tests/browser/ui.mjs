@@ -15,24 +15,8 @@
 // Screenshots go to --artifacts. A JSON summary is printed on stdout; the exit code is 0 when
 // every check passed, 1 when one failed, 2 on a usage error.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
-const TIMEOUT = 10_000;
-
-function log(...args) {
-  process.stderr.write(`[ui] ${args.join(' ')}\n`);
-}
+import { session } from './lib.mjs';
 
 function usage(message) {
   process.stderr.write(`ui.mjs: ${message}\n`);
@@ -65,72 +49,12 @@ const credentials = spec => {
 const admin = credentials(options.admin);
 const referrer = credentials(options.referrer);
 const server = options.server.replace(/\/$/, '');
-fs.mkdirSync(options.artifacts, { recursive: true });
+const t = await session({ name: 'ui', artifacts: options.artifacts, timeout: 10_000 });
+const { page, summary, check, shot, lap } = t;
+summary.search = null;
+summary.thumbnails = null;
 
-const summary = {
-  ok: false,
-  failures: [],
-  pageErrors: [],
-  consoleErrors: [],
-  blockedRequests: [],
-  httpErrors: [],
-  failedRequests: [],
-  screenshots: [],
-  search: null,
-  thumbnails: null,
-  timings: {},
-};
-const started = Date.now();
-const lap = name => {
-  summary.timings[name] = Date.now() - started;
-};
-function check(condition, message) {
-  if (!condition) {
-    summary.failures.push(message);
-    log(`FAIL ${message}`);
-  }
-  return condition;
-}
-
-let browser;
-let currentPage = null;
-async function main() {
-  const { chromium } = await import('playwright-core');
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, timeout: 30_000 });
-  const context = await browser.newContext({
-    viewport: { width: 1280, height: 900 },
-    locale: 'en-GB',
-    serviceWorkers: 'block',
-  });
-  context.setDefaultTimeout(TIMEOUT);
-  await context.route('**/*', route => {
-    const url = new URL(route.request().url());
-    if ((url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '127.0.0.1') {
-      summary.blockedRequests.push(route.request().url());
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
-  const page = await context.newPage();
-  currentPage = page;
-  page.on('requestfailed', request => summary.failedRequests.push(`${request.url()}: ${request.failure()?.errorText}`));
-  page.on('pageerror', err => summary.pageErrors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error') summary.consoleErrors.push(msg.text());
-  });
-  page.on('response', response => {
-    // 401 on /api/me before logging in is the expected way to learn there is no session.
-    const url = new URL(response.url());
-    if (response.status() >= 400 && !(response.status() === 401 && url.pathname === '/api/me')) {
-      summary.httpErrors.push({ status: response.status(), path: url.pathname + url.search });
-    }
-  });
-  const shot = async name => {
-    const file = path.join(options.artifacts, `${name}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-    summary.screenshots.push(file);
-  };
-
+await t.run(async () => {
   async function login({ user, password }) {
     await page.locator('#login-user').waitFor();
     await page.getByLabel('User name').fill(user);
@@ -253,29 +177,4 @@ async function main() {
   check(await page.locator('label[for="q-name"]').textContent() === 'Nom du patient', 'French survives a reload');
   await shot('07-list-fr');
   lap('french');
-}
-
-let exitCode = 1;
-try {
-  await main();
-  check(summary.pageErrors.length === 0, `page errors: ${summary.pageErrors.join('; ')}`);
-  check(summary.blockedRequests.length === 0, `requests to other hosts: ${summary.blockedRequests.join(', ')}`);
-  check(summary.failedRequests.length === 0, `failed requests: ${summary.failedRequests.join('; ')}`);
-  check(summary.httpErrors.length === 0, `HTTP errors: ${JSON.stringify(summary.httpErrors)}`);
-  summary.ok = summary.failures.length === 0;
-  exitCode = summary.ok ? 0 : 1;
-} catch (err) {
-  summary.failures.push(`exception: ${err.stack || err}`);
-  log(`exception: ${err.stack || err}`);
-  if (currentPage) {
-    const file = path.join(options.artifacts, 'failure.png');
-    await currentPage.screenshot({ path: file, fullPage: true }).catch(() => {});
-    summary.screenshots.push(file);
-  }
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-summary.timings.total = Date.now() - started;
-fs.writeFileSync(path.join(options.artifacts, 'summary.json'), JSON.stringify(summary, null, 2));
-process.stdout.write(`${JSON.stringify(summary)}\n`);
-process.exit(exitCode);
+});

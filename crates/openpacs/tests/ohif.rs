@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use pacs_testkit::server::{pynetdicom, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{browser_tests_dir, pynetdicom, repo_root, ServerOptions, TestServer};
 use pacs_testkit::{write_study, StudySpec};
 
 fn binary() -> &'static Path {
@@ -31,29 +31,18 @@ const FIXTURE_PATIENTS: &[&str] = &["CompressedSamples, CT1", "Doe, Peter", "Buc
 /// Distinct studies among FIXTURES (the two ct_series_a files share one; the MR is another).
 const FIXTURE_STUDIES: usize = 6;
 
-/// `tests/browser/node_modules` (playwright-core, pngjs, OHIF's dist) is installed by
-/// `scripts/test.sh`; when it is missing, install it here with npm (the only download).
-fn browser_tools(browser_dir: &Path) {
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(browser_dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run npm (is node installed?)");
-        assert!(status.success(), "npm ci in {} failed", browser_dir.display());
-    }
+/// `tests/browser` with its tools, and OHIF in place.
+fn browser_tools() -> PathBuf {
+    let browser_dir = browser_tests_dir();
     // Idempotent: puts OHIF in place when an older install lacks the pinned version.
     let status = Command::new("node")
         .arg(browser_dir.join("ohif.mjs"))
         .arg("fetch")
-        .current_dir(browser_dir)
+        .current_dir(&browser_dir)
         .status()
         .expect("run node");
     assert!(status.success(), "node ohif.mjs fetch failed");
+    browser_dir
 }
 
 fn shown_name(dicom_pn: &str) -> String {
@@ -83,8 +72,7 @@ fn store(server: &TestServer, files: &[PathBuf]) {
 #[test]
 fn ohif_viewer_lists_the_studies_and_renders_a_ct() {
     let root = repo_root();
-    let browser_dir = root.join("tests/browser");
-    browser_tools(&browser_dir);
+    let browser_dir = browser_tools();
 
     let server = TestServer::start(binary(), ServerOptions::default());
     let source = tempfile::tempdir().unwrap();

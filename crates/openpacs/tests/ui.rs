@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use dicom_dictionary_std::tags;
-use pacs_testkit::server::{fixture_file, repo_root, valid_fixtures, ServerOptions, TestServer};
+use pacs_testkit::server::{
+    browser_tests_dir, fixture_file, repo_root, valid_fixtures, ServerOptions, TestServer,
+};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -51,19 +53,7 @@ fn patient_name(file: &str) -> String {
 #[test]
 fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
     let root = repo_root();
-    let browser_dir = root.join("tests/browser");
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&browser_dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run npm (is node installed?)");
-        assert!(status.success(), "npm ci in {} failed", browser_dir.display());
-    }
+    let browser_dir = browser_tests_dir();
 
     let users = [(ADMIN, "admin"), (REFERRER, "referrer")]
         .iter()

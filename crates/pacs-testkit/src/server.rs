@@ -296,6 +296,22 @@ impl Drop for TestServer {
     }
 }
 
+/// `tests/browser`, its Node tools (playwright-core, pngjs, OHIF's dist) installed: by
+/// `scripts/test.sh` normally, here with `npm ci` when they are missing (the only download).
+pub fn browser_tests_dir() -> PathBuf {
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core/package.json").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run npm (is node installed?)");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    dir
+}
+
 /// A DCMTK tool by absolute path, with Nagle disabled as DESIGN.md §6 asks.
 pub fn dcmtk(tool: &str) -> Command {
     let mut cmd = Command::new(format!("/usr/bin/{tool}"));

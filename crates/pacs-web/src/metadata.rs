@@ -80,6 +80,13 @@ async fn metadata(
     }
     let base = crate::qido::base_url(&headers);
     let pks: Vec<i64> = locations.iter().map(|l| l.pk).collect();
+    // The stored transfer syntax of each instance, as Available Transfer Syntax UID
+    // (0008,3002): a viewer needs it to know what decoded frames hold (a JPEG's YCbCr comes
+    // out as RGB).
+    let syntaxes: std::collections::HashMap<i64, String> = locations
+        .iter()
+        .map(|l| (l.pk, l.transfer_syntax.clone()))
+        .collect();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut first = true;
@@ -110,12 +117,11 @@ async fn metadata(
                     chunk.push(',');
                 }
                 first = false;
-                match patches.get(&pk) {
-                    Some(patient) => {
-                        chunk.push_str(&absolute_bulk_uris(&patched_header(&json, patient), &base))
-                    }
-                    None => chunk.push_str(&absolute_bulk_uris(&json, &base)),
-                }
+                let json = match patches.get(&pk) {
+                    Some(patient) => absolute_bulk_uris(&patched_header(&json, patient), &base),
+                    None => absolute_bulk_uris(&json, &base),
+                };
+                chunk.push_str(&with_transfer_syntax(&json, syntaxes.get(&pk)));
             }
             if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return;
@@ -153,6 +159,24 @@ fn patched_header(json: &str, p: &pacs_store::PatientRecord) -> String {
         put("00100040", "CS", sex.clone().into());
     }
     serde_json::Value::Object(header).to_string()
+}
+
+/// Adds Available Transfer Syntax UID to a stored header (a JSON object as text), unless it is
+/// there already. UIDs hold only digits and dots, so the value needs no escaping.
+fn with_transfer_syntax(json: &str, syntax: Option<&String>) -> String {
+    match (syntax, json.strip_prefix('{')) {
+        (Some(uid), Some(rest))
+            if !json.contains("\"00083002\"") && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            let separator = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            format!("{{\"00083002\":{{\"vr\":\"UI\",\"Value\":[\"{uid}\"]}}{separator}{rest}")
+        }
+        _ => json.to_string(),
+    }
 }
 
 /// Makes the `BulkDataURI`s stored at ingest (relative to the DICOMweb root, see
@@ -215,4 +239,25 @@ pub(crate) async fn bulkdata(
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_syntax_is_added_once_and_keeps_the_json_valid() {
+        let uid = "1.2.840.10008.1.2.4.50".to_string();
+        let added = with_transfer_syntax(r#"{"00100010":{"vr":"PN"}}"#, Some(&uid));
+        let value: serde_json::Value = serde_json::from_str(&added).unwrap();
+        assert_eq!(value["00083002"]["Value"][0], uid.as_str());
+        assert_eq!(value["00100010"]["vr"], "PN");
+        let empty: serde_json::Value = serde_json::from_str(&with_transfer_syntax("{}", Some(&uid))).unwrap();
+        assert_eq!(empty["00083002"]["vr"], "UI");
+        // Already present, or not a UID: unchanged.
+        assert_eq!(with_transfer_syntax(&added, Some(&uid)), added);
+        let odd = "1.2\"}".to_string();
+        assert_eq!(with_transfer_syntax("{}", Some(&odd)), "{}");
+        assert_eq!(with_transfer_syntax("{}", None), "{}");
+    }
 }

@@ -1,0 +1,330 @@
+//! The web UI's image viewer in headless Chromium (`tests/browser/viewer.mjs`), and the unit
+//! tests of its pixel arithmetic under Node (`tests/browser/viewer-image.test.mjs`).
+//!
+//! What the browser must show is computed here, from the DICOM files themselves: for known
+//! pixels of every slice of a generated two-series CT, the grey level under the object's own
+//! window and under a window this test chooses (modality LUT, then the LINEAR VOI of PS3.3
+//! C.11.2.1.2.1); the mean and SD of an elliptical ROI in HU; the pixel spacing for a length;
+//! a MONOCHROME1 pixel (inverted); an RGB pixel of a planar-configuration file; the frame count
+//! of a multi-frame JPEG for cine. The referrer's preview mode must never touch originals.
+//!
+//! `OPENPACS_VIEWER_SLICES` (default 40) sets the CT series' length; the time from the click to
+//! the first image is printed and kept in `target/browser-artifacts/viewer/summary.json` (it is
+//! measured, not asserted: the machines are shared).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use pacs_testkit::server::{
+    browser_tests_dir, dcmtk, fixture_file, repo_root, valid_fixtures, ServerOptions, TestServer,
+};
+use pacs_testkit::{write_study, StudySpec};
+use serde_json::json;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_openpacs"))
+}
+
+const ADMIN: (&str, &str) = ("vw-admin", "admin-secret-pw");
+const REFERRER: (&str, &str) = ("vw-referrer", "referrer-secret-pw");
+
+#[test]
+fn viewer_pixel_arithmetic_unit_tests_pass_under_node() {
+    let output = Command::new("node")
+        .args(["--test", "viewer-image.test.mjs"])
+        .current_dir(repo_root().join("tests/browser"))
+        .output()
+        .expect("run node --test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The runner's own count: the tests ran, none was skipped.
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+    assert!(!stdout.contains("# pass 0"), "{stdout}");
+}
+
+fn text(object: &DefaultDicomObject, tag: dicom_object::Tag) -> String {
+    object
+        .element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .unwrap_or_default()
+}
+
+fn float(object: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<f64> {
+    object.element(tag).ok().and_then(|e| e.to_float64().ok())
+}
+
+fn uint(object: &DefaultDicomObject, tag: dicom_object::Tag) -> usize {
+    object
+        .element(tag)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .expect("integer attribute") as usize
+}
+
+/// A single-sample native object's modality values (stored × slope + intercept), row by row.
+fn modality_values(object: &DefaultDicomObject) -> Vec<f64> {
+    assert_eq!(uint(object, tags::BITS_ALLOCATED), 16);
+    let signed = uint(object, tags::PIXEL_REPRESENTATION) == 1;
+    let slope = float(object, tags::RESCALE_SLOPE).unwrap_or(1.0);
+    let intercept = float(object, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+    let bytes = object.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    bytes
+        .chunks_exact(2)
+        .map(|b| {
+            let stored = if signed {
+                f64::from(i16::from_le_bytes([b[0], b[1]]))
+            } else {
+                f64::from(u16::from_le_bytes([b[0], b[1]]))
+            };
+            stored * slope + intercept
+        })
+        .collect()
+}
+
+/// PS3.3 C.11.2.1.2.1 on 0..=255, rounded as a display would.
+fn linear(center: f64, width: f64, x: f64) -> u8 {
+    let y = if x <= center - 0.5 - (width - 1.0) / 2.0 {
+        0.0
+    } else if x > center - 0.5 + (width - 1.0) / 2.0 {
+        255.0
+    } else {
+        ((x - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0
+    };
+    y.round() as u8
+}
+
+/// Mean and population SD inside the ellipse inscribed in the box from `a` to `b` (image
+/// coordinates; pixel (x, y) is in when its centre (x + 0.5, y + 0.5) is).
+fn ellipse_stats(values: &[f64], columns: usize, a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    let (cx, cy) = ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+    let (rx, ry) = ((b.0 - a.0).abs() / 2.0, (b.1 - a.1).abs() / 2.0);
+    let inside: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let (x, y) = ((i % columns) as f64 + 0.5, (i / columns) as f64 + 0.5);
+            ((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2) <= 1.0
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    let n = inside.len() as f64;
+    let mean = inside.iter().sum::<f64>() / n;
+    let sd = (inside.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (mean, sd)
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    valid_fixtures()
+        .into_iter()
+        .find(|f| f["path"] == format!("valid/{name}"))
+        .unwrap_or_else(|| panic!("{name} not in the manifest"))
+}
+
+#[test]
+fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_previews() {
+    let browser = browser_tests_dir();
+    let users = [(ADMIN, "admin"), (REFERRER, "referrer")]
+        .iter()
+        .map(|((u, p), r)| (u.to_string(), r.to_string(), p.to_string()))
+        .collect();
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            users,
+            ..ServerOptions::default()
+        },
+    );
+
+    // A generated CT study of two series, stored with DCMTK's storescu as a modality would.
+    let slices: u32 = std::env::var("OPENPACS_VIEWER_SLICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StudySpec::ct(4242, slices);
+    spec.series = 2;
+    let files = write_study(&spec, dir.path()).expect("generate the CT study");
+    let status = dcmtk("storescu")
+        .args([
+            "-aec",
+            &server.ae_title,
+            "127.0.0.1",
+            &server.dicom_port.to_string(),
+            "+sd",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "storescu of the generated study");
+    let fixtures = [
+        fixture("cr_explicit_le.dcm"),
+        fixture("us_rgb_explicit_be.dcm"),
+        fixture("us_multiframe_jpeg_baseline.dcm"),
+    ];
+    server.store_fixtures(fixtures.iter());
+
+    // Expected pixels of every CT slice, from the files.
+    let objects: Vec<DefaultDicomObject> = files
+        .iter()
+        .map(|f| dicom_object::open_file(&f.path).unwrap())
+        .collect();
+    let first = &objects[0];
+    let (rows, columns) = (uint(first, tags::ROWS), uint(first, tags::COLUMNS));
+    let pixels = [(columns / 2, rows / 2), (columns / 3, rows / 2 + rows / 8)];
+    let first_values = modality_values(first);
+    // A window centred just off the first pixel's value, so that it lands mid-grey.
+    let custom = (
+        (first_values[pixels[0].1 * columns + pixels[0].0] + 23.0).round(),
+        157.0,
+    );
+    // An ROI of about 60 × 40 pixels around the first pixel.
+    let roi = (
+        (pixels[0].0 as f64 - 30.0, pixels[0].1 as f64 - 20.0),
+        (pixels[0].0 as f64 + 30.0, pixels[0].1 as f64 + 20.0),
+    );
+    let mut instances = BTreeMap::new();
+    let mut series = std::collections::BTreeSet::new();
+    for object in &objects {
+        let values = modality_values(object);
+        let (wc, ww) = (
+            object
+                .element(tags::WINDOW_CENTER)
+                .unwrap()
+                .to_multi_float64()
+                .unwrap()[0],
+            object
+                .element(tags::WINDOW_WIDTH)
+                .unwrap()
+                .to_multi_float64()
+                .unwrap()[0],
+        );
+        let at = |(x, y): (usize, usize)| values[y * columns + x];
+        let (mean, sd) = ellipse_stats(&values, columns, roi.0, roi.1);
+        series.insert(text(object, tags::SERIES_INSTANCE_UID));
+        instances.insert(
+            text(object, tags::SOP_INSTANCE_UID),
+            json!({
+                "series": text(object, tags::SERIES_INSTANCE_UID),
+                "modality": pixels.iter().map(|p| at(*p)).collect::<Vec<_>>(),
+                "default": pixels.iter().map(|p| linear(wc, ww, at(*p))).collect::<Vec<_>>(),
+                "custom": pixels.iter().map(|p| linear(custom.0, custom.1, at(*p))).collect::<Vec<_>>(),
+                "roi": { "mean": mean, "sd": sd },
+            }),
+        );
+    }
+    let spacing = first
+        .element(tags::PIXEL_SPACING)
+        .unwrap()
+        .to_multi_float64()
+        .unwrap();
+
+    // MONOCHROME1: the grey under a chosen window is inverted.
+    let cr = &fixtures[0];
+    let cr_object = dicom_object::open_file(fixture_file(cr)).unwrap();
+    assert_eq!(text(&cr_object, tags::PHOTOMETRIC_INTERPRETATION), "MONOCHROME1");
+    let cr_columns = uint(&cr_object, tags::COLUMNS);
+    let cr_values = modality_values(&cr_object);
+    let cr_pixel = (cr_columns / 2, uint(&cr_object, tags::ROWS) / 2);
+    let cr_value = cr_values[cr_pixel.1 * cr_columns + cr_pixel.0];
+    let (lo, hi) = cr_values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let cr_window = (((lo + hi) / 2.0).round(), (hi - lo).max(2.0).round());
+    let cr_grey = 255 - linear(cr_window.0, cr_window.1, cr_value);
+
+    // RGB, planar configuration 1 (colour-by-plane).
+    let us = &fixtures[1];
+    let us_object = dicom_object::open_file(fixture_file(us)).unwrap();
+    assert_eq!(uint(&us_object, tags::PLANAR_CONFIGURATION), 1);
+    let (us_rows, us_columns) = (uint(&us_object, tags::ROWS), uint(&us_object, tags::COLUMNS));
+    let us_bytes = us_object.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let us_pixel = (us_columns / 2, us_rows / 2);
+    let plane = us_rows * us_columns;
+    let offset = us_pixel.1 * us_columns + us_pixel.0;
+    let us_rgb: Vec<u8> = (0..3).map(|c| us_bytes[c * plane + offset]).collect();
+
+    let multi = &fixtures[2];
+    let multi_object = dicom_object::open_file(fixture_file(multi)).unwrap();
+    let frames: u32 = text(&multi_object, tags::NUMBER_OF_FRAMES).parse().unwrap();
+
+    let uid = |f: &serde_json::Value, k: &str| f[k].as_str().unwrap().to_string();
+    let expectations = json!({
+        "study": text(first, tags::STUDY_INSTANCE_UID),
+        "series": series,
+        "slices": slices,
+        "pixels": pixels.iter().map(|(x, y)| json!({"x": x, "y": y})).collect::<Vec<_>>(),
+        "customWindow": { "center": custom.0, "width": custom.1 },
+        "pixelSpacing": spacing,
+        "roi": { "a": {"x": roi.0.0, "y": roi.0.1}, "b": {"x": roi.1.0, "y": roi.1.1} },
+        "instances": instances,
+        "monochrome1": {
+            "study": uid(cr, "study_instance_uid"), "series": uid(cr, "series_instance_uid"),
+            "pixel": {"x": cr_pixel.0, "y": cr_pixel.1},
+            "window": {"center": cr_window.0, "width": cr_window.1}, "grey": cr_grey,
+        },
+        "rgb": {
+            "study": uid(us, "study_instance_uid"), "series": uid(us, "series_instance_uid"),
+            "pixel": {"x": us_pixel.0, "y": us_pixel.1}, "rgb": us_rgb,
+        },
+        "multiframe": {
+            "study": uid(multi, "study_instance_uid"), "series": uid(multi, "series_instance_uid"),
+            "frames": frames,
+        },
+    });
+    let artifacts = repo_root().join("target/browser-artifacts/viewer");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let expect_file = artifacts.join("expected.json");
+    std::fs::write(&expect_file, serde_json::to_vec_pretty(&expectations).unwrap()).unwrap();
+
+    let output = Command::new("node")
+        .arg(browser.join("viewer.mjs"))
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{}", server.http_port),
+            "--artifacts",
+            &artifacts.display().to_string(),
+            "--expected",
+            &expect_file.display().to_string(),
+            "--admin",
+            &format!("{}:{}", ADMIN.0, ADMIN.1),
+            "--referrer",
+            &format!("{}:{}", REFERRER.0, REFERRER.1),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node tests/browser/viewer.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "viewer.mjs printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            output.status
+        )
+    });
+    let report = format!(
+        "{stderr}\nfailures: {:#}\npage errors: {:#}\nHTTP errors: {:#}\nchecks: {}\ntimings: {:#}\n\
+         summary and screenshots: {}",
+        summary["failures"],
+        summary["pageErrors"],
+        summary["httpErrors"],
+        summary["checks"],
+        summary["timings"],
+        artifacts.display()
+    );
+    eprintln!("{report}");
+    assert_eq!(summary["failures"], json!([]), "{report}");
+    assert_eq!(summary["ok"], true, "{report}");
+    // The script really compared pixels: one check per pixel per stage at least.
+    assert!(summary["checks"].as_u64().unwrap_or(0) >= 20, "{report}");
+    assert!(output.status.success(), "exit {:?}\n{report}", output.status);
+}
