@@ -4,11 +4,12 @@
 //! What the browser must show is computed here, from the DICOM files themselves: for known
 //! pixels of every slice of a generated two-series CT, the grey level under the object's own
 //! window and under a window this test chooses (modality LUT, then the LINEAR VOI of PS3.3
-//! C.11.2.1.2.1); the mean and SD of an elliptical ROI in HU; the pixel spacing for a length;
+//! C.11.2.1.2.1); the first slice in reading order and the HU values around an ROI; the pixel
+//! spacing for a length;
 //! a MONOCHROME1 pixel (inverted); an RGB pixel of a planar-configuration file; the frame count
 //! of a multi-frame JPEG for cine. The referrer's preview mode must never touch originals.
 //!
-//! `OPENPACS_VIEWER_SLICES` (default 40) sets the CT series' length; the time from the click to
+//! `VIEWER_TEST_SLICES` (default 40) sets the CT series' length; the time from the click to
 //! the first image is printed and kept in `target/browser-artifacts/viewer/summary.json` (it is
 //! measured, not asserted: the machines are shared).
 
@@ -101,26 +102,6 @@ fn linear(center: f64, width: f64, x: f64) -> u8 {
     y.round() as u8
 }
 
-/// Mean and population SD inside the ellipse inscribed in the box from `a` to `b` (image
-/// coordinates; pixel (x, y) is in when its centre (x + 0.5, y + 0.5) is).
-fn ellipse_stats(values: &[f64], columns: usize, a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
-    let (cx, cy) = ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
-    let (rx, ry) = ((b.0 - a.0).abs() / 2.0, (b.1 - a.1).abs() / 2.0);
-    let inside: Vec<f64> = values
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| {
-            let (x, y) = ((i % columns) as f64 + 0.5, (i / columns) as f64 + 0.5);
-            ((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2) <= 1.0
-        })
-        .map(|(_, v)| *v)
-        .collect();
-    let n = inside.len() as f64;
-    let mean = inside.iter().sum::<f64>() / n;
-    let sd = (inside.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    (mean, sd)
-}
-
 fn fixture(name: &str) -> serde_json::Value {
     valid_fixtures()
         .into_iter()
@@ -144,7 +125,7 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
     );
 
     // A generated CT study of two series, stored with DCMTK's storescu as a modality would.
-    let slices: u32 = std::env::var("OPENPACS_VIEWER_SLICES")
+    let slices: u32 = std::env::var("VIEWER_TEST_SLICES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
@@ -208,7 +189,6 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
                 .unwrap()[0],
         );
         let at = |(x, y): (usize, usize)| values[y * columns + x];
-        let (mean, sd) = ellipse_stats(&values, columns, roi.0, roi.1);
         series.insert(text(object, tags::SERIES_INSTANCE_UID));
         instances.insert(
             text(object, tags::SOP_INSTANCE_UID),
@@ -217,10 +197,39 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
                 "modality": pixels.iter().map(|p| at(*p)).collect::<Vec<_>>(),
                 "default": pixels.iter().map(|p| linear(wc, ww, at(*p))).collect::<Vec<_>>(),
                 "custom": pixels.iter().map(|p| linear(custom.0, custom.1, at(*p))).collect::<Vec<_>>(),
-                "roi": { "mean": mean, "sd": sd },
             }),
         );
     }
+    // The first slice in reading order (along the slice normal), and the modality values
+    // around the ROI on it: the browser script computes the ROI's expected statistics from
+    // these for the exact points its mouse landed on.
+    let along = |o: &DefaultDicomObject| {
+        let v = |tag| o.element(tag).unwrap().to_multi_float64().unwrap();
+        let (x, p) = (
+            v(tags::IMAGE_ORIENTATION_PATIENT),
+            v(tags::IMAGE_POSITION_PATIENT),
+        );
+        let n = [
+            x[1] * x[5] - x[2] * x[4],
+            x[2] * x[3] - x[0] * x[5],
+            x[0] * x[4] - x[1] * x[3],
+        ];
+        p[0] * n[0] + p[1] * n[1] + p[2] * n[2]
+    };
+    let top = objects
+        .iter()
+        .filter(|o| text(o, tags::SERIES_INSTANCE_UID) == text(first, tags::SERIES_INSTANCE_UID))
+        .min_by(|a, b| along(a).total_cmp(&along(b)))
+        .unwrap();
+    let top_values = modality_values(top);
+    let (x0, y0) = (roi.0 .0 as usize - 4, roi.0 .1 as usize - 4);
+    let (box_w, box_h) = (
+        (roi.1 .0 - roi.0 .0) as usize + 8,
+        (roi.1 .1 - roi.0 .1) as usize + 8,
+    );
+    let roi_box: Vec<f64> = (y0..y0 + box_h)
+        .flat_map(|y| top_values[y * columns + x0..y * columns + x0 + box_w].to_vec())
+        .collect();
     let spacing = first
         .element(tags::PIXEL_SPACING)
         .unwrap()
@@ -264,7 +273,11 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
         "pixels": pixels.iter().map(|(x, y)| json!({"x": x, "y": y})).collect::<Vec<_>>(),
         "customWindow": { "center": custom.0, "width": custom.1 },
         "pixelSpacing": spacing,
-        "roi": { "a": {"x": roi.0.0, "y": roi.0.1}, "b": {"x": roi.1.0, "y": roi.1.1} },
+        "firstSlice": text(top, tags::SOP_INSTANCE_UID),
+        "roi": {
+            "a": {"x": roi.0.0, "y": roi.0.1}, "b": {"x": roi.1.0, "y": roi.1.1},
+            "box": {"x": x0, "y": y0, "width": box_w, "height": box_h, "values": roi_box},
+        },
         "instances": instances,
         "monochrome1": {
             "study": uid(cr, "study_instance_uid"), "series": uid(cr, "series_instance_uid"),
