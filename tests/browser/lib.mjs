@@ -86,6 +86,45 @@ export async function session({ name, artifacts, ignoreHttp = () => false, timeo
     await page.locator('#logout').click();
     await page.locator('#login-user').waitFor();
   };
+  /** Accessibility basics on the current page: every visible control has an accessible name,
+   *  and keyboard focus is visible (an outline or a shadow) on each of the first `tabs`
+   *  elements Tab reaches. Returns the problems found. */
+  const accessibility = async (tabs = 12) => {
+    const unnamed = await page.evaluate(() => {
+      const named = el => {
+        const aria = el.getAttribute('aria-label') || '';
+        const by = (el.getAttribute('aria-labelledby') || '').split(/\s+/).filter(Boolean)
+          .map(id => document.getElementById(id)?.textContent || '').join(' ');
+        const label = el.id ? [...document.querySelectorAll(`label[for="${CSS.escape(el.id)}"]`)].map(l => l.textContent).join(' ') : '';
+        const wrapping = el.closest('label')?.textContent || '';
+        const own = ['INPUT', 'SELECT', 'TEXTAREA'].includes(el.tagName) ? '' : el.textContent;
+        const img = [...el.querySelectorAll('img[alt]')].map(i => i.alt).join(' ');
+        return [aria, by, label, wrapping, own, img, el.title].join('').trim().length > 0;
+      };
+      return [...document.querySelectorAll('button, input, select, textarea, a[href], [tabindex]:not([tabindex="-1"])')]
+        .filter(el => el.offsetParent !== null && el.type !== 'hidden')
+        .map(el => (named(el) ? null : el.outerHTML.slice(0, 120)));
+    });
+    const controls = unnamed.length;
+    unnamed.splice(0, unnamed.length, ...unnamed.filter(Boolean));
+    let focused = 0;
+    const invisibleFocus = [];
+    await page.locator('body').focus();
+    for (let i = 0; i < tabs; i++) {
+      await page.keyboard.press('Tab');
+      const seen = await page.evaluate(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return null;
+        const style = getComputedStyle(el);
+        const ring = (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== 'none';
+        return { ring, what: el.outerHTML.slice(0, 100) };
+      });
+      if (seen) focused++;
+      if (seen && !seen.ring) invisibleFocus.push(seen.what);
+    }
+    return { controls, focused, unnamed, invisibleFocus };
+  };
+
   const run = async body => {
     let exitCode = 1;
     try {
@@ -110,5 +149,5 @@ export async function session({ name, artifacts, ignoreHttp = () => false, timeo
     process.stdout.write(`${JSON.stringify(summary)}\n`);
     process.exit(exitCode);
   };
-  return { page, summary, requests, check, shot, lap, log, login, logout, run };
+  return { page, summary, requests, check, shot, lap, log, login, logout, accessibility, run };
 }

@@ -249,6 +249,20 @@ await t.run(async () => {
   await page.locator('[data-layout="2x2"]').click();
   check(await page.locator('.viewport').count() === 4, 'four viewports in 2×2');
   await page.locator('[data-layout="1x1"]').click();
+  const a11y = await t.accessibility();
+  summary.measurements.accessibility = { controls: a11y.controls, focused: a11y.focused };
+  check(a11y.controls > 20 && a11y.focused > 5, `the accessibility check saw the controls: ${JSON.stringify(summary.measurements.accessibility)}`);
+  check(a11y.unnamed.length === 0, `viewer controls without a name: ${a11y.unnamed.join(' | ')}`);
+  check(a11y.invisibleFocus.length === 0, `viewer controls without a visible focus: ${a11y.invisibleFocus.join(' | ')}`);
+  // French: the toolbar follows the language.
+  await page.getByLabel('Language').selectOption('fr');
+  const french = await page.locator('[data-tool="window"]', { hasText: 'Fenêtre' }).waitFor().then(() => true, () => false);
+  check(french, 'the viewer\'s tools in French');
+  check(await page.locator('label[for="vw-width"]').textContent() === 'Largeur', 'window width label in French');
+  await waitFor(1, () => true, 'the image again in French');
+  await shot('04b-ct-french');
+  await page.getByLabel('Langue').selectOption('en');
+  await page.locator('[data-tool="window"]', { hasText: 'Window' }).waitFor();
   lap('ct');
 
   // --- MONOCHROME1, RGB, multi-frame cine -------------------------------------------------------
