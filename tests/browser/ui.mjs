@@ -113,6 +113,11 @@ await t.run(async () => {
   check(JSON.stringify([...found.rows].sort()) === JSON.stringify(expected),
     `studies listed for "${options.search}": ${JSON.stringify(found.rows)}, expected ${JSON.stringify(expected)}`);
   await shot('02-admin-search');
+  const a11y = await t.accessibility(20);
+  summary.accessibility = { controls: a11y.controls, focused: a11y.focused };
+  check(a11y.controls > 10 && a11y.focused > 10, `the accessibility check saw the list's controls: ${JSON.stringify(summary.accessibility)}`);
+  check(a11y.unnamed.length === 0, `list controls without a name: ${a11y.unnamed.join(' | ')}`);
+  check(a11y.invisibleFocus.length === 0, `list controls without a visible focus: ${a11y.invisibleFocus.join(' | ')}`);
   lap('searched');
 
   const thumbs = await openStudy(options['open-study']);
