@@ -11,7 +11,8 @@ const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
 
 /** The last search, kept while the user visits a study and comes back. */
-const listState = { form: {}, offset: 0, page: null, sort: null };
+/** The server sorts: newest studies first until a column header says otherwise. */
+const listState = { form: {}, offset: 0, page: null, sort: { key: 'StudyDate', dir: -1 } };
 
 // ---------------------------------------------------------------------------------------------
 // Navigation
@@ -111,13 +112,13 @@ async function logout() {
 // ---------------------------------------------------------------------------------------------
 
 const COLUMNS = [
-  { key: 'PatientName', label: 'patient_name', value: s => personName(s.PatientName) },
-  { key: 'PatientID', label: 'patient_id', value: s => text(s.PatientID) },
-  { key: 'PatientBirthDate', label: 'birth_date', value: s => formatDate(s.PatientBirthDate), sort: s => s.PatientBirthDate || '' },
-  { key: 'StudyDate', label: 'date', value: s => formatDate(s.StudyDate, s.StudyTime), sort: s => `${s.StudyDate || ''}${s.StudyTime || ''}` },
-  { key: 'AccessionNumber', label: 'accession', value: s => text(s.AccessionNumber) },
+  { key: 'PatientName', label: 'patient_name', value: s => personName(s.PatientName), sort: ['PatientName'] },
+  { key: 'PatientID', label: 'patient_id', value: s => text(s.PatientID), sort: ['PatientID'] },
+  { key: 'PatientBirthDate', label: 'birth_date', value: s => formatDate(s.PatientBirthDate), sort: ['PatientBirthDate'] },
+  { key: 'StudyDate', label: 'date', value: s => formatDate(s.StudyDate, s.StudyTime), sort: ['StudyDate', 'StudyTime'] },
+  { key: 'AccessionNumber', label: 'accession', value: s => text(s.AccessionNumber), sort: ['AccessionNumber'] },
   { key: 'ModalitiesInStudy', label: 'modalities', value: s => text(s.ModalitiesInStudy) },
-  { key: 'StudyDescription', label: 'description', value: s => text(s.StudyDescription) },
+  { key: 'StudyDescription', label: 'description', value: s => text(s.StudyDescription), sort: ['StudyDescription'] },
   { key: 'NumberOfStudyRelatedSeries', label: 'series_count', value: s => formatNumber(s.NumberOfStudyRelatedSeries), numeric: true },
   { key: 'NumberOfStudyRelatedInstances', label: 'instance_count', value: s => formatNumber(s.NumberOfStudyRelatedInstances), numeric: true },
 ];
@@ -235,6 +236,10 @@ async function search() {
   const params = searchParams(listState.form);
   params.set('limit', String(PAGE_SIZE));
   params.set('offset', String(listState.offset));
+  const sortColumn = COLUMNS.find(c => c.key === listState.sort?.key);
+  if (sortColumn?.sort) {
+    params.set('sort', sortColumn.sort.map(k => (listState.sort.dir < 0 ? `-${k}` : k)).join(','));
+  }
   try {
     listState.page = await api(`/api/studies?${params}`);
     renderResults();
@@ -247,27 +252,11 @@ async function search() {
   }
 }
 
-function sortedItems() {
-  const items = [...(listState.page?.items || [])];
-  const sort = listState.sort;
-  if (!sort) return items;
-  const col = COLUMNS.find(c => c.key === sort.key);
-  const key = col.sort || (col.numeric ? s => s[col.key] ?? -1 : col.value);
-  const collator = new Intl.Collator(lang(), { sensitivity: 'base', numeric: true });
-  items.sort((a, b) => {
-    const x = key(a);
-    const y = key(b);
-    const c = typeof x === 'number' && typeof y === 'number' ? x - y : collator.compare(String(x), String(y));
-    return sort.dir * c;
-  });
-  return items;
-}
-
 function renderResults() {
   const results = document.getElementById('results');
   if (!results) return;
   const page = listState.page;
-  const items = sortedItems();
+  const items = page.items || [];
   if (!items.length) {
     results.replaceChildren(h('p.muted', { id: 'result-count' }, t('no_results')));
     return;
@@ -275,13 +264,20 @@ function renderResults() {
   const head = h('tr', {}, COLUMNS.map(col => {
     const active = listState.sort?.key === col.key;
     const ariaSort = active ? (listState.sort.dir > 0 ? 'ascending' : 'descending') : 'none';
-    return h('th', { scope: 'col', 'aria-sort': ariaSort, class: col.numeric ? 'num' : null },
+    const th = { scope: 'col', class: col.numeric ? 'num' : null };
+    if (!col.sort) {
+      return h('th', th, t(col.label));
+    }
+    return h('th', { ...th, 'aria-sort': ariaSort },
       h('button.sort', {
         type: 'button',
         title: t('sort_by', { col: t(col.label) }),
-        onclick: () => {
-          listState.sort = { key: col.key, dir: active ? -listState.sort.dir : 1 };
-          renderResults();
+        onclick: async () => {
+          // Dates start newest first; text starts A to Z.
+          const first = col.key.endsWith('Date') ? -1 : 1;
+          listState.sort = { key: col.key, dir: active ? -listState.sort.dir : first };
+          listState.offset = 0;
+          await search();
           document.querySelector(`th button[data-col="${col.key}"]`)?.focus();
         },
         dataset: { col: col.key },
@@ -320,8 +316,7 @@ function renderResults() {
       search();
     } }, t('next')));
   results.replaceChildren(
-    h('p.count', { id: 'result-count' }, t(page.more ? 'results_more' : 'results', { n: items.length }),
-      ' ', h('small.muted', {}, t('sort_note'))),
+    h('p.count', { id: 'result-count' }, t(page.more ? 'results_more' : 'results', { n: items.length })),
     h('div.table-wrap', {}, h('table.studies', {}, h('thead', {}, head), h('tbody', {}, rows))),
     pager);
 }

@@ -105,6 +105,20 @@ await t.run(async () => {
   // --- Administrator -------------------------------------------------------------------------
   await login(admin);
   lap('admin logged in');
+  // The list starts newest first, sorted by the server; a header click sorts by that column.
+  const rowsShown = () => page.locator('tr.study-row').evaluateAll(trs => trs.map(tr => tr.dataset.uid));
+  const apiOrder = sort => page.evaluate(async q => (await (await fetch(`/api/studies?limit=50&sort=${q}`)).json()).items.map(s => s.StudyInstanceUID), sort);
+  const initial = await rowsShown();
+  check(initial.length > 2 && JSON.stringify(initial) === JSON.stringify(await apiOrder('-StudyDate,-StudyTime')),
+    `the first list is newest first: ${JSON.stringify(initial)}`);
+  const sorted = page.waitForResponse(r => r.url().includes('/api/studies?') && r.url().includes('sort=PatientName'));
+  await page.locator('th button[data-col="PatientName"]').click();
+  await sorted;
+  await page.locator('#results:not([aria-busy])').waitFor();
+  const byName = await rowsShown();
+  check(JSON.stringify(byName) === JSON.stringify(await apiOrder('PatientName')) && JSON.stringify(byName) !== JSON.stringify(initial),
+    `a click on "Patient name" sorts by name on the server: ${JSON.stringify(byName)}`);
+  check(await page.locator('th[aria-sort="ascending"] button[data-col="PatientName"]').count() === 1, 'the sorted column says so (aria-sort)');
   const expected = [...options['expect-study']].sort();
   const found = await searchByName(options.search);
   summary.search = { ...found, expected };

@@ -96,6 +96,58 @@ fn rest_api_searches_counts_downloads_and_deletes() {
     assert_eq!(first["more"], true);
     let rest = reader.json("/api/studies?limit=1000&offset=10");
     assert_eq!(rest["items"].as_array().unwrap().len(), studies.len() - 10);
+    // Sorted by the server, across pages: newest first, then by name (case-insensitive).
+    let keyed = |page: &serde_json::Value, key: &str| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| match &s[key] {
+                serde_json::Value::String(v) => v.clone(),
+                other => other.as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    };
+    let newest = reader.json("/api/studies?limit=1000&sort=-StudyDate,-StudyTime");
+    let dates = keyed(&newest, "StudyDate");
+    assert_eq!(dates.len(), studies.len());
+    let mut descending = dates.clone();
+    descending.sort_by(|a, b| b.cmp(a));
+    assert_eq!(dates, descending, "{newest}");
+    assert_ne!(dates.first(), dates.last(), "the fixtures have several dates");
+    let paged: Vec<String> = (0..studies.len())
+        .step_by(5)
+        .flat_map(|offset| {
+            keyed(
+                &reader.json(&format!(
+                    "/api/studies?limit=5&offset={offset}&sort=-StudyDate,-StudyTime"
+                )),
+                "StudyInstanceUID",
+            )
+        })
+        .collect();
+    assert_eq!(
+        paged,
+        keyed(&newest, "StudyInstanceUID"),
+        "pages follow the order"
+    );
+    let by_name = reader.json("/api/patients?limit=1000&sort=PatientName");
+    let names: Vec<String> = by_name["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| pacs_model::fold_person_name(p["PatientName"].as_str().unwrap_or_default()))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "names in their case- and accent-folded order");
+    assert!(names.len() > 10, "{names:?}");
+    assert_eq!(
+        reader.request("GET", "/api/studies?sort=ModalitiesInStudy").0,
+        400
+    );
+    assert_eq!(reader.request("GET", "/api/studies?sort=Modality").0, 400);
+    assert_eq!(reader.request("GET", "/api/studies?sort=NoSuchAttribute").0, 400);
     let wildcard = reader.json("/api/patients?PatientID=9889*");
     assert_eq!(wildcard["items"][0]["PatientID"], "98890234", "{wildcard}");
     let series = reader.json(&format!("/api/studies/{ct_study}/series"));

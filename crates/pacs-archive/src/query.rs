@@ -12,7 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use pacs_model::{InformationModel, Matcher, QueryLevel, ValueKind};
 use pacs_store::columns::{self, Column};
-use pacs_store::Condition;
+use pacs_store::{Condition, SortKey};
 use tokio::sync::mpsc;
 
 use crate::{Archive, ArchiveError};
@@ -265,16 +265,33 @@ impl Archive {
         query: &FindQuery,
         results: &mpsc::Sender<InMemDicomObject>,
     ) -> Result<u64, ArchiveError> {
+        self.find_sorted(query, &[], results).await
+    }
+
+    /// [`Archive::find`] with the matches in the order of `sort` (in index order when empty).
+    pub async fn find_sorted(
+        &self,
+        query: &FindQuery,
+        sort: &[SortKey],
+        results: &mpsc::Sender<InMemDicomObject>,
+    ) -> Result<u64, ArchiveError> {
         let conditions = query.conditions();
         let mut after = 0;
+        let mut offset = 0u64;
         let mut sent = 0u64;
         loop {
-            let rows = self
-                .index
-                .query(self.tenant, query.level, &conditions, after, PAGE)
-                .await?;
+            let rows = if sort.is_empty() {
+                self.index
+                    .query(self.tenant, query.level, &conditions, after, PAGE)
+                    .await?
+            } else {
+                self.index
+                    .query_sorted(self.tenant, query.level, &conditions, sort, offset, PAGE)
+                    .await?
+            };
             let Some(last) = rows.last() else { break };
             after = last.pk;
+            offset += rows.len() as u64;
             for row in rows {
                 let mut header: Option<Option<serde_json::Value>> = None;
                 let mut values = Vec::with_capacity(query.keys.len());

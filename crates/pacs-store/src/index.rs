@@ -137,6 +137,23 @@ pub struct Condition {
     pub matcher: Matcher,
 }
 
+/// One key of a sorted query: an indexed attribute with a filterable column (names sort
+/// case- and accent-folded), ascending or descending. Ties are broken by the row's key.
+#[derive(Clone, Copy, Debug)]
+pub struct SortKey {
+    pub column: &'static Column,
+    pub descending: bool,
+}
+
+/// How a query pages through its rows.
+#[derive(Clone, Copy)]
+enum Page<'a> {
+    /// By key, after this one (streams a whole result set without skipping or repeating).
+    AfterKey(i64),
+    /// In this order, after skipping this many rows.
+    Sorted(&'a [SortKey], u64),
+}
+
 /// Where an instance's bytes are.
 #[derive(Clone, Debug)]
 pub struct InstanceLocation {
@@ -181,6 +198,17 @@ pub trait Index: Send + Sync + 'static {
         level: QueryLevel,
         conditions: &[Condition],
         after_pk: i64,
+        limit: u32,
+    ) -> Result<Vec<QueryRow>, IndexError>;
+    /// Rows of `level` matching `conditions` in the order of `sort`, skipping `offset` rows,
+    /// at most `limit`. Empty values sort as the empty string.
+    async fn query_sorted(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        conditions: &[Condition],
+        sort: &[SortKey],
+        offset: u64,
         limit: u32,
     ) -> Result<Vec<QueryRow>, IndexError>;
     /// An instance by key, current or superseded.
@@ -741,6 +769,117 @@ fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition
     }
 }
 
+impl SqliteIndex {
+    /// The rows of a query, one page of them (see [`Page`]).
+    async fn query_rows(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        conditions: &[Condition],
+        page: Page<'_>,
+        limit: u32,
+    ) -> Result<Vec<QueryRow>, IndexError> {
+        let selected: Vec<&Column> = columns::columns_for(level).collect();
+        let mut sql = String::from("SELECT ");
+        let key = match level {
+            QueryLevel::Patient => "p.pk",
+            QueryLevel::Study => "st.pk",
+            QueryLevel::Series => "se.pk",
+            QueryLevel::Image => "i.pk",
+        };
+        sql.push_str(key);
+        for c in &selected {
+            sql.push_str(", ");
+            sql.push_str(c.select);
+        }
+        if level == QueryLevel::Image {
+            sql.push_str(", ");
+            sql.push_str(INSTANCE_FIELDS);
+        }
+        sql.push_str(" FROM patient p");
+        let depth = columns::depth(level);
+        if depth >= 1 {
+            sql.push_str(" JOIN study st ON st.patient_pk = p.pk AND st.num_instances > 0");
+        }
+        if depth >= 2 {
+            sql.push_str(" JOIN series se ON se.study_pk = st.pk AND se.num_instances > 0");
+        }
+        if depth >= 3 {
+            sql.push_str(" JOIN instance i ON i.series_pk = se.pk AND i.superseded_at IS NULL");
+        }
+        sql.push_str(" WHERE p.tenant_pk = ?");
+        let mut binds = vec![Bind::Int(tenant.0)];
+        if depth == 0 {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM study s3 WHERE s3.patient_pk = p.pk AND s3.num_instances > 0)",
+            );
+        }
+        for condition in conditions {
+            if columns::depth(condition.column.level) <= depth {
+                push_condition(&mut sql, &mut binds, condition);
+            }
+        }
+        match page {
+            Page::AfterKey(after_pk) => {
+                sql.push_str(&format!(" AND {key} > ? ORDER BY {key} LIMIT ?"));
+                binds.push(Bind::Int(after_pk));
+                binds.push(Bind::Int(limit as i64));
+            }
+            Page::Sorted(sort, offset) => {
+                sql.push_str(" ORDER BY ");
+                for k in sort {
+                    // Only columns of this level or above are joined in.
+                    if columns::depth(k.column.level) > depth {
+                        continue;
+                    }
+                    let expr = k.column.filter.unwrap_or(k.column.select);
+                    let dir = if k.descending { "DESC" } else { "ASC" };
+                    sql.push_str(&format!("COALESCE({expr}, '') {dir}, "));
+                }
+                let dir = if sort.first().is_some_and(|k| k.descending) {
+                    "DESC"
+                } else {
+                    "ASC"
+                };
+                sql.push_str(&format!("{key} {dir} LIMIT ? OFFSET ?"));
+                binds.push(Bind::Int(limit as i64));
+                binds.push(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+            }
+        }
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(selected.len());
+            for i in 0..selected.len() {
+                // Computed counts are integers; everything else is text.
+                let v: Option<String> = match row.try_get::<Option<String>, _>(i + 1) {
+                    Ok(v) => v,
+                    Err(_) => row.try_get::<Option<i64>, _>(i + 1)?.map(|n| n.to_string()),
+                };
+                values.push(v);
+            }
+            let instance = if level == QueryLevel::Image {
+                Some(location(&row, selected.len() + 1)?)
+            } else {
+                None
+            };
+            out.push(QueryRow {
+                pk: row.try_get(0)?,
+                values,
+                instance,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Index for SqliteIndex {
     async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError> {
@@ -785,80 +924,21 @@ impl Index for SqliteIndex {
         after_pk: i64,
         limit: u32,
     ) -> Result<Vec<QueryRow>, IndexError> {
-        let selected: Vec<&Column> = columns::columns_for(level).collect();
-        let mut sql = String::from("SELECT ");
-        let key = match level {
-            QueryLevel::Patient => "p.pk",
-            QueryLevel::Study => "st.pk",
-            QueryLevel::Series => "se.pk",
-            QueryLevel::Image => "i.pk",
-        };
-        sql.push_str(key);
-        for c in &selected {
-            sql.push_str(", ");
-            sql.push_str(c.select);
-        }
-        if level == QueryLevel::Image {
-            sql.push_str(", ");
-            sql.push_str(INSTANCE_FIELDS);
-        }
-        sql.push_str(" FROM patient p");
-        let depth = columns::depth(level);
-        if depth >= 1 {
-            sql.push_str(" JOIN study st ON st.patient_pk = p.pk AND st.num_instances > 0");
-        }
-        if depth >= 2 {
-            sql.push_str(" JOIN series se ON se.study_pk = st.pk AND se.num_instances > 0");
-        }
-        if depth >= 3 {
-            sql.push_str(" JOIN instance i ON i.series_pk = se.pk AND i.superseded_at IS NULL");
-        }
-        sql.push_str(" WHERE p.tenant_pk = ?");
-        let mut binds = vec![Bind::Int(tenant.0)];
-        if depth == 0 {
-            sql.push_str(
-                " AND EXISTS (SELECT 1 FROM study s3 WHERE s3.patient_pk = p.pk AND s3.num_instances > 0)",
-            );
-        }
-        for condition in conditions {
-            if columns::depth(condition.column.level) <= depth {
-                push_condition(&mut sql, &mut binds, condition);
-            }
-        }
-        sql.push_str(&format!(" AND {key} > ? ORDER BY {key} LIMIT ?"));
-        binds.push(Bind::Int(after_pk));
-        binds.push(Bind::Int(limit as i64));
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s),
-                Bind::Int(i) => q.bind(i),
-            };
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut values = Vec::with_capacity(selected.len());
-            for i in 0..selected.len() {
-                // Computed counts are integers; everything else is text.
-                let v: Option<String> = match row.try_get::<Option<String>, _>(i + 1) {
-                    Ok(v) => v,
-                    Err(_) => row.try_get::<Option<i64>, _>(i + 1)?.map(|n| n.to_string()),
-                };
-                values.push(v);
-            }
-            let instance = if level == QueryLevel::Image {
-                Some(location(&row, selected.len() + 1)?)
-            } else {
-                None
-            };
-            out.push(QueryRow {
-                pk: row.try_get(0)?,
-                values,
-                instance,
-            });
-        }
-        Ok(out)
+        self.query_rows(tenant, level, conditions, Page::AfterKey(after_pk), limit)
+            .await
+    }
+
+    async fn query_sorted(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        conditions: &[Condition],
+        sort: &[SortKey],
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<QueryRow>, IndexError> {
+        self.query_rows(tenant, level, conditions, Page::Sorted(sort, offset), limit)
+            .await
     }
 
     async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError> {

@@ -15,7 +15,7 @@ pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
     AuditEvent, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs,
-    QueryRow, SeriesAttrs, SqliteIndex, StudyAttrs, WorklistFilter,
+    QueryRow, SeriesAttrs, SortKey, SqliteIndex, StudyAttrs, WorklistFilter,
 };
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,

@@ -3,8 +3,9 @@
 //! statistics, deletion (admin only, audited) and the study download as a streamed ZIP.
 //!
 //! Search parameters are those of QIDO-RS (`PatientName=DOE*`, `StudyDate=20240101-20241231`,
-//! `ModalitiesInStudy=CT`, tags as `00100020=…`), plus `limit` (default 100, at most 1000)
-//! and `offset`.
+//! `ModalitiesInStudy=CT`, tags as `00100020=…`), plus `limit` (default 100, at most 1000),
+//! `offset` and `sort` (`-StudyDate,PatientName`: indexed attributes, `-` for descending; in
+//! index order without it).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -240,6 +241,7 @@ async fn search(
     }
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0;
+    let mut sort = Vec::new();
     let number = |name: &str, value: &str| {
         value
             .parse::<usize>()
@@ -249,6 +251,7 @@ async fn search(
         match name.as_str() {
             "limit" => limit = number(name, value)?.clamp(1, MAX_LIMIT),
             "offset" => offset = number(name, value)?,
+            "sort" => sort = sort_keys(level, value)?,
             other => {
                 let (tag, vr) = attribute(other)
                     .ok_or_else(|| ApiError::BadRequest(format!("unknown search parameter {other:?}")))?;
@@ -275,7 +278,7 @@ async fn search(
     let query = FindQuery::parse(model, &identifier).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
-    let finding = tokio::spawn(async move { archive.find(&query, &tx).await });
+    let finding = tokio::spawn(async move { archive.find_sorted(&query, &sort, &tx).await });
     let mut items = Vec::new();
     let mut skipped = 0;
     let mut more = false;
@@ -319,6 +322,36 @@ async fn search(
         limit,
         more,
     })
+}
+
+/// `sort=-StudyDate,PatientName`: attributes kept in index columns at this level or above,
+/// `-` for descending.
+fn sort_keys(level: QueryLevel, value: &str) -> Result<Vec<pacs_store::SortKey>, ApiError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|key| {
+            let (descending, name) = match key.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, key.strip_prefix('+').unwrap_or(key)),
+            };
+            let column = attribute(name)
+                .and_then(|(tag, _)| pacs_store::columns::column_for_tag((tag.group(), tag.element())))
+                .filter(|c| {
+                    // A stored column, not a computed one (counts, modalities in study).
+                    (c.filter.is_some() || !c.select.starts_with('('))
+                        && pacs_store::columns::depth(c.level) <= pacs_store::columns::depth(level)
+                })
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "cannot sort {} results by {name:?}: not an indexed attribute of this level",
+                        level.as_str().to_ascii_lowercase()
+                    ))
+                })?;
+            Ok(pacs_store::SortKey { column, descending })
+        })
+        .collect()
 }
 
 /// A match as a flat JSON object keyed by attribute keyword: strings, numbers for IS/DS and
