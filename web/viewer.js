@@ -187,12 +187,9 @@ class FrameCache {
     this.queue.sort((a, b) => (rank.get(a.key) ?? 1e9) - (rank.get(b.key) ?? 1e9));
   }
 
-  /** Forgets queued requests that are not for one of the `keep` stacks. */
-  dropQueued(keep) {
-    const wanted = new Set();
-    for (const { stack, mode } of keep) {
-      for (const e of stack) wanted.add(`${mode}:${e.key}`);
-    }
+  /** Keeps only the frames in `wanted` (keys) queued, and marks them as the last to evict. */
+  keep(wanted) {
+    this.wanted = wanted;
     this.queue = this.queue.filter(item => {
       if (wanted.has(item.key)) return true;
       this.entries.delete(item.key);
@@ -249,10 +246,13 @@ class FrameCache {
     return { decoded, bytes };
   }
 
-  /** Drops the least recently used decoded frames past the budget. */
+  /** Past the budget, drops decoded frames: those no viewport wants nearby first, then the
+   *  least recently used. */
   evict() {
     if (this.bytes <= CACHE_BUDGET_BYTES) return;
-    const done = [...this.entries.values()].filter(e => e.done).sort((a, b) => a.lastUse - b.lastUse);
+    const wanted = this.wanted || new Set();
+    const done = [...this.entries.values()].filter(e => e.done)
+      .sort((a, b) => (wanted.has(a.key) - wanted.has(b.key)) || a.lastUse - b.lastUse);
     for (const item of done) {
       if (this.bytes <= CACHE_BUDGET_BYTES * 0.9) break;
       this.entries.delete(item.key);
@@ -331,7 +331,7 @@ class Viewport {
     const entry = this.stack[index];
     this.canvas.dataset.index = String(index);
     this.canvas.dataset.count = String(this.stack.length);
-    this.viewer.cache.prioritise(this.stack, index, this.mode);
+    this.viewer.prefetch();
     if (!this.viewer.cache.ready(entry, this.mode)) {
       this.canvas.dataset.state = 'loading';
       this.message.textContent = t('loading_image');
@@ -741,7 +741,7 @@ class Viewer {
     this.grid.replaceChildren(...visible.map(v => v.element));
     for (const b of document.querySelectorAll('[data-layout]')) b.setAttribute('aria-pressed', String(b.dataset.layout === name));
     if (!visible.includes(this.active)) this.activate(visible[0]);
-    this.cache.dropQueued(visible.filter(v => v.stack.length).map(v => ({ stack: v.stack, mode: this.mode })));
+    this.prefetch();
     this.updateUrl();
   }
 
@@ -773,14 +773,24 @@ class Viewer {
     this.updateUrl();
   }
 
-  /** Fetches ahead for every viewport, nearest slices first. */
+  /** Fetches ahead for every viewport, nearest slices first: around each one's slice, as
+   *  many frames as its share of the cache holds (a whole series when it fits). */
   prefetch() {
-    for (const v of this.viewports) {
-      if (!v.stack.length) continue;
-      // Far slices first into the queue, so that prioritise() leaves the nearest in front.
-      for (const entry of v.stack) this.cache.get(entry, this.mode);
-      this.cache.prioritise(v.stack, v.index, this.mode);
+    const live = this.viewports.filter(v => v.stack.length);
+    const wanted = new Set();
+    for (const v of live) {
+      const info = v.stack[v.index].info;
+      const frameBytes = Math.max(1, info.rows * info.columns * info.samplesPerPixel * Math.max(1, info.bitsAllocated / 8));
+      const reach = Math.max(2, Math.floor((CACHE_BUDGET_BYTES * 0.8) / live.length / frameBytes / 2));
+      const from = Math.max(0, v.index - reach);
+      const to = Math.min(v.stack.length, v.index + reach + 1);
+      for (let i = from; i < to; i++) {
+        wanted.add(`${this.mode}:${v.stack[i].key}`);
+        this.cache.get(v.stack[i], this.mode);
+      }
     }
+    this.cache.keep(wanted);
+    for (const v of live) this.cache.prioritise(v.stack, v.index, this.mode);
     if (this.active?.stack.length) this.cache.prioritise(this.active.stack, this.active.index, this.mode);
   }
 
