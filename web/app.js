@@ -6,6 +6,8 @@ import { t, translate, lang, setLang, formatDate, formatNumber, LANGUAGES } from
 import {
   h, api, can, session, navigate, setRouter, setView, personName, text, errorMessage, toast, ymd,
 } from './core.js';
+import { showUpload } from './upload.js';
+import { showAdmin } from './admin.js';
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
 
@@ -20,6 +22,8 @@ const listState = { form: {}, offset: 0, page: null, sort: null };
  *  the pattern's groups, URI-decoded. */
 const ROUTES = [
   [/^\/studies\/([^/]+)\/?$/, showStudy],
+  [/^\/upload\/?$/, showUpload],
+  [/^\/admin(?:\/([a-z]+))?\/?$/, showAdmin],
 ];
 
 function route() {
