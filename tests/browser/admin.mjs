@@ -13,7 +13,8 @@
 //
 // As the uploader: only the Upload section is offered; the files are sent and every row shows
 // its expected result, the study links name the expected studies; the folder is sent in the
-// expected number of STOW-RS requests. As the administrator: the uploaded studies are in the
+// expected number of STOW-RS requests; a drop of a DICOM file and a text file stores one and
+// skips the other; the page speaks French. As the administrator: the uploaded studies are in the
 // study list; the statistics page shows what /api/stats answers, formatted in the page's
 // locale; an AE for --ae-title at 127.0.0.1:--dicom-port is added and its Echo succeeds (a bad
 // host is refused with the server's message); --new-user is added as a referrer and made a
@@ -255,8 +256,33 @@ async function main() {
   check(folderRows.some(r => r.path.split('/').length >= 3), `folder paths keep their subfolders: ${folderRows.map(r => r.path).join(', ')}`);
   check(stowRequests === folderExpected.batches, `folder sent in ${stowRequests} STOW-RS requests, expected ${folderExpected.batches}`);
   await shot('03-uploader-folder');
-  await logout();
   lap('folder uploaded');
+
+  // --- Uploader: dropped files (a synthetic drop of File objects: no folder entries) -----------
+  const dropped = files.find(f => f.state === 'stored');
+  const dataTransfer = await page.evaluateHandle(([name, base64]) => {
+    const dt = new DataTransfer();
+    const bytes = Uint8Array.from(atob(base64), c => c.charCodeAt(0));
+    dt.items.add(new File([bytes], name, { type: 'application/dicom' }));
+    dt.items.add(new File(['just some notes\n'], 'notes.txt', { type: 'text/plain' }));
+    return dt;
+  }, [path.basename(dropped.path), fs.readFileSync(dropped.path).toString('base64')]);
+  await page.dispatchEvent('#upload-drop', 'drop', { dataTransfer });
+  const droppedRows = await uploadResults(2);
+  const droppedRow = droppedRows.find(r => r.path === path.basename(dropped.path));
+  check(droppedRow?.state === 'stored' && droppedRow?.study === dropped.study, `dropped DICOM file: ${JSON.stringify(droppedRow)}`);
+  check(droppedRows.find(r => r.path === 'notes.txt')?.state === 'skipped', 'dropped text file skipped');
+
+  // --- Uploader: French ----------------------------------------------------------------------
+  await page.getByLabel('Language').selectOption('fr');
+  await page.locator('h1').waitFor();
+  check(await page.locator('h1').textContent() === 'Envoyer des fichiers DICOM', 'upload page title in French');
+  check(await page.getByLabel('Choisir un dossier…').count() === 1, 'folder picker labelled in French');
+  await shot('04-uploader-upload-fr');
+  await page.getByLabel('Langue').selectOption('en');
+  await page.locator('label[for="upload-files"]', { hasText: 'Choose files…' }).waitFor();
+  await logout();
+  lap('dropped files, French');
 
   // --- Administrator: the study list -----------------------------------------------------------
   await login(admin);
@@ -280,7 +306,7 @@ async function main() {
   check(shown.bytes?.value === api.json.bytes, `statistics bytes: ${shown.bytes?.value}, /api/stats ${api.json.bytes}`);
   const modalityRows = await page.locator('#stats-modalities tbody tr').evaluateAll(trs => trs.map(tr => tr.dataset.modality));
   check(JSON.stringify(modalityRows) === JSON.stringify(api.json.modalities.map(m => m.modality)), `modalities ${JSON.stringify(modalityRows)}`);
-  await shot('04-admin-stats');
+  await shot('05-admin-stats');
   lap('statistics');
 
   // --- Administrator: AE table ------------------------------------------------------------------
@@ -314,7 +340,7 @@ async function main() {
   const echo = await row.locator('.echo-result').evaluate(el => ({ outcome: el.dataset.outcome, text: el.textContent }));
   summary.echo = echo;
   check(echo.outcome === 'success' && echo.text.startsWith('✓ Success'), `echo to ${aeTitle}: ${JSON.stringify(echo)}`);
-  await shot('05-admin-aes-echo');
+  await shot('06-admin-aes-echo');
   lap('AE table');
 
   // --- Administrator: users and roles --------------------------------------------------------------
@@ -333,7 +359,7 @@ async function main() {
   const created = users.json.find(u => u.username === newUser.user);
   check(created && created.role === 'reader', `through the API the new user is a reader: ${JSON.stringify(created)}`);
   check(!users.text.includes('argon2') && !users.text.includes('password'), 'no password hash in /api/users');
-  await shot('06-admin-users');
+  await shot('07-admin-users');
   lap('users');
 
   // --- Administrator: audit log filtered by user ---------------------------------------------------
@@ -368,7 +394,7 @@ async function main() {
     && [...document.querySelectorAll('tr.audit-row')].every(tr => tr.dataset.outcome === 'refused'));
   const refused = await page.locator('tr.audit-row').evaluateAll(trs => trs.map(tr => tr.querySelector('td:nth-child(2)').textContent));
   check(refused.includes('ae-put'), `the refused AE change is in today's refused lines: ${JSON.stringify(refused)}`);
-  await shot('07-admin-audit-filtered');
+  await shot('08-admin-audit-filtered');
   await logout();
   lap('audit');
 
@@ -385,7 +411,7 @@ async function main() {
   await page.goto(`${server}/admin/users`);
   await page.locator('p.notice').waitFor();
   check(await page.locator('#user-table').count() === 0, 'the referrer gets no user table at /admin/users');
-  await shot('08-referrer-no-admin');
+  await shot('09-referrer-no-admin');
   lap('referrer');
 }
 
