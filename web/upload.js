@@ -90,6 +90,16 @@ const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 
 
 let running = false;
 
+// A file dropped next to the drop zone would make the browser leave the page to show it.
+for (const type of ['dragover', 'drop']) {
+  document.addEventListener(type, e => {
+    if (document.getElementById('upload-drop') && !e.target.closest?.('#upload-drop')) {
+      e.preventDefault();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = 'none';
+    }
+  });
+}
+
 /** Bytes in the user's locale, with the largest unit that keeps the number above 1. */
 export function formatBytes(n) {
   if (typeof n !== 'number') return formatNumber(n);
@@ -254,7 +264,7 @@ export function showUpload() {
   const status = h('p.upload-status', { id: 'upload-status', role: 'status', 'aria-live': 'polite' });
   const bar = h('progress', { id: 'upload-progress', max: 1, value: 0, hidden: true, 'aria-label': t('upload') });
   const results = h('section.upload-results', { id: 'upload-results', 'aria-live': 'polite' });
-  const zone = h('div.dropzone', { id: 'upload-drop', tabindex: 0, 'aria-describedby': 'upload-hint' },
+  const zone = h('div.dropzone', { id: 'upload-drop', 'aria-describedby': 'upload-hint' },
     h('p.drop-title', {}, t('upload_drop')),
     h('p.muted', {}, t('upload_or')),
     h('div.buttons', {},
