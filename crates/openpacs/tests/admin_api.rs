@@ -1,6 +1,7 @@
 //! Administration through the REST API: the DICOM AE table (validation, configuration entries
-//! read-only, C-ECHO, kept across a restart, and used by C-MOVE: DCMTK movescu to a storescp
-//! known only from the table), users and roles (validation, the last administrator kept, no
+//! read-only, C-ECHO, kept across a restart, and used by C-MOVE — DCMTK movescu to a storescp
+//! known only from the table — and by storage commitment reports sent on a new association to
+//! a pynetdicom requester known only from the table), users and roles (validation, the last administrator kept, no
 //! password hash ever answered), audit log searches, and refusals for everyone but
 //! administrators, every one of them audited.
 
@@ -8,7 +9,9 @@ use std::path::Path;
 use std::process::Output;
 
 use base64::Engine;
-use pacs_testkit::server::{dcmtk, free_port, valid_fixtures, ServerOptions, StoreScp, TestServer};
+use pacs_testkit::server::{
+    dcmtk, free_port, pynetdicom, valid_fixtures, ServerOptions, StoreScp, TestServer,
+};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -424,4 +427,44 @@ fn users_are_managed_by_administrators_only_and_the_last_one_stays() {
         .unwrap()
         .iter()
         .all(|r| r["patientId"] == patient.as_str()));
+}
+
+#[test]
+fn storage_commitment_reports_reach_a_requester_known_only_from_the_table() {
+    let listen = free_port();
+    let mut options = users_and_peer();
+    // A top-level key: before the [[peers]] table.
+    options.extra_toml = format!("commitment_on_new_association = true\n{}", options.extra_toml);
+    let server = TestServer::start(binary(), options);
+    let admin = Client::new(&server, "root", "root-password");
+    // pynetdicom's peer calls as PEERPY and listens for the report on `listen`.
+    let (status, added) = admin.json(
+        "PUT",
+        "/api/aes/PEERPY",
+        &format!(r#"{{"host": "127.0.0.1", "port": {listen}}}"#),
+    );
+    assert_eq!(status, 201, "{added}");
+    let ct = valid_fixtures()
+        .into_iter()
+        .find(|f| f["path"] == "valid/ct_explicit_le.dcm")
+        .unwrap();
+    server.store_fixtures([&ct]);
+    let instance = format!(
+        "{},{}",
+        ct["sop_class_uid"].as_str().unwrap(),
+        ct["sop_instance_uid"].as_str().unwrap()
+    );
+    let out = pynetdicom(&[
+        "commit",
+        "--port",
+        &server.dicom_port.to_string(),
+        "--listen-port",
+        &listen.to_string(),
+        "--instance",
+        &instance,
+    ]);
+    assert_eq!(out["action_status"], 0, "{out}");
+    let report = &out["reports"][0];
+    assert_eq!(report["received_on"], "new", "{out}");
+    assert_eq!(report["event_type_id"], 1, "{out}");
 }
