@@ -407,6 +407,39 @@ fn users_are_managed_by_administrators_only_and_the_last_one_stays() {
         let (status, text) = admin.send("GET", &format!("/api/audit?{bad}"), "");
         assert_eq!(status, 400, "{bad}: {text}");
     }
+    // The OpenAPI document describes these routes and methods.
+    let (status, _, body) = server.http_bytes("/api/openapi.json", &[]);
+    assert_eq!(status, 200);
+    let openapi: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for (path, methods) in [
+        ("/api/users", &["get", "post"][..]),
+        ("/api/users/{username}", &["delete"][..]),
+        ("/api/users/{username}/role", &["put"][..]),
+        ("/api/users/{username}/password", &["put"][..]),
+        ("/api/aes", &["get"][..]),
+        ("/api/aes/{aet}", &["get", "put", "delete"][..]),
+        ("/api/aes/{aet}/echo", &["post"][..]),
+        ("/api/audit", &["get"][..]),
+    ] {
+        for method in methods {
+            assert!(
+                openapi["paths"][path][method].is_object(),
+                "{method} {path} missing"
+            );
+        }
+    }
+    let audit_parameters: Vec<&str> = openapi["paths"]["/api/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "user", "patient", "from", "to", "outcome", "before", "order", "limit",
+    ] {
+        assert!(audit_parameters.contains(&name), "{name} in {audit_parameters:?}");
+    }
+
     // Stores name their patient: the patient filter finds exactly those.
     server.store_fixtures(
         valid_fixtures()
