@@ -96,6 +96,9 @@ pub struct Archive {
     pub(crate) config_peers: HashMap<String, Peer>,
     /// The index's AE table, mirrored for the synchronous DIMSE lookups (see `peers.rs`).
     pub(crate) table_peers: std::sync::RwLock<HashMap<String, Peer>>,
+    /// Held from an AE table change to the reload of the mirror, so that a reload can never
+    /// overwrite a newer one with what it read before another change committed.
+    pub(crate) ae_changes: tokio::sync::Mutex<()>,
     /// Held shared by every store from its blob commit to its index commit, and exclusively
     /// while deleted blobs are removed: a store of the very bytes being deleted can never find
     /// its blob present, then lose it before its row exists.
@@ -122,6 +125,7 @@ impl Archive {
                 .map(|p| (p.ae_title.clone(), p.clone()))
                 .collect(),
             table_peers: std::sync::RwLock::new(HashMap::new()),
+            ae_changes: tokio::sync::Mutex::new(()),
             blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
             exam_listener: std::sync::RwLock::new(None),

@@ -131,6 +131,7 @@ impl Archive {
             port: peer.port,
             description,
         };
+        let _changing = self.ae_changes.lock().await;
         let done = self.index.write_ae(self.tenant, write, audit).await?;
         self.reload_ae_table().await?;
         Ok(if done == 1 {
@@ -153,6 +154,7 @@ impl Archive {
         let write = AeWrite::Remove {
             ae_title: ae_title.to_string(),
         };
+        let _changing = self.ae_changes.lock().await;
         let done = self.index.write_ae(self.tenant, write, audit).await?;
         self.reload_ae_table().await?;
         Ok(if done == 0 {
