@@ -7,6 +7,9 @@ import { showViewer, leaveViewer } from './viewer.js';
 import {
   h, api, can, session, navigate, setRouter, setView, personName, text, errorMessage, toast, ymd,
 } from './core.js';
+import { showUpload } from './upload.js';
+import { showAdmin } from './admin.js';
+
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
 
@@ -23,6 +26,8 @@ const listState = { form: {}, offset: 0, page: null, sort: { key: 'StudyDate', d
 const ROUTES = [
   [/^\/studies\/([^/]+)\/?$/, showStudy],
   [/^\/viewer\/([^/]+)\/?$/, showViewer],
+  [/^\/upload\/?$/, showUpload],
+  [/^\/admin(?:\/([a-z]+))?\/?$/, showAdmin],
 ];
 
 function route() {

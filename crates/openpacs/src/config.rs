@@ -345,15 +345,5 @@ impl Config {
 
 /// AE titles: 1 to 16 characters of the default repertoire, no backslash or control characters.
 fn validate_ae(ae: &str) -> anyhow::Result<()> {
-    let trimmed = ae.trim();
-    if trimmed.is_empty() || ae.len() > 16 {
-        bail!("an AE title has 1 to 16 characters");
-    }
-    if !ae
-        .chars()
-        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
-    {
-        bail!("an AE title uses printable ASCII characters other than backslash");
-    }
-    Ok(())
+    pacs_model::check_ae_title(ae).map_err(anyhow::Error::msg)
 }

@@ -194,15 +194,7 @@ fn parse_role(text: &str) -> anyhow::Result<Role> {
 }
 
 fn validate_username(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    if !ok {
-        bail!("a user name has 1 to 64 letters, digits, '.', '-', '_' or '@'");
-    }
-    Ok(())
+    pacs_web::auth::check_username(name).map_err(anyhow::Error::msg)
 }
 
 /// The new password: asked twice on a terminal (not echoed), else the first line of stdin.

@@ -270,9 +270,7 @@ impl DimseServices for DimseArchive {
     }
 
     fn resolve_ae(&self, ae_title: &str) -> Option<String> {
-        self.archive
-            .peer(ae_title)
-            .map(|p| format!("{}:{}", p.host, p.port))
+        self.archive.peer(ae_title).map(|p| p.address())
     }
 
     async fn mpps_create(

@@ -9,6 +9,7 @@ pub mod dimse;
 pub mod hl7;
 pub mod ingest;
 pub mod maintenance;
+pub mod peers;
 pub mod query;
 pub mod retrieve;
 pub mod workflow;
@@ -22,6 +23,7 @@ use pacs_model::TenantId;
 use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
 
 pub use ingest::{read_part10_meta, Incoming, Refused, Source, StoreResult, StoredInstance};
+pub use peers::{AeChange, AeEntry, AeSource, EchoOutcome};
 pub use retrieve::Frames;
 
 /// Archive failures, named after what went wrong; front ends map them to protocol statuses.
@@ -64,7 +66,8 @@ impl From<IndexError> for ArchiveError {
     }
 }
 
-/// A DICOM application entity we may send to (C-MOVE destinations).
+/// A DICOM application entity we may open associations to (C-MOVE destinations, storage
+/// commitment requesters); see `peers.rs` for the AE table.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub ae_title: String,
@@ -89,7 +92,13 @@ pub struct Archive {
     pub(crate) blobs: BlobStore,
     pub(crate) index: Arc<dyn Index>,
     pub(crate) ae_title: String,
-    peers: HashMap<String, Peer>,
+    /// The configuration file's peers (read-only).
+    pub(crate) config_peers: HashMap<String, Peer>,
+    /// The index's AE table, mirrored for the synchronous DIMSE lookups (see `peers.rs`).
+    pub(crate) table_peers: std::sync::RwLock<HashMap<String, Peer>>,
+    /// Held from an AE table change to the reload of the mirror, so that a reload can never
+    /// overwrite a newer one with what it read before another change committed.
+    pub(crate) ae_changes: tokio::sync::Mutex<()>,
     /// Held shared by every store from its blob commit to its index commit, and exclusively
     /// while deleted blobs are removed: a store of the very bytes being deleted can never find
     /// its blob present, then lose it before its row exists.
@@ -105,20 +114,24 @@ impl Archive {
         std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
         let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
         let index = SqliteIndex::open(&index_path(&config.data_dir)).await?;
-        Ok(Arc::new(Archive {
+        let archive = Arc::new(Archive {
             tenant: TenantId::DEFAULT,
             blobs,
             index: Arc::new(index),
             ae_title: config.ae_title.clone(),
-            peers: config
+            config_peers: config
                 .peers
                 .iter()
                 .map(|p| (p.ae_title.clone(), p.clone()))
                 .collect(),
+            table_peers: std::sync::RwLock::new(HashMap::new()),
+            ae_changes: tokio::sync::Mutex::new(()),
             blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
             exam_listener: std::sync::RwLock::new(None),
-        }))
+        });
+        archive.reload_ae_table().await?;
+        Ok(archive)
     }
 
     pub fn index(&self) -> &Arc<dyn Index> {
@@ -138,11 +151,6 @@ impl Archive {
         if let Err(e) = self.index.audit(event).await {
             tracing::error!(error = %e, "cannot write audit record");
         }
-    }
-
-    /// Address of a configured peer AE.
-    pub fn peer(&self, ae_title: &str) -> Option<&Peer> {
-        self.peers.get(ae_title)
     }
 }
 

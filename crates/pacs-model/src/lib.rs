@@ -99,3 +99,34 @@ mod tests {
         assert!(TenantId(1) < TenantId(2));
     }
 }
+
+/// Checks an application entity title (PS3.5: AE, at most 16 characters of the default
+/// repertoire, no backslash or control character, not only spaces). The message says what is
+/// wrong, for the person who typed it.
+pub fn check_ae_title(ae_title: &str) -> Result<(), &'static str> {
+    if ae_title.trim().is_empty() || ae_title.len() > 16 {
+        return Err("an AE title has 1 to 16 characters");
+    }
+    if !ae_title
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
+        return Err("an AE title uses printable ASCII characters other than backslash");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod ae_title_tests {
+    use super::check_ae_title;
+
+    #[test]
+    fn ae_titles_follow_the_ae_value_representation() {
+        assert!(check_ae_title("STORESCP").is_ok());
+        assert!(check_ae_title("WS 2").is_ok());
+        assert!(check_ae_title("SIXTEEN_CHARS_OK").is_ok());
+        for bad in ["", "   ", "SEVENTEEN_CHARS_X", "A\\B", "TAB\tX", "ÉCHO"] {
+            assert!(check_ae_title(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenInfo, UserAccount};
 use crate::admin::{self, DeleteScope, Deleted, Stats};
+use crate::ae::{self, AeRecord, AeWrite};
 use crate::columns::{self, Column};
 use crate::workflow::{
     self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
@@ -31,6 +32,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_accounts_deletion.sql"),
     include_str!("../migrations/sqlite/0003_workflow.sql"),
+    include_str!("../migrations/sqlite/0004_ae_table.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.
@@ -226,6 +228,16 @@ pub trait Index: Send + Sync + 'static {
     async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError>;
     /// Audit records in order, after `after_pk`, at most `limit`.
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError>;
+    /// The tenant's audit records matching `filter`, at most `filter.limit`.
+    async fn audit_search(
+        &self,
+        tenant: TenantId,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, IndexError>;
+    /// Changes the AE table, with `audit` in the same transaction (see [`AeWrite`]).
+    async fn write_ae(&self, tenant: TenantId, write: AeWrite, audit: AuditEvent) -> Result<u64, IndexError>;
+    /// The tenant's AE table.
+    async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError>;
     /// Applies a change to user accounts; returns the rows it affected.
     async fn write_accounts(&self, write: AccountWrite) -> Result<AccountOutcome, IndexError>;
     async fn user(&self, username: &str) -> Result<Option<UserAccount>, IndexError>;
@@ -290,6 +302,26 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
+/// What to look for in the audit log. Every filter is optional; dates are UTC instants or
+/// days in the index's text format (`2024-05-01`, `2024-05-01T08:00:00Z`), compared as text.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// A user name (`alice` matches the web's `http:alice` too) or an AE title.
+    pub actor: Option<String>,
+    pub patient_id: Option<String>,
+    pub event: Option<String>,
+    pub outcome: Option<String>,
+    /// At or after.
+    pub from: Option<String>,
+    /// Before.
+    pub to: Option<String>,
+    /// Oldest first after this key (default), or newest first before `before`.
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub newest_first: bool,
+    pub limit: u32,
+}
+
 enum WriteRequest {
     Instance(
         Box<NewInstance>,
@@ -303,6 +335,7 @@ enum WriteRequest {
         oneshot::Sender<Result<Deleted, IndexError>>,
     ),
     ClearBlobDeletions(Vec<String>, oneshot::Sender<Result<u64, IndexError>>),
+    Ae(i64, AeWrite, AuditEvent, oneshot::Sender<Result<u64, IndexError>>),
     Workflow(
         i64,
         Box<WorkflowWrite>,
@@ -425,7 +458,8 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
                             let _ = reply.send(r.map(|_| ()));
                         }
                         (WriteRequest::Account(_, reply), r)
-                        | (WriteRequest::ClearBlobDeletions(_, reply), r) => {
+                        | (WriteRequest::ClearBlobDeletions(_, reply), r)
+                        | (WriteRequest::Ae(_, _, _, reply), r) => {
                             let _ = reply.send(r.map(|w| match w {
                                 Written::Rows(n) => n,
                                 _ => 0,
@@ -466,7 +500,9 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Audit(_, reply) => {
             let _ = reply.send(Err(error));
         }
-        WriteRequest::Account(_, reply) | WriteRequest::ClearBlobDeletions(_, reply) => {
+        WriteRequest::Account(_, reply)
+        | WriteRequest::ClearBlobDeletions(_, reply)
+        | WriteRequest::Ae(_, _, _, reply) => {
             let _ = reply.send(Err(error));
         }
         WriteRequest::Delete(_, _, reply) => {
@@ -515,6 +551,9 @@ async fn write_batch(
             WriteRequest::ClearBlobDeletions(keys, _) => admin::clear_blob_deletions(&mut tx, keys)
                 .await
                 .map(Written::Rows),
+            WriteRequest::Ae(tenant, write, audit, _) => {
+                ae::apply(&mut tx, *tenant, write, audit).await.map(Written::Rows)
+            }
             WriteRequest::Workflow(tenant, write, audit, _) => {
                 workflow::apply(&mut tx, *tenant, write, audit)
                     .await
@@ -1144,27 +1183,79 @@ impl Index for SqliteIndex {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    pk: r.try_get(0)?,
-                    at: r.try_get(1)?,
-                    event: AuditEvent {
-                        tenant: r.try_get(2)?,
-                        event: r.try_get(3)?,
-                        actor: r.try_get(4)?,
-                        peer: r.try_get(5)?,
-                        patient_id: r.try_get(6)?,
-                        study_uid: r.try_get(7)?,
-                        outcome: r.try_get(8)?,
-                        detail: r.try_get(9)?,
-                    },
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(IndexError::from)
+        Ok(rows.iter().map(audit_record).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_search(&self, tenant: TenantId, f: &AuditFilter) -> Result<Vec<AuditRecord>, IndexError> {
+        // One fixed statement per order: every value is bound, none is spliced into the text.
+        let sql = if f.newest_first {
+            concat!(audit_search_sql!(), " ORDER BY pk DESC LIMIT ?10")
+        } else {
+            concat!(audit_search_sql!(), " ORDER BY pk LIMIT ?10")
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant.0)
+            .bind(&f.actor)
+            .bind(&f.patient_id)
+            .bind(&f.event)
+            .bind(&f.outcome)
+            .bind(&f.from)
+            .bind(&f.to)
+            .bind(f.after)
+            .bind(f.before)
+            .bind(i64::from(f.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_record).collect::<Result<_, _>>()?)
+    }
+
+    async fn write_ae(&self, tenant: TenantId, write: AeWrite, audit: AuditEvent) -> Result<u64, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Ae(tenant.0, write, audit, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError> {
+        ae::list(&self.pool, tenant.0).await
     }
 }
+
+fn audit_record(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        pk: r.try_get(0)?,
+        at: r.try_get(1)?,
+        event: AuditEvent {
+            tenant: r.try_get(2)?,
+            event: r.try_get(3)?,
+            actor: r.try_get(4)?,
+            peer: r.try_get(5)?,
+            patient_id: r.try_get(6)?,
+            study_uid: r.try_get(7)?,
+            outcome: r.try_get(8)?,
+            detail: r.try_get(9)?,
+        },
+    })
+}
+
+/// The audit search without its order: a user name matches the web's `http:` actor too.
+macro_rules! audit_search_sql {
+    () => {
+        "SELECT pk, at, tenant_pk, event, actor, peer, patient_id, study_uid, outcome, detail
+         FROM audit WHERE tenant_pk = ?1
+           AND (?2 IS NULL OR actor = ?2 OR actor = 'http:' || ?2)
+           AND (?3 IS NULL OR patient_id = ?3)
+           AND (?4 IS NULL OR event = ?4)
+           AND (?5 IS NULL OR outcome = ?5)
+           AND (?6 IS NULL OR at >= ?6)
+           AND (?7 IS NULL OR at < ?7)
+           AND (?8 IS NULL OR pk > ?8)
+           AND (?9 IS NULL OR pk < ?9)"
+    };
+}
+use audit_search_sql;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod ae;
 pub mod blob;
 pub mod columns;
 pub mod index;
@@ -12,10 +13,11 @@ pub mod workflow;
 
 pub use accounts::{AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
 pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
+pub use ae::{AeRecord, AeWrite};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
-    AuditEvent, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance, PatientAttrs,
-    QueryRow, SeriesAttrs, SortKey, SqliteIndex, StudyAttrs, WorklistFilter,
+    AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
+    PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqliteIndex, StudyAttrs, WorklistFilter,
 };
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,

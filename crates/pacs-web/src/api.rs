@@ -600,58 +600,6 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// `GET /api/users` (admin): accounts and roles, never password hashes.
-pub(crate) async fn users(State(state): State<WebState>) -> Response {
-    match state.archive.index().users().await {
-        Ok(users) => Json(
-            users
-                .iter()
-                .map(|u| {
-                    serde_json::json!({
-                        "username": u.username,
-                        "role": u.role.as_str(),
-                        "createdAt": u.created_at,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
-    }
-}
-
-/// `GET /api/audit?after=PK&limit=N` (admin): the audit log, oldest first, page by page.
-pub(crate) async fn audit(
-    State(state): State<WebState>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let after = match get("after").map(str::parse::<i64>).transpose() {
-        Ok(a) => a.unwrap_or(0),
-        Err(_) => return ApiError::BadRequest("after is not a number".into()).into_response(),
-    };
-    let limit = match get("limit").map(str::parse::<u32>).transpose() {
-        Ok(l) => l.unwrap_or(100).clamp(1, 1000),
-        Err(_) => return ApiError::BadRequest("limit is not a number".into()).into_response(),
-    };
-    match state.archive.index().audit_page(after, limit).await {
-        Ok(page) => Json(
-            page.iter()
-                .map(|r| {
-                    let e = &r.event;
-                    serde_json::json!({
-                        "id": r.pk, "at": r.at, "event": e.event, "actor": e.actor, "peer": e.peer,
-                        "patientId": e.patient_id, "studyInstanceUid": e.study_uid,
-                        "outcome": e.outcome, "detail": e.detail,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
-    }
-}
-
 /// The OpenAPI description of this API, at the stable URL `/api/openapi.json`.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 

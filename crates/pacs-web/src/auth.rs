@@ -156,7 +156,7 @@ fn api_access(method: &Method, rest: &[&str]) -> Access {
         return Access::Need(Permission::Admin);
     }
     match rest {
-        ["users" | "audit", ..] => Access::Need(Permission::Admin),
+        ["users" | "audit" | "aes", ..] => Access::Need(Permission::Admin),
         ["studies", _, "archive"] => Access::Need(Permission::Retrieve),
         // Reports are for referrers too (they see previews and reports).
         ["studies", _, "reports"] if method == Method::GET => Access::Need(Permission::Search),
@@ -234,6 +234,23 @@ impl BasicCache {
             }
         }
         entries.insert(key, (principal, Instant::now()));
+    }
+}
+
+/// Checks a new user name: 1 to 64 letters, digits, '.', '-', '_' or '@' (nothing that HTTP
+/// Basic's ':' or an audit line could misread).
+pub fn check_username(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "user name {name:?}: 1 to 64 letters, digits, '.', '-', '_' or '@'"
+        ))
     }
 }
 
@@ -754,6 +771,19 @@ mod tests {
             Access::Need(Admin)
         );
         assert_eq!(get("/api/users"), Access::Need(Admin));
+        assert_eq!(get("/api/aes"), Access::Need(Admin));
+        assert_eq!(
+            access(&Method::PUT, "/api/aes/STORESCP", None),
+            Access::Need(Admin)
+        );
+        assert_eq!(
+            access(&Method::POST, "/api/aes/STORESCP/echo", None),
+            Access::Need(Admin)
+        );
+        assert_eq!(
+            access(&Method::PUT, "/api/users/ana/role", None),
+            Access::Need(Admin)
+        );
         assert_eq!(get("/api/something-new"), Access::Need(Admin));
         assert_eq!(access(&Method::POST, "/api/login", None), Access::Public);
         assert_eq!(get("/api/me"), Access::AnyUser);

@@ -2,6 +2,7 @@
 //! WADO-RS, STOW-RS), WADO-URI at `/wado` and the REST API under `/api`, all behind the
 //! authentication middleware of [`auth`]; the embedded web UI (`ui`) answers everything else.
 
+mod admin;
 mod api;
 pub mod auth;
 mod frames;
@@ -229,8 +230,20 @@ fn api_router(state: WebState) -> Router {
         .route("/series", get(api::series))
         .route("/instances", get(api::instances))
         .route("/stats", get(api::stats))
-        .route("/users", get(api::users))
-        .route("/audit", get(api::audit))
+        .route("/users", get(admin::users).post(admin::add_user))
+        .route("/users/{username}", axum::routing::delete(admin::remove_user))
+        .route("/users/{username}/role", axum::routing::put(admin::set_role))
+        .route(
+            "/users/{username}/password",
+            axum::routing::put(admin::set_password),
+        )
+        .route("/aes", get(admin::aes))
+        .route(
+            "/aes/{aet}",
+            get(admin::ae).put(admin::put_ae).delete(admin::remove_ae),
+        )
+        .route("/aes/{aet}/echo", axum::routing::post(admin::echo))
+        .route("/audit", get(admin::audit))
         .route("/openapi.json", get(api::openapi))
         .with_state(state)
 }
@@ -249,6 +262,7 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
             axum::http::Method::GET,
             axum::http::Method::HEAD,
             axum::http::Method::POST,
+            axum::http::Method::PUT,
             axum::http::Method::DELETE,
         ])
         .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE])
