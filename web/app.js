@@ -59,6 +59,13 @@ function updateHeader() {
   document.getElementById('nav-studies').hidden = !can.search();
   document.getElementById('nav-upload').hidden = !can.upload();
   document.getElementById('nav-admin').hidden = !can.admin();
+  // The section shown is marked for screen readers and styled as current.
+  const section = location.pathname.startsWith('/admin') ? 'nav-admin'
+    : location.pathname.startsWith('/upload') ? 'nav-upload' : 'nav-studies';
+  for (const link of document.querySelectorAll('.sections a')) {
+    if (link.id === section) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
   translate(document);
   const select = document.getElementById('lang-select');
   select.value = lang();
