@@ -373,7 +373,7 @@ impl SqliteIndex {
             .connect_with(options.clone().read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run_writer(conn, rx));
+        tokio::spawn(run_writer(conn, options, rx));
         Ok(SqliteIndex { pool, writer: tx })
     }
 
@@ -408,8 +408,32 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// A fresh writer connection, retried until the database opens again. After a failed batch
+/// the old connection cannot be trusted: when SQLite reports SQLITE_FULL mid-transaction, the
+/// connection was seen (disk_full test) to stay inside a transaction that sqlx no longer
+/// tracks, so every later "commit" only released a savepoint and nothing became durable.
+async fn reopen_writer(old: SqliteConnection, options: &SqliteConnectOptions) -> SqliteConnection {
+    // Whatever the old connection holds uncommitted is abandoned with it.
+    drop(old);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match SqliteConnection::connect_with(options).await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reopen the index for writing; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// The single writer: batches everything queued into one transaction.
-async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequest>) {
+async fn run_writer(
+    mut conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    mut rx: mpsc::Receiver<WriteRequest>,
+) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -487,6 +511,7 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteRequ
                 for request in batch.drain(..) {
                     fail(request, IndexError::Schema(msg.clone()));
                 }
+                conn = reopen_writer(conn, &options).await;
             }
         }
     }
