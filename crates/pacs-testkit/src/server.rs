@@ -83,27 +83,19 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let work_dir = dir.path().to_path_buf();
         let data_dir = options.data_dir.clone().unwrap_or_else(|| work_dir.join("data"));
-        let dicom_port = free_port();
-        let http_port = free_port();
-        let hl7_port = free_port();
-        let config = format!(
-            "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nhl7_port = {hl7_port}\nidle_timeout_secs = 30\nshutdown_grace_secs = 20\n{}\n",
-            data_dir.display().to_string(),
-            options.extra_toml
-        );
-        std::fs::write(work_dir.join("openpacs.toml"), config).expect("write config");
         let mut server = TestServer {
             binary: binary.to_path_buf(),
             child: None,
             _dir: dir,
             work_dir: work_dir.clone(),
             data_dir,
-            dicom_port,
-            http_port,
-            hl7_port,
+            dicom_port: 0,
+            http_port: 0,
+            hl7_port: 0,
             ae_title: "OPENPACS".into(),
             log: work_dir.join("server.log"),
         };
+        server.choose_ports(&options.extra_toml);
         for (name, role, password) in &options.users {
             let added = server.cli_stdin(&["user", "add", name, "--role", role], password);
             assert!(
@@ -112,11 +104,45 @@ impl TestServer {
                 String::from_utf8_lossy(&added.stderr)
             );
         }
+        // Another process on this machine may take a port between our check and the server's
+        // bind (tests of other checkouts run side by side): new ports, a few times.
+        for _ in 0..4 {
+            match server.spawn_once() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => {
+                    let _ = std::fs::remove_file(&server.log);
+                    server.choose_ports(&options.extra_toml);
+                }
+                Err(log) => panic!("openpacs exited during start-up:\n{log}"),
+            }
+        }
         server.spawn();
         server
     }
 
+    /// Free ports, written with the data directory and `extra_toml` to `openpacs.toml`.
+    fn choose_ports(&mut self, extra_toml: &str) {
+        self.dicom_port = free_port();
+        self.http_port = free_port();
+        self.hl7_port = free_port();
+        let config = format!(
+            "data_dir = {:?}\ndicom_port = {}\nhttp_port = {}\nhl7_port = {}\nidle_timeout_secs = 30\nshutdown_grace_secs = 20\n{extra_toml}\n",
+            self.data_dir.display().to_string(),
+            self.dicom_port,
+            self.http_port,
+            self.hl7_port,
+        );
+        std::fs::write(self.work_dir.join("openpacs.toml"), config).expect("write config");
+    }
+
     fn spawn(&mut self) {
+        if let Err(log) = self.spawn_once() {
+            panic!("openpacs exited during start-up:\n{log}");
+        }
+    }
+
+    /// Starts the server and waits until it listens; its log when it exits first.
+    fn spawn_once(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,20 +157,21 @@ impl TestServer {
             .spawn()
             .expect("spawn openpacs");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("openpacs exited during start-up ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("({status})\n{}", self.log()));
             }
             if TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.hl7_port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
