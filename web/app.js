@@ -285,8 +285,8 @@ function renderResults() {
         type: 'button',
         title: t('sort_by', { col: t(col.label) }),
         onclick: async () => {
-          // Dates start newest first; text starts A to Z.
-          const first = col.key.endsWith('Date') ? -1 : 1;
+          // Study dates start newest first; everything else (birth dates: oldest) ascending.
+          const first = col.key === 'StudyDate' ? -1 : 1;
           listState.sort = { key: col.key, dir: active ? -listState.sort.dir : first };
           listState.offset = 0;
           await search();

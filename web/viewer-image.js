@@ -28,6 +28,19 @@ function str(json, tag) {
   return String(v).trim();
 }
 
+/** Native (unencapsulated) transfer syntaxes: frames come as stored. The server decodes the
+ *  others, and its decoders interleave colour samples whatever Planar Configuration said. */
+const NATIVE_SYNTAXES = new Set([
+  '1.2.840.10008.1.2', '1.2.840.10008.1.2.1', '1.2.840.10008.1.2.1.99', '1.2.840.10008.1.2.2',
+]);
+
+/** The Pixel Value Transformation (rescale) of an item of a functional groups sequence. */
+function rescaleOf(group) {
+  const item = group?.['00289145']?.Value?.[0];
+  if (!item || first(item, '00281053') === undefined) return null;
+  return { slope: number(item, '00281053', 1) || 1, intercept: number(item, '00281052', 0), type: str(item, '00281054') };
+}
+
 /** Transfer syntaxes whose decoded frames come out as RGB whatever the stored photometric
  *  interpretation says (the JPEG family decoders convert YCbCr; RLE and native keep it). */
 const DECODED_TO_RGB = /^1\.2\.840\.10008\.1\.2\.4\./;
@@ -45,6 +58,14 @@ export function imageInfo(json) {
   const widths = numbers(json, '00281051');
   const spacing = numbers(json, '00280030');
   const imagerSpacing = numbers(json, '00181164');
+  // Rescale at the top level (classic objects), else in the functional groups of enhanced
+  // multi-frame objects: shared by all frames, or one per frame.
+  const shared = rescaleOf(json['52009229']?.Value?.[0]);
+  const perFrame = (json['52009230']?.Value || []).map(rescaleOf);
+  const topLevel = first(json, '00281053') !== undefined;
+  const rescale = topLevel
+    ? { slope: number(json, '00281053', 1) || 1, intercept: number(json, '00281052', 0), type: str(json, '00281054') }
+    : shared || perFrame[0] || null;
   return {
     studyUID: str(json, '0020000D'),
     seriesUID: str(json, '0020000E'),
@@ -54,15 +75,18 @@ export function imageInfo(json) {
     columns: number(json, '00280011', 0),
     samplesPerPixel: samples,
     photometric,
-    planarConfiguration: number(json, '00280006', 0),
+    planarConfiguration: !transferSyntax || NATIVE_SYNTAXES.has(transferSyntax) ? number(json, '00280006', 0) : 0,
     bitsAllocated,
     bitsStored: number(json, '00280101', bitsAllocated),
     highBit: number(json, '00280102', number(json, '00280101', bitsAllocated) - 1),
     signed: number(json, '00280103', 0) === 1,
     numberOfFrames: Math.max(1, number(json, '00280008', 1)),
-    slope: number(json, '00281053', 1) || 1,
-    intercept: number(json, '00281052', 0),
-    rescaleType: str(json, '00281054'),
+    slope: rescale ? rescale.slope : 1,
+    intercept: rescale ? rescale.intercept : 0,
+    rescaleType: rescale ? rescale.type : '',
+    /** Whether stored values are known in modality units (else no unit is claimed). */
+    rescaled: rescale !== null,
+    frameRescale: !topLevel && !shared && perFrame.some(Boolean) ? perFrame : null,
     window: centers.length && widths.length && widths[0] >= 1 ? { center: centers[0], width: widths[0] } : null,
     voiFunction: (str(json, '00281056') || 'LINEAR').toUpperCase(),
     // Row spacing, column spacing (mm); at the patient when Pixel Spacing is there, else at
@@ -85,7 +109,8 @@ export function imageInfo(json) {
 }
 
 /** The instances of a series in reading order: along the slice normal when every instance
- *  has a position and one orientation, else by Instance Number, then by UID. */
+ *  has a position and one orientation (in the direction the Instance Numbers run, i.e. the
+ *  acquisition's: head first for a head-to-feet CT), else by Instance Number, then by UID. */
 export function sortInstances(infos) {
   const list = [...infos];
   const o = list[0]?.orientation;
@@ -97,7 +122,9 @@ export function sortInstances(infos) {
     const along = i => i.position[0] * normal[0] + i.position[1] * normal[1] + i.position[2] * normal[2];
     const distinct = new Set(list.map(i => along(i).toFixed(3)));
     if (distinct.size === list.length) {
-      return list.sort((a, b) => along(a) - along(b));
+      list.sort((a, b) => along(a) - along(b));
+      const [head, tail] = [list[0].instanceNumber, list[list.length - 1].instanceNumber];
+      return head !== null && tail !== null && head > tail ? list.reverse() : list;
     }
   }
   return list.sort((a, b) => (a.instanceNumber ?? Infinity) - (b.instanceNumber ?? Infinity)
@@ -109,7 +136,9 @@ export function stackOf(sortedInfos) {
   const stack = [];
   for (const info of sortedInfos) {
     for (let frame = 1; frame <= info.numberOfFrames; frame++) {
-      stack.push({ info, frame, key: `${info.sopInstanceUID}/${frame}` });
+      const own = info.frameRescale?.[frame - 1];
+      const frameInfo = own ? { ...info, slope: own.slope, intercept: own.intercept, rescaleType: own.type } : info;
+      stack.push({ info: frameInfo, frame, key: `${info.sopInstanceUID}/${frame}` });
     }
   }
   return stack;
@@ -164,6 +193,9 @@ export function decodeFrame(info, bytes) {
   const bytesPerSample = info.bitsAllocated / 8;
   if (![8, 16, 32].includes(info.bitsAllocated)) {
     throw new Error(`${info.bitsAllocated}-bit pixels are not shown by this viewer`);
+  }
+  if (info.photometric === 'PALETTE COLOR') {
+    throw new Error('palette colour images are shown in preview mode only');
   }
   if (info.samplesPerPixel === 3) {
     return { rgb: toRgb(info, bytes), min: 0, max: 255 };
@@ -386,5 +418,5 @@ export function ellipseStats(info, decoded, a, b) {
 /** The unit of modality values: HU for CT (or when Rescale Type says so), else none. */
 export function modalityUnit(info) {
   if (info.rescaleType) return info.rescaleType === 'US' ? '' : info.rescaleType;
-  return info.modality === 'CT' ? 'HU' : '';
+  return info.modality === 'CT' && info.rescaled ? 'HU' : '';
 }

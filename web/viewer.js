@@ -135,23 +135,25 @@ const fmt = (v, digits = 1) => new Intl.NumberFormat(locale(), { maximumFraction
 
 class FrameCache {
   constructor() {
-    /** key → {promise, bytes, lastUse} */
+    /** key → {promise, bytes, lastUse, done, failed} */
     this.entries = new Map();
     this.bytes = 0;
     this.queue = [];
     this.active = 0;
+    this.stopped = false;
+    /** Aborts every request of this viewer, frames and metadata alike, when it closes. */
     this.controller = new AbortController();
   }
 
-  /** Cancels every request, queued or in flight (the viewer is closing). */
-  abortAll() {
+  /** Cancels every request, queued or in flight, for good (the viewer is closing). */
+  stop() {
+    this.stopped = true;
     this.controller.abort();
-    this.controller = new AbortController();
-    for (const item of this.queue) this.entries.delete(item.key);
     this.queue = [];
   }
 
-  /** The decoded frame of `entry` (a stack entry), fetched once. `urgent` puts it first. */
+  /** The decoded frame of `entry` (a stack entry), fetched once; a frame that failed is not
+   *  asked for again. `urgent` (the frame a viewport wants to show) goes before prefetches. */
   get(entry, mode, urgent = false) {
     const key = `${mode}:${entry.key}`;
     let item = this.entries.get(key);
@@ -163,13 +165,16 @@ class FrameCache {
         reject = rej;
       });
       promise.catch(() => {}); // Failures are shown where the frame is awaited.
-      item = { key, entry, mode, promise, resolve, reject, bytes: 0, lastUse: performance.now(), started: false };
+      item = { key, entry, mode, promise, resolve, reject, bytes: 0, lastUse: 0, started: false, urgent: false };
       this.entries.set(key, item);
-      this.queue.push(item);
+      if (!this.stopped) this.queue.push(item);
     }
-    item.lastUse = performance.now();
-    if (urgent && !item.started) {
-      this.queue = [item, ...this.queue.filter(q => q !== item)];
+    if (urgent) {
+      item.lastUse = performance.now();
+      if (!item.started && !item.urgent) {
+        item.urgent = true;
+        this.queue = [item, ...this.queue.filter(q => q !== item)];
+      }
     }
     this.pump();
     return item.promise;
@@ -180,37 +185,51 @@ class FrameCache {
     return this.entries.get(`${mode}:${entry.key}`)?.done === true;
   }
 
-  /** Re-orders the waiting requests: the frames nearest `index` in `stack` first. */
-  prioritise(stack, index, mode) {
+  /** Whether a frame could not be fetched or decoded (it is not asked for again). */
+  failed(entry, mode) {
+    return this.entries.get(`${mode}:${entry.key}`)?.failed === true;
+  }
+
+  /** Re-orders the waiting requests: frames viewports want to show first, then by their
+   *  distance to the nearest viewport's slice (`views`: [{stack, index}]). */
+  prioritise(views, mode) {
     const rank = new Map();
-    stack.forEach((e, i) => rank.set(`${mode}:${e.key}`, Math.abs(i - index)));
-    this.queue.sort((a, b) => (rank.get(a.key) ?? 1e9) - (rank.get(b.key) ?? 1e9));
+    for (const { stack, index } of views) {
+      stack.forEach((e, i) => {
+        const key = `${mode}:${e.key}`;
+        const d = Math.abs(i - index);
+        if (!(rank.get(key) <= d)) rank.set(key, d);
+      });
+    }
+    const score = item => (item.urgent ? -1 : rank.get(item.key) ?? 1e9);
+    this.queue.sort((a, b) => score(a) - score(b));
   }
 
   /** Keeps only the frames in `wanted` (keys) queued, and marks them as the last to evict. */
   keep(wanted) {
     this.wanted = wanted;
     this.queue = this.queue.filter(item => {
-      if (wanted.has(item.key)) return true;
+      if (wanted.has(item.key) || item.urgent) return true;
       this.entries.delete(item.key);
       return false;
     });
   }
 
   pump() {
-    while (this.active < CONCURRENT_FETCHES && this.queue.length) {
+    while (!this.stopped && this.active < CONCURRENT_FETCHES && this.queue.length) {
       const item = this.queue.shift();
       item.started = true;
       this.active++;
       this.fetch(item)
         .then(frame => {
+          if (this.stopped) return;
           item.done = true;
           item.bytes = frame.bytes;
           this.bytes += frame.bytes;
           item.resolve(frame);
           this.evict();
         }, err => {
-          this.entries.delete(item.key);
+          item.failed = true;
           item.reject(err);
         })
         .finally(() => {
@@ -251,6 +270,7 @@ class FrameCache {
   evict() {
     if (this.bytes <= CACHE_BUDGET_BYTES) return;
     const wanted = this.wanted || new Set();
+    // lastUse is the time a frame was last shown (0: prefetched, never shown).
     const done = [...this.entries.values()].filter(e => e.done)
       .sort((a, b) => (wanted.has(a.key) - wanted.has(b.key)) || a.lastUse - b.lastUse);
     for (const item of done) {
@@ -279,6 +299,7 @@ class Viewport {
     this.measurements = new Map(); // stack key → [{kind, a, b}]
     this.drawing = null;
     this.shown = null; // {entry, frame}
+    this.loadTicket = 0; // the latest series load (see Viewer.showSeries)
     this.image = null; // offscreen canvas at image size
     this.canvas = h('canvas.view', { 'aria-label': t('viewport_n', { n: number }), role: 'img' });
     this.canvas.dataset.state = 'empty';
@@ -304,8 +325,7 @@ class Viewport {
     return this.viewer.mode;
   }
 
-  /** Shows `series` (with its sorted stack), from its middle slice for stacks, first frame
-   *  for a single multi-frame object. */
+  /** Shows `series` (with its sorted stack) from its first slice or frame. */
   async show(series) {
     this.series = series;
     this.stack = series.stack;
@@ -349,7 +369,7 @@ class Viewport {
       return;
     }
     // Only the slice still wanted is drawn: scrolling shows each slice as it arrives.
-    if (this.stack[this.index] !== entry) return;
+    if (this.viewer.cache.stopped || this.stack[this.index] !== entry) return;
     this.display(entry, frame);
   }
 
@@ -537,7 +557,9 @@ class Viewport {
     ]);
   }
 
-  setWindow(center, width, fromUser = true) {
+  /** Applies a window; `coalesce` (mouse drags) renders at most once per display frame, as
+   *  a large image takes longer to render than pointer events take to arrive. */
+  setWindow(center, width, fromUser = true, coalesce = false) {
     if (!this.shown) return;
     this.window = { center, width: Math.max(1, width), fn: this.window?.fn === 'SIGMOID' ? 'SIGMOID' : 'LINEAR' };
     this.userWindow = fromUser;
@@ -545,6 +567,17 @@ class Viewport {
       this.viewer.previewWindow(this, this.window);
       return;
     }
+    if (coalesce) {
+      this.pendingRender ||= requestAnimationFrame(() => this.flushRender());
+      return;
+    }
+    this.flushRender();
+  }
+
+  flushRender() {
+    if (this.pendingRender) cancelAnimationFrame(this.pendingRender);
+    this.pendingRender = 0;
+    if (!this.shown) return;
     this.renderImage();
     this.draw();
     this.viewer.syncWindowInputs();
@@ -598,7 +631,7 @@ class Viewport {
       if (drag.tool === 'window' && this.window) {
         // A drag across the viewport spans the width of the data range shown.
         const step = Math.max(0.05, drag.window.width / 256);
-        this.setWindow(drag.window.center + dy * step, drag.window.width + dx * step);
+        this.setWindow(drag.window.center + dy * step, drag.window.width + dx * step, true, true);
       } else if (drag.tool === 'pan') {
         this.pan = { x: drag.pan.x + dx, y: drag.pan.y + dy };
         this.draw();
@@ -611,6 +644,7 @@ class Viewport {
       }
     });
     const end = () => {
+      if (this.pendingRender) this.flushRender();
       if (drag && this.drawing) {
         const m = this.drawing;
         this.drawing = null;
@@ -695,10 +729,12 @@ class Viewer {
         '00280011', '00280030', '00281050', '00281051', '00280004', '00100010', '00100020', '00100030',
         '00080020', '00081030', '0008103E', '00200011', '00080060'];
       instances = await api(`${base}/instances?${fields.map(f => `includefield=${f}`).join('&')}`, {
-        headers: { Accept: 'application/dicom+json' },
+        headers: { Accept: 'application/dicom+json' }, signal: this.cache.controller.signal,
       });
     } else {
-      instances = await api(`${base}/metadata`, { headers: { Accept: 'application/dicom+json' } });
+      instances = await api(`${base}/metadata`, {
+        headers: { Accept: 'application/dicom+json' }, signal: this.cache.controller.signal,
+      });
     }
     const infos = sortInstances((instances || []).map(imageInfo).filter(i => i.rows > 0 && i.columns > 0));
     for (const info of infos) {
@@ -745,8 +781,12 @@ class Viewer {
     this.updateUrl();
   }
 
-  /** Loads series `uid` into `viewport`; its time to first image counts from `openedAt`. */
+  /** Loads series `uid` into `viewport`; its time to first image counts from `openedAt`.
+   *  When the user picks another series (or leaves) before this one's metadata arrives, the
+   *  later choice wins: this load ends without touching the viewport. */
   async showSeries(viewport, uid, openedAt = performance.now()) {
+    const ticket = ++viewport.loadTicket;
+    const superseded = () => this.cache.stopped || ticket !== viewport.loadTicket;
     viewport.element.dataset.series = uid;
     viewport.openedAt = openedAt;
     viewport.canvas.dataset.state = 'loading';
@@ -756,16 +796,19 @@ class Viewer {
     try {
       series = await this.loadSeries(uid);
     } catch (err) {
+      if (superseded()) return;
       viewport.canvas.dataset.state = 'error';
       viewport.message.textContent = t('image_error', { msg: errorMessage(err) });
       return;
     }
+    if (superseded()) return;
     if (!series.stack.length) {
       viewport.canvas.dataset.state = 'error';
       viewport.message.textContent = t('no_series');
       return;
     }
     await viewport.show(series);
+    if (superseded()) return;
     if (viewport === this.active) this.activate(viewport);
     for (const card of document.querySelectorAll('.vw-series')) {
       card.setAttribute('aria-pressed', String(card.dataset.uid === this.active?.series?.uid));
@@ -780,7 +823,9 @@ class Viewer {
     const wanted = new Set();
     for (const v of live) {
       const info = v.stack[v.index].info;
-      const frameBytes = Math.max(1, info.rows * info.columns * info.samplesPerPixel * Math.max(1, info.bitsAllocated / 8));
+      // Decoded samples, or RGBA bitmaps in preview mode.
+      const bytesPerPixel = this.mode === 'preview' ? 4 : info.samplesPerPixel * Math.max(1, info.bitsAllocated / 8);
+      const frameBytes = Math.max(1, info.rows * info.columns * bytesPerPixel);
       const reach = Math.max(2, Math.floor((CACHE_BUDGET_BYTES * 0.8) / live.length / frameBytes / 2));
       const from = Math.max(0, v.index - reach);
       const to = Math.min(v.stack.length, v.index + reach + 1);
@@ -790,8 +835,7 @@ class Viewer {
       }
     }
     this.cache.keep(wanted);
-    for (const v of live) this.cache.prioritise(v.stack, v.index, this.mode);
-    if (this.active?.stack.length) this.cache.prioritise(this.active.stack, this.active.index, this.mode);
+    this.cache.prioritise(live.map(v => ({ stack: v.stack, index: v.index })), this.mode);
   }
 
   onFirstImage(viewport, ms) {
@@ -863,8 +907,11 @@ class Viewer {
       this.cine = setInterval(() => {
         const v = this.active;
         if (!v?.stack.length) return;
-        const next = (v.index + 1) % v.stack.length;
-        // Cine waits for frames still on their way rather than skipping them.
+        // Cine waits for frames still on their way, and skips those that failed.
+        let next = (v.index + 1) % v.stack.length;
+        for (let n = 0; n < v.stack.length && this.cache.failed(v.stack[next], this.mode); n++) {
+          next = (next + 1) % v.stack.length;
+        }
         if (this.cache.ready(v.stack[next], this.mode) || v.stack.length === 1) v.setIndex(next);
       }, 1000 / fps);
     }
@@ -875,11 +922,14 @@ class Viewer {
   stop() {
     if (this.cine) clearInterval(this.cine);
     this.cine = null;
-    this.cache.abortAll();
+    clearTimeout(this.previewTimer);
+    this.cache.stop();
   }
 
   onKey(event, viewport) {
     if (event.target.tagName === 'INPUT' && event.target.type !== 'range') return;
+    // Ctrl/Cmd/Alt combinations keep their browser meaning (zoom, tabs, history).
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
     const steps = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
     if (key in steps) {
@@ -915,6 +965,7 @@ class Viewer {
   }
 
   updateUrl() {
+    if (this.cache.stopped || current !== this) return; // the user has gone elsewhere
     const params = new URLSearchParams();
     const uid = this.active?.series?.uid || this.viewports[0]?.series?.uid;
     if (uid) params.set('series', uid);
@@ -1007,12 +1058,16 @@ class Viewer {
 }
 
 let current = null;
+/** Counts viewer openings and closings: an opening whose data arrives after the user went
+ *  elsewhere (or opened another study) shows nothing. */
+let visit = 0;
 
 /** The page for /viewer/{study}. */
 export async function showViewer(studyUID) {
   const startedAt = performance.now();
   current?.stop();
   current = null;
+  const ticket = ++visit;
   const params = new URLSearchParams(location.search);
   // Referrers may not fetch originals: they always get the labelled preview.
   const mode = !can.retrieve() || params.get('preview') === '1' ? 'preview' : 'diagnostic';
@@ -1024,10 +1079,11 @@ export async function showViewer(studyUID) {
       api(`/api/studies/${enc(studyUID)}/series?limit=1000`),
     ]);
   } catch (err) {
-    if (err.status === 401) return;
+    if (err.status === 401 || ticket !== visit) return;
     setView(t('viewer'), h('p.error', { role: 'alert' }, err.status === 404 ? t('not_found') : errorMessage(err)));
     return;
   }
+  if (ticket !== visit) return;
   const list = [...(series.items || [])].sort((a, b) => (a.SeriesNumber ?? 1e9) - (b.SeriesNumber ?? 1e9));
   if (!list.length) {
     setView(t('viewer'), h('p.notice', {}, t('no_series')));
@@ -1041,6 +1097,7 @@ export async function showViewer(studyUID) {
 
 /** Leaving the viewer stops its cine and its pending fetches. */
 export function leaveViewer() {
+  visit++;
   current?.stop();
   current = null;
   document.getElementById('main').classList.remove('wide');

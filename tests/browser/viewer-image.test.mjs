@@ -6,7 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
   voi, decodeFrame, multipartParts, sortInstances, imageInfo, stackOf, displayGrey, ellipseStats,
-  lengthMm, defaultWindow,
+  lengthMm, defaultWindow, modalityUnit,
 } from '../../web/viewer-image.js';
 
 const info = (over = {}) => ({
@@ -81,6 +81,39 @@ test('metadata: a JPEG-compressed YBR object is shown as RGB once decoded', () =
   assert.equal(imageInfo(json).photometric, 'YBR_FULL_422');
 });
 
+test('enhanced objects: rescale from the functional groups; no HU claimed without one', () => {
+  const seq = items => ({ vr: 'SQ', Value: items });
+  const pvt = (slope, intercept) => ({ '00289145': seq([{ '00281053': { vr: 'DS', Value: [slope] }, '00281052': { vr: 'DS', Value: [intercept] } }]) });
+  const base = { '00080060': { vr: 'CS', Value: ['CT'] }, '00280008': { vr: 'IS', Value: [2] } };
+  const shared = imageInfo({ ...base, '52009229': seq([pvt(1, -1024)]) });
+  assert.equal(shared.intercept, -1024);
+  assert.equal(modalityUnit(shared), 'HU');
+  const perFrame = imageInfo({ ...base, '52009230': seq([pvt(1, -1024), pvt(2, -2048)]) });
+  const frames = stackOf([{ ...perFrame, sopInstanceUID: 'e', instanceNumber: 1, position: [], orientation: [] }]);
+  assert.deepEqual(frames.map(f => [f.info.slope, f.info.intercept]), [[1, -1024], [2, -2048]]);
+  const bare = imageInfo(base);
+  assert.equal(bare.rescaled, false);
+  assert.equal(modalityUnit(bare), '');
+});
+
+test('a decoded RLE colour frame is interleaved whatever the stored Planar Configuration', () => {
+  const json = {
+    '00280002': { vr: 'US', Value: [3] }, '00280004': { vr: 'CS', Value: ['RGB'] },
+    '00280006': { vr: 'US', Value: [1] }, '00280100': { vr: 'US', Value: [8] },
+    '00280010': { vr: 'US', Value: [1] }, '00280011': { vr: 'US', Value: [2] },
+    '00083002': { vr: 'UI', Value: ['1.2.840.10008.1.2.5'] },
+  };
+  const rle = imageInfo(json);
+  assert.equal(rle.planarConfiguration, 0);
+  assert.deepEqual([...decodeFrame(rle, new Uint8Array([10, 20, 30, 40, 50, 60])).rgb], [10, 20, 30, 40, 50, 60]);
+  json['00083002'].Value = ['1.2.840.10008.1.2.1'];
+  assert.equal(imageInfo(json).planarConfiguration, 1);
+});
+
+test('palette colour is refused with a reason, not shown as grey indices', () => {
+  assert.throws(() => decodeFrame(info({ photometric: 'PALETTE COLOR', bitsAllocated: 8 }), new Uint8Array(4)), /preview/);
+});
+
 test('multipart: parts split at the boundary, binary bodies intact', () => {
   const body = new Uint8Array([13, 10, 45, 45, 0, 255]); // CRLF and "--" inside the data
   const enc = new TextEncoder();
@@ -105,8 +138,11 @@ test('multipart: parts split at the boundary, binary bodies intact', () => {
 test('stack order: along the slice normal, else by Instance Number; frames expanded', () => {
   const axial = [1, 0, 0, 0, 1, 0];
   const mk = (uid, z, n, frames = 1) => ({ sopInstanceUID: uid, position: [0, 0, z], orientation: axial, instanceNumber: n, numberOfFrames: frames });
-  // Instance numbers disagree with positions: positions win.
-  assert.deepEqual(sortInstances([mk('a', 10, 1), mk('b', -5, 2), mk('c', 0, 3)]).map(i => i.sopInstanceUID), ['b', 'c', 'a']);
+  // Positions give the order, Instance Numbers its direction: numbered from the head (z = 10)
+  // down, the head comes first even though c (0) was numbered last.
+  assert.deepEqual(sortInstances([mk('a', 10, 1), mk('b', -5, 2), mk('c', 0, 3)]).map(i => i.sopInstanceUID), ['a', 'c', 'b']);
+  // Numbered from the feet up: feet first.
+  assert.deepEqual(sortInstances([mk('a', 10, 3), mk('b', -5, 1), mk('c', 0, 2)]).map(i => i.sopInstanceUID), ['b', 'c', 'a']);
   // Without positions: Instance Number.
   const bare = [{ ...mk('a', 0, 3), position: [] }, { ...mk('b', 0, 1), position: [] }];
   assert.deepEqual(sortInstances(bare).map(i => i.sopInstanceUID), ['b', 'a']);

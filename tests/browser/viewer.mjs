@@ -149,12 +149,30 @@ await t.run(async () => {
   await checkGreys(1, 'default', 'opened');
   await shot('01-ct-default-window');
 
+  // Two series picked in quick succession: the last one picked is shown, even though the
+  // first one's metadata arrives later (the second is already loaded).
+  const shownSeries = expected.instances[d.instance].series;
+  const otherSeries = expected.series.find(uid => uid !== shownSeries);
+  // The other series' metadata is held back 800 ms, as a slow link would.
+  const slow = `**/series/${otherSeries}/metadata`;
+  await page.route(slow, async route => {
+    await new Promise(resolve => setTimeout(resolve, 800));
+    await route.continue();
+  });
+  await page.locator(`.vw-series[data-uid="${otherSeries}"]`).click();
+  await page.locator(`.vw-series[data-uid="${shownSeries}"]`).click();
+  await page.waitForTimeout(1500);
+  await page.unroute(slow);
+  d = await waitFor(1, () => true, 'the series picked last');
+  check(expected.instances[d.instance]?.series === shownSeries, `after picking two series quickly the last one is shown: ${expected.instances[d.instance]?.series}`);
+  check(await page.locator(`.vw-series[data-uid="${shownSeries}"][aria-pressed="true"]`).count() === 1, 'its card is the pressed one');
+
   // --- A typed window ---------------------------------------------------------------------------
   const custom = expected.customWindow;
   await page.locator('#vw-center').fill(String(custom.center));
   await page.locator('#vw-width').fill(String(custom.width));
   await page.locator('#vw-width').press('Enter');
-  d = await waitFor(1, ds => ds.width !== '' && Number(ds.width) !== 0, 'the typed window');
+  d = await waitFor(1, ds => Number(ds.center) === custom.center && Number(ds.width) === custom.width, 'the typed window');
   check(Number(d.center) === custom.center && Number(d.width) === custom.width, `window after typing: ${d.center}/${d.width}`);
   const firstInstance = d.instance;
   await checkGreys(1, 'custom', 'typed window');
@@ -272,7 +290,7 @@ await t.run(async () => {
   await page.locator('#vw-center').fill(String(m1.window.center));
   await page.locator('#vw-width').fill(String(m1.window.width));
   await page.locator('#vw-width').press('Enter');
-  await waitFor(1, ds => ds.center !== '', 'the typed window');
+  await waitFor(1, ds => Number(ds.center) === m1.window.center && Number(ds.width) === m1.window.width, 'the typed window');
   const grey = await pixel(1, m1.pixel.x, m1.pixel.y);
   check(grey.every(v => v === m1.grey), `MONOCHROME1 pixel shows ${grey}, expected ${m1.grey} (inverted)`);
   await shot('05-monochrome1');
@@ -304,6 +322,24 @@ await t.run(async () => {
   await waitFor(1, () => true, 'a preview image');
   check((await page.locator('#vw-preview-banner').textContent()).includes('not for diagnosis'), 'the preview is labelled');
   lap('other objects');
+
+  // Leaving while the metadata is still on its way: nothing more is fetched, the address and
+  // the page stay where the user went.
+  const held = '**/metadata';
+  await page.route(held, async route => {
+    await new Promise(resolve => setTimeout(resolve, 800));
+    await route.continue().catch(() => {});
+  });
+  await page.goto(`${server}/viewer/${encodeURIComponent(expected.study)}`);
+  await page.locator('.viewport').first().waitFor();
+  await page.locator('a.brand').click();
+  const left = t.requests.length;
+  await page.waitForTimeout(1500);
+  await page.unroute(held);
+  const afterLeaving = t.requests.slice(left).filter(p => p.includes("/frames/"));
+  check(afterLeaving.length === 0, `frames fetched after leaving the viewer: ${afterLeaving.length}`);
+  check(new URL(page.url()).pathname === '/' && await page.locator('#q-name').count() === 1,
+    `after leaving, the study list stays: ${page.url()}`);
   await t.logout();
 
   // --- Referrer: previews only ------------------------------------------------------------------

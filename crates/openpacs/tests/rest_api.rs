@@ -304,3 +304,55 @@ fn rest_api_searches_counts_downloads_and_deletes() {
         assert!(openapi["paths"][path].is_object(), "{path} missing");
     }
 }
+
+#[test]
+fn numbers_kept_as_text_sort_as_numbers() {
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            users: vec![("reader".into(), "reader".into(), "reader-password".into())],
+            ..ServerOptions::default()
+        },
+    );
+    let reader = Client {
+        server: &server,
+        auth: basic("reader"),
+    };
+    // Series 2 before series 10.
+    let generated = tempfile::tempdir().unwrap();
+    let mut spec = pacs_testkit::StudySpec::ct(77, 1);
+    spec.series = 11;
+    spec.rows = 16;
+    spec.columns = 16;
+    let files = pacs_testkit::write_study(&spec, generated.path()).unwrap();
+    let stored = pacs_testkit::server::dcmtk("storescu")
+        .args([
+            "-aec",
+            &server.ae_title,
+            "127.0.0.1",
+            &server.dicom_port.to_string(),
+            "+sd",
+        ])
+        .arg(generated.path())
+        .output()
+        .unwrap();
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    let study = &files[0].study_instance_uid;
+    let numbers = |sort: &str| -> Vec<i64> {
+        reader.json(&format!("/api/studies/{study}/series?sort={sort}"))["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["SeriesNumber"].as_i64().expect("SeriesNumber as a number"))
+            .collect()
+    };
+    let ascending = numbers("SeriesNumber");
+    assert_eq!(ascending.len(), 11);
+    assert!(ascending.windows(2).all(|w| w[0] < w[1]), "{ascending:?}");
+    let descending = numbers("-SeriesNumber");
+    assert!(descending.windows(2).all(|w| w[0] > w[1]), "{descending:?}");
+}

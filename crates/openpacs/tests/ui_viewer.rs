@@ -200,26 +200,14 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
             }),
         );
     }
-    // The first slice in reading order (along the slice normal), and the modality values
-    // around the ROI on it: the browser script computes the ROI's expected statistics from
-    // these for the exact points its mouse landed on.
-    let along = |o: &DefaultDicomObject| {
-        let v = |tag| o.element(tag).unwrap().to_multi_float64().unwrap();
-        let (x, p) = (
-            v(tags::IMAGE_ORIENTATION_PATIENT),
-            v(tags::IMAGE_POSITION_PATIENT),
-        );
-        let n = [
-            x[1] * x[5] - x[2] * x[4],
-            x[2] * x[3] - x[0] * x[5],
-            x[0] * x[4] - x[1] * x[3],
-        ];
-        p[0] * n[0] + p[1] * n[1] + p[2] * n[2]
-    };
+    // The first slice in reading order (the acquisition's: lowest Instance Number), and the
+    // modality values around the ROI on it: the browser script computes the ROI's expected
+    // statistics from these for the exact points its mouse landed on.
+    let instance_number = |o: &DefaultDicomObject| uint(o, tags::INSTANCE_NUMBER);
     let top = objects
         .iter()
         .filter(|o| text(o, tags::SERIES_INSTANCE_UID) == text(first, tags::SERIES_INSTANCE_UID))
-        .min_by(|a, b| along(a).total_cmp(&along(b)))
+        .min_by_key(|o| instance_number(o))
         .unwrap();
     let top_values = modality_values(top);
     let (x0, y0) = (roi.0 .0 as usize - 4, roi.0 .1 as usize - 4);

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::{Archive, ArchiveError};
 
 const PAGE: u32 = 256;
+/// The largest first statement of a sorted search (see [`Archive::find_sorted`]).
+const MAX_SORTED_PAGE: u64 = 5_000;
 
 /// One key of a query identifier.
 #[derive(Debug)]
@@ -265,14 +267,18 @@ impl Archive {
         query: &FindQuery,
         results: &mpsc::Sender<InMemDicomObject>,
     ) -> Result<u64, ArchiveError> {
-        self.find_sorted(query, &[], results).await
+        self.find_sorted(query, &[], 0, results).await
     }
 
     /// [`Archive::find`] with the matches in the order of `sort` (in index order when empty).
+    /// `expected` is how many matches the caller will read at least (its page's offset and
+    /// size): a sorted query reads that many rows in its first statement rather than sorting
+    /// the whole result again for every page of [`PAGE`] rows it skips.
     pub async fn find_sorted(
         &self,
         query: &FindQuery,
         sort: &[SortKey],
+        expected: usize,
         results: &mpsc::Sender<InMemDicomObject>,
     ) -> Result<u64, ArchiveError> {
         let conditions = query.conditions();
@@ -285,8 +291,14 @@ impl Archive {
                     .query(self.tenant, query.level, &conditions, after, PAGE)
                     .await?
             } else {
+                // At most MAX_SORTED_PAGE rows at once: memory stays bounded.
+                let rows = if offset == 0 {
+                    (expected as u64).clamp(u64::from(PAGE), MAX_SORTED_PAGE) as u32
+                } else {
+                    PAGE
+                };
                 self.index
-                    .query_sorted(self.tenant, query.level, &conditions, sort, offset, PAGE)
+                    .query_sorted(self.tenant, query.level, &conditions, sort, offset, rows)
                     .await?
             };
             let Some(last) = rows.last() else { break };

@@ -145,6 +145,8 @@ pub struct Condition {
 pub struct SortKey {
     pub column: &'static Column,
     pub descending: bool,
+    /// Compare as numbers (IS, DS, US… values, kept as text in the index).
+    pub numeric: bool,
 }
 
 /// How a query pages through its rows.
@@ -898,7 +900,11 @@ impl SqliteIndex {
                     }
                     let expr = k.column.filter.unwrap_or(k.column.select);
                     let dir = if k.descending { "DESC" } else { "ASC" };
-                    sql.push_str(&format!("COALESCE({expr}, '') {dir}, "));
+                    if k.numeric {
+                        sql.push_str(&format!("CAST(COALESCE({expr}, '') AS REAL) {dir}, "));
+                    } else {
+                        sql.push_str(&format!("COALESCE({expr}, '') {dir}, "));
+                    }
                 }
                 let dir = if sort.first().is_some_and(|k| k.descending) {
                     "DESC"

@@ -278,7 +278,8 @@ async fn search(
     let query = FindQuery::parse(model, &identifier).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
-    let finding = tokio::spawn(async move { archive.find_sorted(&query, &sort, &tx).await });
+    let expected = offset.saturating_add(limit).saturating_add(1);
+    let finding = tokio::spawn(async move { archive.find_sorted(&query, &sort, expected, &tx).await });
     let mut items = Vec::new();
     let mut skipped = 0;
     let mut more = false;
@@ -336,8 +337,9 @@ fn sort_keys(level: QueryLevel, value: &str) -> Result<Vec<pacs_store::SortKey>,
                 Some(rest) => (true, rest),
                 None => (false, key.strip_prefix('+').unwrap_or(key)),
             };
-            let column = attribute(name)
-                .and_then(|(tag, _)| pacs_store::columns::column_for_tag((tag.group(), tag.element())))
+            let (tag, vr) = attribute(name)
+                .ok_or_else(|| ApiError::BadRequest(format!("cannot sort by {name:?}: not an attribute")))?;
+            let column = pacs_store::columns::column_for_tag((tag.group(), tag.element()))
                 .filter(|c| {
                     // A stored column, not a computed one (counts, modalities in study).
                     (c.filter.is_some() || !c.select.starts_with('('))
@@ -349,7 +351,16 @@ fn sort_keys(level: QueryLevel, value: &str) -> Result<Vec<pacs_store::SortKey>,
                         level.as_str().to_ascii_lowercase()
                     ))
                 })?;
-            Ok(pacs_store::SortKey { column, descending })
+            // Numbers (Series Number, Instance Number…) are kept as text: sorted as numbers.
+            let numeric = matches!(
+                vr,
+                VR::IS | VR::DS | VR::US | VR::UL | VR::SS | VR::SL | VR::FL | VR::FD
+            );
+            Ok(pacs_store::SortKey {
+                column,
+                descending,
+                numeric,
+            })
         })
         .collect()
 }
