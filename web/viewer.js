@@ -377,7 +377,9 @@ class Viewport {
     const first = !this.shown;
     this.shown = { entry, frame };
     const info = entry.info;
-    if (frame.decoded && (!this.window || !this.userWindow)) {
+    // The object's own window follows each slice; without one, the window computed from the
+    // first slice's values stays, so that brightness does not jump while scrolling.
+    if (frame.decoded && (!this.window || (!this.userWindow && info.window))) {
       this.window = defaultWindow(info, frame.decoded);
     }
     this.renderImage();
