@@ -267,7 +267,7 @@ fn measured(target: &Target, ticks: f64, f: impl FnOnce() -> Result<BTreeMap<Str
 }
 
 /// Instances the target holds now.
-fn stored_instances(target: &Target) -> Result<u64> {
+pub fn stored_instances(target: &Target) -> Result<u64> {
     match target.kind {
         Kind::Storescp => Ok(targets::disk_usage(&target.data_dir).1),
         Kind::Openpacs => {
@@ -496,7 +496,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn latencies(iterations: usize, mut one: impl FnMut() -> Result<usize>) -> Result<BTreeMap<String, f64>> {
+pub fn latencies(iterations: usize, mut one: impl FnMut() -> Result<usize>) -> Result<BTreeMap<String, f64>> {
     let matches = one()? as f64; // warm-up, not timed
     let mut ms = Vec::with_capacity(iterations);
     for _ in 0..iterations {

@@ -101,6 +101,11 @@ impl Target {
             .prefix(&format!("{}-", kind.name()))
             .tempdir_in(parent)?
             .keep();
+        Self::start_in(kind, programs, dir, peers)
+    }
+
+    /// Starts `kind` in `dir`, keeping what an earlier run left there (see [`Target::suspend`]).
+    pub fn start_in(kind: Kind, programs: &Programs, dir: PathBuf, peers: &[Peer]) -> Result<Target> {
         let dicom_port = free_port();
         let (out, err) = log_file(&dir)?;
         let mut target = match kind {
@@ -280,7 +285,13 @@ impl Target {
     }
 
     /// SIGTERM, then SIGKILL after 30 s; the directory is removed.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        let dir = self.suspend();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Stops the server like [`Target::stop`] but keeps its directory, which is returned.
+    pub fn suspend(mut self) -> PathBuf {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -296,7 +307,7 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.clone()
     }
 }
 
