@@ -91,16 +91,28 @@ impl Dcmtk {
         })
     }
 
-    /// C-GET of one series into `out_dir`.
-    pub fn get_series(&self, t: (&str, u16, &str), study: &str, series: &str, out_dir: &Path) -> Result<()> {
-        let args = vec![
+    /// C-GET of one series into `out_dir`, or, without one, with `getscu --ignore` (data
+    /// received and discarded, so that the receiver does not limit the rate). Returns the
+    /// number of instances received, from `getscu -v`'s log, in the `--ignore` case.
+    pub fn get_series(
+        &self,
+        t: (&str, u16, &str),
+        study: &str,
+        series: &str,
+        out_dir: Option<&Path>,
+    ) -> Result<usize> {
+        let mut args = vec![
             "-S".to_string(),
             "-aet".into(),
             CALLING_AE.into(),
             "-aec".into(),
             t.2.into(),
-            "-od".into(),
-            out_dir.display().to_string(),
+        ];
+        match out_dir {
+            Some(d) => args.extend(["-od".to_string(), d.display().to_string()]),
+            None => args.extend(["--ignore".to_string(), "-v".into()]),
+        }
+        args.extend([
             "-k".into(),
             "QueryRetrieveLevel=SERIES".into(),
             "-k".into(),
@@ -109,8 +121,9 @@ impl Dcmtk {
             format!("SeriesInstanceUID={series}"),
             t.0.into(),
             t.1.to_string(),
-        ];
-        self.run("getscu", &args, true).map(|_| ())
+        ]);
+        let out = self.run("getscu", &args, true)?;
+        Ok(count_store_requests(&out))
     }
 
     /// C-MOVE of one series to `destination`.
@@ -289,4 +302,19 @@ pub fn study_return_keys() -> FindKeys<'static> {
         (tags::MODALITIES_IN_STUDY, VR::CS, ""),
         (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
     ]
+}
+
+/// Incoming C-STORE requests logged by a DCMTK tool run with `-v` ("Received C-STORE
+/// Request" for getscu, "Received Store Request" for storescp).
+pub fn count_store_requests(out: &std::process::Output) -> usize {
+    count_store_request_lines(&String::from_utf8_lossy(&out.stdout))
+        + count_store_request_lines(&String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn count_store_request_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| {
+            l.starts_with("I: Received") && (l.contains("Store Request") || l.contains("C-STORE Request"))
+        })
+        .count()
 }

@@ -6,6 +6,7 @@
 mod dimse;
 mod http;
 mod report;
+mod scale;
 mod scenarios;
 mod sys;
 mod targets;
@@ -73,6 +74,25 @@ struct Args {
     /// Orthanc's DICOMweb plugin (default: from `dpkg -L orthanc-dicomweb`).
     #[arg(long)]
     dicomweb_plugin: Option<PathBuf>,
+    /// Index sizes (instances) at which openpacs's queries and ingest rate are measured, e.g.
+    /// 10000,100000,1000000 (filled with small images through `openpacs import`; empty: skipped).
+    #[arg(long, value_delimiter = ',')]
+    scale: Vec<u64>,
+    /// Instances per study in the scale fill.
+    #[arg(long, default_value_t = 20)]
+    scale_per_study: u32,
+    /// Instances generated and imported at a time during the scale fill.
+    #[arg(long, default_value_t = 20000)]
+    scale_chunk: u64,
+    /// `openpacs import --jobs` for the scale fill.
+    #[arg(long, default_value_t = 16)]
+    scale_jobs: usize,
+    /// Small instances sent by C-STORE at each scale level to measure the ingest rate.
+    #[arg(long, default_value_t = 2000)]
+    scale_probe: u32,
+    /// Skip every scenario except the scale one.
+    #[arg(long)]
+    scale_only: bool,
     /// Where data and servers' directories go (default: a new temporary directory, removed
     /// at the end).
     #[arg(long)]
@@ -307,7 +327,7 @@ fn main() -> Result<()> {
         log: &log,
     };
     let mut runs = Vec::new();
-    for &kind in &kinds {
+    for &kind in kinds.iter().filter(|_| !args.scale_only) {
         log(&format!("target {}", kind.name()));
         runs.extend(scenarios::ingest(&ctx, kind));
         if kind.has_web() {
@@ -315,6 +335,19 @@ fn main() -> Result<()> {
         }
     }
 
+    let scale = (!args.scale.is_empty() && kinds.contains(&Kind::Openpacs)).then(|| {
+        log("scale: openpacs with a large index");
+        scale::run(
+            &ctx,
+            scale::ScaleSettings {
+                levels: args.scale.clone(),
+                per_study: args.scale_per_study,
+                chunk: args.scale_chunk,
+                jobs: args.scale_jobs,
+                probe: args.scale_probe,
+            },
+        )
+    });
     let mut report = Report {
         started,
         duration_s: started_at.elapsed().as_secs_f64(),
@@ -349,6 +382,7 @@ fn main() -> Result<()> {
             })
             .collect(),
         ratios: Vec::new(),
+        scale,
     };
     report.compute_ratios();
     std::fs::create_dir_all(&args.out)?;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::scale::{ScaleReport, QUERIES};
 use crate::scenarios::{Run, ScenarioDef, SCENARIOS};
 use crate::sys::{DiskBandwidth, Machine};
 use crate::targets::Kind;
@@ -109,6 +110,8 @@ pub struct Report {
     /// Each figure of ours divided by the baseline's (for "lower is better" figures the
     /// baseline's divided by ours): above 1 means openpacs did better.
     pub ratios: Vec<Ratio>,
+    /// Queries and ingest at index sizes up to 1 M instances (openpacs only), when run.
+    pub scale: Option<ScaleReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -360,6 +363,10 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "| {} | {} | {} |", r.run.scenario, r.run.target.name(), text);
     }
 
+    if let Some(sc) = &report.scale {
+        scale_markdown(&mut md, sc, report.settings.query_iterations);
+    }
+
     let _ = writeln!(md, "\n## Targets (issue 6)\n");
     let _ = writeln!(md, "| Target | measured | met? |");
     let _ = writeln!(md, "|---|---|---|");
@@ -507,11 +514,7 @@ pub fn targets(report: &Report) -> Vec<(String, String, String)> {
         ),
         verdict(ours.zip(theirs).map(|(a, b)| a <= b / 2.0)),
     ));
-    out.push((
-        "Ingest rate with 1 M instances indexed ≥ 80% of empty".into(),
-        "–".into(),
-        "not measured".into(),
-    ));
+    scale_targets(report, &mut out);
     let o = ratio("cstore_ct_1_nagle", Kind::Orthanc);
     out.push((
         "C-STORE from Debian's default storescu (Nagle on): ≥ 10× Orthanc".into(),
@@ -519,4 +522,208 @@ pub fn targets(report: &Report) -> Vec<(String, String, String)> {
         verdict(o.map(|o| o >= 10.0)),
     ));
     out
+}
+
+fn scale_markdown(md: &mut String, sc: &ScaleReport, iterations: usize) {
+    let _ = writeln!(md, "\n## Index at scale (openpacs)\n");
+    if let Some(st) = &sc.settings {
+        let _ = writeln!(
+            md,
+            "Filled with 64×64 instances in studies of {} (one series, about three studies per patient) through `openpacs import --jobs {}` (the C-STORE ingest code: fdatasync, rename, directory fsync, index commit), {} at a time, server stopped during the import; then C-FIND (one association) and QIDO-RS (one connection), warm-up then {} queries each; then C-STORE of {} new small instances on 4 associations (the probe), compared with the same on the empty index.",
+            st.per_study, st.jobs, st.chunk, iterations, st.probe
+        );
+    }
+    if !sc.queries.is_empty() {
+        let q: Vec<String> = sc.queries.iter().map(|(k, v)| format!("{k} `{v}`")).collect();
+        let _ = writeln!(md, "\nQuery values: {}.", q.join(", "));
+    }
+    if let Some(e) = &sc.error {
+        let short: String = e.chars().take(400).collect();
+        let _ = writeln!(md, "\n**Failed**: {}", short.replace('\n', " "));
+    }
+    if sc.levels.is_empty() {
+        return;
+    }
+    let _ = write!(md, "\n| query (p50 / p95 / p99 ms, matches) |");
+    for l in &sc.levels {
+        let _ = write!(md, " {} indexed |", l.indexed);
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in &sc.levels {
+        let _ = write!(md, "---|");
+    }
+    let _ = writeln!(md);
+    for (id, title) in QUERIES {
+        let _ = write!(md, "| {title} |");
+        for l in &sc.levels {
+            match l.queries.get(*id) {
+                Some(q) => {
+                    let _ = write!(
+                        md,
+                        " {} / **{}** / {} ({}) |",
+                        fmt_num(q.p50_ms),
+                        fmt_num(q.p95_ms),
+                        fmt_num(q.p99_ms),
+                        q.matches
+                    );
+                }
+                None => {
+                    let _ = write!(md, " – |");
+                }
+            }
+        }
+        let _ = writeln!(md);
+    }
+    let empty = sc.empty_ingest_per_s;
+    let _ = write!(
+        md,
+        "| C-STORE probe, inst/s (× empty index{}) |",
+        empty.map(|e| format!(": {}/s", fmt_num(e))).unwrap_or_default()
+    );
+    for l in &sc.levels {
+        let _ = write!(
+            md,
+            " {} |",
+            match (l.ingest_per_s, empty) {
+                (Some(r), Some(e)) => format!("{} ({:.2}×)", fmt_num(r), r / e),
+                (Some(r), None) => fmt_num(r),
+                _ => "–".into(),
+            }
+        );
+    }
+    let _ = writeln!(md);
+    let _ = write!(md, "| server peak RSS during the probe, MiB |");
+    for l in &sc.levels {
+        let _ = write!(
+            md,
+            " {} |",
+            l.ingest_peak_rss_mib
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "–".into())
+        );
+    }
+    let _ = writeln!(md);
+    let _ = write!(
+        md,
+        "| import to reach this level: instances, GB, s (inst/s), peak RSS MiB |"
+    );
+    for l in &sc.levels {
+        let _ = write!(
+            md,
+            " {}, {:.2} GB, {:.0} s ({:.0}/s), {:.0} MiB |",
+            l.imported,
+            l.imported_bytes as f64 / 1e9,
+            l.import_s,
+            if l.import_s > 0.0 {
+                l.imported as f64 / l.import_s
+            } else {
+                0.0
+            },
+            l.import_peak_rss_mib
+        );
+    }
+    let _ = writeln!(md);
+    let _ = write!(md, "| data directory on disk, GB |");
+    for l in &sc.levels {
+        let _ = write!(md, " {:.2} |", l.data_bytes as f64 / 1e9);
+    }
+    let _ = writeln!(md);
+}
+
+fn scale_targets(report: &Report, out: &mut Vec<(String, String, String)>) {
+    let Some(sc) = report.scale.as_ref() else {
+        out.push((
+            "Ingest rate with 1 M instances indexed ≥ 80% of empty".into(),
+            "–".into(),
+            "not measured (no --scale run)".into(),
+        ));
+        return;
+    };
+    let Some(top) = sc.levels.last() else {
+        out.push((
+            "Index at scale".into(),
+            sc.error.clone().unwrap_or_default(),
+            "not measured".into(),
+        ));
+        return;
+    };
+    let at = if top.indexed >= 1_000_000 {
+        String::new()
+    } else {
+        format!(" (largest index measured: {}; 1 M not measured)", top.indexed)
+    };
+    let ids = [
+        "cfind_patient_id",
+        "cfind_patient_name",
+        "cfind_date_modality",
+        "qido_patient_id",
+        "qido_patient_name",
+        "qido_date_modality",
+    ];
+    let p95: Vec<(&str, f64)> = ids
+        .iter()
+        .filter_map(|id| top.queries.get(*id).map(|q| (*id, q.p95_ms)))
+        .collect();
+    let worst = p95.iter().map(|(_, v)| *v).fold(f64::NAN, f64::max);
+    out.push((
+        format!(
+            "Scale: C-FIND and QIDO-RS p95 ≤ 20 ms with {} instances indexed{at}",
+            top.indexed
+        ),
+        p95.iter()
+            .map(|(k, v)| format!("{k} {v:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict((!p95.is_empty()).then_some(worst <= 20.0)),
+    ));
+    let list = top.queries.get("qido_study_list").map(|q| q.p95_ms);
+    out.push((
+        format!(
+            "Scale: study list limit=100 ≤ 20 ms with {} instances indexed{at}",
+            top.indexed
+        ),
+        list.map(|v| format!("p95 {v:.1} ms"))
+            .unwrap_or_else(|| "–".into()),
+        verdict(list.map(|v| v <= 20.0)),
+    ));
+    let r = top.ingest_per_s.zip(sc.empty_ingest_per_s).map(|(a, b)| a / b);
+    out.push((
+        format!(
+            "Ingest rate with {} instances indexed ≥ 80% of empty{at}",
+            top.indexed
+        ),
+        r.map(|r| {
+            format!(
+                "{:.0}% ({}/s against {}/s)",
+                r * 100.0,
+                fmt_num(top.ingest_per_s.unwrap_or(0.0)),
+                fmt_num(sc.empty_ingest_per_s.unwrap_or(0.0))
+            )
+        })
+        .unwrap_or_else(|| "–".into()),
+        verdict(r.map(|r| r >= 0.8)),
+    ));
+    let bytes: u64 = sc.levels.iter().map(|l| l.imported_bytes).sum();
+    let rss = sc
+        .levels
+        .iter()
+        .map(|l| l.import_peak_rss_mib.max(l.ingest_peak_rss_mib.unwrap_or(0.0)))
+        .fold(0.0, f64::max);
+    out.push((
+        "Peak RSS flat: a 10 GB ingest stays under 150 MB".into(),
+        format!(
+            "{:.1} GB imported, peak RSS of the ingesting process {rss:.0} MiB",
+            bytes as f64 / 1e9
+        ),
+        if bytes >= 10_000_000_000 {
+            verdict(Some(rss < 150.0))
+        } else if rss < 150.0 {
+            format!(
+                "under 150 MiB for {:.1} GB (less than 10 GB ingested)",
+                bytes as f64 / 1e9
+            )
+        } else {
+            "**not met**".into()
+        },
+    ));
 }

@@ -147,14 +147,14 @@ pub const SCENARIOS: &[ScenarioDef] = &[
     ),
     def(
         "cget_series",
-        "C-GET CT series (getscu)",
+        "C-GET CT series (getscu --ignore: received and discarded)",
         "instances_per_s",
         "inst/s",
         true,
     ),
     def(
         "cmove_series",
-        "C-MOVE CT series to storescp (movescu)",
+        "C-MOVE CT series to storescp --ignore (received and discarded)",
         "instances_per_s",
         "inst/s",
         true,
@@ -267,7 +267,7 @@ fn measured(target: &Target, ticks: f64, f: impl FnOnce() -> Result<BTreeMap<Str
 }
 
 /// Instances the target holds now.
-fn stored_instances(target: &Target) -> Result<u64> {
+pub fn stored_instances(target: &Target) -> Result<u64> {
     match target.kind {
         Kind::Storescp => Ok(targets::disk_usage(&target.data_dir).1),
         Kind::Openpacs => {
@@ -496,7 +496,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn latencies(iterations: usize, mut one: impl FnMut() -> Result<usize>) -> Result<BTreeMap<String, f64>> {
+pub fn latencies(iterations: usize, mut one: impl FnMut() -> Result<usize>) -> Result<BTreeMap<String, f64>> {
     let matches = one()? as f64; // warm-up, not timed
     let mut ms = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -529,7 +529,7 @@ pub fn loaded(ctx: &Context, kind: Kind) -> Vec<Run> {
             })
             .collect()
     };
-    let dest = match Target::start(Kind::Storescp, ctx.programs, ctx.work, &[]) {
+    let dest = match Target::start_sink(ctx.programs, ctx.work) {
         Ok(t) => t,
         Err(e) => return fail_all(format!("C-MOVE destination: {e:#}")),
     };
@@ -741,12 +741,10 @@ pub fn loaded(ctx: &Context, kind: Kind) -> Vec<Run> {
     // C-GET and C-MOVE of the CT series.
     let t = (target.host.as_str(), target.dicom_port, target.ae_title.as_str());
     runs.push(repeat(ctx, "cget_series", kind, || {
-        let out = tempfile::tempdir_in(ctx.work)?;
         measured(&target, ctx.ticks, || {
             let start = Instant::now();
-            ctx.dcmtk.get_series(t, &d.ct_study, &d.ct_series, out.path())?;
+            let got = ctx.dcmtk.get_series(t, &d.ct_study, &d.ct_series, None)?;
             let elapsed = start.elapsed();
-            let got = targets::disk_usage(out.path()).1 as usize;
             ensure!(
                 got == d.ct_files.len(),
                 "C-GET delivered {got} of {} instances",
@@ -756,14 +754,21 @@ pub fn loaded(ctx: &Context, kind: Kind) -> Vec<Run> {
         })
     }));
     runs.push(repeat(ctx, "cmove_series", kind, || {
-        let _ = std::fs::remove_dir_all(&dest.data_dir);
-        std::fs::create_dir_all(&dest.data_dir)?;
+        let before = dest.received();
         measured(&target, ctx.ticks, || {
             let start = Instant::now();
             ctx.dcmtk
                 .move_series(t, &d.ct_study, &d.ct_series, &peer.ae_title)?;
             let elapsed = start.elapsed();
-            let got = targets::disk_usage(&dest.data_dir).1 as usize;
+            // storescp logs each request as it arrives; the last line may lag a moment.
+            let mut got = dest.received() - before;
+            for _ in 0..50 {
+                if got >= d.ct_files.len() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                got = dest.received() - before;
+            }
             ensure!(
                 got == d.ct_files.len(),
                 "C-MOVE delivered {got} of {} instances",

@@ -101,6 +101,11 @@ impl Target {
             .prefix(&format!("{}-", kind.name()))
             .tempdir_in(parent)?
             .keep();
+        Self::start_in(kind, programs, dir, peers)
+    }
+
+    /// Starts `kind` in `dir`, keeping what an earlier run left there (see [`Target::suspend`]).
+    pub fn start_in(kind: Kind, programs: &Programs, dir: PathBuf, peers: &[Peer]) -> Result<Target> {
         let dicom_port = free_port();
         let (out, err) = log_file(&dir)?;
         let mut target = match kind {
@@ -227,6 +232,46 @@ impl Target {
         Ok(target)
     }
 
+    /// A C-MOVE destination that receives and discards (`storescp --ignore -v`): the
+    /// retrieval is then measured without a receiver writing files. [`Target::received`]
+    /// counts what it received.
+    pub fn start_sink(programs: &Programs, parent: &Path) -> Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix("sink-")
+            .tempdir_in(parent)?
+            .keep();
+        let dicom_port = free_port();
+        let (out, err) = log_file(&dir)?;
+        let child = Command::new(&programs.storescp)
+            .args(["--fork", "--ignore", "-v", "-aet", "SINK"])
+            .arg(dicom_port.to_string())
+            .env("TCP_NODELAY", "1")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", programs.storescp.display()))?;
+        let mut target = Target {
+            kind: Kind::Storescp,
+            host: "127.0.0.1".into(),
+            dicom_port,
+            ae_title: "SINK".into(),
+            dicomweb: None,
+            http_root: None,
+            data_dir: dir.join("received"),
+            dir,
+            child,
+        };
+        target.wait_ready()?;
+        Ok(target)
+    }
+
+    /// Instances a sink has received so far (from its log).
+    pub fn received(&self) -> usize {
+        crate::dimse::count_store_request_lines(
+            &std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default(),
+        )
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -280,7 +325,13 @@ impl Target {
     }
 
     /// SIGTERM, then SIGKILL after 30 s; the directory is removed.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        let dir = self.suspend();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Stops the server like [`Target::stop`] but keeps its directory, which is returned.
+    pub fn suspend(mut self) -> PathBuf {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -296,7 +347,7 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.clone()
     }
 }
 

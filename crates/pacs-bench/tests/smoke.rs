@@ -71,6 +71,18 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
             "1,4,8",
         ])
         .args(["--disk-mib", "8", "--openpacs-label", "smoke"])
+        .args([
+            "--scale",
+            "8,16",
+            "--scale-chunk",
+            "5",
+            "--scale-per-study",
+            "3",
+            "--scale-probe",
+            "2",
+            "--scale-jobs",
+            "2",
+        ])
         .arg("--openpacs-bin")
         .arg(&openpacs)
         .arg("--work-dir")
@@ -131,6 +143,30 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
         "{md}"
     );
     assert!(md.contains("## Targets (issue 6)"), "{md}");
+    // The index at scale: both levels measured, every query answered, the probe ingested.
+    let scale = &json["scale"];
+    assert!(scale["error"].is_null(), "scale failed: {}", scale["error"]);
+    assert!(scale["empty_ingest_per_s"].as_f64().is_some_and(|v| v > 0.0));
+    let levels = scale["levels"].as_array().expect("scale levels");
+    assert_eq!(levels.len(), 2, "{scale}");
+    // 2 probe instances, then the fill up to 8; 2 more probe instances, then up to 16.
+    assert_eq!(levels[0]["indexed"], 8);
+    assert_eq!(levels[1]["indexed"], 16);
+    for level in levels {
+        assert!(level["ingest_per_s"].as_f64().is_some_and(|v| v > 0.0));
+        let queries = level["queries"].as_object().expect("queries");
+        assert_eq!(queries.len(), 9, "{level}");
+        for (id, q) in queries {
+            assert!(q["p95_ms"].as_f64().is_some_and(|v| v > 0.0), "{id}: {q}");
+            if id != "cfind_date_modality" && id != "qido_date_modality" {
+                assert!(
+                    q["matches"].as_f64().is_some_and(|v| v >= 1.0),
+                    "{id} found nothing: {q}"
+                );
+            }
+        }
+    }
+    assert!(md.contains("## Index at scale (openpacs)"), "{md}");
     assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
     assert!(json["disk"]["write_mb_per_s"].as_f64().is_some_and(|v| v > 0.0));
 }

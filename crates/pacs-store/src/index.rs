@@ -370,6 +370,7 @@ impl SqliteIndex {
         let options = connect_options(path);
         let mut conn = SqliteConnection::connect_with(&options).await?;
         migrate(&mut conn).await?;
+        refresh_statistics(&mut conn, true).await;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone().read_only(true))
@@ -410,6 +411,26 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Gives the query planner table statistics (`sqlite_stat1`), which it needs to pick the
+/// selective index at scale: without them it prefers any index whose first column is
+/// `tenant_pk` (one value in practice), e.g. reading every study to sort them for a study list.
+/// `PRAGMA optimize` analyzes only the tables that changed a lot since their last analysis, and
+/// `analysis_limit` samples, so this takes milliseconds even on millions of rows. `at_open`
+/// also analyzes tables that have no statistics yet.
+async fn refresh_statistics(conn: &mut SqliteConnection, at_open: bool) {
+    let optimize = if at_open {
+        "PRAGMA optimize = 0x10002"
+    } else {
+        "PRAGMA optimize"
+    };
+    for sql in ["PRAGMA analysis_limit = 1000", optimize] {
+        if let Err(e) = sqlx::query(sql).execute(&mut *conn).await {
+            tracing::warn!(error = %e, "refreshing the index statistics failed");
+            return;
+        }
+    }
+}
+
 /// A fresh writer connection, retried until the database opens again. After a failed batch
 /// the old connection cannot be trusted: when SQLite reports SQLITE_FULL mid-transaction, the
 /// connection was seen (disk_full test) to stay inside a transaction that sqlx no longer
@@ -438,6 +459,10 @@ async fn run_writer(
 ) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Statistics are refreshed after 1,000 instances written, then 2,000, 4,000… (each time
+    // the tables may have grown enough for the planner's choice to change).
+    let mut written: u64 = 0;
+    let mut next_refresh: u64 = 1000;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -447,6 +472,10 @@ async fn run_writer(
             }
         }
         metrics::histogram!("openpacs_index_batch_size").record(batch.len() as f64);
+        written += batch
+            .iter()
+            .filter(|r| matches!(r, WriteRequest::Instance(..)))
+            .count() as u64;
         let dirs: BTreeSet<PathBuf> = batch
             .iter()
             .filter_map(|r| match r {
@@ -515,6 +544,10 @@ async fn run_writer(
                 }
                 conn = reopen_writer(conn, &options).await;
             }
+        }
+        if written >= next_refresh {
+            next_refresh = written.saturating_mul(2);
+            refresh_statistics(&mut conn, false).await;
         }
     }
 }
@@ -791,6 +824,18 @@ enum Bind {
 
 /// Adds the SQL prefilter for one condition. It only narrows to a superset of the exact
 /// matches: the archive applies the matching engine to every row it gets back.
+/// The literal prefix of a DICOM wildcard pattern (before the first `*` or `?`) and the
+/// smallest string above every string that starts with it.
+fn prefix_range(pattern: &str) -> Option<(String, String)> {
+    let end = pattern.find(['*', '?']).unwrap_or(pattern.len());
+    let prefix = &pattern[..end];
+    let last = prefix.chars().next_back()?;
+    let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32)?;
+    let mut high = prefix[..prefix.len() - last.len_utf8()].to_string();
+    high.push(next);
+    Some((prefix.to_string(), high))
+}
+
 fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition) {
     let Some(expr) = condition.column.filter else {
         return;
@@ -804,6 +849,14 @@ fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition
         Matcher::Wildcard(p) => {
             sql.push_str(&format!(" AND {expr} LIKE ? ESCAPE '\\'"));
             binds.push(Bind::Text(like_pattern(p)));
+            // LIKE cannot use a BINARY index; a range on the literal prefix can. Matching is
+            // case-sensitive (person names are compared folded, on their folded column), so
+            // every match lies in [prefix, prefix with its last character incremented).
+            if let Some((low, high)) = prefix_range(p) {
+                sql.push_str(&format!(" AND {expr} >= ? AND {expr} < ?"));
+                binds.push(Bind::Text(low));
+                binds.push(Bind::Text(high));
+            }
         }
         Matcher::Range { low, high } => {
             if condition.column.kind != pacs_model::ValueKind::Date {
@@ -862,18 +915,29 @@ impl SqliteIndex {
             sql.push_str(", ");
             sql.push_str(INSTANCE_FIELDS);
         }
-        sql.push_str(" FROM patient p");
+        // From the queried level up to the patient, each parent by its primary key, and the
+        // tenant on the queried level's own table: the planner then walks that table in key
+        // order (a page of a list stops after `limit` rows) or enters through the index of a
+        // condition, instead of starting from the patients and sorting every row.
         let depth = columns::depth(level);
-        if depth >= 1 {
-            sql.push_str(" JOIN study st ON st.patient_pk = p.pk AND st.num_instances > 0");
-        }
-        if depth >= 2 {
-            sql.push_str(" JOIN series se ON se.study_pk = st.pk AND se.num_instances > 0");
-        }
-        if depth >= 3 {
-            sql.push_str(" JOIN instance i ON i.series_pk = se.pk AND i.superseded_at IS NULL");
-        }
-        sql.push_str(" WHERE p.tenant_pk = ?");
+        sql.push_str(match depth {
+            0 => " FROM patient p WHERE p.tenant_pk = ?",
+            1 => {
+                " FROM study st JOIN patient p ON p.pk = st.patient_pk \
+                 WHERE st.tenant_pk = ? AND st.num_instances > 0"
+            }
+            2 => {
+                " FROM series se JOIN study st ON st.pk = se.study_pk AND st.num_instances > 0 \
+                 JOIN patient p ON p.pk = st.patient_pk \
+                 WHERE se.tenant_pk = ? AND se.num_instances > 0"
+            }
+            _ => {
+                " FROM instance i JOIN series se ON se.pk = i.series_pk AND se.num_instances > 0 \
+                 JOIN study st ON st.pk = se.study_pk AND st.num_instances > 0 \
+                 JOIN patient p ON p.pk = st.patient_pk \
+                 WHERE i.tenant_pk = ? AND i.superseded_at IS NULL"
+            }
+        });
         let mut binds = vec![Bind::Int(tenant.0)];
         if depth == 0 {
             sql.push_str(
@@ -1443,5 +1507,18 @@ mod tests {
             .execute(&mut conn)
             .await
             .is_err());
+    }
+
+    #[test]
+    fn wildcard_prefix_range_bounds_every_match() {
+        assert_eq!(prefix_range("lef*"), Some(("lef".into(), "leg".into())));
+        assert_eq!(prefix_range("2020*"), Some(("2020".into(), "2021".into())));
+        assert_eq!(prefix_range("ab?d*"), Some(("ab".into(), "ac".into())));
+        assert_eq!(prefix_range("bé*"), Some(("bé".into(), "bê".into())));
+        assert_eq!(prefix_range("*x"), None);
+        let (low, high) = prefix_range("lef*").unwrap();
+        for v in ["lef", "lefevre^helene", "lef\u{10FFFF}"] {
+            assert!(v >= low.as_str() && v < high.as_str(), "{v}");
+        }
     }
 }
