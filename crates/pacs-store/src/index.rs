@@ -205,7 +205,7 @@ pub trait Index: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueryRow>, IndexError>;
     /// Rows of `level` matching `conditions` in the order of `sort`, skipping `offset` rows,
-    /// at most `limit`. Empty values sort as the empty string.
+    /// at most `limit`. Empty values come first in ascending order, last in descending.
     async fn query_sorted(
         &self,
         tenant: TenantId,
@@ -967,7 +967,9 @@ impl SqliteIndex {
                     if k.numeric {
                         sql.push_str(&format!("CAST(COALESCE({expr}, '') AS REAL) {dir}, "));
                     } else {
-                        sql.push_str(&format!("COALESCE({expr}, '') {dir}, "));
+                        // Bare, so that an index on the column can give the order; empty
+                        // values (NULL) come first ascending, last descending.
+                        sql.push_str(&format!("{expr} {dir}, "));
                     }
                 }
                 let dir = if sort.first().is_some_and(|k| k.descending) {
