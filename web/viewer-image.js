@@ -34,6 +34,37 @@ const NATIVE_SYNTAXES = new Set([
   '1.2.840.10008.1.2', '1.2.840.10008.1.2.1', '1.2.840.10008.1.2.1.99', '1.2.840.10008.1.2.2',
 ]);
 
+/** The first VOI LUT of the VOI LUT Sequence (0028,3010): descriptor (entries, first value
+ *  mapped, bits per entry; 0 entries means 65,536) and data inline (US values or an OW's
+ *  InlineBinary, little endian) or to fetch from its BulkDataURI. */
+function voiLutOf(json) {
+  const item = json?.['00283010']?.Value?.[0];
+  const descriptor = numbers(item, '00283002');
+  const data = item?.['00283006'];
+  if (!item || descriptor.length !== 3 || !data) return null;
+  const lut = {
+    entries: descriptor[0] || 65536,
+    first: descriptor[1],
+    bits: descriptor[2],
+    data: null,
+    bulkDataURI: data.BulkDataURI || null,
+    explanation: str(item, '00283003'),
+  };
+  if (Array.isArray(data.Value)) {
+    lut.data = Uint16Array.from(data.Value.map(Number));
+  } else if (data.InlineBinary) {
+    lut.data = lutWords(Uint8Array.from(atob(data.InlineBinary), c => c.charCodeAt(0)));
+  }
+  return lut.data || lut.bulkDataURI ? lut : null;
+}
+
+/** LUT Data bytes (OW, little endian) as 16-bit words. */
+export function lutWords(bytes) {
+  const words = new Uint16Array(Math.floor(bytes.length / 2));
+  for (let i = 0; i < words.length; i++) words[i] = bytes[2 * i] | (bytes[2 * i + 1] << 8);
+  return words;
+}
+
 /** The Pixel Value Transformation (rescale) of an item of a functional groups sequence. */
 function rescaleOf(group) {
   const item = group?.['00289145']?.Value?.[0];
@@ -89,6 +120,7 @@ export function imageInfo(json) {
     frameRescale: !topLevel && !shared && perFrame.some(Boolean) ? perFrame : null,
     window: centers.length && widths.length && widths[0] >= 1 ? { center: centers[0], width: widths[0] } : null,
     voiFunction: (str(json, '00281056') || 'LINEAR').toUpperCase(),
+    voiLut: voiLutOf(json),
     // Row spacing, column spacing (mm); at the patient when Pixel Spacing is there, else at
     // the detector (Imager Pixel Spacing, labelled so).
     spacing: spacing.length === 2 ? spacing : imagerSpacing.length === 2 ? imagerSpacing : null,
@@ -313,14 +345,32 @@ export function voi(x, center, width, fn = 'LINEAR') {
 
 /** The grey level shown for a stored value: modality LUT, VOI, then MONOCHROME1 inverted. */
 export function displayGrey(info, stored, window) {
-  const grey = Math.round(voi(modalityValue(info, stored), window.center, window.width, window.fn || info.voiFunction));
+  const x = modalityValue(info, stored);
+  const grey = window.lut ? lutGrey(window.lut, x) : Math.round(voi(x, window.center, window.width, window.fn || info.voiFunction));
   return info.photometric === 'MONOCHROME1' ? 255 - grey : grey;
 }
 
-/** The window shown when the user has not chosen one: the object's, else its value range. */
+/** A VOI LUT's output for modality value x, on 0…255: values below the first mapped one
+ *  take the first entry, above the last the last (PS3.3 C.11.2.1.1). */
+export function lutGrey(lut, x) {
+  const i = Math.min(lut.entries - 1, Math.max(0, Math.round(x) - lut.first));
+  const max = 2 ** lut.bits - 1;
+  return Math.round((Math.min(lut.data[i] ?? 0, max) * 255) / max);
+}
+
+/** The window a VOI LUT roughly stands for: where a drag starts from. */
+export function lutWindow(lut) {
+  return { center: lut.first + lut.entries / 2, width: lut.entries, fn: 'LINEAR' };
+}
+
+/** The window shown when the user has not chosen one: the object's window, else its VOI LUT
+ *  (once its data is there), else its value range. */
 export function defaultWindow(info, decoded) {
   if (info.window) {
     return { ...info.window, fn: info.voiFunction };
+  }
+  if (info.voiLut?.data && !decoded.rgb) {
+    return { lut: info.voiLut };
   }
   if (decoded.rgb) {
     return { center: 127.5, width: 256, fn: 'LINEAR' };

@@ -10,7 +10,7 @@ import { addStrings, t, formatDate, formatNumber, locale } from './i18n.js';
 import { h, api, can, navigate, setView, personName, text, errorMessage } from './core.js';
 import {
   imageInfo, sortInstances, stackOf, multipartParts, decodeFrame, renderInto, defaultWindow,
-  modalityValue, lengthMm, ellipseStats, modalityUnit,
+  modalityValue, lengthMm, ellipseStats, modalityUnit, lutWords, lutWindow,
 } from './viewer-image.js';
 
 addStrings({
@@ -261,8 +261,24 @@ class FrameCache {
     const parts = multipartParts(await response.arrayBuffer(), response.headers.get('content-type'));
     if (!parts.length) throw new Error('the server sent no frame');
     const decoded = decodeFrame(info, parts[0]);
+    if (info.voiLut && !info.voiLut.data) await this.lutData(info.voiLut);
     const bytes = decoded.values ? decoded.values.byteLength : decoded.rgb.byteLength;
     return { decoded, bytes };
+  }
+
+  /** Fetches a VOI LUT's data given as bulk data (once per LUT). */
+  lutData(lut) {
+    lut.loading ||= (async () => {
+      const response = await fetch(lut.bulkDataURI, {
+        headers: { Accept: 'multipart/related; type="application/octet-stream"' },
+        credentials: 'same-origin',
+        signal: this.controller.signal,
+      });
+      if (!response.ok) throw new Error(`VOI LUT data: HTTP ${response.status}`);
+      const parts = multipartParts(await response.arrayBuffer(), response.headers.get('content-type'));
+      lut.data = lutWords(parts[0] || new Uint8Array(0));
+    })();
+    return lut.loading;
   }
 
   /** Past the budget, drops decoded frames: those no viewport wants nearby first, then the
@@ -379,7 +395,7 @@ class Viewport {
     const info = entry.info;
     // The object's own window follows each slice; without one, the window computed from the
     // first slice's values stays, so that brightness does not jump while scrolling.
-    if (frame.decoded && (!this.window || (!this.userWindow && info.window))) {
+    if (frame.decoded && (!this.window || (!this.userWindow && (info.window || info.voiLut)))) {
       this.window = defaultWindow(info, frame.decoded);
     }
     this.renderImage();
@@ -474,7 +490,9 @@ class Viewport {
     ctx.drawImage(this.image, tr.x, tr.y, w * tr.scale, ih * tr.scale);
     Object.assign(this.canvas.dataset, {
       scale: String(tr.scale), originX: String(tr.x), originY: String(tr.y),
-      center: this.window ? String(this.window.center) : '', width: this.window ? String(this.window.width) : '',
+      center: this.window?.center !== undefined ? String(this.window.center) : '',
+      width: this.window?.width !== undefined ? String(this.window.width) : '',
+      voi: this.window?.lut ? 'lut' : 'window',
     });
     this.drawMeasurements(ctx, tr);
     this.updateCorners();
@@ -553,7 +571,8 @@ class Viewport {
     ]);
     const tr2 = this.transform();
     lines(br, [
-      this.window && !this.shown.frame.bitmap ? t('wl', { w: fmt(this.window.width, 0), c: fmt(this.window.center, 0) }) : null,
+      this.window?.lut && !this.shown.frame.bitmap ? `VOI LUT${this.window.lut.explanation ? ` · ${this.window.lut.explanation}` : ''}` : null,
+      this.window && !this.window.lut && !this.shown.frame.bitmap ? t('wl', { w: fmt(this.window.width, 0), c: fmt(this.window.center, 0) }) : null,
       this.mode === 'preview' && this.series?.previewWindow ? t('wl', { w: fmt(this.series.previewWindow.width, 0), c: fmt(this.series.previewWindow.center, 0) }) : null,
       t('zoom_pct', { v: fmt(tr2.scale * 100, 0) }),
     ]);
@@ -618,7 +637,9 @@ class Viewport {
       if (!this.shown) return;
       this.canvas.setPointerCapture(event.pointerId);
       const tool = event.button === 1 ? 'pan' : event.button === 2 ? 'zoom' : this.viewer.tool;
-      drag = { tool, x: event.clientX, y: event.clientY, window: { ...this.window }, zoom: this.zoom, pan: { ...this.pan } };
+      // A drag from a VOI LUT starts from the window the LUT roughly covers.
+      const from = this.window?.lut ? lutWindow(this.window.lut) : { ...this.window };
+      drag = { tool, x: event.clientX, y: event.clientY, window: from, zoom: this.zoom, pan: { ...this.pan } };
       if (tool === 'length' || tool === 'roi') {
         const p = this.toImage(event);
         this.drawing = { kind: tool, a: p, b: p };
@@ -860,7 +881,10 @@ class Viewer {
 
   syncWindowInputs() {
     const w = this.active?.window;
-    if (this.centerInput && w && document.activeElement !== this.centerInput && document.activeElement !== this.widthInput) {
+    if (this.centerInput && w?.lut) {
+      this.centerInput.value = '';
+      this.widthInput.value = '';
+    } else if (this.centerInput && w && document.activeElement !== this.centerInput && document.activeElement !== this.widthInput) {
       this.centerInput.value = String(Math.round(w.center * 100) / 100);
       this.widthInput.value = String(Math.round(w.width * 100) / 100);
     }

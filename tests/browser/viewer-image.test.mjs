@@ -172,3 +172,25 @@ test('default window: the object\'s, else the rescaled value range', () => {
   const w = defaultWindow(info({ slope: 1, intercept: -1024 }), { min: 0, max: 2048 });
   assert.deepEqual(w, { center: 0, width: 2048, fn: 'LINEAR_EXACT' });
 });
+
+test('VOI LUT: inline US values or OW InlineBinary; clamped below and above its range', () => {
+  const lutJson = data => ({
+    '00281050': undefined,
+    '00283010': { vr: 'SQ', Value: [{ '00283002': { vr: 'US', Value: [3, 100, 8] }, '00283006': data }] },
+  });
+  const inline = imageInfo(lutJson({ vr: 'US', Value: [0, 128, 255] }));
+  assert.deepEqual([...inline.voiLut.data], [0, 128, 255]);
+  // OW little endian: 0x0000, 0x0080, 0x00ff.
+  const binary = imageInfo(lutJson({ vr: 'OW', InlineBinary: Buffer.from([0, 0, 128, 0, 255, 0]).toString('base64') }));
+  assert.deepEqual([...binary.voiLut.data], [0, 128, 255]);
+  const window = defaultWindow(inline, { min: 0, max: 1 });
+  assert.ok(window.lut);
+  // Modality value 101 → entry 1 (128 of 255); below 100 → entry 0; above 102 → entry 2.
+  assert.equal(displayGrey({ ...inline, photometric: 'MONOCHROME2' }, 101, window), 128);
+  assert.equal(displayGrey({ ...inline, photometric: 'MONOCHROME2' }, 5, window), 0);
+  assert.equal(displayGrey({ ...inline, photometric: 'MONOCHROME2' }, 500, window), 255);
+  // Bulk data: fetched later, so no LUT window until it is there.
+  const bulk = imageInfo(lutJson({ vr: 'OW', BulkDataURI: 'http://x/bulk' }));
+  assert.equal(bulk.voiLut.data, null);
+  assert.equal(defaultWindow(bulk, { min: 0, max: 10 }).lut, undefined);
+});

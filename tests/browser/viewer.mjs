@@ -295,6 +295,16 @@ await t.run(async () => {
   check(grey.every(v => v === m1.grey), `MONOCHROME1 pixel shows ${grey}, expected ${m1.grey} (inverted)`);
   await shot('05-monochrome1');
 
+  // A VOI LUT (its data fetched as bulk data) rather than a window.
+  const vl = expected.voiLut;
+  await page.goto(`${server}/viewer/${encodeURIComponent(vl.study)}?series=${encodeURIComponent(vl.series)}`);
+  d = await waitFor(1, () => true, 'the VOI LUT image');
+  check(d.voi === 'lut', `the object's VOI LUT is applied: ${d.voi}`);
+  const lutShown = await pixel(1, vl.pixel.x, vl.pixel.y);
+  check(lutShown.every(v => v === vl.grey), `VOI LUT pixel shows ${lutShown}, expected ${vl.grey}`);
+  check((await page.locator('.viewport[data-viewport="1"] .corner.br').textContent()).includes('GAMMA TEST'), 'the overlay names the LUT');
+  await shot('05b-voi-lut');
+
   const rgb = expected.rgb;
   await page.goto(`${server}/viewer/${encodeURIComponent(rgb.study)}?series=${encodeURIComponent(rgb.series)}`);
   await waitFor(1, () => true, 'the RGB image');

@@ -249,6 +249,68 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
     let offset = us_pixel.1 * us_columns + us_pixel.0;
     let us_rgb: Vec<u8> = (0..3).map(|c| us_bytes[c * plane + offset]).collect();
 
+    // A VOI LUT instead of a window: the CR with its window replaced by a 12-bit gamma LUT of
+    // 1,000 entries (2,000 bytes: sent as bulk data, not inline in the metadata), written by
+    // pydicom; the expected grey is read back from the file's own LUT.
+    let lut_file = dir.path().join("cr_voi_lut.dcm");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, pydicom\n\
+             from pydicom.dataset import Dataset\n\
+             from pydicom.uid import generate_uid\n\
+             d = pydicom.dcmread(sys.argv[1])\n\
+             for k in ('WindowCenter', 'WindowWidth'):\n    if k in d: delattr(d, k)\n\
+             n, first = 1000, 1500\n\
+             item = Dataset()\n\
+             item.LUTDescriptor = [n, first, 12]\n\
+             item.LUTExplanation = 'GAMMA TEST'\n\
+             data = [round(4095 * (i / (n - 1)) ** 0.5) for i in range(n)]\n\
+             item.add_new(0x00283006, 'OW', b''.join(v.to_bytes(2, 'little') for v in data))\n\
+             d.VOILUTSequence = [item]\n\
+             d.StudyInstanceUID = generate_uid(); d.SeriesInstanceUID = generate_uid()\n\
+             d.SOPInstanceUID = generate_uid(); d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID\n\
+             d.save_as(sys.argv[2])\n",
+        )
+        .arg(fixture_file(cr))
+        .arg(&lut_file)
+        .output()
+        .expect("run python3");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let status = dcmtk("storescu")
+        .args([
+            "-aec",
+            &server.ae_title,
+            "127.0.0.1",
+            &server.dicom_port.to_string(),
+        ])
+        .arg(&lut_file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "storescu of the VOI LUT object");
+    let lut_object = dicom_object::open_file(&lut_file).unwrap();
+    let lut_item = lut_object
+        .element(tags::VOILUT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0]
+        .clone();
+    let descriptor: Vec<i64> = lut_item
+        .element(tags::LUT_DESCRIPTOR)
+        .unwrap()
+        .to_multi_int::<i64>()
+        .unwrap();
+    let lut_bytes = lut_item.element(tags::LUT_DATA).unwrap().to_bytes().unwrap();
+    let lut: Vec<u16> = lut_bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let lut_value = modality_values(&lut_object)[cr_pixel.1 * cr_columns + cr_pixel.0];
+    let index = (lut_value.round() as i64 - descriptor[1]).clamp(0, descriptor[0] - 1) as usize;
+    let max = f64::from((1u32 << descriptor[2]) - 1);
+    let lut_grey = 255 - ((f64::from(lut[index]).min(max) * 255.0) / max).round() as u8;
+
     let multi = &fixtures[2];
     let multi_object = dicom_object::open_file(fixture_file(multi)).unwrap();
     let frames: u32 = text(&multi_object, tags::NUMBER_OF_FRAMES).parse().unwrap();
@@ -271,6 +333,11 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
             "study": uid(cr, "study_instance_uid"), "series": uid(cr, "series_instance_uid"),
             "pixel": {"x": cr_pixel.0, "y": cr_pixel.1},
             "window": {"center": cr_window.0, "width": cr_window.1}, "grey": cr_grey,
+        },
+        "voiLut": {
+            "study": text(&lut_object, tags::STUDY_INSTANCE_UID),
+            "series": text(&lut_object, tags::SERIES_INSTANCE_UID),
+            "pixel": {"x": cr_pixel.0, "y": cr_pixel.1}, "grey": lut_grey,
         },
         "rgb": {
             "study": uid(us, "study_instance_uid"), "series": uid(us, "series_instance_uid"),
