@@ -102,6 +102,9 @@ fn encapsulated_frame(
     Ok(frame)
 }
 
+/// Bytes read from a blob file at a time when it is sent as it is stored.
+const RETRIEVE_READ_BUFFER: usize = 256 * 1024;
+
 /// An instance opened for sending: a reader over exactly `len` bytes of data set.
 pub struct OpenedDataset {
     pub reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
@@ -240,8 +243,14 @@ impl Archive {
                 .await
                 .map_err(ArchiveError::from_io)?;
             let len = location.size.saturating_sub(start);
+            // The sender asks for one PDU's worth at a time (16 KiB for DCMTK's default maximum
+            // PDU), and every read of a tokio file is a hop to the blocking pool: read the file
+            // in 256 KiB pieces instead (bounded, one buffer per instance being sent).
             return Ok(OpenedDataset {
-                reader: Box::new(file.take(len)),
+                reader: Box::new(tokio::io::BufReader::with_capacity(
+                    RETRIEVE_READ_BUFFER,
+                    file.take(len),
+                )),
                 len,
             });
         }

@@ -90,6 +90,9 @@ struct Args {
     /// Small instances sent by C-STORE at each scale level to measure the ingest rate.
     #[arg(long, default_value_t = 2000)]
     scale_probe: u32,
+    /// Skip the retrieval and query scenarios (ingest only, e.g. for A/B runs of two builds).
+    #[arg(long)]
+    ingest_only: bool,
     /// Skip every scenario except the scale one.
     #[arg(long)]
     scale_only: bool,
@@ -330,7 +333,7 @@ fn main() -> Result<()> {
     for &kind in kinds.iter().filter(|_| !args.scale_only) {
         log(&format!("target {}", kind.name()));
         runs.extend(scenarios::ingest(&ctx, kind));
-        if kind.has_web() {
+        if kind.has_web() && !args.ingest_only {
             runs.extend(scenarios::loaded(&ctx, kind));
         }
     }

@@ -112,8 +112,10 @@ impl Target {
             Kind::Openpacs => {
                 let http_port = free_port();
                 let data_dir = dir.join("data");
+                // Its own HL7 port too, so that several servers can run side by side.
+                let hl7_port = free_port();
                 let mut toml = format!(
-                    "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nidle_timeout_secs = 600\n",
+                    "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nhl7_port = {hl7_port}\nidle_timeout_secs = 600\n",
                     data_dir.display().to_string()
                 );
                 for p in peers {

@@ -319,12 +319,23 @@ async fn handle_connection(
     tracing::debug!(assoc = id, calling = %info.calling_ae, %peer, contexts = contexts.len(), "association established");
     let peer_max_pdu = assoc.requestor_max_pdu_length();
     let stream = assoc.inner_stream();
+    // A second descriptor for the same socket, to re-arm TCP_QUICKACK after every PDU read
+    // (see `read_events`).
+    let quickack = {
+        use std::os::fd::AsFd;
+        stream
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(socket2::Socket::from)
+    };
     let (mut rd, mut wr) = stream.split();
     let (events_tx, events_rx) = mpsc::channel(8);
     let (cancel_tx, cancel_rx) = watch::channel(CancelRequest::default());
     let (done_tx, done_rx) = watch::channel(false);
     let reader = read_events(
         &mut rd,
+        quickack,
         PduReader::new(config.max_pdu),
         events_tx,
         cancel_tx,
@@ -377,6 +388,7 @@ struct CancelRequest {
 /// the association is idle or waiting in the middle of an operation, and decides.
 async fn read_events<R: AsyncRead + Unpin>(
     rd: &mut R,
+    quickack: Option<socket2::Socket>,
     mut reader: PduReader,
     events: mpsc::Sender<Event>,
     cancel: watch::Sender<CancelRequest>,
@@ -396,7 +408,16 @@ async fn read_events<R: AsyncRead + Unpin>(
             _ = wait_true(&mut done) => return,
         };
         let pdu = match next {
-            Ok(Some(pdu)) => pdu,
+            Ok(Some(pdu)) => {
+                // Acknowledge what arrives next at once instead of after the delayed-ACK
+                // timer: a requestor with Nagle's algorithm on (Debian's DCMTK) holds the
+                // small tail of each PDU until its earlier segments are acknowledged, and
+                // Linux leaves quick-ack mode by itself, so it is re-armed after every PDU.
+                if let Some(s) = &quickack {
+                    let _ = s.set_tcp_quickack(true);
+                }
+                pdu
+            }
             Ok(None) | Err(DimseError::Io(_)) => {
                 deliver(Event::Closed, &mut done).await;
                 return;
