@@ -278,43 +278,55 @@ impl Incoming {
             blob.discard();
             return Err(ArchiveError::from_io(e));
         }
+        // Parsing, checking and making the blob durable run in one blocking task: one thread
+        // hand-over per object instead of two. Blob removal (maintenance) waits meanwhile, so it
+        // cannot delete a file this object is about to refer to.
+        let _no_blob_removal = archive.blob_gc.read().await;
         let blobs = archive.clone();
-        let (blob, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = check_then_parse(blob.path(), blob.dataset_offset(), expected.as_ref());
-            (blob, parsed)
+        let dataset_offset = blob.dataset_offset();
+        let durable = tokio::task::spawn_blocking(move || {
+            let parsed = check_then_parse(blob.path(), dataset_offset, expected.as_ref());
+            let instance = match parsed {
+                Ok(instance) => instance,
+                Err(e) => {
+                    let identity = (dataset_offset > 0)
+                        .then(|| read_part10_meta(blob.path()).ok())
+                        .flatten()
+                        .map(|(meta, _)| {
+                            let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+                            (
+                                clean(&meta.media_storage_sop_class_uid),
+                                clean(&meta.media_storage_sop_instance_uid),
+                            )
+                        });
+                    blob.discard();
+                    return Err((e, identity));
+                }
+            };
+            let identity = Some((instance.sop_class.clone(), instance.sop_uid.clone()));
+            if let Some(study) = expected_study.filter(|s| *s != instance.study.study_uid) {
+                blob.discard();
+                let e = ArchiveError::Mismatch(format!(
+                    "Study Instance UID {} differs from the request's {study}",
+                    instance.study.study_uid
+                ));
+                return Err((e, identity));
+            }
+            match blobs.blobs.commit(blob) {
+                Ok(committed) => Ok((instance, committed)),
+                Err(e) => Err((ArchiveError::from_io(e), identity)),
+            }
         })
         .await
         .map_err(|e| ArchiveError::Internal(e.to_string()))?;
-        let mut instance = match parsed {
-            Ok(instance) => instance,
-            Err(e) => {
-                if blob.dataset_offset() > 0 {
-                    *identity = read_part10_meta(blob.path()).ok().map(|(meta, _)| {
-                        let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-                        (
-                            clean(&meta.media_storage_sop_class_uid),
-                            clean(&meta.media_storage_sop_instance_uid),
-                        )
-                    });
-                }
-                blob.discard();
+        let (mut instance, committed) = match durable {
+            Ok(done) => done,
+            Err((e, known)) => {
+                *identity = known;
                 return Err(e);
             }
         };
         *identity = Some((instance.sop_class.clone(), instance.sop_uid.clone()));
-        if let Some(study) = expected_study.filter(|s| *s != instance.study.study_uid) {
-            blob.discard();
-            return Err(ArchiveError::Mismatch(format!(
-                "Study Instance UID {} differs from the request's {study}",
-                instance.study.study_uid
-            )));
-        }
-        let dataset_offset = blob.dataset_offset();
-        let _no_blob_removal = archive.blob_gc.read().await;
-        let committed = tokio::task::spawn_blocking(move || blobs.blobs.commit(blob))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?
-            .map_err(ArchiveError::from_io)?;
         instance.tenant = archive.tenant.0;
         instance.correct_from_orders = archive.correct_from_orders;
         instance.size = committed.size;
@@ -322,7 +334,6 @@ impl Incoming {
         instance.dataset_sha256 = committed.dataset_sha256.clone();
         instance.dataset_offset = dataset_offset;
         instance.source_ae = Some(source.actor.clone());
-        instance.blob_dir = Some(committed.dir.clone());
         instance.audit = Some(AuditEvent {
             tenant: archive.tenant.0,
             event: "store".into(),

@@ -3,12 +3,11 @@
 //!
 //! Reads go through a small pool. All writes go through one writer task that groups whatever
 //! requests are waiting into a single transaction (group commit): with several associations
-//! storing at once, one fsync of the WAL covers many instances. Before committing, the writer
-//! fsyncs the blob directories of the batch, so an index row never becomes visible before the
-//! blob it points to is durable.
+//! storing at once, one fsync of the WAL covers many instances. Instances reach the writer
+//! only once their blob is durable ([`crate::BlobStore::commit`]), so an index row never
+//! becomes visible before the blob it points to.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +20,7 @@ use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenI
 use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::ae::{self, AeRecord, AeWrite};
 use crate::columns::{self, Column};
+use crate::instance_rows::{self, RowCache};
 use crate::workflow::{
     self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
     WorklistItem,
@@ -36,7 +36,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
 ];
 
 /// Patient-level attributes of an instance being indexed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PatientAttrs {
     pub issuer: String,
     pub patient_id: String,
@@ -48,7 +48,7 @@ pub struct PatientAttrs {
     pub sex: Option<String>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StudyAttrs {
     pub study_uid: String,
     pub date: Option<String>,
@@ -60,7 +60,7 @@ pub struct StudyAttrs {
     pub referring_folded: Option<String>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeriesAttrs {
     pub series_uid: String,
     pub modality: Option<String>,
@@ -93,8 +93,6 @@ pub struct NewInstance {
     pub source_ae: Option<String>,
     /// Non-pixel header as DICOM JSON.
     pub header_json: String,
-    /// Directory of the blob, fsynced before the commit that references it.
-    pub blob_dir: Option<PathBuf>,
     /// Audit line committed in the same transaction as the index rows.
     pub audit: Option<AuditEvent>,
     /// Reconciliation policy: when the study's accession number matches an order of another
@@ -371,9 +369,12 @@ impl SqliteIndex {
         let mut conn = SqliteConnection::connect_with(&options).await?;
         migrate(&mut conn).await?;
         refresh_statistics(&mut conn, true).await;
+        // Readers keep a smaller page cache than the writer (4 MiB each instead of 16): the
+        // operating system caches the file anyway, and four full caches were most of the
+        // server's resident memory with a million instances indexed.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone().read_only(true))
+            .connect_with(options.clone().read_only(true).pragma("cache_size", "-4096"))
             .await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(run_writer(conn, options, rx));
@@ -459,6 +460,7 @@ async fn run_writer(
 ) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut cache = RowCache::default();
     // Statistics are refreshed after 1,000 instances written, then 2,000, 4,000… (each time
     // the tables may have grown enough for the planner's choice to change).
     let mut written: u64 = 0;
@@ -476,30 +478,7 @@ async fn run_writer(
             .iter()
             .filter(|r| matches!(r, WriteRequest::Instance(..)))
             .count() as u64;
-        let dirs: BTreeSet<PathBuf> = batch
-            .iter()
-            .filter_map(|r| match r {
-                WriteRequest::Instance(i, _) => i.blob_dir.clone(),
-                _ => None,
-            })
-            .collect();
-        let synced =
-            tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|d| crate::blob::sync_dir(d)))
-                .await
-                .map_err(|e| IndexError::Io(std::io::Error::other(e)))
-                .and_then(|r| r.map_err(IndexError::Io));
-        if let Err(e) = synced {
-            let msg = e.to_string();
-            let kind = match &e {
-                IndexError::Io(io) => io.kind(),
-                _ => std::io::ErrorKind::Other,
-            };
-            for request in batch.drain(..) {
-                fail(request, IndexError::Io(std::io::Error::new(kind, msg.clone())));
-            }
-            continue;
-        }
-        match write_batch(&mut conn, &mut batch).await {
+        match write_batch(&mut conn, &mut batch, &mut cache).await {
             Ok(results) => {
                 for (request, result) in batch.drain(..).zip(results) {
                     match (request, result) {
@@ -585,24 +564,54 @@ enum Written {
 
 type BatchResult = Result<Written, IndexError>;
 
-/// Applies a batch in one transaction; each request in its own savepoint so that one bad
-/// request fails alone.
+/// Applies a batch in one transaction, where one bad request must fail alone. Optimistically
+/// first, with no savepoints (each statement is a round trip to SQLite's thread, and a savepoint
+/// costs two per request); when a request fails, that transaction is rolled back and the batch
+/// applied again with each request in its own savepoint.
 async fn write_batch(
     conn: &mut SqliteConnection,
     batch: &mut [WriteRequest],
+    cache: &mut RowCache,
 ) -> Result<Vec<BatchResult>, IndexError> {
+    let applied = match apply_batch(conn, batch, false, cache).await {
+        Ok(None) => apply_batch(conn, batch, true, cache).await,
+        other => other,
+    };
+    match applied {
+        Ok(Some(results)) => Ok(results),
+        Ok(None) => Err(IndexError::Schema(
+            "batch failed without a failing request".into(),
+        )),
+        Err(e) => {
+            // Rows cached during a transaction that did not commit do not exist.
+            cache.clear();
+            Err(e)
+        }
+    }
+}
+
+/// One attempt at a batch. Without savepoints, a failing request rolls everything back: `None`
+/// for a batch of several (to be retried with savepoints), its error for a batch of one.
+async fn apply_batch(
+    conn: &mut SqliteConnection,
+    batch: &[WriteRequest],
+    savepoints: bool,
+    cache: &mut RowCache,
+) -> Result<Option<Vec<BatchResult>>, IndexError> {
     let mut tx = conn.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
-    // With one request, its failure fails the transaction anyway: no savepoint round trips.
-    let savepoints = batch.len() > 1;
     for request in batch.iter() {
         if savepoints {
             sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
         }
+        if !matches!(request, WriteRequest::Instance(..)) {
+            // Any other write may change what the cached rows say (a merge, a deletion…).
+            cache.clear();
+        }
         let result = match request {
-            WriteRequest::Instance(instance, _) => {
-                insert_instance(&mut tx, instance).await.map(Written::Instance)
-            }
+            WriteRequest::Instance(instance, _) => instance_rows::insert_instance(&mut tx, instance, cache)
+                .await
+                .map(Written::Instance),
             WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| Written::Audit),
             WriteRequest::Account(write, _) => accounts::apply(&mut tx, write).await.map(Written::Rows),
             WriteRequest::Delete(scope, audit, _) => {
@@ -620,6 +629,9 @@ async fn write_batch(
                     .map(Written::Key)
             }
         };
+        if result.is_err() {
+            cache.clear();
+        }
         if savepoints {
             if result.is_err() {
                 sqlx::query("ROLLBACK TO item").execute(&mut *tx).await?;
@@ -627,177 +639,45 @@ async fn write_batch(
             sqlx::query("RELEASE item").execute(&mut *tx).await?;
         } else if result.is_err() {
             tx.rollback().await?;
+            if batch.len() > 1 {
+                return Ok(None);
+            }
             results.push(result);
-            return Ok(results);
+            return Ok(Some(results));
         }
         results.push(result);
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(Some(results))
 }
 
 /// The current UTC time as SQLite text; timestamps in the index all use this format.
 pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-pub(crate) async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
-    sqlx::query(&format!(
-        "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
-         VALUES (?, {NOW}, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(e.tenant)
-    .bind(&e.event)
-    .bind(&e.actor)
-    .bind(&e.peer)
-    .bind(&e.patient_id)
-    .bind(&e.study_uid)
-    .bind(&e.outcome)
-    .bind(&e.detail)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// One audit line; its values are bound in the order of [`AuditEvent`]'s fields.
+pub(crate) const AUDIT_INSERT: &str =
+    "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
+     VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?, ?)";
+
+/// Binds the values of [`AUDIT_INSERT`].
+pub(crate) fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    e: &'q AuditEvent,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(e.tenant)
+        .bind(&e.event)
+        .bind(&e.actor)
+        .bind(&e.peer)
+        .bind(&e.patient_id)
+        .bind(&e.study_uid)
+        .bind(&e.outcome)
+        .bind(&e.detail)
 }
 
-async fn insert_instance(tx: &mut SqliteConnection, n: &NewInstance) -> Result<IndexOutcome, IndexError> {
-    let current: Option<(i64, String, i64)> = sqlx::query_as(
-        "SELECT pk, dataset_sha256, series_pk FROM instance
-         WHERE tenant_pk = ? AND sop_uid = ? AND superseded_at IS NULL",
-    )
-    .bind(n.tenant)
-    .bind(&n.sop_uid)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(audit) = &n.audit {
-        insert_audit(tx, audit).await?;
-    }
-    if let Some((pk, dataset_sha, _)) = &current {
-        if *dataset_sha == n.dataset_sha256 {
-            return Ok(IndexOutcome::Duplicate { pk: *pk });
-        }
-    }
-    let p = &n.patient;
-    let patient_pk: i64 = sqlx::query_scalar(
-        // Later objects update the attributes they carry; an absent value never erases one;
-        // demographics the RIS sent are never overwritten by images.
-        "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
-                              patient_name_folded, birth_date, sex)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
-           patient_name = IIF(ris_managed, patient_name, COALESCE(excluded.patient_name, patient_name)),
-           patient_name_folded = IIF(ris_managed, patient_name_folded,
-                                     COALESCE(excluded.patient_name_folded, patient_name_folded)),
-           birth_date = IIF(ris_managed, birth_date, COALESCE(excluded.birth_date, birth_date)),
-           sex = IIF(ris_managed, sex, COALESCE(excluded.sex, sex))
-         RETURNING pk",
-    )
-    .bind(n.tenant)
-    .bind(&p.issuer)
-    .bind(&p.patient_id)
-    .bind(&p.unidentified_study)
-    .bind(&p.name)
-    .bind(&p.name_folded)
-    .bind(&p.birth_date)
-    .bind(&p.sex)
-    .fetch_one(&mut *tx)
-    .await?;
-    // A patient merged into another (HL7 A40): late images join the survivor.
-    let patient_pk = crate::workflow::surviving_patient(tx, patient_pk).await?;
-    let s = &n.study;
-    let study_pk: i64 = sqlx::query_scalar(&format!(
-        "INSERT INTO study (tenant_pk, patient_pk, study_uid, study_date, study_time, accession_number,
-                            study_id, description, referring, referring_folded, last_received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
-         ON CONFLICT (tenant_pk, study_uid) DO UPDATE SET
-           last_received_at = excluded.last_received_at,
-           -- A study reconciled with an order stays with the order's patient.
-           patient_pk = IIF(order_pk IS NULL, excluded.patient_pk, patient_pk),
-           study_date = COALESCE(excluded.study_date, study_date),
-           study_time = COALESCE(excluded.study_time, study_time),
-           accession_number = COALESCE(excluded.accession_number, accession_number),
-           study_id = COALESCE(excluded.study_id, study_id),
-           description = COALESCE(excluded.description, description),
-           referring = COALESCE(excluded.referring, referring),
-           referring_folded = COALESCE(excluded.referring_folded, referring_folded)
-         RETURNING pk"
-    ))
-    .bind(n.tenant)
-    .bind(patient_pk)
-    .bind(&s.study_uid)
-    .bind(&s.date)
-    .bind(&s.time)
-    .bind(&s.accession_number)
-    .bind(&s.study_id)
-    .bind(&s.description)
-    .bind(&s.referring)
-    .bind(&s.referring_folded)
-    .fetch_one(&mut *tx)
-    .await?;
-    crate::workflow::reconcile_study(tx, study_pk, n.correct_from_orders).await?;
-    let patient_revision = crate::workflow::revision_for(tx, study_pk, p).await?;
-    let se = &n.series;
-    let series_pk: i64 = sqlx::query_scalar(
-        "INSERT INTO series (tenant_pk, study_pk, series_uid, modality, series_number, description, body_part)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (tenant_pk, series_uid) DO UPDATE SET
-           modality = COALESCE(excluded.modality, modality),
-           series_number = COALESCE(excluded.series_number, series_number),
-           description = COALESCE(excluded.description, description),
-           body_part = COALESCE(excluded.body_part, body_part)
-         RETURNING pk",
-    )
-    .bind(n.tenant)
-    .bind(study_pk)
-    .bind(&se.series_uid)
-    .bind(&se.modality)
-    .bind(&se.series_number)
-    .bind(&se.description)
-    .bind(&se.body_part)
-    .fetch_one(&mut *tx)
-    .await?;
-    let superseded_pk = if let Some((old_pk, _, _)) = current {
-        sqlx::query(&format!("UPDATE instance SET superseded_at = {NOW} WHERE pk = ?"))
-            .bind(old_pk)
-            .execute(&mut *tx)
-            .await?;
-        Some(old_pk)
-    } else {
-        None
-    };
-    let pk: i64 = sqlx::query_scalar(&format!(
-        "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, rows, columns_,
-                               bits_allocated, number_of_frames, transfer_syntax,
-                               size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at,
-                               patient_revision)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?)
-         RETURNING pk"
-    ))
-    .bind(n.tenant)
-    .bind(series_pk)
-    .bind(&n.sop_uid)
-    .bind(&n.sop_class)
-    .bind(&n.instance_number)
-    .bind(&n.rows)
-    .bind(&n.columns)
-    .bind(&n.bits_allocated)
-    .bind(&n.number_of_frames)
-    .bind(&n.transfer_syntax)
-    .bind(n.size as i64)
-    .bind(&n.sha256)
-    .bind(&n.dataset_sha256)
-    .bind(&n.sha256)
-    .bind(n.dataset_offset as i64)
-    .bind(&n.source_ae)
-    .bind(patient_revision)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO instance_header (instance_pk, header) VALUES (?, ?)")
-        .bind(pk)
-        .bind(&n.header_json)
-        .execute(&mut *tx)
-        .await?;
-    Ok(match superseded_pk {
-        Some(superseded_pk) => IndexOutcome::Replaced { pk, superseded_pk },
-        None => IndexOutcome::Stored { pk },
-    })
+pub(crate) async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
+    bind_audit(sqlx::query(AUDIT_INSERT), e).execute(&mut *tx).await?;
+    Ok(())
 }
 
 const INSTANCE_FIELDS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.size, i.blob_key, i.dataset_offset, i.dataset_sha256, i.superseded_at IS NOT NULL";
@@ -1481,6 +1361,83 @@ mod tests {
             .unwrap()
             .is_empty());
         // Four store audits were committed with the rows.
+        let audit = index.audit_page(0, 100).await.unwrap();
+        assert_eq!(audit.iter().filter(|a| a.event.event == "store").count(), 4);
+    }
+
+    /// Consecutive instances of a series reuse the rows the first one wrote
+    /// (`instance_rows::RowCache`); what a later instance adds must still reach the index, and
+    /// each instance gets its own header and its study's reception time.
+    #[tokio::test]
+    async fn later_instances_of_a_series_still_update_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let received_at = |pool: SqlitePool| async move {
+            sqlx::query_scalar::<_, String>("SELECT last_received_at FROM study WHERE study_uid = '1.2.3'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let mut pks = Vec::new();
+        for (n, sop) in ["1.2.3.4.1", "1.2.3.4.2"].iter().enumerate() {
+            let mut i = instance(sop, &format!("{n:02}"));
+            i.header_json = format!("{{\"n\":{n}}}");
+            let IndexOutcome::Stored { pk } = index.add_instance(i).await.unwrap() else {
+                panic!()
+            };
+            pks.push(pk);
+        }
+        let first_received = received_at(index.pool.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut third = instance("1.2.3.4.3", "03");
+        third.series.description = Some("AXIAL 1mm".into());
+        third.study.description = Some("CT THORAX".into());
+        third.patient.sex = Some("F".into());
+        third.header_json = "{\"n\":2}".into();
+        let IndexOutcome::Stored { pk } = index.add_instance(third).await.unwrap() else {
+            panic!()
+        };
+        pks.push(pk);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let IndexOutcome::Stored { pk } = index.add_instance(instance("1.2.3.4.4", "04")).await.unwrap()
+        else {
+            panic!()
+        };
+        pks.push(pk);
+        let last_received = received_at(index.pool.clone()).await;
+        assert!(
+            last_received > first_received,
+            "{first_received} then {last_received}"
+        );
+
+        let (series_desc, study_desc, sex, series_count): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT se.description, st.description, p.sex, (SELECT COUNT(*) FROM series)
+                 FROM series se JOIN study st ON st.pk = se.study_pk JOIN patient p ON p.pk = st.patient_pk",
+        )
+        .fetch_one(&index.pool)
+        .await
+        .unwrap();
+        assert_eq!(series_desc.as_deref(), Some("AXIAL 1mm"));
+        assert_eq!(study_desc.as_deref(), Some("CT THORAX"));
+        assert_eq!(sex.as_deref(), Some("F"));
+        assert_eq!(series_count, 1);
+        let headers = index.instance_headers(&pks).await.unwrap();
+        let mut by_pk: Vec<(i64, String)> = headers;
+        by_pk.sort();
+        assert_eq!(
+            by_pk,
+            vec![
+                (pks[0], "{\"n\":0}".to_string()),
+                (pks[1], "{\"n\":1}".to_string()),
+                (pks[2], "{\"n\":2}".to_string()),
+                (pks[3], "{}".to_string()),
+            ]
+        );
         let audit = index.audit_page(0, 100).await.unwrap();
         assert_eq!(audit.iter().filter(|a| a.event.event == "store").count(), 4);
     }

@@ -9,6 +9,7 @@ pub mod ae;
 pub mod blob;
 pub mod columns;
 pub mod index;
+mod instance_rows;
 pub mod workflow;
 
 pub use accounts::{AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};

@@ -295,7 +295,7 @@ async fn find_patient(
     row.as_ref().map(patient_record).transpose()
 }
 
-fn patient_record(row: &sqlx::sqlite::SqliteRow) -> Result<PatientRecord, IndexError> {
+pub(crate) fn patient_record(row: &sqlx::sqlite::SqliteRow) -> Result<PatientRecord, IndexError> {
     Ok(PatientRecord {
         pk: row.try_get(0)?,
         key: PatientKey {
@@ -546,12 +546,12 @@ pub(crate) async fn surviving_patient(conn: &mut SqliteConnection, mut pk: i64) 
 
 /// Links a study not yet reconciled to the order with its accession number. When the order is
 /// another patient's, the RIS wins: the study moves under the order's patient (`correct`), or
-/// it is flagged for review.
+/// it is flagged for review. True when the study's patient may have changed.
 pub(crate) async fn reconcile_study(
     conn: &mut SqliteConnection,
     study: i64,
     correct: bool,
-) -> Result<(), IndexError> {
+) -> Result<bool, IndexError> {
     let order: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT o.pk, o.patient_pk, s.patient_pk FROM study s
          JOIN procedure_order o ON o.tenant_pk = s.tenant_pk AND o.accession_number = s.accession_number
@@ -562,7 +562,7 @@ pub(crate) async fn reconcile_study(
     .fetch_optional(&mut *conn)
     .await?;
     let Some((order, order_patient, study_patient)) = order else {
-        return Ok(());
+        return Ok(false);
     };
     if order_patient == study_patient || correct {
         sqlx::query("UPDATE study SET order_pk = ?, patient_pk = ?, review_reason = NULL WHERE pk = ?")
@@ -580,7 +580,7 @@ pub(crate) async fn reconcile_study(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The revision an instance is indexed under: its patient's, when the instance's own patient
@@ -597,13 +597,22 @@ pub(crate) async fn revision_for(
     .bind(study)
     .fetch_one(&mut *conn)
     .await?;
-    let p = patient_record(&row)?;
+    Ok(revision_if_agrees(&patient_record(&row)?, attrs))
+}
+
+/// The patient's revision when an instance's own patient attributes agree with the patient
+/// row (the columns of [`patient_record`], in that order); -1 when they do not.
+pub(crate) fn revision_if_agrees(p: &PatientRecord, attrs: &PatientAttrs) -> i64 {
     let agrees = p.key.patient_id == attrs.patient_id
         && p.key.issuer == attrs.issuer
         && p.name == attrs.name
         && p.birth_date == attrs.birth_date
         && p.sex == attrs.sex;
-    Ok(if agrees { p.revision } else { -1 })
+    if agrees {
+        p.revision
+    } else {
+        -1
+    }
 }
 
 // Reads.
