@@ -7,8 +7,8 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use pacs_model::{InformationModel, Matcher, QueryLevel, ValueKind};
-use pacs_store::{columns, Condition, InstanceLocation};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use pacs_store::{columns, Condition, InstanceLocation, PatientRecord};
+use tokio::io::AsyncReadExt;
 
 use crate::{Archive, ArchiveError};
 
@@ -104,6 +104,13 @@ fn encapsulated_frame(
 
 /// Bytes read from a blob file at a time when it is sent as it is stored.
 const RETRIEVE_READ_BUFFER: usize = 256 * 1024;
+
+/// What is read of a stored file when it is opened, in the same blocking task as the open and
+/// the seek: all of most instances (a 512×512 CT image is 0.5 MiB), so that sending one costs
+/// a single hand-over to the blocking pool instead of one per open, seek and 256 KiB read.
+/// Larger files continue from disk in [`RETRIEVE_READ_BUFFER`] pieces. One such buffer per
+/// instance being sent.
+const RETRIEVE_HEAD: u64 = 1024 * 1024;
 
 /// An instance opened for sending: a reader over exactly `len` bytes of data set.
 pub struct OpenedDataset {
@@ -210,6 +217,28 @@ impl Archive {
         self.open_as(location, target, Framing::Part10).await
     }
 
+    /// The current patient record of each of these instances whose patient's identity changed
+    /// since it was stored (one query per 500 instances), for retrievals that send many
+    /// instances: [`Archive::open_part10_patched`] then needs no query per instance.
+    pub async fn patient_patches(
+        &self,
+        locations: &[InstanceLocation],
+    ) -> Result<std::collections::HashMap<i64, PatientRecord>, ArchiveError> {
+        let pks: Vec<i64> = locations.iter().map(|l| l.pk).collect();
+        Ok(self.index.patient_patches(&pks).await?.into_iter().collect())
+    }
+
+    /// [`Archive::open_part10`] with the patient patch already looked up
+    /// ([`Archive::patient_patches`]).
+    pub async fn open_part10_patched(
+        &self,
+        location: &InstanceLocation,
+        patch: Option<PatientRecord>,
+        target: &str,
+    ) -> Result<OpenedDataset, ArchiveError> {
+        self.open_with(location, patch, target, Framing::Part10).await
+    }
+
     /// An instance's bytes in `target` syntax: a stream over the stored file when the syntax
     /// matches, else a converted copy made in memory (one instance at a time), its pixel data
     /// decoded first when the stored syntax is compressed.
@@ -219,10 +248,6 @@ impl Archive {
         target: &str,
         framing: Framing,
     ) -> Result<OpenedDataset, ArchiveError> {
-        let path = self
-            .blobs
-            .path_of(&location.blob_key)
-            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         // Identity changed by the RIS since the object was stored: a patched copy, never the
         // stored bytes changed.
         let patch = self
@@ -231,26 +256,47 @@ impl Archive {
             .await?
             .pop()
             .map(|(_, p)| p);
+        self.open_with(location, patch, target, framing).await
+    }
+
+    /// [`Archive::open_as`] once the patient patch (if any) is known.
+    async fn open_with(
+        &self,
+        location: &InstanceLocation,
+        patch: Option<PatientRecord>,
+        target: &str,
+        framing: Framing,
+    ) -> Result<OpenedDataset, ArchiveError> {
+        let path = self
+            .blobs
+            .path_of(&location.blob_key)
+            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         if location.transfer_syntax == target && patch.is_none() {
             let start = match framing {
                 Framing::DatasetOnly => location.dataset_offset,
                 Framing::Part10 => 0,
             };
-            let mut file = tokio::fs::File::open(&path)
-                .await
-                .map_err(ArchiveError::from_io)?;
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(ArchiveError::from_io)?;
             let len = location.size.saturating_sub(start);
-            // The sender asks for one PDU's worth at a time (16 KiB for DCMTK's default maximum
-            // PDU), and every read of a tokio file is a hop to the blocking pool: read the file
-            // in 256 KiB pieces instead (bounded, one buffer per instance being sent).
+            let (head, file) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                use std::io::{Read, Seek};
+                let mut file = std::fs::File::open(&path)?;
+                file.seek(std::io::SeekFrom::Start(start))?;
+                let mut head = Vec::with_capacity(len.min(RETRIEVE_HEAD) as usize);
+                (&mut file).take(RETRIEVE_HEAD).read_to_end(&mut head)?;
+                Ok((head, file))
+            })
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?
+            .map_err(ArchiveError::from_io)?;
+            let rest = len.saturating_sub(head.len() as u64);
+            // The rest, if any, in 256 KiB pieces: the sender asks for one PDU's worth at a
+            // time, and every read of a tokio file is a hop to the blocking pool.
+            let rest = tokio::io::BufReader::with_capacity(
+                RETRIEVE_READ_BUFFER,
+                tokio::fs::File::from_std(file).take(rest),
+            );
             return Ok(OpenedDataset {
-                reader: Box::new(tokio::io::BufReader::with_capacity(
-                    RETRIEVE_READ_BUFFER,
-                    file.take(len),
-                )),
+                reader: Box::new(Cursor::new(head).chain(rest)),
                 len,
             });
         }
@@ -413,11 +459,13 @@ impl Archive {
     /// Opens the data set of an instance in `target` syntax: the original bytes when it is the
     /// stored syntax, a re-encoded copy (in memory, one instance at a time) otherwise.
     pub async fn open_dataset(&self, pk: i64, target: &str) -> Result<OpenedDataset, ArchiveError> {
-        let location = self
+        // One query for the location and the patient patch: this runs once per instance sent.
+        let (location, patch) = self
             .index
-            .instance(pk)
+            .instance_for_retrieval(pk)
             .await?
             .ok_or_else(|| ArchiveError::Invalid(format!("instance {pk} not in the index")))?;
-        self.open_as(&location, target, Framing::DatasetOnly).await
+        self.open_with(&location, patch, target, Framing::DatasetOnly)
+            .await
     }
 }

@@ -215,6 +215,12 @@ pub trait Index: Send + Sync + 'static {
     ) -> Result<Vec<QueryRow>, IndexError>;
     /// An instance by key, current or superseded.
     async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError>;
+    /// An instance's location and, when its patient's identity changed since it was stored,
+    /// the patient's current record (see [`Index::patient_patches`]), in one query.
+    async fn instance_for_retrieval(
+        &self,
+        pk: i64,
+    ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError>;
     /// Stored header (DICOM JSON) of an instance, or of one current instance of a
     /// series/study/patient given that level's key.
     async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError>;
@@ -965,6 +971,32 @@ impl Index for SqliteIndex {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| location(&r, 0)).transpose()?)
+    }
+
+    async fn instance_for_retrieval(
+        &self,
+        pk: i64,
+    ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_FIELDS}, i.patient_revision <> p.revision,
+                    p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision
+             FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study s ON s.pk = se.study_pk
+             JOIN patient p ON p.pk = s.patient_pk
+             WHERE i.pk = ?"
+        ))
+        .bind(pk)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let patched: bool = row.try_get(9)?;
+        let patch = if patched {
+            Some(workflow::patient_record_at(&row, 10)?)
+        } else {
+            None
+        };
+        Ok(Some((location(&row, 0)?, patch)))
     }
 
     async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError> {

@@ -296,16 +296,25 @@ async fn find_patient(
 }
 
 pub(crate) fn patient_record(row: &sqlx::sqlite::SqliteRow) -> Result<PatientRecord, IndexError> {
+    patient_record_at(row, 0)
+}
+
+/// A patient record from seven columns of a row starting at `at`: pk, issuer, patient_id,
+/// patient_name, birth_date, sex, revision.
+pub(crate) fn patient_record_at(
+    row: &sqlx::sqlite::SqliteRow,
+    at: usize,
+) -> Result<PatientRecord, IndexError> {
     Ok(PatientRecord {
-        pk: row.try_get(0)?,
+        pk: row.try_get(at)?,
         key: PatientKey {
-            issuer: row.try_get(1)?,
-            patient_id: row.try_get(2)?,
+            issuer: row.try_get(at + 1)?,
+            patient_id: row.try_get(at + 2)?,
         },
-        name: row.try_get(3)?,
-        birth_date: row.try_get(4)?,
-        sex: row.try_get(5)?,
-        revision: row.try_get(6)?,
+        name: row.try_get(at + 3)?,
+        birth_date: row.try_get(at + 4)?,
+        sex: row.try_get(at + 5)?,
+        revision: row.try_get(at + 6)?,
     })
 }
 

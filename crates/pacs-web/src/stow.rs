@@ -1,7 +1,10 @@
 //! STOW-RS (PS3.18 §10.5): `POST /studies` and `/studies/{study}` with
 //! `multipart/related; type="application/dicom"`, parsed as a stream. Each part goes through the
-//! same ingest as C-STORE (durable before it counts as stored, same duplicate policy).
+//! same ingest as C-STORE (durable before it counts as stored, same duplicate policy). Up to
+//! [`PARTS_IN_FLIGHT`] received parts are made durable while the next ones arrive; the response
+//! waits for all of them.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -12,7 +15,8 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use pacs_archive::{ArchiveError, Source, StoredInstance};
+use pacs_archive::{ArchiveError, Refused, Source, StoredInstance};
+use tokio::task::JoinHandle;
 
 use crate::{ApiError, WebState};
 
@@ -39,6 +43,47 @@ pub(crate) async fn store_in_study(
     body: Body,
 ) -> Response {
     stow(state, peer, headers, Some(study), body).await
+}
+
+/// Received parts whose ingest (parse, fsyncs, index commit) may run at once within one
+/// request. Durability is mostly waiting for the disk: overlapping it with the reception of the
+/// next parts, and letting the index writer commit several parts in one transaction, is what
+/// makes a request of many instances fast. Each holds a temporary file and a 256 KiB buffer.
+const PARTS_IN_FLIGHT: usize = 8;
+
+/// A part being made durable in its own task, or already settled.
+enum Pending {
+    Settled(Outcome),
+    Finishing(JoinHandle<Result<StoredInstance, Refused>>),
+}
+
+impl Pending {
+    async fn settle(self) -> Outcome {
+        let finished = match self {
+            Pending::Settled(outcome) => return outcome,
+            Pending::Finishing(task) => task.await,
+        };
+        match finished {
+            Ok(Ok(stored)) => Outcome::Stored(stored),
+            Ok(Err(refused)) => Outcome::Failed {
+                reason: failure_reason(&refused.error),
+                why: refused.error.to_string(),
+                identity: refused.identity,
+            },
+            Err(e) => Outcome::Failed {
+                reason: PROCESSING_FAILURE,
+                why: format!("internal error: {e}"),
+                identity: None,
+            },
+        }
+    }
+}
+
+/// Waits for every part still being made durable, in order.
+async fn settle_all(pending: &mut VecDeque<Pending>, outcomes: &mut Vec<Outcome>) {
+    while let Some(p) = pending.pop_front() {
+        outcomes.push(p.settle().await);
+    }
 }
 
 /// One part's outcome.
@@ -124,29 +169,39 @@ async fn stow(
         peer: peer.to_string(),
     };
     let mut outcomes = Vec::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
+        while pending.len() >= PARTS_IN_FLIGHT {
+            if let Some(oldest) = pending.pop_front() {
+                outcomes.push(oldest.settle().await);
+            }
+        }
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return multipart_error(e, outcomes.len()),
+            Err(e) => {
+                settle_all(&mut pending, &mut outcomes).await;
+                return multipart_error(e, outcomes.len());
+            }
         };
         let part_type = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
         if part_type.as_deref().is_some_and(|t| t != "application/dicom") {
             // Drain it; it is refused alone.
             while let Ok(Some(_)) = field.chunk().await {}
-            outcomes.push(Outcome::Failed {
+            pending.push_back(Pending::Settled(Outcome::Failed {
                 reason: CANNOT_UNDERSTAND,
                 why: format!(
                     "part of type {} is not application/dicom",
                     part_type.unwrap_or_default()
                 ),
                 identity: None,
-            });
+            }));
             continue;
         }
         let mut incoming = match state.archive.begin_part10(source.clone(), study.clone()) {
             Ok(i) => i,
             Err(e) => {
+                settle_all(&mut pending, &mut outcomes).await;
                 return ApiError::Internal(e.to_string()).into_response();
             }
         };
@@ -163,28 +218,29 @@ async fn stow(
                 Ok(None) => break,
                 // The part did not arrive whole: nothing of it is kept (the temporary blob is
                 // removed when `incoming` is dropped).
-                Err(e) => return multipart_error(e, outcomes.len()),
+                Err(e) => {
+                    drop(incoming);
+                    settle_all(&mut pending, &mut outcomes).await;
+                    return multipart_error(e, outcomes.len());
+                }
             }
         }
-        let outcome = match failed {
+        pending.push_back(match failed {
             Some(error) => {
                 incoming.abort();
-                Err(pacs_archive::Refused {
-                    error,
+                Pending::Settled(Outcome::Failed {
+                    reason: failure_reason(&error),
+                    why: error.to_string(),
                     identity: None,
                 })
             }
-            None => incoming.finish_detailed().await,
-        };
-        outcomes.push(match outcome {
-            Ok(stored) => Outcome::Stored(stored),
-            Err(refused) => Outcome::Failed {
-                reason: failure_reason(&refused.error),
-                why: refused.error.to_string(),
-                identity: refused.identity,
-            },
+            // Its own task: it goes on while the next parts are received (and ends, object
+            // stored, even if the client goes away meanwhile, like a C-STORE whose response
+            // was lost).
+            None => Pending::Finishing(tokio::spawn(incoming.finish_detailed())),
         });
     }
+    settle_all(&mut pending, &mut outcomes).await;
     respond(&headers, study.as_deref(), outcomes)
 }
 

@@ -17,7 +17,7 @@ use crate::{ApiError, WebState};
 /// Explicit VR Little Endian: what `application/dicom` means without a transfer-syntax
 /// parameter (PS3.18 §8.7.3.5).
 const DEFAULT_SYNTAX: &str = "1.2.840.10008.1.2.1";
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 pub(crate) async fn study(
     state: State<WebState>,
@@ -171,13 +171,25 @@ async fn stream_parts(
     boundary: String,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
+    // Patient identity changes (RIS corrections) for the whole request in one go, rather
+    // than a query per instance.
+    let locations: Vec<InstanceLocation> = parts.iter().map(|(l, _)| l.clone()).collect();
+    let mut patches = match archive.patient_patches(&locations).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read patient corrections for WADO-RS");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            return;
+        }
+    };
     for (location, target) in parts {
         let head =
             format!("--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={target}\r\n\r\n");
         if tx.send(Ok(Bytes::from(head))).await.is_err() {
             return;
         }
-        let mut opened = match archive.open_part10(&location, &target).await {
+        let patch = patches.remove(&location.pk);
+        let mut opened = match archive.open_part10_patched(&location, patch, &target).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(sop = %location.sop_uid, error = %e, "cannot open instance for WADO-RS");
