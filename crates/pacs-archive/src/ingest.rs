@@ -273,8 +273,9 @@ impl Incoming {
             ));
         }
         let mut blob = blob;
-        // Everything written must be in the file before it is parsed from disk.
-        if let Err(e) = blob.flush() {
+        // Everything written must be in the file before it is parsed from disk; its fdatasync
+        // runs meanwhile (`BlobStore::commit` waits for it before the rename).
+        if let Err(e) = blob.start_sync() {
             blob.discard();
             return Err(ArchiveError::from_io(e));
         }

@@ -39,6 +39,8 @@ pub struct TempBlob {
     /// Set once the file has been renamed into the store; until then, dropping the value
     /// removes the temporary file (whatever failed, a panic included).
     kept: bool,
+    /// The fdatasync started by [`TempBlob::start_sync`], running on another thread.
+    syncing: Option<std::sync::mpsc::Receiver<io::Result<()>>>,
 }
 
 /// A blob made durable under its content key.
@@ -100,6 +102,7 @@ impl BlobStore {
             len: 0,
             dataset_offset: None,
             kept: false,
+            syncing: None,
         })
     }
 
@@ -166,9 +169,6 @@ impl BlobStore {
     /// file's data and its name have reached the disk and the index may refer to it.
     pub fn commit(&self, mut temp: TempBlob) -> io::Result<CommittedBlob> {
         temp.file.flush()?;
-        // fdatasync: the data and what is needed to read it back (the size); the name is made
-        // durable by the directory fsync below.
-        temp.file.get_ref().sync_data()?;
         let key = hex::encode(std::mem::take(&mut temp.file_hash).finalize());
         let dataset_sha256 = hex::encode(std::mem::take(&mut temp.dataset_hash).finalize());
         let path = self
@@ -193,6 +193,16 @@ impl BlobStore {
                     sync_dir(&self.blobs)?;
                 }
             }
+        }
+        // fdatasync (the data and what is needed to read it back, the size) before the rename:
+        // a crash must never leave an incomplete file under a content name. Started earlier by
+        // `start_sync` when the caller had other work to do meanwhile; the name is made durable
+        // by the directory fsync below.
+        match temp.syncing.take() {
+            Some(syncing) => syncing
+                .recv()
+                .map_err(|_| io::Error::other("the fdatasync thread ended without an answer"))??,
+            None => temp.file.get_ref().sync_data()?,
         }
         if path.exists() {
             // Same content already stored (the key is its hash): keep the existing file; the
@@ -261,9 +271,28 @@ impl TempBlob {
         Ok(())
     }
 
-    /// Writes out what is buffered, so that the file on disk is complete (before it is parsed).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+    /// Writes out what is buffered and starts the fdatasync on another thread (the blocking
+    /// pool inside a tokio runtime), so that the caller can parse the object and
+    /// [`BlobStore::commit`] prepare its directory while the disk works: both take about as
+    /// long as the sync. Nothing may be written after this; `commit` waits for the sync before
+    /// the rename.
+    pub fn start_sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        let file = self.file.get_ref().try_clone()?;
+        let (done, syncing) = std::sync::mpsc::sync_channel(1);
+        let sync = move || {
+            let _ = done.send(file.sync_data());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(sync);
+            }
+            Err(_) => {
+                std::thread::Builder::new().name("blob-sync".into()).spawn(sync)?;
+            }
+        }
+        self.syncing = Some(syncing);
+        Ok(())
     }
 
     /// Gives up on this blob: the temporary file is removed.
