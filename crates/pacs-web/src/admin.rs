@@ -57,6 +57,41 @@ impl WebState {
         Ok(user.filter(|u| u.tenant == self.archive.tenant().0))
     }
 
+    /// The user named `username` in this tenant, or the refusal to answer (404, audited).
+    async fn existing_user(
+        &self,
+        peer: SocketAddr,
+        event: &str,
+        username: &str,
+    ) -> Result<UserAccount, Response> {
+        match self.tenant_user(username).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(self.not_a_user(peer, event, username).await),
+            Err(e) => Err(e.into_response()),
+        }
+    }
+
+    /// Applies a change to one user's account; the refusal to answer when there is no such
+    /// user any more (404, audited) or the write failed.
+    async fn write_user(
+        &self,
+        peer: SocketAddr,
+        event: &str,
+        username: &str,
+        write: AccountWrite,
+    ) -> Result<(), Response> {
+        match self.archive.index().write_accounts(write).await {
+            Ok(0) => Err(self.not_a_user(peer, event, username).await),
+            Ok(_) => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn not_a_user(&self, peer: SocketAddr, event: &str, username: &str) -> Response {
+        let why = format!("no user {username:?}");
+        self.refuse(peer, event, StatusCode::NOT_FOUND, why).await
+    }
+
     async fn tenant_users(&self) -> Result<Vec<UserAccount>, ApiError> {
         let users = self
             .archive
@@ -209,19 +244,9 @@ pub(crate) async fn set_role(
         Ok(r) => r,
         Err(why) => return state.refuse(peer, EVENT, StatusCode::BAD_REQUEST, why).await,
     };
-    let user = match state.tenant_user(&username).await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            return state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Err(e) => return e.into_response(),
+    let user = match state.existing_user(peer, EVENT, &username).await {
+        Ok(u) => u,
+        Err(refused) => return refused,
     };
     match is_last_admin(&state, &user).await {
         Ok(true) if role != Role::Admin => {
@@ -235,24 +260,12 @@ pub(crate) async fn set_role(
         username: username.clone(),
         role,
     };
-    match state.archive.index().write_accounts(write).await {
-        Ok(0) => {
-            state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Ok(_) => {
-            let detail = format!("{username} ({})", role.as_str());
-            state.admin_audit(peer, EVENT, "success", detail).await;
-            Json(json!({ "username": username, "role": role.as_str() })).into_response()
-        }
-        Err(e) => internal(e),
+    if let Err(refused) = state.write_user(peer, EVENT, &username, write).await {
+        return refused;
     }
+    let detail = format!("{username} ({})", role.as_str());
+    state.admin_audit(peer, EVENT, "success", detail).await;
+    Json(json!({ "username": username, "role": role.as_str() })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -274,19 +287,8 @@ pub(crate) async fn set_password(
             Ok(p) => p,
             Err(why) => return state.refuse(peer, EVENT, StatusCode::BAD_REQUEST, why).await,
         };
-    match state.tenant_user(&username).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Err(e) => return e.into_response(),
+    if let Err(refused) = state.existing_user(peer, EVENT, &username).await {
+        return refused;
     }
     let password_hash = match hash(password).await {
         Ok(h) => h,
@@ -296,23 +298,11 @@ pub(crate) async fn set_password(
         username: username.clone(),
         password_hash,
     };
-    match state.archive.index().write_accounts(write).await {
-        Ok(0) => {
-            state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Ok(_) => {
-            state.admin_audit(peer, EVENT, "success", username).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => internal(e),
+    if let Err(refused) = state.write_user(peer, EVENT, &username, write).await {
+        return refused;
     }
+    state.admin_audit(peer, EVENT, "success", username).await;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `DELETE /api/users/{username}`: the user, their sessions and tokens.
@@ -322,19 +312,9 @@ pub(crate) async fn remove_user(
     Path(username): Path<String>,
 ) -> Response {
     const EVENT: &str = "user-remove";
-    let user = match state.tenant_user(&username).await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            return state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Err(e) => return e.into_response(),
+    let user = match state.existing_user(peer, EVENT, &username).await {
+        Ok(u) => u,
+        Err(refused) => return refused,
     };
     match is_last_admin(&state, &user).await {
         Ok(true) => {
@@ -347,23 +327,11 @@ pub(crate) async fn remove_user(
     let write = AccountWrite::RemoveUser {
         username: username.clone(),
     };
-    match state.archive.index().write_accounts(write).await {
-        Ok(0) => {
-            state
-                .refuse(
-                    peer,
-                    EVENT,
-                    StatusCode::NOT_FOUND,
-                    format!("no user {username:?}"),
-                )
-                .await
-        }
-        Ok(_) => {
-            state.admin_audit(peer, EVENT, "success", username).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => internal(e),
+    if let Err(refused) = state.write_user(peer, EVENT, &username, write).await {
+        return refused;
     }
+    state.admin_audit(peer, EVENT, "success", username).await;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
