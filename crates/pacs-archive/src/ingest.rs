@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use pacs_dimse::dataset_check;
@@ -173,10 +174,15 @@ impl Archive {
 /// The file meta group of a Part 10 file and the offset where its data set starts (after the
 /// preamble, "DICM" and the meta group).
 pub fn read_part10_meta(path: &Path) -> Result<(FileMetaTable, u64), ArchiveError> {
+    let file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
+    part10_meta_from(file)
+}
+
+/// [`read_part10_meta`] from the first bytes of a Part 10 file, however they are held.
+fn part10_meta_from(mut file: impl Read) -> Result<(FileMetaTable, u64), ArchiveError> {
     /// File meta groups are a few hundred bytes; a larger one is not a DICOM file we accept.
     const MAX_META: u32 = 64 * 1024;
     let not_part10 = |why: &str| ArchiveError::Invalid(format!("not a DICOM Part 10 file ({why})"));
-    let mut file = std::fs::File::open(path).map_err(ArchiveError::from_io)?;
     let mut head = [0u8; 144];
     file.read_exact(&mut head).map_err(|_| not_part10("too short"))?;
     if &head[128..132] != b"DICM" {
@@ -286,20 +292,25 @@ impl Incoming {
         let blobs = archive.clone();
         let dataset_offset = blob.dataset_offset();
         let durable = tokio::task::spawn_blocking(move || {
-            let parsed = check_then_parse(blob.path(), dataset_offset, expected.as_ref());
+            let object = match blob.contents() {
+                Some(bytes) => Object::Bytes(bytes),
+                None => Object::File(blob.path()),
+            };
+            let parsed = check_then_parse(object, dataset_offset, expected.as_ref());
             let instance = match parsed {
                 Ok(instance) => instance,
                 Err(e) => {
-                    let identity = (dataset_offset > 0)
-                        .then(|| read_part10_meta(blob.path()).ok())
-                        .flatten()
-                        .map(|(meta, _)| {
-                            let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-                            (
-                                clean(&meta.media_storage_sop_class_uid),
-                                clean(&meta.media_storage_sop_instance_uid),
-                            )
-                        });
+                    let identity =
+                        (dataset_offset > 0)
+                            .then(|| object.meta().ok())
+                            .flatten()
+                            .map(|(meta, _)| {
+                                let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+                                (
+                                    clean(&meta.media_storage_sop_class_uid),
+                                    clean(&meta.media_storage_sop_instance_uid),
+                                )
+                            });
                     blob.discard();
                     return Err((e, identity));
                 }
@@ -394,17 +405,44 @@ impl Archive {
 /// Reads the transfer syntax from the file meta group, walks the element lengths (so that a
 /// lying length cannot make the parser allocate it), then parses the header.
 fn check_then_parse(
-    path: &Path,
+    object: Object,
     dataset_offset: u64,
     expected: Option<&(String, String)>,
 ) -> Result<NewInstance, ArchiveError> {
-    let (meta, _) = read_part10_meta(path)?;
+    let (meta, _) = object.meta()?;
     let layout = dataset_check::Layout::of(meta.transfer_syntax());
-    let pixel_data = dataset_check::check_file(path, dataset_offset, layout, true).map_err(|e| match e {
+    let checked = match object {
+        Object::File(path) => dataset_check::check_file(path, dataset_offset, layout, true),
+        Object::Bytes(bytes) => {
+            let dataset = usize::try_from(dataset_offset)
+                .ok()
+                .and_then(|start| bytes.get(start..))
+                .ok_or_else(|| ArchiveError::Invalid("data set offset beyond the object".into()))?;
+            dataset_check::check_slice(dataset, layout, true)
+        }
+    };
+    let pixel_data = checked.map_err(|e| match e {
         dataset_check::CheckError::Invalid(m) => ArchiveError::Invalid(m),
         dataset_check::CheckError::Io(e) => ArchiveError::from_io(e),
     })?;
-    parse_header(path, expected, pixel_data)
+    parse_header(object, expected, pixel_data)
+}
+
+/// A received object to parse: still whole in memory (most objects up to
+/// [`pacs_store::blob::WRITE_BUFFER`]), or in its temporary file.
+#[derive(Clone, Copy)]
+pub(crate) enum Object<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+impl Object<'_> {
+    fn meta(self) -> Result<(FileMetaTable, u64), ArchiveError> {
+        match self {
+            Object::File(path) => read_part10_meta(path),
+            Object::Bytes(bytes) => part10_meta_from(bytes),
+        }
+    }
 }
 
 /// Largest value of a binary element kept in the stored header; bigger ones (private blobs,
@@ -413,14 +451,20 @@ const MAX_HEADER_BINARY: u32 = 1024;
 
 /// Parses what the index needs from a complete Part 10 file, stopping before the pixel data.
 pub(crate) fn parse_header(
-    path: &Path,
+    object: Object,
     expected: Option<&(String, String)>,
     pixel_data: Option<dataset_check::PixelData>,
 ) -> Result<NewInstance, ArchiveError> {
-    let obj: DefaultDicomObject = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| ArchiveError::Invalid(format!("cannot parse data set: {e}")))?;
+    let options = OpenFileOptions::new().read_until(tags::PIXEL_DATA);
+    let opened = match object {
+        Object::File(path) => options.open_file(path),
+        // From "DICM" on: the preamble is not part of what `from_reader` reads.
+        Object::Bytes(bytes) => options
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(bytes.get(128..).unwrap_or_default()),
+    };
+    let obj: DefaultDicomObject =
+        opened.map_err(|e| ArchiveError::Invalid(format!("cannot parse data set: {e}")))?;
     let required = |tag: Tag, name: &str| {
         text(&obj, tag).ok_or_else(|| ArchiveError::MissingAttribute(name.to_string()))
     };
@@ -547,4 +591,54 @@ fn header_json(
         }
     }
     Ok(json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Objects that fit in a blob's write buffer are checked and parsed from memory, larger
+    /// ones from their file: both must find the same header, pixel data and identifiers.
+    #[test]
+    fn an_object_parses_the_same_from_memory_and_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, columns) in [(64, 64), (512, 512)] {
+            let mut spec = pacs_testkit::StudySpec::ct(11, 1);
+            spec.rows = rows;
+            spec.columns = columns;
+            let bytes = pacs_testkit::instance_bytes(&spec, 0, 0).unwrap();
+            let path = dir.path().join(format!("{rows}.dcm"));
+            std::fs::write(&path, &bytes).unwrap();
+            let (_, offset) = read_part10_meta(&path).unwrap();
+            assert_eq!(part10_meta_from(&bytes[..]).unwrap().1, offset);
+            let from_file = check_then_parse(Object::File(&path), offset, None).unwrap();
+            let from_memory = check_then_parse(Object::Bytes(&bytes), offset, None).unwrap();
+            assert_eq!(
+                format!("{from_file:?}"),
+                format!("{from_memory:?}"),
+                "{rows}×{columns}"
+            );
+            assert_eq!(from_memory.sop_uid, spec.sop_instance_uid(0, 0));
+            assert!(
+                from_memory.header_json.contains("BulkDataURI"),
+                "pixel data located: {}",
+                from_memory.header_json
+            );
+        }
+    }
+
+    /// A truncated object in memory is refused with a clear error, as from a file.
+    #[test]
+    fn a_truncated_object_in_memory_is_refused() {
+        let spec = pacs_testkit::StudySpec::ct(12, 1);
+        let mut spec = spec;
+        spec.rows = 64;
+        spec.columns = 64;
+        let bytes = pacs_testkit::instance_bytes(&spec, 0, 0).unwrap();
+        let (_, offset) = part10_meta_from(&bytes[..]).unwrap();
+        for cut in [100, 200, offset as usize + 10, bytes.len() - 100] {
+            let error = check_then_parse(Object::Bytes(&bytes[..cut]), offset, None).unwrap_err();
+            assert!(matches!(error, ArchiveError::Invalid(_)), "cut at {cut}: {error}");
+        }
+    }
 }

@@ -317,6 +317,10 @@ fn main() -> Result<()> {
             .unwrap_or_else(|| "not installed".into()),
     };
 
+    let drop_caches = sys::can_drop_caches();
+    if !drop_caches {
+        log("cannot drop the page cache (not root): ingest repetitions may be slowed by the previous one's deleted files");
+    }
     let ctx = Context {
         programs: &programs,
         dcmtk: &dcmtk,
@@ -327,6 +331,7 @@ fn main() -> Result<()> {
         ticks: targets::clock_ticks(),
         associations: &args.associations,
         nagle: !args.no_nagle,
+        drop_caches,
         log: &log,
     };
     let mut runs = Vec::new();
@@ -368,6 +373,11 @@ fn main() -> Result<()> {
             query_iterations: ctx.query_iterations,
             targets: kinds.clone(),
             skipped_targets: skipped,
+            filesystem: if drop_caches {
+                "before each ingest repetition and scale probe: sync, page cache dropped, the input files read again (so that files deleted by the previous repetition do not slow inode allocation on ext4 without a journal)".into()
+            } else {
+                "page cache NOT dropped between ingest repetitions (not root): on ext4 without a journal, files deleted by the previous repetition slow the next one's file creations".into()
+            },
             network: format!(
                 "all clients run with TCP_NODELAY=1 except the Nagle scenario; openpacs sets TCP_NODELAY itself; storescp runs with TCP_NODELAY=1; Orthanc runs {}; C-FIND and HTTP clients are the harness's own, with TCP_NODELAY set",
                 if args.orthanc_nagle {

@@ -95,6 +95,8 @@ pub struct Settings {
     pub skipped_targets: Vec<String>,
     /// How the servers' sockets were set up (Nagle on or off on each side).
     pub network: String,
+    /// What was done to the filesystem between ingest repetitions.
+    pub filesystem: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -288,6 +290,7 @@ pub fn markdown(report: &Report) -> String {
         s.query_iterations
     );
     let _ = writeln!(md, "- Sockets: {}", s.network);
+    let _ = writeln!(md, "- Between repetitions: {}", s.filesystem);
     for t in &s.skipped_targets {
         let _ = writeln!(md, "- Skipped: {t}");
     }

@@ -203,6 +203,9 @@ fn import(ctx: &Context, target_dir: &Path, dir: &Path, jobs: usize) -> Result<(
 
 /// The probe: C-STORE of `files` with 4 associations; instances/s and server peak RSS (MiB).
 fn probe(ctx: &Context, target: &Target, files: &[PathBuf]) -> Result<(f64, f64)> {
+    // The fill's generated files were just deleted: without this, the probe's file creations
+    // would scan past them (see `settle_filesystem`), and more so at larger levels.
+    crate::sys::settle_filesystem(ctx.drop_caches, files)?;
     let before = stored_instances(target)?;
     let sampler = RssSampler::start(target.pid(), false);
     let start = Instant::now();

@@ -234,6 +234,8 @@ pub struct Context<'a> {
     pub ticks: f64,
     pub associations: &'a [usize],
     pub nagle: bool,
+    /// Drop the page cache before each ingest repetition (see [`crate::sys::settle_filesystem`]).
+    pub drop_caches: bool,
     pub log: &'a dyn Fn(&str),
 }
 
@@ -370,6 +372,7 @@ fn stow(dicomweb: &str, bodies: &[Vec<u8>], connections: usize) -> Result<()> {
 
 /// One ingest repetition on a fresh target.
 fn ingest_rep(ctx: &Context, kind: Kind, files: &[PathBuf], bytes: u64, how: Ingest) -> Result<Rep> {
+    crate::sys::settle_filesystem(ctx.drop_caches, files)?;
     let target = Target::start(kind, ctx.programs, ctx.work, &[])?;
     let bodies = match how {
         Ingest::Stow { batch, .. } => stow_bodies(files, batch)?,

@@ -62,6 +62,21 @@ impl<R: Read + Seek> Source for Seekable<R> {
     }
 }
 
+/// A buffered file: skips within the buffer keep it (`seek_relative`), so walking a header of
+/// short elements costs one read per 16 KiB instead of a read and a seek per element.
+pub struct Buffered<R>(pub io::BufReader<R>);
+
+impl<R: Read + Seek> Source for Buffered<R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact(buf)
+    }
+
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let n = i64::try_from(n).map_err(|_| io::Error::other("skip too large"))?;
+        self.0.seek_relative(n)
+    }
+}
+
 /// A reader that can only be read forward (an inflating decoder).
 pub struct Streaming<R>(pub R);
 
@@ -117,13 +132,22 @@ pub struct PixelData {
 
 /// Checks an encoded data set held in memory (identifiers, small objects).
 pub fn check_bytes(bytes: &[u8], layout: Layout, stop_at_pixel_data: bool) -> Result<(), CheckError> {
+    check_slice(bytes, layout, stop_at_pixel_data).map(|_| ())
+}
+
+/// Like [`check_file`] for a data set held in memory: checks it and says where its pixel data is.
+pub fn check_slice(
+    bytes: &[u8],
+    layout: Layout,
+    stop_at_pixel_data: bool,
+) -> Result<Option<PixelData>, CheckError> {
     if layout.deflated {
         let total = inflated_size(flate2::read::DeflateDecoder::new(bytes))?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(bytes));
-        return walk(&mut source, total, layout, stop_at_pixel_data).map(|_| ());
+        return walk(&mut source, total, layout, stop_at_pixel_data);
     }
     let mut source = Seekable(io::Cursor::new(bytes));
-    walk(&mut source, bytes.len() as u64, layout, stop_at_pixel_data).map(|_| ())
+    walk(&mut source, bytes.len() as u64, layout, stop_at_pixel_data)
 }
 
 /// Checks the data set stored in a file from `offset` on (a Part 10 file after its meta group).
@@ -144,7 +168,7 @@ pub fn check_file(
         let mut source = Streaming(flate2::read::DeflateDecoder::new(open()?));
         return walk(&mut source, total, layout, stop_at_pixel_data);
     }
-    walk(&mut Seekable(open()?), size, layout, stop_at_pixel_data)
+    walk(&mut Buffered(open()?), size, layout, stop_at_pixel_data)
 }
 
 fn inflated_size<R: Read>(decoder: R) -> Result<u64, CheckError> {
@@ -350,6 +374,14 @@ fn walk<S: Source>(
             (None, w.u32()?)
         };
         if tag == PIXEL_DATA && frames.is_empty() && stop_at_pixel_data {
+            // The value itself is not walked, but it must be there whole: a truncated image is
+            // refused rather than stored and served broken.
+            if len != UNDEFINED && w.pos.saturating_add(u64::from(len)) > w.total {
+                return invalid(format!(
+                    "Pixel Data length {len} exceeds the {} bytes left in the data set",
+                    w.total.saturating_sub(w.pos)
+                ));
+            }
             return Ok(Some(PixelData {
                 vr: vr.unwrap_or(*b"OW"),
                 encapsulated: len == UNDEFINED,

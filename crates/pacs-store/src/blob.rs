@@ -31,7 +31,16 @@ pub struct BlobStore {
 /// objects apart whatever file meta header they were wrapped in.
 pub struct TempBlob {
     path: PathBuf,
-    file: io::BufWriter<File>,
+    file: File,
+    /// Bytes not yet written to `file`: written in [`WRITE_BUFFER`] pieces (peers send a few
+    /// KiB per PDU; storescu 16 KiB). An object that never filled it is still whole here
+    /// after [`TempBlob::start_sync`], so that it can be parsed without reading the file back.
+    pending: Vec<u8>,
+    /// Whether `pending` has been written out; it then holds the whole object only if
+    /// `spilled` is false.
+    pending_written: bool,
+    /// Whether bytes left `pending` before the end (the object is larger than the buffer).
+    spilled: bool,
     file_hash: Sha256,
     dataset_hash: Sha256,
     len: u64,
@@ -42,6 +51,10 @@ pub struct TempBlob {
     /// The fdatasync started by [`TempBlob::start_sync`], running on another thread.
     syncing: Option<std::sync::mpsc::Receiver<io::Result<()>>>,
 }
+
+/// Bytes a blob keeps in memory before writing them out, and the largest object that stays
+/// whole in memory until it is committed.
+pub const WRITE_BUFFER: usize = 256 * 1024;
 
 /// A blob made durable under its content key.
 #[derive(Clone, Debug)]
@@ -95,8 +108,10 @@ impl BlobStore {
         let file = File::create_new(&path)?;
         Ok(TempBlob {
             path,
-            // Peers send a few KiB per PDU (storescu: 16 KiB); one write per 256 KiB instead.
-            file: io::BufWriter::with_capacity(256 * 1024, file),
+            file,
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            pending_written: false,
+            spilled: false,
             file_hash: Sha256::new(),
             dataset_hash: Sha256::new(),
             len: 0,
@@ -168,7 +183,7 @@ impl BlobStore {
     /// Moves a finished temporary blob to its content path, durably: when this returns, the
     /// file's data and its name have reached the disk and the index may refer to it.
     pub fn commit(&self, mut temp: TempBlob) -> io::Result<CommittedBlob> {
-        temp.file.flush()?;
+        temp.write_out()?;
         let key = hex::encode(std::mem::take(&mut temp.file_hash).finalize());
         let dataset_sha256 = hex::encode(std::mem::take(&mut temp.dataset_hash).finalize());
         let path = self
@@ -202,7 +217,7 @@ impl BlobStore {
             Some(syncing) => syncing
                 .recv()
                 .map_err(|_| io::Error::other("the fdatasync thread ended without an answer"))??,
-            None => temp.file.get_ref().sync_data()?,
+            None => temp.file.sync_data()?,
         }
         if path.exists() {
             // Same content already stored (the key is its hash): keep the existing file; the
@@ -259,7 +274,21 @@ impl TempBlob {
 
     /// Appends bytes; those past the data set start also feed the data set hash.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)?;
+        if self.pending_written {
+            return Err(io::Error::other("blob written after its sync started"));
+        }
+        if self.pending.len() + buf.len() > WRITE_BUFFER {
+            self.spilled = true;
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+            if buf.len() >= WRITE_BUFFER {
+                self.file.write_all(buf)?;
+            } else {
+                self.pending.extend_from_slice(buf);
+            }
+        } else {
+            self.pending.extend_from_slice(buf);
+        }
         self.file_hash.update(buf);
         if let Some(offset) = self.dataset_offset {
             let start = offset.saturating_sub(self.len) as usize;
@@ -277,8 +306,8 @@ impl TempBlob {
     /// long as the sync. Nothing may be written after this; `commit` waits for the sync before
     /// the rename.
     pub fn start_sync(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        let file = self.file.get_ref().try_clone()?;
+        self.write_out()?;
+        let file = self.file.try_clone()?;
         let (done, syncing) = std::sync::mpsc::sync_channel(1);
         let sync = move || {
             let _ = done.send(file.sync_data());
@@ -293,6 +322,25 @@ impl TempBlob {
         }
         self.syncing = Some(syncing);
         Ok(())
+    }
+
+    /// Writes what is still buffered to the file; nothing may be written afterwards. An object
+    /// that fit in the buffer stays there, readable with [`TempBlob::contents`].
+    fn write_out(&mut self) -> io::Result<()> {
+        if !self.pending_written {
+            self.file.write_all(&self.pending)?;
+            self.pending_written = true;
+            if self.spilled {
+                self.pending = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole object, once [`TempBlob::start_sync`] has written it out, when it was small
+    /// enough ([`WRITE_BUFFER`]) to stay in memory; `None` otherwise (read the file).
+    pub fn contents(&self) -> Option<&[u8]> {
+        (self.pending_written && !self.spilled).then_some(&self.pending[..])
     }
 
     /// Gives up on this blob: the temporary file is removed.
@@ -383,5 +431,40 @@ mod tests {
         t.write(b"abcdef").unwrap();
         let c = store.commit(t).unwrap();
         assert_eq!(c.dataset_sha256, hex::encode(Sha256::digest(b"def")));
+    }
+
+    /// An object up to WRITE_BUFFER stays readable in memory once written out; a larger one
+    /// does not; both reach the file whole, whatever the sizes of the writes.
+    #[test]
+    fn small_objects_stay_in_memory_and_every_object_reaches_the_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        for (size, piece) in [
+            (10_000, 16 * 1024),
+            (WRITE_BUFFER, 7_000),
+            (WRITE_BUFFER + 1, 16 * 1024),
+            (3 * WRITE_BUFFER + 5, WRITE_BUFFER + 3),
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let mut t = store.create_temp().unwrap();
+            for chunk in bytes.chunks(piece) {
+                t.write(chunk).unwrap();
+            }
+            assert_eq!(t.contents(), None, "nothing to read before the sync starts");
+            t.start_sync().unwrap();
+            assert!(
+                t.write(b"late").is_err(),
+                "writes after the sync started are refused"
+            );
+            if size <= WRITE_BUFFER {
+                assert_eq!(t.contents(), Some(&bytes[..]), "size {size}");
+            } else {
+                assert_eq!(t.contents(), None, "size {size}");
+            }
+            assert_eq!(std::fs::read(t.path()).unwrap(), bytes, "size {size}");
+            let c = store.commit(t).unwrap();
+            assert_eq!(std::fs::read(&c.path).unwrap(), bytes, "size {size}");
+            assert_eq!(c.size, size as u64);
+        }
     }
 }
