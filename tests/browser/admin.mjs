@@ -27,22 +27,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
-const TIMEOUT = 15_000;
-
-function log(...args) {
-  process.stderr.write(`[admin] ${args.join(' ')}\n`);
-}
+import { session } from './lib.mjs';
 
 function usage(message) {
   process.stderr.write(`admin.mjs: ${message}\n`);
@@ -83,81 +68,23 @@ const newUser = credentials(options['new-user']);
 const expected = JSON.parse(options.expect);
 const folderExpected = JSON.parse(options['folder-expect']);
 const server = options.server.replace(/\/$/, '');
-fs.mkdirSync(options.artifacts, { recursive: true });
-
-const summary = {
-  ok: false,
-  failures: [],
-  pageErrors: [],
-  consoleErrors: [],
-  blockedRequests: [],
-  httpErrors: [],
-  failedRequests: [],
-  screenshots: [],
-  upload: null,
-  folder: null,
-  stats: null,
-  echo: null,
-  audit: null,
-  timings: {},
-};
-const started = Date.now();
-const lap = name => {
-  summary.timings[name] = Date.now() - started;
-};
-function check(condition, message) {
-  if (!condition) {
-    summary.failures.push(message);
-    log(`FAIL ${message}`);
-  }
-  return condition;
-}
-
-let browser;
-let currentPage = null;
 /** HTTP errors the test provokes on purpose (method + path), not counted as failures. */
 const expectedErrors = new Set();
 let stowRequests = 0;
 
-async function main() {
-  const { chromium } = await import('playwright-core');
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, timeout: 30_000 });
-  const context = await browser.newContext({
-    viewport: { width: 1280, height: 900 },
-    locale: 'en-GB',
-    serviceWorkers: 'block',
-  });
-  context.setDefaultTimeout(TIMEOUT);
-  await context.route('**/*', route => {
-    const url = new URL(route.request().url());
-    if ((url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '127.0.0.1') {
-      summary.blockedRequests.push(route.request().url());
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
-  const page = await context.newPage();
-  currentPage = page;
-  page.on('requestfailed', request => summary.failedRequests.push(`${request.url()}: ${request.failure()?.errorText}`));
-  page.on('pageerror', err => summary.pageErrors.push(String(err)));
-  page.on('console', msg => {
-    if (msg.type() === 'error' && !/status of (401|403|400|409)/.test(msg.text())) summary.consoleErrors.push(msg.text());
-  });
-  page.on('request', request => {
-    if (request.method() === 'POST' && new URL(request.url()).pathname === '/dicom-web/studies') stowRequests += 1;
-  });
-  page.on('response', response => {
-    const url = new URL(response.url());
-    const key = `${response.request().method()} ${url.pathname}`;
-    if (response.status() >= 400 && !(response.status() === 401 && url.pathname === '/api/me') && !expectedErrors.has(key)) {
-      summary.httpErrors.push({ status: response.status(), request: key + url.search });
-    }
-  });
-  const shot = async name => {
-    const file = path.join(options.artifacts, `${name}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-    summary.screenshots.push(file);
-  };
+const { page, summary, check, shot: screenshot, lap, login: loginAs, logout, run } = await session({
+  name: 'admin',
+  artifacts: options.artifacts,
+  ignoreHttp: response => expectedErrors.has(`${response.request().method()} ${new URL(response.url()).pathname}`),
+});
+Object.assign(summary, { upload: null, folder: null, stats: null, echo: null, audit: null });
+page.on('request', request => {
+  if (request.method() === 'POST' && new URL(request.url()).pathname === '/dicom-web/studies') stowRequests += 1;
+});
+const shot = name => screenshot(name, { fullPage: true });
+const login = ({ user, password }) => loginAs(`${user}:${password}`);
+
+await run(async () => {
   const navVisible = async id => page.locator(`#${id}`).isVisible();
   /** Status and JSON body of a same-origin request made by the page (with its session). */
   const fetchJson = (url, init) => page.evaluate(async ([u, i]) => {
@@ -171,20 +98,6 @@ async function main() {
     }
     return { status: r.status, json, text };
   }, [url, init]);
-
-  async function login({ user, password }) {
-    await page.locator('#login-user').waitFor();
-    await page.getByLabel('User name').fill(user);
-    await page.getByLabel('Password').fill(password);
-    await page.keyboard.press('Enter');
-    await page.locator('#whoami').waitFor();
-    await page.waitForFunction(() => !document.getElementById('whoami').hidden);
-  }
-
-  async function logout() {
-    await page.locator('#logout').click();
-    await page.locator('#login-user').waitFor();
-  }
 
   /** Waits until every upload row has a final state; returns the rows. */
   async function uploadResults(count) {
@@ -413,30 +326,8 @@ async function main() {
   check(await page.locator('#user-table').count() === 0, 'the referrer gets no user table at /admin/users');
   await shot('09-referrer-no-admin');
   lap('referrer');
-}
-
-let exitCode = 1;
-try {
-  await main();
-  check(summary.pageErrors.length === 0, `page errors: ${summary.pageErrors.join('; ')}`);
-  check(summary.consoleErrors.length === 0, `console errors: ${summary.consoleErrors.join('; ')}`);
-  check(summary.blockedRequests.length === 0, `requests to other hosts: ${summary.blockedRequests.join(', ')}`);
-  check(summary.failedRequests.length === 0, `failed requests: ${summary.failedRequests.join('; ')}`);
-  check(summary.httpErrors.length === 0, `HTTP errors: ${JSON.stringify(summary.httpErrors)}`);
-  summary.ok = summary.failures.length === 0;
-  exitCode = summary.ok ? 0 : 1;
-} catch (err) {
-  summary.failures.push(`exception: ${err.stack || err}`);
-  log(`exception: ${err.stack || err}`);
-  if (currentPage) {
-    const file = path.join(options.artifacts, 'failure.png');
-    await currentPage.screenshot({ path: file, fullPage: true }).catch(() => {});
-    summary.screenshots.push(file);
-  }
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-summary.timings.total = Date.now() - started;
-fs.writeFileSync(path.join(options.artifacts, 'summary.json'), JSON.stringify(summary, null, 2));
-process.stdout.write(`${JSON.stringify(summary)}\n`);
-process.exit(exitCode);
+  // The page logs the statuses the test provokes (refused logins and changes) as console
+  // errors; anything else is a failure.
+  const unexpected = summary.consoleErrors.filter(text => !/status of (401|403|400|409)/.test(text));
+  check(unexpected.length === 0, `console errors: ${unexpected.join('; ')}`);
+});

@@ -66,9 +66,9 @@ export async function session({ name, artifacts, ignoreHttp = () => false, timeo
     }
     return condition;
   };
-  const shot = async shotName => {
+  const shot = async (shotName, options = {}) => {
     const file = path.join(artifacts, `${shotName}.png`);
-    await page.screenshot({ path: file });
+    await page.screenshot({ path: file, ...options });
     summary.screenshots.push(file);
   };
   const lap = label => {
