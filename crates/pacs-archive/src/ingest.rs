@@ -630,8 +630,7 @@ mod tests {
     /// A truncated object in memory is refused with a clear error, as from a file.
     #[test]
     fn a_truncated_object_in_memory_is_refused() {
-        let spec = pacs_testkit::StudySpec::ct(12, 1);
-        let mut spec = spec;
+        let mut spec = pacs_testkit::StudySpec::ct(12, 1);
         spec.rows = 64;
         spec.columns = 64;
         let bytes = pacs_testkit::instance_bytes(&spec, 0, 0).unwrap();
