@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -126,15 +126,18 @@ impl Dcmtk {
         Ok(count_store_requests(&out))
     }
 
-    /// C-MOVE of one series to `destination`.
+    /// C-MOVE of one series to `destination`. Returns the number of completed sub-operations
+    /// from the final C-MOVE response (`movescu -d` prints its fields), after checking that none
+    /// failed: the destination itself logs nothing, which would slow it down.
     pub fn move_series(
         &self,
         t: (&str, u16, &str),
         study: &str,
         series: &str,
         destination: &str,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let args = vec![
+            "-d".to_string(),
             "-S".to_string(),
             "-aet".into(),
             CALLING_AE.into(),
@@ -151,7 +154,14 @@ impl Dcmtk {
             t.0.into(),
             t.1.to_string(),
         ];
-        self.run("movescu", &args, true).map(|_| ())
+        let out = self.run("movescu", &args, true)?;
+        final_move_counts(&String::from_utf8_lossy(&out.stdout))
+            .or_else(|| final_move_counts(&String::from_utf8_lossy(&out.stderr)))
+            .context("movescu printed no final C-MOVE response with sub-operation counts")
+            .and_then(|(completed, failed)| {
+                ensure!(failed == 0, "C-MOVE: {failed} sub-operations failed");
+                Ok(completed)
+            })
     }
 
     /// First line of `tool --version`.
@@ -311,10 +321,62 @@ pub fn count_store_requests(out: &std::process::Output) -> usize {
         + count_store_request_lines(&String::from_utf8_lossy(&out.stderr))
 }
 
-pub fn count_store_request_lines(log: &str) -> usize {
+/// Completed and failed sub-operations of the final C-MOVE response in a `movescu -d` log
+/// (`D: Completed Suboperations       : 1000`), `None` when the final response carried no count.
+fn final_move_counts(log: &str) -> Option<(usize, usize)> {
+    let (_, last) = log.rsplit_once("Received Final Move Response")?;
+    let count = |field: &str| -> Option<usize> {
+        last.lines().find_map(|l| {
+            l.split_once(field)?
+                .1
+                .trim()
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    Some((
+        count("Completed Suboperations")?,
+        count("Failed Suboperations").unwrap_or(0),
+    ))
+}
+
+fn count_store_request_lines(log: &str) -> usize {
     log.lines()
         .filter(|l| {
             l.starts_with("I: Received") && (l.contains("Store Request") || l.contains("C-STORE Request"))
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::final_move_counts;
+
+    /// The shape of `movescu -d`'s log: each pending response has counts too, only the final
+    /// one's count.
+    const LOG: &str = "I: Received Move Response 2 (Pending)
+D: Remaining Suboperations       : 1
+D: Completed Suboperations       : 1
+D: Failed Suboperations          : 0
+I: Received Final Move Response
+D: Message Type                  : C-MOVE RSP
+D: Remaining Suboperations       : none
+D: Completed Suboperations       : 2
+D: Failed Suboperations          : 1
+D: Warning Suboperations         : 0
+I: Releasing Association
+";
+
+    #[test]
+    fn the_final_move_response_gives_the_counts() {
+        assert_eq!(final_move_counts(LOG), Some((2, 1)));
+        let no_counts = "I: Received Final Move Response\nI: Releasing Association\n";
+        assert_eq!(final_move_counts(no_counts), None);
+        assert_eq!(
+            final_move_counts("I: Received Move Response 1 (Pending)\nD: Completed Suboperations : 1\n"),
+            None
+        );
+    }
 }

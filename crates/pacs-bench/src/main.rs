@@ -210,6 +210,9 @@ fn generate(args: &Args, dir: &Path) -> Result<Data> {
     })
 }
 
+/// Files created per durable-creation measurement (per size and thread count).
+const DURABLE_FILES: usize = 200;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let started_at = Instant::now();
@@ -294,6 +297,27 @@ fn main() -> Result<()> {
         (None, None)
     };
     let data = generate(&args, &work.join("data"))?;
+    // What a durable acknowledgement costs on this disk before any server is involved: the
+    // floor under one association's C-STORE rate.
+    let mut durable = Vec::new();
+    if args.disk_mib > 0 {
+        let sizes = [
+            (data.ct_bytes, data.ct_files.len()),
+            (data.small_bytes, data.small_files.len()),
+        ];
+        for (bytes, files) in sizes.into_iter().filter(|(_, n)| *n > 0) {
+            for threads in [1, 4] {
+                let size = bytes / files as u64;
+                log(&format!(
+                    "durable file creation: {size} bytes, {threads} thread(s)"
+                ));
+                match sys::durable_creates(&work, size, DURABLE_FILES, threads) {
+                    Ok(d) => durable.push(d),
+                    Err(e) => log(&format!("durable file creation failed: {e:#}")),
+                }
+            }
+        }
+    }
 
     let versions = Versions {
         openpacs: openpacs_version(&openpacs, args.openpacs_label.as_deref()),
@@ -362,6 +386,7 @@ fn main() -> Result<()> {
         machine,
         disk,
         disk_error,
+        durable,
         versions,
         settings: Settings {
             ct_instances: data.ct_files.len(),

@@ -161,6 +161,70 @@ pub fn disk_bandwidth(dir: &Path, bytes: u64) -> Result<DiskBandwidth> {
     })
 }
 
+/// The floor under a durable acknowledgement: files of one object's size created the way a
+/// durable store must (write to a temporary name, fdatasync, rename into place, fsync the
+/// directory), nothing else (no network, no parsing, no index).
+#[derive(Clone, Debug, Serialize)]
+pub struct DurableCreates {
+    pub bytes_per_file: u64,
+    pub files: usize,
+    pub threads: usize,
+    pub files_per_s: f64,
+    /// Mean time one thread took per file.
+    pub ms_per_file: f64,
+}
+
+/// Creates `files` durable files of `bytes_per_file` in `dir`, spread over `threads` threads,
+/// and removes them.
+pub fn durable_creates(
+    dir: &Path,
+    bytes_per_file: u64,
+    files: usize,
+    threads: usize,
+) -> Result<DurableCreates> {
+    let root = tempfile::Builder::new().prefix("durable-").tempdir_in(dir)?;
+    let (tmp, dest) = (root.path().join("tmp"), root.path().join("dest"));
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&dest)?;
+    let content: Vec<u8> = (0..bytes_per_file)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let threads = threads.max(1);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (tmp, dest, content) = (&tmp, &dest, &content);
+                s.spawn(move || -> Result<()> {
+                    let dest_dir = std::fs::File::open(dest)?;
+                    for i in (t..files).step_by(threads) {
+                        let name = format!("{i:08}");
+                        let mut f = std::fs::File::create(tmp.join(&name))?;
+                        f.write_all(content)?;
+                        f.sync_data()?;
+                        std::fs::rename(tmp.join(&name), dest.join(&name))?;
+                        dest_dir.sync_all()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("durable-create thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(DurableCreates {
+        bytes_per_file,
+        files,
+        threads,
+        files_per_s: files as f64 / seconds,
+        ms_per_file: seconds * 1000.0 * threads as f64 / files as f64,
+    })
+}
+
 /// Whether [`settle_filesystem`] can drop the page cache (it needs root).
 pub fn can_drop_caches() -> bool {
     std::fs::OpenOptions::new()

@@ -127,6 +127,16 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
             );
         }
     }
+    // The durable-creation floor was measured at both object sizes.
+    let durable = json["durable"].as_array().expect("durable");
+    assert_eq!(
+        durable.len(),
+        4,
+        "CT and small sizes, 1 and 4 threads: {durable:?}"
+    );
+    assert!(durable
+        .iter()
+        .all(|d| d["files_per_s"].as_f64().is_some_and(|v| v > 0.0)));
     // The queries found what the generated data holds.
     let matches = |s: &str| {
         runs.iter().find(|r| r["scenario"] == s).expect("run")["summary"]["matches"]["median"]
