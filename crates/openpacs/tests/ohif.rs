@@ -5,10 +5,11 @@
 //! `target/browser-artifacts/ohif/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
-use pacs_testkit::server::{browser_tests_dir, pynetdicom, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{
+    browser_tests_dir, pynetdicom, repo_root, run_browser_script, ServerOptions, TestServer,
+};
 use pacs_testkit::{write_study, StudySpec};
 
 fn binary() -> &'static Path {
@@ -31,8 +32,8 @@ const FIXTURE_PATIENTS: &[&str] = &["CompressedSamples, CT1", "Doe, Peter", "Buc
 /// Distinct studies among FIXTURES (the two ct_series_a files share one; the MR is another).
 const FIXTURE_STUDIES: usize = 6;
 
-/// `tests/browser` with its tools, and OHIF in place.
-fn browser_tools() -> PathBuf {
+/// Puts OHIF in place in `tests/browser` (with its tools).
+fn install_ohif() {
     let browser_dir = browser_tests_dir();
     // Idempotent: puts OHIF in place when an older install lacks the pinned version.
     let status = Command::new("node")
@@ -42,7 +43,6 @@ fn browser_tools() -> PathBuf {
         .status()
         .expect("run node");
     assert!(status.success(), "node ohif.mjs fetch failed");
-    browser_dir
 }
 
 fn shown_name(dicom_pn: &str) -> String {
@@ -72,7 +72,7 @@ fn store(server: &TestServer, files: &[PathBuf]) {
 #[test]
 fn ohif_viewer_lists_the_studies_and_renders_a_ct() {
     let root = repo_root();
-    let browser_dir = browser_tools();
+    install_ohif();
 
     let server = TestServer::start(binary(), ServerOptions::default());
     let source = tempfile::tempdir().unwrap();
@@ -107,23 +107,8 @@ fn ohif_viewer_lists_the_studies_and_renders_a_ct() {
     for patient in FIXTURE_PATIENTS {
         args.extend(["--expect-patient".into(), patient.to_string()]);
     }
-    let started = Instant::now();
-    let output = Command::new("node")
-        .arg(browser_dir.join("ohif.mjs"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/browser/ohif.mjs");
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("ohif.mjs ({elapsed:.1?}):\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "ohif.mjs printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
-            output.status
-        )
-    });
+    let run = run_browser_script("ohif.mjs", &args);
+    let summary = &run.summary;
     // The whole summary (every DICOMweb exchange, with status, content type and the start of
     // any error body) is in summary.json next to the screenshots.
     let dicomweb = summary["dicomweb"].as_array().cloned().unwrap_or_default();
@@ -172,6 +157,5 @@ fn ohif_viewer_lists_the_studies_and_renders_a_ct() {
         "the pixels came through our WADO-RS frames\n{report}"
     );
     assert!(http_failures.is_empty(), "{report}");
-    assert_eq!(summary["ok"], true, "{report}");
-    assert!(output.status.success(), "exit {:?}\n{report}", output.status);
+    run.assert_passed(&report);
 }

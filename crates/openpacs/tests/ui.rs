@@ -7,12 +7,10 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use dicom_dictionary_std::tags;
 use pacs_testkit::server::{
-    browser_tests_dir, fixture_file, repo_root, valid_fixtures, ServerOptions, TestServer,
+    fixture_file, repo_root, run_browser_script, valid_fixtures, ServerOptions, TestServer,
 };
 
 fn binary() -> &'static Path {
@@ -53,7 +51,6 @@ fn patient_name(file: &str) -> String {
 #[test]
 fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
     let root = repo_root();
-    let browser_dir = browser_tests_dir();
 
     let users = [(ADMIN, "admin"), (REFERRER, "referrer")]
         .iter()
@@ -142,23 +139,8 @@ fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
     for uid in &expected {
         args.extend(["--expect-study".into(), uid.clone()]);
     }
-    let started = Instant::now();
-    let output = Command::new("node")
-        .arg(browser_dir.join("ui.mjs"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/browser/ui.mjs");
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("ui.mjs ({elapsed:.1?}):\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "ui.mjs printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
-            output.status
-        )
-    });
+    let run = run_browser_script("ui.mjs", &args);
+    let summary = &run.summary;
     let report = format!(
         "failures: {:#}\npage errors: {:#}\nconsole errors: {:#}\nHTTP errors: {:#}\nsearch: {:#}\n\
          thumbnails: {:#}\ntimings: {:#}\nsummary and screenshots: {}",
@@ -173,7 +155,5 @@ fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
     );
     eprintln!("{report}");
     assert_eq!(summary["pageErrors"], serde_json::json!([]), "{report}");
-    assert_eq!(summary["failures"], serde_json::json!([]), "{report}");
-    assert_eq!(summary["ok"], true, "{report}");
-    assert!(output.status.success(), "exit {:?}\n{report}", output.status);
+    run.assert_passed(&report);
 }

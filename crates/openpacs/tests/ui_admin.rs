@@ -9,11 +9,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use base64::Engine;
-use pacs_testkit::server::{repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{repo_root, run_browser_script, ServerOptions, TestServer};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -70,19 +68,6 @@ fn api(server: &TestServer, path: &str) -> serde_json::Value {
 #[test]
 fn web_ui_uploads_files_and_folders_and_administers_the_archive() {
     let root = repo_root();
-    let browser_dir = root.join("tests/browser");
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&browser_dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run npm (is node installed?)");
-        assert!(status.success(), "npm ci in {} failed", browser_dir.display());
-    }
     let users = [(ADMIN, "admin"), (UPLOADER, "uploader"), (REFERRER, "referrer")]
         .iter()
         .map(|((user, password), role)| (user.to_string(), role.to_string(), password.to_string()))
@@ -188,23 +173,8 @@ fn web_ui_uploads_files_and_folders_and_administers_the_archive() {
         "--dicom-port".into(),
         server.dicom_port.to_string(),
     ];
-    let started = Instant::now();
-    let output = Command::new("node")
-        .arg(browser_dir.join("admin.mjs"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/browser/admin.mjs");
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("admin.mjs ({elapsed:.1?}):\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "admin.mjs printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
-            output.status
-        )
-    });
+    let run = run_browser_script("admin.mjs", &args);
+    let summary = &run.summary;
     let report = format!(
         "failures: {:#}\npage errors: {:#}\nconsole errors: {:#}\nHTTP errors: {:#}\nupload: {:#}\n\
          folder: {:#}\nstats: {:#}\necho: {:#}\naudit: {:#}\ntimings: {:#}\nsummary and screenshots: {}",
@@ -222,9 +192,7 @@ fn web_ui_uploads_files_and_folders_and_administers_the_archive() {
     );
     eprintln!("{report}");
     assert_eq!(summary["pageErrors"], serde_json::json!([]), "{report}");
-    assert_eq!(summary["failures"], serde_json::json!([]), "{report}");
-    assert_eq!(summary["ok"], true, "{report}");
-    assert!(output.status.success(), "exit {:?}\n{report}", output.status);
+    run.assert_passed(&report);
 
     // What the browser did, seen through the API.
     let stats = api(&server, "/api/stats");

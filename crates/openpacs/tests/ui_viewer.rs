@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use pacs_testkit::server::{
-    browser_tests_dir, dcmtk, fixture_file, repo_root, valid_fixtures, ServerOptions, TestServer,
+    dcmtk, fixture_file, repo_root, run_browser_script, valid_fixtures, ServerOptions, TestServer,
 };
 use pacs_testkit::{write_study, StudySpec};
 use serde_json::json;
@@ -111,7 +111,6 @@ fn fixture(name: &str) -> serde_json::Value {
 
 #[test]
 fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_previews() {
-    let browser = browser_tests_dir();
     let users = [(ADMIN, "admin"), (REFERRER, "referrer")]
         .iter()
         .map(|((u, p), r)| (u.to_string(), r.to_string(), p.to_string()))
@@ -354,33 +353,22 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
     let expect_file = artifacts.join("expected.json");
     std::fs::write(&expect_file, serde_json::to_vec_pretty(&expectations).unwrap()).unwrap();
 
-    let output = Command::new("node")
-        .arg(browser.join("viewer.mjs"))
-        .args([
-            "--server",
-            &format!("http://127.0.0.1:{}", server.http_port),
-            "--artifacts",
-            &artifacts.display().to_string(),
-            "--expected",
-            &expect_file.display().to_string(),
-            "--admin",
-            &format!("{}:{}", ADMIN.0, ADMIN.1),
-            "--referrer",
-            &format!("{}:{}", REFERRER.0, REFERRER.1),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/browser/viewer.mjs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "viewer.mjs printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
-            output.status
-        )
-    });
+    let args: Vec<String> = vec![
+        "--server".into(),
+        format!("http://127.0.0.1:{}", server.http_port),
+        "--artifacts".into(),
+        artifacts.display().to_string(),
+        "--expected".into(),
+        expect_file.display().to_string(),
+        "--admin".into(),
+        format!("{}:{}", ADMIN.0, ADMIN.1),
+        "--referrer".into(),
+        format!("{}:{}", REFERRER.0, REFERRER.1),
+    ];
+    let run = run_browser_script("viewer.mjs", &args);
+    let summary = &run.summary;
     let report = format!(
-        "{stderr}\nfailures: {:#}\npage errors: {:#}\nHTTP errors: {:#}\nchecks: {}\ntimings: {:#}\n\
+        "failures: {:#}\npage errors: {:#}\nHTTP errors: {:#}\nchecks: {}\ntimings: {:#}\n\
          summary and screenshots: {}",
         summary["failures"],
         summary["pageErrors"],
@@ -390,9 +378,7 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
         artifacts.display()
     );
     eprintln!("{report}");
-    assert_eq!(summary["failures"], json!([]), "{report}");
-    assert_eq!(summary["ok"], true, "{report}");
+    run.assert_passed(&report);
     // The script really compared pixels: one check per pixel per stage at least.
     assert!(summary["checks"].as_u64().unwrap_or(0) >= 20, "{report}");
-    assert!(output.status.success(), "exit {:?}\n{report}", output.status);
 }

@@ -210,7 +210,7 @@ fn generate(args: &Args, dir: &Path) -> Result<Data> {
     })
 }
 
-/// Files created per durable-creation measurement (per size and thread count).
+/// Files created at least per durable-creation measurement (per size and thread count).
 const DURABLE_FILES: usize = 200;
 
 fn main() -> Result<()> {
@@ -300,6 +300,7 @@ fn main() -> Result<()> {
     // What a durable acknowledgement costs on this disk before any server is involved: the
     // floor under one association's C-STORE rate.
     let mut durable = Vec::new();
+    let drop_caches = sys::can_drop_caches();
     if args.disk_mib > 0 {
         let sizes = [
             (data.ct_bytes, data.ct_files.len()),
@@ -308,10 +309,16 @@ fn main() -> Result<()> {
         for (bytes, files) in sizes.into_iter().filter(|(_, n)| *n > 0) {
             for threads in [1, 4] {
                 let size = bytes / files as u64;
+                // At least 32 MiB, so that small files take long enough for the CPU figure
+                // (counted in clock ticks) to mean something.
+                let count = DURABLE_FILES.max((32 << 20) / size.max(1) as usize);
                 log(&format!(
-                    "durable file creation: {size} bytes, {threads} thread(s)"
+                    "durable file creation: {count} × {size} bytes, {threads} thread(s)"
                 ));
-                match sys::durable_creates(&work, size, DURABLE_FILES, threads) {
+                // Like an ingest repetition: neither the write-back of the data just generated
+                // nor the inodes just deleted (see `settle_filesystem`) may be measured too.
+                sys::settle_filesystem(drop_caches, &[])?;
+                match sys::durable_creates(&work, size, count, threads) {
                     Ok(d) => durable.push(d),
                     Err(e) => log(&format!("durable file creation failed: {e:#}")),
                 }
@@ -341,7 +348,6 @@ fn main() -> Result<()> {
             .unwrap_or_else(|| "not installed".into()),
     };
 
-    let drop_caches = sys::can_drop_caches();
     if !drop_caches {
         log("cannot drop the page cache (not root): ingest repetitions may be slowed by the previous one's deleted files");
     }

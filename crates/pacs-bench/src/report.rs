@@ -279,12 +279,15 @@ pub fn markdown(report: &Report) -> String {
             .iter()
             .map(|d| {
                 format!(
-                    "{} KB × {} on {} thread(s): {:.0} files/s ({:.2} ms each)",
+                    "{} KB × {} on {} thread(s): {:.0} files/s ({:.2} ms each, {} CPU ms per file)",
                     d.bytes_per_file / 1000,
                     d.files,
                     d.threads,
                     d.files_per_s,
-                    d.ms_per_file
+                    d.ms_per_file,
+                    d.cpu_ms_per_file
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_else(|| "–".into())
                 )
             })
             .collect();

@@ -172,6 +172,9 @@ pub struct DurableCreates {
     pub files_per_s: f64,
     /// Mean time one thread took per file.
     pub ms_per_file: f64,
+    /// CPU (user + system, nearly all system) the harness spent per file: what the kernel
+    /// costs a durable store before any server work. `None` when /proc could not tell.
+    pub cpu_ms_per_file: Option<f64>,
 }
 
 /// Creates `files` durable files of `bytes_per_file` in `dir`, spread over `threads` threads,
@@ -190,6 +193,8 @@ pub fn durable_creates(
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let threads = threads.max(1);
+    let cpu = || crate::targets::cpu_seconds(std::process::id(), crate::targets::clock_ticks());
+    let cpu_before = cpu();
     let start = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..threads)
@@ -216,7 +221,9 @@ pub fn durable_creates(
         Ok(())
     })?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_s = cpu().zip(cpu_before).map(|(after, before)| after - before);
     Ok(DurableCreates {
+        cpu_ms_per_file: cpu_s.map(|s| s * 1000.0 / files as f64),
         bytes_per_file,
         files,
         threads,

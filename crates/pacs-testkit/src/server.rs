@@ -339,6 +339,48 @@ pub fn browser_tests_dir() -> PathBuf {
     dir
 }
 
+/// What a browser script of `tests/browser` reported.
+pub struct BrowserRun {
+    /// The JSON summary the script prints on stdout (failures, errors, what it saw, timings).
+    pub summary: serde_json::Value,
+    pub status: ExitStatus,
+}
+
+impl BrowserRun {
+    /// The script's own verdict: no failed check, `ok`, and a successful exit. `report` is
+    /// what the assertion messages show.
+    pub fn assert_passed(&self, report: &str) {
+        assert_eq!(self.summary["failures"], serde_json::json!([]), "{report}");
+        assert_eq!(self.summary["ok"], true, "{report}");
+        assert!(self.status.success(), "exit {:?}\n{report}", self.status);
+    }
+}
+
+/// Runs `node tests/browser/{script} {args}`, prints its log (stderr) with the time it took,
+/// and reads the summary it prints; panics with its whole output when it printed none.
+pub fn run_browser_script(script: &str, args: &[String]) -> BrowserRun {
+    let started = Instant::now();
+    let output = Command::new("node")
+        .arg(browser_tests_dir().join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run node tests/browser/{script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{script} ({:.1?}):\n{stderr}", started.elapsed());
+    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            output.status
+        )
+    });
+    BrowserRun {
+        summary,
+        status: output.status,
+    }
+}
+
 /// A DCMTK tool by absolute path, with Nagle disabled as DESIGN.md §6 asks.
 pub fn dcmtk(tool: &str) -> Command {
     let mut cmd = Command::new(format!("/usr/bin/{tool}"));
