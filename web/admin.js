@@ -239,6 +239,68 @@ const post = (path, body) => api(path, {
   method: 'POST', headers: { 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
 });
 
+/**
+ * The form under a tab's table that adds (or changes) one entry: its fields, an error line and
+ * one submit button, with ids derived from `id` (`{id}-form`, `{id}-form-title`, `{id}-error`).
+ * `submit` sends the request and returns the message to show; the form is then cleared and
+ * `reload` called. A refusal stays in the form; a 401 has already sent the user to log in.
+ */
+function entryForm({ id, title, fields, submitId, submitLabel, submit, reload }) {
+  const error = h('p.error', { role: 'alert', hidden: true, id: `${id}-error` });
+  const form = h('form.card.admin-form', { id: `${id}-form`, 'aria-labelledby': `${id}-form-title`, onsubmit: async e => {
+    e.preventDefault();
+    error.hidden = true;
+    try {
+      toast(await submit());
+      form.reset();
+      await reload();
+    } catch (err) {
+      if (err.status === 401) return;
+      error.textContent = errorMessage(err);
+      error.hidden = false;
+    }
+  } },
+  h('h3', { id: `${id}-form-title` }, title),
+  h('div.fields', {}, fields),
+  error,
+  h('div.buttons', {}, h('button.primary', { type: 'submit', id: submitId }, submitLabel)));
+  return form;
+}
+
+/** Replaces what `list` shows by `render(answer)` for GET `path`, or by why it failed. */
+async function fillFrom(list, path, render) {
+  let answer;
+  try {
+    answer = await api(path);
+  } catch (err) {
+    list.replaceChildren();
+    failed(list, err);
+    return;
+  }
+  list.replaceChildren(render(answer));
+}
+
+/** An administration table: column headings (already translated) and its rows. */
+function adminTable(id, headings, rows) {
+  return h('div.table-wrap', {}, h('table.admin-table', { id },
+    h('thead', {}, h('tr', {}, headings.map(text => h('th', { scope: 'col' }, text)))),
+    h('tbody', {}, rows)));
+}
+
+/** A row's remove button: asks `question` first, then DELETE `path`, says `done`, reloads. */
+function removeButton(className, label, question, path, done, reload) {
+  return h(`button.${className}.danger`, { type: 'button', onclick: async () => {
+    if (!await confirmDialog(question, '', label)) return;
+    try {
+      await api(path, { method: 'DELETE' });
+      toast(done);
+    } catch (err) {
+      if (err.status !== 401) toast(errorMessage(err));
+    }
+    await reload();
+  } }, label);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Statistics
 // ---------------------------------------------------------------------------------------------
@@ -298,34 +360,28 @@ async function showAes(panel) {
     port: h('input', { type: 'number', required: true, min: 1, max: 65535 }),
     description: h('input', { maxlength: 200, autocomplete: 'off' }),
   };
-  const error = h('p.error', { role: 'alert', hidden: true, id: 'ae-error' });
-  const form = h('form.card.admin-form', { id: 'ae-form', 'aria-labelledby': 'ae-form-title', onsubmit: async e => {
-    e.preventDefault();
-    error.hidden = true;
-    const title = inputs.title.value.trim();
-    try {
+  const form = entryForm({
+    id: 'ae',
+    title: t('ae_add_title'),
+    fields: [
+      field('ae-title', t('ae_title'), inputs.title, t('ae_title_hint')),
+      field('ae-host', t('ae_host'), inputs.host),
+      field('ae-port', t('ae_port'), inputs.port),
+      field('ae-description', t('ae_description'), inputs.description),
+    ],
+    submitId: 'ae-save',
+    submitLabel: t('ae_save'),
+    submit: async () => {
+      const title = inputs.title.value.trim();
       await put(`/api/aes/${encodeURIComponent(title)}`, {
         host: inputs.host.value.trim(),
         port: Number(inputs.port.value),
         description: inputs.description.value.trim() || null,
       });
-      toast(t('ae_saved', { ae: title }));
-      form.reset();
-      await load();
-    } catch (err) {
-      if (err.status === 401) return;
-      error.textContent = errorMessage(err);
-      error.hidden = false;
-    }
-  } },
-  h('h3', { id: 'ae-form-title' }, t('ae_add_title')),
-  h('div.fields', {},
-    field('ae-title', t('ae_title'), inputs.title, t('ae_title_hint')),
-    field('ae-host', t('ae_host'), inputs.host),
-    field('ae-port', t('ae_port'), inputs.port),
-    field('ae-description', t('ae_description'), inputs.description)),
-  error,
-  h('div.buttons', {}, h('button.primary', { type: 'submit', id: 'ae-save' }, t('ae_save'))));
+      return t('ae_saved', { ae: title });
+    },
+    reload: () => load(),
+  });
   panel.append(list, form);
 
   async function echo(ae, cell, button) {
@@ -351,24 +407,10 @@ async function showAes(panel) {
     }
   }
 
-  async function load() {
-    let aes;
-    try {
-      aes = await api('/api/aes');
-    } catch (err) {
-      list.replaceChildren();
-      failed(list, err);
-      return;
-    }
-    if (!aes.length) {
-      list.replaceChildren(h('p.muted', { id: 'ae-none' }, t('ae_none')));
-      return;
-    }
-    list.replaceChildren(h('div.table-wrap', {}, h('table.admin-table', { id: 'ae-table' },
-      h('thead', {}, h('tr', {},
-        ['ae_title', 'ae_host', 'ae_port', 'ae_description', 'ae_source', 'ae_actions'].map(k => h('th', { scope: 'col' }, t(k))),
-        h('th', { scope: 'col' }, 'C-ECHO'))),
-      h('tbody', {}, aes.map(ae => {
+  function load() {
+    return fillFrom(list, '/api/aes', aes => !aes.length ? h('p.muted', { id: 'ae-none' }, t('ae_none')) : adminTable('ae-table',
+      [...['ae_title', 'ae_host', 'ae_port', 'ae_description', 'ae_source', 'ae_actions'].map(k => t(k)), 'C-ECHO'],
+      aes.map(ae => {
         const result = h('td.echo-result', { role: 'status' });
         const echoButton = h('button.ae-echo', { type: 'button' }, t('ae_echo'));
         echoButton.addEventListener('click', () => echo(ae.aeTitle, result, echoButton));
@@ -381,16 +423,8 @@ async function showAes(panel) {
             inputs.description.value = ae.description || '';
             inputs.host.focus();
           } }, t('ae_edit')));
-          actions.push(h('button.ae-remove.danger', { type: 'button', onclick: async () => {
-            if (!await confirmDialog(t('ae_confirm_remove', { ae: ae.aeTitle }), '', t('ae_remove'))) return;
-            try {
-              await api(`/api/aes/${encodeURIComponent(ae.aeTitle)}`, { method: 'DELETE' });
-              toast(t('ae_removed', { ae: ae.aeTitle }));
-              await load();
-            } catch (err) {
-              if (err.status !== 401) toast(errorMessage(err));
-            }
-          } }, t('ae_remove')));
+          actions.push(removeButton('ae-remove', t('ae_remove'), t('ae_confirm_remove', { ae: ae.aeTitle }),
+            `/api/aes/${encodeURIComponent(ae.aeTitle)}`, t('ae_removed', { ae: ae.aeTitle }), load));
         }
         return h('tr.ae-row', { dataset: { ae: ae.aeTitle, source: ae.source } },
           h('th', { scope: 'row' }, h('code', {}, ae.aeTitle)),
@@ -400,7 +434,7 @@ async function showAes(panel) {
           h('td', {}, t(ae.readOnly ? 'ae_source_config' : 'ae_source_table')),
           h('td.actions', {}, actions),
           result);
-      })))));
+      })));
   }
   await load();
 }
@@ -416,29 +450,23 @@ async function showUsers(panel) {
     password: h('input', { type: 'password', required: true, minlength: 8, autocomplete: 'new-password' }),
     role: h('select', {}, ROLES.map(r => h('option', { value: r, selected: r === 'reader' }, t(`role_${r}`)))),
   };
-  const error = h('p.error', { role: 'alert', hidden: true, id: 'user-error' });
-  const form = h('form.card.admin-form', { id: 'user-form', 'aria-labelledby': 'user-form-title', onsubmit: async e => {
-    e.preventDefault();
-    error.hidden = true;
-    const username = inputs.username.value.trim();
-    try {
+  const form = entryForm({
+    id: 'user',
+    title: t('user_add_title'),
+    fields: [
+      field('new-username', t('user_name'), inputs.username),
+      field('new-password', t('user_new_password'), inputs.password),
+      field('new-role', t('user_role'), inputs.role),
+    ],
+    submitId: 'user-add',
+    submitLabel: t('user_add'),
+    submit: async () => {
+      const username = inputs.username.value.trim();
       await post('/api/users', { username, password: inputs.password.value, role: inputs.role.value });
-      toast(t('user_added', { user: username }));
-      form.reset();
-      await load();
-    } catch (err) {
-      if (err.status === 401) return;
-      error.textContent = errorMessage(err);
-      error.hidden = false;
-    }
-  } },
-  h('h3', { id: 'user-form-title' }, t('user_add_title')),
-  h('div.fields', {},
-    field('new-username', t('user_name'), inputs.username),
-    field('new-password', t('user_new_password'), inputs.password),
-    field('new-role', t('user_role'), inputs.role)),
-  error,
-  h('div.buttons', {}, h('button.primary', { type: 'submit', id: 'user-add' }, t('user_add'))));
+      return t('user_added', { user: username });
+    },
+    reload: () => load(),
+  });
   panel.append(list, form);
 
   function resetPassword(user) {
@@ -469,19 +497,10 @@ async function showUsers(panel) {
     input.focus();
   }
 
-  async function load() {
-    let users;
-    try {
-      users = await api('/api/users');
-    } catch (err) {
-      list.replaceChildren();
-      failed(list, err);
-      return;
-    }
-    list.replaceChildren(h('div.table-wrap', {}, h('table.admin-table', { id: 'user-table' },
-      h('thead', {}, h('tr', {},
-        ['user_name', 'user_role', 'user_created', 'ae_actions'].map(k => h('th', { scope: 'col' }, t(k))))),
-      h('tbody', {}, users.map(u => {
+  function load() {
+    return fillFrom(list, '/api/users', users => adminTable('user-table',
+      ['user_name', 'user_role', 'user_created', 'ae_actions'].map(k => t(k)),
+      users.map(u => {
         const role = h('select.user-role', { 'aria-label': t('user_role_of', { user: u.username }) },
           ROLES.map(r => h('option', { value: r, selected: r === u.role }, t(`role_${r}`))));
         role.addEventListener('change', async () => {
@@ -499,17 +518,9 @@ async function showUsers(panel) {
           h('td', {}, formatInstant(u.createdAt)),
           h('td.actions', {},
             h('button.user-reset', { type: 'button', onclick: () => resetPassword(u.username) }, t('user_reset')),
-            h('button.user-remove.danger', { type: 'button', onclick: async () => {
-              if (!await confirmDialog(t('user_confirm_remove', { user: u.username }), '', t('user_remove'))) return;
-              try {
-                await api(`/api/users/${encodeURIComponent(u.username)}`, { method: 'DELETE' });
-                toast(t('user_removed', { user: u.username }));
-              } catch (err) {
-                if (err.status !== 401) toast(errorMessage(err));
-              }
-              await load();
-            } }, t('user_remove'))));
-      })))));
+            removeButton('user-remove', t('user_remove'), t('user_confirm_remove', { user: u.username }),
+              `/api/users/${encodeURIComponent(u.username)}`, t('user_removed', { user: u.username }), load)));
+      })));
   }
   await load();
 }

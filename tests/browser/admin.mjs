@@ -17,8 +17,9 @@
 // skips the other; the page speaks French. As the administrator: the uploaded studies are in the
 // study list; the statistics page shows what /api/stats answers, formatted in the page's
 // locale; an AE for --ae-title at 127.0.0.1:--dicom-port is added and its Echo succeeds (a bad
-// host is refused with the server's message); --new-user is added as a referrer and made a
-// reader (checked through the API); the audit log filtered by the uploader lists only the
+// host is refused with the server's message), Edit fills the form with its values, and a second
+// AE is added and removed; --new-user is added as a referrer and made a reader (checked through
+// the API), and a second user is added, kept after a "no" to Remove's question, then removed; the audit log filtered by the uploader lists only the
 // uploader's lines. As the referrer: no Upload or Administration link, the page refuses, and
 // /api/users and /api/aes answer 403. Requests to hosts other than 127.0.0.1 are blocked.
 // Screenshots go to --artifacts; a JSON summary is printed on stdout; exit 0 when every check
@@ -254,6 +255,23 @@ await run(async () => {
   summary.echo = echo;
   check(echo.outcome === 'success' && echo.text.startsWith('✓ Success'), `echo to ${aeTitle}: ${JSON.stringify(echo)}`);
   await shot('06-admin-aes-echo');
+  // Edit fills the form with the row's values.
+  await row.locator('button.ae-edit').click();
+  const editing = await page.evaluate(() => ['ae-title', 'ae-host', 'ae-port'].map(id => document.getElementById(id).value));
+  check(JSON.stringify(editing) === JSON.stringify([aeTitle, '127.0.0.1', options['dicom-port']]), `Edit fills the form: ${JSON.stringify(editing)}`);
+  // A second AE, removed again: Remove asks first, then only that AE is gone.
+  const spareAe = 'SPARE_AE';
+  await page.getByLabel('AE title').fill(spareAe);
+  await page.getByLabel('Port').fill('104');
+  await page.getByLabel('Description').fill('');
+  await page.locator('#ae-save').click();
+  const spareRow = page.locator(`tr.ae-row[data-ae="${spareAe}"]`);
+  await spareRow.waitFor();
+  await spareRow.locator('button.ae-remove').click();
+  await page.locator('#admin-confirm-yes').click();
+  await spareRow.waitFor({ state: 'detached' });
+  const aesLeft = (await fetchJson('/api/aes')).json.map(ae => ae.aeTitle);
+  check(!aesLeft.includes(spareAe) && aesLeft.includes(aeTitle), `after Remove, the API lists ${JSON.stringify(aesLeft)}`);
   lap('AE table');
 
   // --- Administrator: users and roles --------------------------------------------------------------
@@ -273,6 +291,21 @@ await run(async () => {
   check(created && created.role === 'reader', `through the API the new user is a reader: ${JSON.stringify(created)}`);
   check(!users.text.includes('argon2') && !users.text.includes('password'), 'no password hash in /api/users');
   await shot('07-admin-users');
+  // A second user, removed again after a "no" to the question.
+  const spareUser = `${newUser.user}-spare`;
+  await page.getByLabel('User name').fill(spareUser);
+  await page.getByLabel('Password (8 characters or more)').fill(newUser.password);
+  await page.locator('#user-add').click();
+  const spareUserRow = page.locator(`tr.user-row[data-user="${spareUser}"]`);
+  await spareUserRow.waitFor();
+  await spareUserRow.locator('button.user-remove').click();
+  await page.locator('#admin-confirm-cancel').click();
+  check(await spareUserRow.count() === 1, 'a "no" to the question keeps the user');
+  await spareUserRow.locator('button.user-remove').click();
+  await page.locator('#admin-confirm-yes').click();
+  await spareUserRow.waitFor({ state: 'detached' });
+  const usersLeft = (await fetchJson('/api/users')).json.map(u => u.username);
+  check(!usersLeft.includes(spareUser) && usersLeft.includes(newUser.user), `after Remove, the API lists ${JSON.stringify(usersLeft)}`);
   lap('users');
 
   // --- Administrator: audit log filtered by user ---------------------------------------------------
