@@ -199,6 +199,7 @@ fn generate(args: &Args, dir: &Path) -> Result<Data> {
         ct_bytes: ct.iter().map(|i| i.size).sum(),
         ct_study: first.study_instance_uid.clone(),
         ct_series: first.series_instance_uid.clone(),
+        ct_instances: ct.iter().map(|i| i.sop_instance_uid.clone()).collect(),
         ct_files: ct.into_iter().map(|i| i.path).collect(),
         small_files,
         small_bytes,

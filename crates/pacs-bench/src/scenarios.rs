@@ -103,6 +103,20 @@ pub const SCENARIOS: &[ScenarioDef] = &[
     ),
     def("metadata_series", "WADO-RS series metadata", "ms", "ms", false),
     def(
+        "wado_frame",
+        "WADO-RS frame of a CT instance, stored syntax (mean per frame)",
+        "ms_per_frame",
+        "ms",
+        false,
+    ),
+    def(
+        "wado_rendered",
+        "WADO-RS rendered frame of a CT instance, JPEG (mean per frame)",
+        "ms_per_frame",
+        "ms",
+        false,
+    ),
+    def(
         "qido_patient_id",
         "QIDO-RS studies, PatientID exact (p95)",
         "p95_ms",
@@ -227,6 +241,8 @@ pub struct Data {
     pub ct_bytes: u64,
     pub ct_study: String,
     pub ct_series: String,
+    /// SOP Instance UIDs of the CT series, in order.
+    pub ct_instances: Vec<String>,
     pub small_files: Vec<PathBuf>,
     pub small_bytes: u64,
     pub small_studies: usize,
@@ -528,6 +544,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Times one request per path (after one request not timed): mean, p50 and p95 per request.
+fn per_request(
+    paths: &[String],
+    mut one: impl FnMut(&str) -> Result<Duration>,
+) -> Result<BTreeMap<String, f64>> {
+    let first = paths.first().context("no request to time")?;
+    one(first)?; // warm-up, not timed
+    let mut ms = Vec::with_capacity(paths.len());
+    for path in paths {
+        ms.push(one(path)?.as_secs_f64() * 1000.0);
+    }
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    ms.sort_by(f64::total_cmp);
+    Ok(BTreeMap::from([
+        ("ms_per_frame".to_string(), mean),
+        ("p50_ms".to_string(), percentile(&ms, 50.0)),
+        ("p95_ms".to_string(), percentile(&ms, 95.0)),
+        ("frames".to_string(), ms.len() as f64),
+    ]))
+}
+
 pub fn latencies(iterations: usize, mut one: impl FnMut() -> Result<usize>) -> Result<BTreeMap<String, f64>> {
     let matches = one()? as f64; // warm-up, not timed
     let mut ms = Vec::with_capacity(iterations);
@@ -683,6 +720,62 @@ pub fn loaded(ctx: &Context, kind: Kind) -> Vec<Run> {
                 "ms".to_string(),
                 r.total.as_secs_f64() * 1000.0,
             )]))
+        })
+    }));
+
+    // Single frames, as a viewer asks for them while scrolling: one request per frame, taken
+    // across the series, on one kept-alive connection (after one request not timed).
+    let frames: Vec<String> = {
+        let n = d.ct_instances.len().max(1);
+        let step = (n / ctx.query_iterations.max(1)).max(1);
+        (0..ctx.query_iterations)
+            .filter_map(|i| d.ct_instances.get((i * step) % n))
+            .map(|sop| format!("{series_path}/instances/{sop}/frames/1"))
+            .collect()
+    };
+    // A raw frame is nearly the whole file (the header is a few hundred bytes).
+    let frame_bytes = d.ct_bytes / d.ct_files.len().max(1) as u64 * 9 / 10;
+    let mut frame_accept =
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*".to_string();
+    let mut notes = Vec::new();
+    let mut run = repeat(ctx, "wado_frame", kind, || {
+        measured(&target, ctx.ticks, || {
+            per_request(&frames, |path| {
+                let mut r = client.get(path, &frame_accept, false)?;
+                if r.status == 406 || r.status == 400 {
+                    notes.push(format!(
+                        "transfer-syntax=* answered {}; retried without it",
+                        r.status
+                    ));
+                    frame_accept = "multipart/related; type=\"application/octet-stream\"".into();
+                    r = client.get(path, &frame_accept, false)?;
+                }
+                ensure!(r.status == 200, "frame answered {}", r.status);
+                ensure!(
+                    r.body_len >= frame_bytes,
+                    "frame of {} bytes, {frame_bytes} expected",
+                    r.body_len
+                );
+                Ok(r.total)
+            })
+        })
+    });
+    notes.dedup();
+    run.notes.extend(notes);
+    runs.push(run);
+    let rendered: Vec<String> = frames.iter().map(|f| format!("{f}/rendered")).collect();
+    runs.push(repeat(ctx, "wado_rendered", kind, || {
+        measured(&target, ctx.ticks, || {
+            per_request(&rendered, |path| {
+                let r = client.get(path, "image/jpeg", true)?;
+                ensure!(r.status == 200, "rendered frame answered {}", r.status);
+                ensure!(
+                    r.body.starts_with(&[0xFF, 0xD8]),
+                    "rendered frame is not a JPEG ({} bytes)",
+                    r.body.len()
+                );
+                Ok(r.total)
+            })
         })
     }));
 

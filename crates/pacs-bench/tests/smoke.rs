@@ -33,6 +33,8 @@ const OPENPACS_SCENARIOS: &[(&str, &str)] = &[
     ("wado_series", "mb_per_s"),
     ("wado_series_ttfb", "ttfb_ms"),
     ("metadata_series", "ms"),
+    ("wado_frame", "ms_per_frame"),
+    ("wado_rendered", "ms_per_frame"),
     ("qido_patient_id", "p95_ms"),
     ("qido_patient_name", "p95_ms"),
     ("qido_date_modality", "p95_ms"),
