@@ -178,12 +178,7 @@ fn malformed_objects_are_refused_and_the_server_keeps_serving() {
     assert!(server.is_running());
     // bad_vr.dcm declares a ~900 MB element in 4 KB: refused before anything that size is
     // allocated (regression: the parser used to allocate the declared length).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
+    let peak_kb = server.peak_rss_kib();
     assert!(
         peak_kb < 200 * 1024,
         "peak RSS {peak_kb} kB after malformed objects"
@@ -460,12 +455,7 @@ fn hostile_data_sets_are_refused_without_exhausting_the_server() {
         result["nested.dcm"]
     );
     assert!(server.is_running(), "{}", server.log());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
+    let peak_kb = server.peak_rss_kib();
     assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
     assert_eq!(pynetdicom(&["echo", "--port", &p])["status"], 0);
     assert!(server.stop().success());
