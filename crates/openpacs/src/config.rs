@@ -70,6 +70,11 @@ pub struct Config {
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request, in bytes.
     pub stow_max_request_bytes: u64,
+    /// Largest size a deflated data set may inflate to, in bytes (every path that inflates).
+    pub max_inflated_bytes: u64,
+    /// Largest part of an object held in memory to read its header (everything before Pixel
+    /// Data), in bytes.
+    pub max_header_bytes: u64,
     /// Storage commitment reports: on the requesting association while it is open (false), or
     /// always on a new association to the requester, which must be in `peers` (true).
     pub commitment_on_new_association: bool,
@@ -122,6 +127,8 @@ impl Default for Config {
             tls_key: None,
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
+            max_inflated_bytes: pacs_dimse::dataset_check::Limits::default().max_inflated,
+            max_header_bytes: pacs_dimse::dataset_check::Limits::default().max_header,
             commitment_on_new_association: false,
             reconciliation: "correct".into(),
             log_format: "text".into(),
@@ -272,6 +279,17 @@ impl Config {
                 bail!(
                     "ris_address {ris:?} from {} must be host:port",
                     origin("ris_address")
+                );
+            }
+        }
+        for (key, value) in [
+            ("max_inflated_bytes", config.max_inflated_bytes),
+            ("max_header_bytes", config.max_header_bytes),
+        ] {
+            if value < 1 << 20 {
+                bail!(
+                    "{key} = {value} from {} is too small: at least 1048576 (1 MiB)",
+                    origin(key)
                 );
             }
         }

@@ -227,6 +227,10 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
             })
             .collect(),
         correct_from_orders: config.reconciliation == "correct",
+        limits: pacs_dimse::dataset_check::Limits {
+            max_inflated: config.max_inflated_bytes,
+            max_header: config.max_header_bytes,
+        },
     }
 }
 

@@ -199,7 +199,8 @@ fn part10_meta_from(mut file: impl Read) -> Result<(FileMetaTable, u64), Archive
     let mut group = vec![0u8; group_len as usize];
     file.read_exact(&mut group)
         .map_err(|_| not_part10("truncated file meta group"))?;
-    dataset_check::check_bytes(&group, dataset_check::Layout::of("1.2.840.10008.1.2.1"), false)
+    let layout = dataset_check::Layout::of("1.2.840.10008.1.2.1");
+    dataset_check::check_bytes(&group, layout, false, dataset_check::Limits::default())
         .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
     let meta = FileMetaTable::from_reader(io::Cursor::new(&head[128..]).chain(&group[..]))
         .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
@@ -290,13 +291,14 @@ impl Incoming {
         // cannot delete a file this object is about to refer to.
         let _no_blob_removal = archive.blob_gc.read().await;
         let blobs = archive.clone();
+        let limits = archive.limits;
         let dataset_offset = blob.dataset_offset();
         let durable = tokio::task::spawn_blocking(move || {
             let object = match blob.contents() {
                 Some(bytes) => Object::Bytes(bytes),
                 None => Object::File(blob.path()),
             };
-            let parsed = check_then_parse(object, dataset_offset, expected.as_ref());
+            let parsed = check_then_parse(object, dataset_offset, expected.as_ref(), limits);
             let instance = match parsed {
                 Ok(instance) => instance,
                 Err(e) => {
@@ -387,9 +389,16 @@ impl Incoming {
 
 impl Archive {
     async fn audit_store_refusal(&self, source: &Source, error: &ArchiveError) {
+        // An object past the configured bounds is what an attack looks like (a deflate bomb):
+        // its own event, so that it stands out from ordinary refusals.
+        let event = if matches!(error, ArchiveError::LimitExceeded(_)) {
+            "security"
+        } else {
+            "store"
+        };
         let event = AuditEvent {
             tenant: self.tenant.0,
-            event: "store".into(),
+            event: event.into(),
             actor: source.actor.clone(),
             peer: source.peer.clone(),
             outcome: "refused".into(),
@@ -408,23 +417,21 @@ fn check_then_parse(
     object: Object,
     dataset_offset: u64,
     expected: Option<&(String, String)>,
+    limits: dataset_check::Limits,
 ) -> Result<NewInstance, ArchiveError> {
     let (meta, _) = object.meta()?;
     let layout = dataset_check::Layout::of(meta.transfer_syntax());
     let checked = match object {
-        Object::File(path) => dataset_check::check_file(path, dataset_offset, layout, true),
+        Object::File(path) => dataset_check::check_file(path, dataset_offset, layout, true, limits),
         Object::Bytes(bytes) => {
             let dataset = usize::try_from(dataset_offset)
                 .ok()
                 .and_then(|start| bytes.get(start..))
                 .ok_or_else(|| ArchiveError::Invalid("data set offset beyond the object".into()))?;
-            dataset_check::check_slice(dataset, layout, true)
+            dataset_check::check_slice(dataset, layout, true, limits)
         }
     };
-    let pixel_data = checked.map_err(|e| match e {
-        dataset_check::CheckError::Invalid(m) => ArchiveError::Invalid(m),
-        dataset_check::CheckError::Io(e) => ArchiveError::from_io(e),
-    })?;
+    let pixel_data = checked.map_err(ArchiveError::from)?;
     parse_header(object, expected, pixel_data)
 }
 
@@ -611,8 +618,9 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let (_, offset) = read_part10_meta(&path).unwrap();
             assert_eq!(part10_meta_from(&bytes[..]).unwrap().1, offset);
-            let from_file = check_then_parse(Object::File(&path), offset, None).unwrap();
-            let from_memory = check_then_parse(Object::Bytes(&bytes), offset, None).unwrap();
+            let limits = dataset_check::Limits::default();
+            let from_file = check_then_parse(Object::File(&path), offset, None, limits).unwrap();
+            let from_memory = check_then_parse(Object::Bytes(&bytes), offset, None, limits).unwrap();
             assert_eq!(
                 format!("{from_file:?}"),
                 format!("{from_memory:?}"),
@@ -636,7 +644,8 @@ mod tests {
         let bytes = pacs_testkit::instance_bytes(&spec, 0, 0).unwrap();
         let (_, offset) = part10_meta_from(&bytes[..]).unwrap();
         for cut in [100, 200, offset as usize + 10, bytes.len() - 100] {
-            let error = check_then_parse(Object::Bytes(&bytes[..cut]), offset, None).unwrap_err();
+            let object = Object::Bytes(&bytes[..cut]);
+            let error = check_then_parse(object, offset, None, dataset_check::Limits::default()).unwrap_err();
             assert!(matches!(error, ArchiveError::Invalid(_)), "cut at {cut}: {error}");
         }
     }

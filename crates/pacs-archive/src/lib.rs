@@ -33,6 +33,10 @@ pub enum ArchiveError {
     OutOfResources(String),
     #[error("{0}")]
     Invalid(String),
+    /// Past a configured bound on what one object may cost (inflated size, header held in
+    /// memory): refused as out of resources, audited as a security event.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("missing required attribute {0}")]
     MissingAttribute(String),
     #[error("{0}")]
@@ -54,6 +58,33 @@ impl ArchiveError {
             _ => ArchiveError::Io(e),
         }
     }
+}
+
+impl From<pacs_dimse::dataset_check::CheckError> for ArchiveError {
+    fn from(e: pacs_dimse::dataset_check::CheckError) -> Self {
+        use pacs_dimse::dataset_check::CheckError;
+        match e {
+            CheckError::Invalid(m) => ArchiveError::Invalid(m),
+            CheckError::TooLarge(m) => ArchiveError::LimitExceeded(m),
+            CheckError::Io(e) => ArchiveError::from_io(e),
+        }
+    }
+}
+
+/// Reads a stored object whole into memory (conversions, renderings, frames, bulk data) once
+/// its inflated size, when it is deflated, is known to be within `limits`: objects stored
+/// before the limit existed, or under a larger one, cannot make a retrieval hold gigabytes.
+pub fn open_stored_object(
+    path: &Path,
+    limits: pacs_dimse::dataset_check::Limits,
+) -> Result<dicom_object::DefaultDicomObject, ArchiveError> {
+    let (meta, offset) = ingest::read_part10_meta(path)?;
+    if pacs_dimse::dataset_check::Layout::of(meta.transfer_syntax()).deflated {
+        pacs_dimse::dataset_check::check_inflated_file(path, offset, limits)?;
+    }
+    dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))
 }
 
 impl From<IndexError> for ArchiveError {
@@ -84,6 +115,8 @@ pub struct ArchiveConfig {
     /// Images whose accession number names another patient's order: move them under the
     /// order's patient (true) or flag the study for review (false).
     pub correct_from_orders: bool,
+    /// Bounds on what checking, parsing and converting one object may hold in memory.
+    pub limits: pacs_dimse::dataset_check::Limits,
 }
 
 /// The archive of one tenant.
@@ -104,6 +137,7 @@ pub struct Archive {
     /// its blob present, then lose it before its row exists.
     pub(crate) blob_gc: tokio::sync::RwLock<()>,
     pub(crate) correct_from_orders: bool,
+    pub(crate) limits: pacs_dimse::dataset_check::Limits,
     /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
     pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
 }
@@ -128,6 +162,7 @@ impl Archive {
             ae_changes: tokio::sync::Mutex::new(()),
             blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
+            limits: config.limits,
             exam_listener: std::sync::RwLock::new(None),
         });
         archive.reload_ae_table().await?;
@@ -144,6 +179,11 @@ impl Archive {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// Bounds on what one object may cost to check, parse or convert.
+    pub fn limits(&self) -> pacs_dimse::dataset_check::Limits {
+        self.limits
     }
 
     /// Appends to the audit log; a failure to write it is logged, never hidden.

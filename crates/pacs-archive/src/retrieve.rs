@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use pacs_model::{InformationModel, Matcher, QueryLevel, ValueKind};
 use pacs_store::{columns, Condition, InstanceLocation, PatientRecord};
@@ -325,10 +325,9 @@ impl Archive {
         }
         let target = target.to_string();
         let stored = location.transfer_syntax.clone();
+        let limits = self.limits;
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
-            let mut obj = OpenFileOptions::new()
-                .open_file(&path)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let mut obj = crate::open_stored_object(&path, limits)?;
             if let Some(p) = &patch {
                 patch_patient(&mut obj, p);
             }
@@ -372,10 +371,9 @@ impl Archive {
             .blobs
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let obj = OpenFileOptions::new()
-                .open_file(&path)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let obj = crate::open_stored_object(&path, limits)?;
             let Some(e) = obj.get(dicom_core::Tag(group, element)) else {
                 return Ok(None);
             };
@@ -403,10 +401,9 @@ impl Archive {
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         let numbers = numbers.to_vec();
+        let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let mut obj = OpenFileOptions::new()
-                .open_file(&path)
-                .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))?;
+            let mut obj = crate::open_stored_object(&path, limits)?;
             let encapsulated = obj
                 .get(tags::PIXEL_DATA)
                 .is_some_and(|p| p.value().fragments().is_some());

@@ -15,8 +15,29 @@ use dicom_dictionary_std::StandardDataDictionary;
 
 /// Deepest nesting accepted, counting sequences and items (so 32 nested sequences).
 pub const MAX_DEPTH: usize = 64;
-/// Largest inflated size of a deflated data set walked (and therefore accepted).
-pub const MAX_INFLATED: u64 = 4 << 30;
+
+/// What checking and then parsing a data set may cost, whatever the data set declares.
+///
+/// A deflated data set of a megabyte can inflate to gigabytes, and the parser holds every
+/// element before Pixel Data in memory: both are bounded here, while inflating and walking,
+/// before anything that size exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest inflated size of a deflated data set (`max_inflated_bytes`).
+    pub max_inflated: u64,
+    /// Largest part of a data set the header parse holds in memory: everything before the
+    /// top-level Pixel Data, or the whole data set when it has none (`max_header_bytes`).
+    pub max_header: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflated: 128 << 20,
+            max_header: 64 << 20,
+        }
+    }
+}
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
@@ -99,13 +120,15 @@ impl<R: Read> Source for Streaming<R> {
 #[derive(Debug)]
 pub enum CheckError {
     Invalid(String),
+    /// Well formed, perhaps, but past what the configured [`Limits`] let the server hold.
+    TooLarge(String),
     Io(io::Error),
 }
 
 impl std::fmt::Display for CheckError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CheckError::Invalid(m) => f.write_str(m),
+            CheckError::Invalid(m) | CheckError::TooLarge(m) => f.write_str(m),
             CheckError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -131,8 +154,13 @@ pub struct PixelData {
 }
 
 /// Checks an encoded data set held in memory (identifiers, small objects).
-pub fn check_bytes(bytes: &[u8], layout: Layout, stop_at_pixel_data: bool) -> Result<(), CheckError> {
-    check_slice(bytes, layout, stop_at_pixel_data).map(|_| ())
+pub fn check_bytes(
+    bytes: &[u8],
+    layout: Layout,
+    stop_at_pixel_data: bool,
+    limits: Limits,
+) -> Result<(), CheckError> {
+    check_slice(bytes, layout, stop_at_pixel_data, limits).map(|_| ())
 }
 
 /// Like [`check_file`] for a data set held in memory: checks it and says where its pixel data is.
@@ -140,14 +168,21 @@ pub fn check_slice(
     bytes: &[u8],
     layout: Layout,
     stop_at_pixel_data: bool,
+    limits: Limits,
 ) -> Result<Option<PixelData>, CheckError> {
     if layout.deflated {
-        let total = inflated_size(flate2::read::DeflateDecoder::new(bytes))?;
+        let total = inflated_size(flate2::read::DeflateDecoder::new(bytes), limits)?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(bytes));
-        return walk(&mut source, total, layout, stop_at_pixel_data);
+        return walk(&mut source, total, layout, stop_at_pixel_data, limits);
     }
     let mut source = Seekable(io::Cursor::new(bytes));
-    walk(&mut source, bytes.len() as u64, layout, stop_at_pixel_data)
+    walk(
+        &mut source,
+        bytes.len() as u64,
+        layout,
+        stop_at_pixel_data,
+        limits,
+    )
 }
 
 /// Checks the data set stored in a file from `offset` on (a Part 10 file after its meta group).
@@ -156,6 +191,7 @@ pub fn check_file(
     offset: u64,
     layout: Layout,
     stop_at_pixel_data: bool,
+    limits: Limits,
 ) -> Result<Option<PixelData>, CheckError> {
     let open = || -> io::Result<io::BufReader<std::fs::File>> {
         let mut file = std::fs::File::open(path)?;
@@ -164,18 +200,35 @@ pub fn check_file(
     };
     let size = std::fs::metadata(path)?.len().saturating_sub(offset);
     if layout.deflated {
-        let total = inflated_size(flate2::read::DeflateDecoder::new(open()?))?;
+        let total = inflated_size(flate2::read::DeflateDecoder::new(open()?), limits)?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(open()?));
-        return walk(&mut source, total, layout, stop_at_pixel_data);
+        return walk(&mut source, total, layout, stop_at_pixel_data, limits);
     }
-    walk(&mut Buffered(open()?), size, layout, stop_at_pixel_data)
+    walk(&mut Buffered(open()?), size, layout, stop_at_pixel_data, limits)
 }
 
-fn inflated_size<R: Read>(decoder: R) -> Result<u64, CheckError> {
-    let n = io::copy(&mut decoder.take(MAX_INFLATED + 1), &mut io::sink())
+/// Checks that the deflated data set stored in a file from `offset` on inflates within the
+/// limit, before something reads it whole into memory (a conversion, a rendering).
+pub fn check_inflated_file(path: &std::path::Path, offset: u64, limits: Limits) -> Result<u64, CheckError> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(io::SeekFrom::Start(offset))?;
+    inflated_size(
+        flate2::read::DeflateDecoder::new(io::BufReader::new(file)),
+        limits,
+    )
+}
+
+/// Inflates into nothing, stopping one byte past the limit: memory stays one buffer whatever
+/// the stream's ratio.
+fn inflated_size<R: Read>(decoder: R, limits: Limits) -> Result<u64, CheckError> {
+    let max = limits.max_inflated;
+    let n = io::copy(&mut decoder.take(max + 1), &mut io::sink())
         .map_err(|e| CheckError::Invalid(format!("deflated data set does not inflate: {e}")))?;
-    if n > MAX_INFLATED {
-        return invalid(format!("deflated data set inflates beyond {MAX_INFLATED} bytes"));
+    if n > max {
+        // Short enough for a DIMSE Error Comment (64 characters).
+        return Err(CheckError::TooLarge(format!(
+            "deflated data set exceeds max_inflated_bytes ({max})"
+        )));
     }
     Ok(n)
 }
@@ -297,7 +350,23 @@ fn walk<S: Source>(
     total: u64,
     layout: Layout,
     stop_at_pixel_data: bool,
+    limits: Limits,
 ) -> Result<Option<PixelData>, CheckError> {
+    // What the parser will hold: up to Pixel Data when it stops there, else everything.
+    let held_in_memory = |end: u64| -> Result<(), CheckError> {
+        if end > limits.max_header {
+            let what = if stop_at_pixel_data {
+                "header before Pixel Data"
+            } else {
+                "data set"
+            };
+            return Err(CheckError::TooLarge(format!(
+                "{what} exceeds max_header_bytes ({})",
+                limits.max_header
+            )));
+        }
+        Ok(())
+    };
     let mut w = Walker {
         source,
         pos: 0,
@@ -374,6 +443,7 @@ fn walk<S: Source>(
             (None, w.u32()?)
         };
         if tag == PIXEL_DATA && frames.is_empty() && stop_at_pixel_data {
+            held_in_memory(w.pos)?;
             // The value itself is not walked, but it must be there whole: a truncated image is
             // refused rather than stored and served broken.
             if len != UNDEFINED && w.pos.saturating_add(u64::from(len)) > w.total {
@@ -425,6 +495,9 @@ fn walk<S: Source>(
             )?;
             continue;
         }
+        // A length past the end is a lie, said as such; a true one may still be too much.
+        w.fits(tag, len)?;
+        held_in_memory(w.pos.saturating_add(u64::from(len)))?;
         w.skip(tag, len)?;
     }
 }
@@ -445,7 +518,7 @@ mod tests {
     };
 
     fn run(bytes: &[u8], layout: Layout) -> Result<(), String> {
-        check_bytes(bytes, layout, true).map_err(|e| e.to_string())
+        check_bytes(bytes, layout, true, Limits::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -535,5 +608,60 @@ mod tests {
             .unwrap();
         let bytes = enc.finish().unwrap();
         assert!(run(&bytes, Layout::of("1.2.840.10008.1.2.1.99")).is_err());
+    }
+
+    /// A private OB element of `len` zero bytes, then a tiny Pixel Data.
+    fn big_element_then_pixels(len: u32) -> Vec<u8> {
+        let mut b = vec![0x09, 0, 0x10, 0x10, b'O', b'B', 0, 0];
+        b.extend_from_slice(&len.to_le_bytes());
+        b.resize(b.len() + len as usize, 0);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0, b'O', b'W', 0, 0, 2, 0, 0, 0, 1, 2]);
+        b
+    }
+
+    fn deflate(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_refused_at_the_inflated_limit() {
+        // 8 MiB of zeros deflate to a few KiB; the limit is what the stream may inflate to.
+        let bomb = deflate(&big_element_then_pixels(8 << 20));
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let deflated = Layout::of("1.2.840.10008.1.2.1.99");
+        let small = Limits {
+            max_inflated: 1 << 20,
+            max_header: 64 << 20,
+        };
+        let error = check_slice(&bomb, deflated, true, small).unwrap_err();
+        assert!(matches!(error, CheckError::TooLarge(_)), "{error}");
+        assert!(error.to_string().contains("max_inflated_bytes"), "{error}");
+        assert!(check_slice(&bomb, deflated, true, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn attributes_before_pixel_data_are_bounded_by_the_header_limit() {
+        let object = big_element_then_pixels(2 << 20);
+        let limits = Limits {
+            max_inflated: 128 << 20,
+            max_header: 1 << 20,
+        };
+        for (bytes, layout) in [
+            (object.clone(), EXPLICIT),
+            (deflate(&object), Layout::of("1.2.840.10008.1.2.1.99")),
+        ] {
+            let error = check_slice(&bytes, layout, true, limits).unwrap_err();
+            assert!(matches!(error, CheckError::TooLarge(_)), "{error}");
+            assert!(error.to_string().contains("before Pixel Data"), "{error}");
+        }
+        // Pixel data itself is not held by the header parse: a large image passes.
+        let mut image = vec![0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B'];
+        image.extend_from_slice(&[0xE0, 0x7F, 0x10, 0, b'O', b'W', 0, 0]);
+        image.extend_from_slice(&(4u32 << 20).to_le_bytes());
+        image.resize(image.len() + (4 << 20), 0);
+        assert!(check_slice(&image, EXPLICIT, true, limits).is_ok());
     }
 }

@@ -736,7 +736,13 @@ impl Handler {
             return Ok(Err(BadDataset::Unreadable("unknown transfer syntax".into())));
         };
         let layout = crate::dataset_check::Layout::of(&context.transfer_syntax);
-        if let Err(e) = crate::dataset_check::check_bytes(&bytes, layout, false) {
+        // An identifier is held whole in memory: a deflated one may inflate to a few times
+        // the size accepted on the wire, no more.
+        let limits = crate::dataset_check::Limits {
+            max_inflated: (limit as u64).saturating_mul(16),
+            max_header: (limit as u64).saturating_mul(16),
+        };
+        if let Err(e) = crate::dataset_check::check_bytes(&bytes, layout, false, limits) {
             return Ok(Err(BadDataset::Unreadable(e.to_string())));
         }
         Ok(InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)

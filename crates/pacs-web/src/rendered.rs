@@ -92,10 +92,14 @@ pub(crate) async fn render_response(
         return ApiError::Internal("rendering is shut down".into()).into_response();
     };
     let format = params.format;
+    let limits = state.archive.limits();
     let rendered = tokio::task::spawn_blocking(move || {
-        let object = dicom_object::OpenFileOptions::new()
-            .open_file(&path)
-            .map_err(|e| RenderError::Internal(format!("cannot read stored object: {e}")))?;
+        let object = pacs_archive::open_stored_object(&path, limits).map_err(|e| match e {
+            pacs_archive::ArchiveError::LimitExceeded(m) | pacs_archive::ArchiveError::Invalid(m) => {
+                RenderError::Undecodable(m)
+            }
+            e => RenderError::Internal(format!("cannot read stored object: {e}")),
+        })?;
         pacs_imaging::render(&object, frame.saturating_sub(1), &params)
     })
     .await;

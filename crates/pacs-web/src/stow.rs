@@ -100,7 +100,7 @@ enum Outcome {
 
 fn failure_reason(e: &ArchiveError) -> u16 {
     match e {
-        ArchiveError::OutOfResources(_) => OUT_OF_RESOURCES,
+        ArchiveError::OutOfResources(_) | ArchiveError::LimitExceeded(_) => OUT_OF_RESOURCES,
         ArchiveError::MissingAttribute(_) | ArchiveError::Mismatch(_) => DATASET_MISMATCH,
         ArchiveError::Invalid(_) => CANNOT_UNDERSTAND,
         _ => PROCESSING_FAILURE,
