@@ -81,6 +81,9 @@ pub struct Config {
     /// Images whose accession number matches another patient's order: "correct" (the RIS
     /// wins: the study moves under the order's patient) or "flag" (listed for review).
     pub reconciliation: String,
+    /// The identifier domain of local patient IDs (IPP): their Issuer of Patient ID. Images
+    /// and HL7 messages without an issuer are taken to be in it.
+    pub issuer_of_patient_id: String,
     /// Log format: "text" or "json".
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
@@ -131,6 +134,7 @@ impl Default for Config {
             max_header_bytes: pacs_dimse::dataset_check::Limits::default().max_header,
             commitment_on_new_association: false,
             reconciliation: "correct".into(),
+            issuer_of_patient_id: String::new(),
             log_format: "text".into(),
             peers: Vec::new(),
         }

@@ -227,6 +227,7 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
             })
             .collect(),
         correct_from_orders: config.reconciliation == "correct",
+        issuer_of_patient_id: config.issuer_of_patient_id.clone(),
         limits: pacs_dimse::dataset_check::Limits {
             max_inflated: config.max_inflated_bytes,
             max_header: config.max_header_bytes,

@@ -23,21 +23,8 @@ fn hl7_peer() -> Command {
     c
 }
 
-/// Sends HL7 messages (text with `\n` between segments) and returns each ACK code.
 fn send_hl7(server: &TestServer, dir: &Path, messages: &[&str]) -> Vec<serde_json::Value> {
-    let mut files = Vec::new();
-    for (i, text) in messages.iter().enumerate() {
-        let path = dir.join(format!("msg{}-{i}.hl7", std::process::id()));
-        std::fs::write(&path, text.replace('\n', "\r")).unwrap();
-        files.push(path);
-    }
-    let out = hl7_peer()
-        .args(["send", "--port", &server.hl7_port.to_string()])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    pacs_testkit::server::send_hl7(server.hl7_port, dir, messages)
 }
 
 /// The RIS stand-in (hl7apy's MLLPServer): saves what it receives, answers AA.
@@ -103,25 +90,16 @@ fn image(
     accession: &str,
     study_uid: &str,
 ) -> String {
-    let out = dir.join(name);
-    let script = "import sys, pydicom\n\
-        from pydicom.uid import generate_uid\n\
-        ds = pydicom.dcmread(sys.argv[1])\n\
-        ds.PatientID, ds.PatientName, ds.AccessionNumber = sys.argv[3], sys.argv[4], sys.argv[5]\n\
-        ds.StudyInstanceUID = sys.argv[6]\n\
-        ds.SeriesInstanceUID = generate_uid()\n\
-        ds.SOPInstanceUID = generate_uid()\n\
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\n\
-        ds.save_as(sys.argv[2], enforce_file_format=True)\n";
-    let made = Command::new("python3")
-        .args(["-c", script])
-        .arg(repo_root().join("tests/fixtures/valid/ct_explicit_le.dcm"))
-        .arg(&out)
-        .args([patient_id, patient_name, accession, study_uid])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    out.display().to_string()
+    pacs_testkit::server::modality_image(
+        dir,
+        name,
+        &[
+            ("PatientID", patient_id),
+            ("PatientName", patient_name),
+            ("AccessionNumber", accession),
+            ("StudyInstanceUID", study_uid),
+        ],
+    )
 }
 
 fn msh(kind: &str, control: &str) -> String {

@@ -6,9 +6,10 @@
 //! `AE` with an ERR segment (unknown patient or order, required field missing); message types
 //! we do not handle get `AR`. Every message received is audited, refused ones included.
 //!
-//! Patient identifiers: one identifier domain per tenant. PID-3.1 is the Patient ID; the
-//! assigning authority (PID-3.4) is not used as Issuer of Patient ID, because modalities
-//! rarely copy it into the images and the same patient would then be two.
+//! Patient identifiers: one identifier domain per tenant (`issuer_of_patient_id`). PID-3.1 is
+//! the Patient ID and PID-3.4 its assigning authority, the Issuer of Patient ID; an empty one
+//! means the tenant's domain, as in images (see [`Archive::patient_domain`]), so `ID^^^HOSP`
+//! from the RIS and images of ID with or without Issuer HOSP are one patient.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,11 +94,32 @@ fn time(value: Option<String>) -> Option<String> {
     ))
 }
 
-fn patient_key(msg: &Message, path: &str) -> Option<PatientKey> {
-    msg.value(&format!("{path}.1")).map(|id| PatientKey {
-        issuer: String::new(),
-        patient_id: id,
-    })
+/// The patient identifier at `path` (PID-3, MRG-1). Of its repetitions (a RIS may send the
+/// local ID and the national one), the one in the tenant's identifier domain, else the first.
+/// The domain is the assigning authority (CX.4: its namespace ID, else its universal ID), or
+/// the tenant's own when CX.4 is empty — as for images without Issuer of Patient ID.
+fn patient_key(archive: &Archive, msg: &Message, path: &str) -> Option<PatientKey> {
+    /// More identifiers than any RIS sends for one patient.
+    const MAX_REPETITIONS: usize = 16;
+    let mut first = None;
+    for n in 1..=MAX_REPETITIONS {
+        let Some(patient_id) = msg.value(&format!("{path}({n}).1")) else {
+            continue;
+        };
+        let authority = msg
+            .value(&format!("{path}({n}).4.1"))
+            .or_else(|| msg.value(&format!("{path}({n}).4.2")))
+            .unwrap_or_default();
+        let key = PatientKey {
+            issuer: archive.patient_domain(&authority),
+            patient_id,
+        };
+        if key.issuer == archive.patient_domain("") {
+            return Some(key);
+        }
+        first.get_or_insert(key);
+    }
+    first
 }
 
 fn demographics(msg: &Message) -> Demographics {
@@ -196,7 +218,7 @@ impl Hl7Archive {
     }
 
     async fn register(&self, msg: &Message, audit: AuditEvent, update: bool) -> Result<Outcome, ErrorDetail> {
-        let Some(key) = patient_key(msg, "PID-3") else {
+        let Some(key) = patient_key(&self.archive, msg, "PID-3") else {
             return Ok(missing("PID-3", "Patient ID"));
         };
         let demographics = demographics(msg);
@@ -218,7 +240,10 @@ impl Hl7Archive {
     }
 
     async fn merge(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
-        let (Some(survivor), Some(merged)) = (patient_key(msg, "PID-3"), patient_key(msg, "MRG-1")) else {
+        let (Some(survivor), Some(merged)) = (
+            patient_key(&self.archive, msg, "PID-3"),
+            patient_key(&self.archive, msg, "MRG-1"),
+        ) else {
             return Ok(missing("MRG-1", "prior Patient ID"));
         };
         let write = WorkflowWrite::MergePatients {
@@ -241,7 +266,10 @@ impl Hl7Archive {
     }
 
     async fn change_id(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
-        let (Some(new), Some(old)) = (patient_key(msg, "PID-3"), patient_key(msg, "MRG-1")) else {
+        let (Some(new), Some(old)) = (
+            patient_key(&self.archive, msg, "PID-3"),
+            patient_key(&self.archive, msg, "MRG-1"),
+        ) else {
             return Ok(missing("MRG-1", "prior Patient ID"));
         };
         let write = WorkflowWrite::ChangePatientId {
@@ -261,7 +289,7 @@ impl Hl7Archive {
     }
 
     async fn order(&self, msg: &Message, audit: AuditEvent) -> Result<Outcome, ErrorDetail> {
-        let Some(key) = patient_key(msg, "PID-3") else {
+        let Some(key) = patient_key(&self.archive, msg, "PID-3") else {
             return Ok(missing("PID-3", "Patient ID"));
         };
         let Some(placer) = first_of(msg, &["ORC-2.1", "OBR-2.1"]) else {

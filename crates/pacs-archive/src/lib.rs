@@ -117,6 +117,9 @@ pub struct ArchiveConfig {
     pub correct_from_orders: bool,
     /// Bounds on what checking, parsing and converting one object may hold in memory.
     pub limits: pacs_dimse::dataset_check::Limits,
+    /// The tenant's patient identifier domain: the Issuer of Patient ID of its local IDs
+    /// (IPP). Images and HL7 messages that name no issuer are in this domain.
+    pub issuer_of_patient_id: String,
 }
 
 /// The archive of one tenant.
@@ -138,6 +141,8 @@ pub struct Archive {
     pub(crate) blob_gc: tokio::sync::RwLock<()>,
     pub(crate) correct_from_orders: bool,
     pub(crate) limits: pacs_dimse::dataset_check::Limits,
+    /// See [`ArchiveConfig::issuer_of_patient_id`].
+    pub(crate) issuer_of_patient_id: String,
     /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
     pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
 }
@@ -163,9 +168,11 @@ impl Archive {
             blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
             limits: config.limits,
+            issuer_of_patient_id: config.issuer_of_patient_id.clone(),
             exam_listener: std::sync::RwLock::new(None),
         });
         archive.reload_ae_table().await?;
+        archive.adopt_patient_domain().await?;
         Ok(archive)
     }
 
@@ -179,6 +186,45 @@ impl Archive {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// The identifier domain a patient ID belongs to: the one it names, or the tenant's own
+    /// when it names none. DICOM and HL7 both go through here, so that `ID^^^HOSP` from the
+    /// RIS and images of ID without an issuer are one patient when HOSP is the tenant's domain.
+    pub fn patient_domain(&self, issuer: &str) -> String {
+        let issuer = issuer.trim();
+        if issuer.is_empty() {
+            self.issuer_of_patient_id.clone()
+        } else {
+            issuer.to_string()
+        }
+    }
+
+    /// Patients indexed without an issuer (before the domain was configured) join the
+    /// tenant's domain; a patient split in two by that is merged back (undoably, audited).
+    async fn adopt_patient_domain(&self) -> Result<(), ArchiveError> {
+        if self.issuer_of_patient_id.is_empty() {
+            return Ok(());
+        }
+        let audit = pacs_store::AuditEvent {
+            tenant: self.tenant.0,
+            event: "patient-domain".into(),
+            actor: "system".into(),
+            outcome: "success".into(),
+            detail: Some(format!(
+                "patients without Issuer of Patient ID taken into {}",
+                self.issuer_of_patient_id
+            )),
+            ..pacs_store::AuditEvent::default()
+        };
+        let write = pacs_store::WorkflowWrite::AdoptIssuer {
+            issuer: self.issuer_of_patient_id.clone(),
+        };
+        let adopted = self.index.write_workflow(self.tenant, write, audit).await?;
+        if adopted > 0 {
+            tracing::info!(patients = adopted, issuer = %self.issuer_of_patient_id, "patients without issuer taken into the tenant's identifier domain");
+        }
+        Ok(())
     }
 
     /// Bounds on what one object may cost to check, parse or convert.

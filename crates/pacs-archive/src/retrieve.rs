@@ -34,19 +34,20 @@ pub fn patch_patient(obj: &mut InMemDicomObject, p: &pacs_store::PatientRecord) 
     if !p.key.issuer.is_empty() {
         put(tags::ISSUER_OF_PATIENT_ID, VR::LO, &p.key.issuer);
     }
-    if let Some(name) = &p.name {
+    // Only what an explicit identity change set: not what other images of the patient said.
+    if let Some(name) = p.ris_name() {
         put(tags::PATIENT_NAME, VR::PN, name);
     }
-    if let Some(date) = &p.birth_date {
+    if let Some(date) = p.ris_birth_date() {
         put(tags::PATIENT_BIRTH_DATE, VR::DA, date);
     }
-    if let Some(sex) = &p.sex {
+    if let Some(sex) = p.ris_sex() {
         put(tags::PATIENT_SEX, VR::CS, sex);
     }
     // Non-ASCII values need a character set that can carry them.
-    let needs_charset = [&p.name, &Some(p.key.patient_id.clone())]
+    let needs_charset = [p.ris_name(), Some(p.key.patient_id.as_str())]
         .iter()
-        .any(|v| v.as_deref().is_some_and(|v| !v.is_ascii()));
+        .any(|v| v.is_some_and(|v| !v.is_ascii()));
     if needs_charset && obj.get(tags::SPECIFIC_CHARACTER_SET).is_none() {
         obj.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,

@@ -33,6 +33,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_accounts_deletion.sql"),
     include_str!("../migrations/sqlite/0003_workflow.sql"),
     include_str!("../migrations/sqlite/0004_ae_table.sql"),
+    include_str!("../migrations/sqlite/0005_identity_fields.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.
@@ -988,7 +989,8 @@ impl Index for SqliteIndex {
     ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError> {
         let row = sqlx::query(&format!(
             "SELECT {INSTANCE_FIELDS}, i.patient_revision <> p.revision,
-                    p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision
+                    p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
+                    p.ris_fields
              FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study s ON s.pk = se.study_pk
              JOIN patient p ON p.pk = s.patient_pk
              WHERE i.pk = ?"

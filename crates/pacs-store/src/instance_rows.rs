@@ -236,7 +236,7 @@ async fn study_rows(
     }
     // The patient row is read again only when the one just written is not the study's.
     let patient_revision = match &patient {
-        Some(record) => workflow::revision_if_agrees(record, p),
+        Some(record) => workflow::revision_at_ingest(record, p),
         None => workflow::revision_for(tx, study_pk, p).await?,
     };
     cache.study = Some(CachedStudy {
@@ -270,7 +270,8 @@ async fn upsert_patient(
                                      COALESCE(excluded.patient_name_folded, patient_name_folded)),
            birth_date = IIF(ris_managed, birth_date, COALESCE(excluded.birth_date, birth_date)),
            sex = IIF(ris_managed, sex, COALESCE(excluded.sex, sex))
-         RETURNING pk, issuer, patient_id, patient_name, birth_date, sex, revision, merged_into",
+         RETURNING pk, issuer, patient_id, patient_name, birth_date, sex, revision, ris_fields,
+                   merged_into",
     )
     .bind(tenant)
     .bind(&p.issuer)
@@ -282,7 +283,7 @@ async fn upsert_patient(
     .bind(&p.sex)
     .fetch_one(&mut *tx)
     .await?;
-    let merged_into: Option<i64> = row.try_get(7)?;
+    let merged_into: Option<i64> = row.try_get(8)?;
     Ok(match merged_into {
         // A patient merged into another (HL7 A40): late images join the survivor.
         Some(_) => (workflow::surviving_patient(tx, row.try_get(0)?).await?, None),

@@ -37,6 +37,36 @@ pub struct PatientRecord {
     pub birth_date: Option<String>,
     pub sex: Option<String>,
     pub revision: i64,
+    /// Which demographics an explicit identity change set ([`PatientRecord::RIS_NAME`]…):
+    /// the only ones ever patched into an object sent out.
+    pub ris_fields: i64,
+}
+
+impl PatientRecord {
+    pub const RIS_NAME: i64 = 1;
+    pub const RIS_BIRTH_DATE: i64 = 2;
+    pub const RIS_SEX: i64 = 4;
+
+    /// The name, if an explicit identity change set it.
+    pub fn ris_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .filter(|_| self.ris_fields & Self::RIS_NAME != 0)
+    }
+
+    /// The birth date, if an explicit identity change set it.
+    pub fn ris_birth_date(&self) -> Option<&str> {
+        self.birth_date
+            .as_deref()
+            .filter(|_| self.ris_fields & Self::RIS_BIRTH_DATE != 0)
+    }
+
+    /// The sex, if an explicit identity change set it.
+    pub fn ris_sex(&self) -> Option<&str> {
+        self.sex
+            .as_deref()
+            .filter(|_| self.ris_fields & Self::RIS_SEX != 0)
+    }
 }
 
 /// An order's scheduled procedure step: one Modality Worklist item.
@@ -140,6 +170,12 @@ pub enum WorkflowWrite {
         old: PatientKey,
         new: PatientKey,
     },
+    /// The tenant's identifier domain is `issuer`: patients indexed without an issuer join it
+    /// (merged, undoably, into the patient of the same ID in that domain when there is one).
+    /// Returns how many patients changed; with none, no audit line is written.
+    AdoptIssuer {
+        issuer: String,
+    },
     /// NW/XO: create or replace an order (by placer order number) for a patient registered
     /// with these demographics.
     UpsertOrder {
@@ -185,6 +221,13 @@ pub(crate) async fn apply(
         WorkflowWrite::MergePatients { survivor, merged } => merge(conn, tenant, survivor, merged).await?,
         WorkflowWrite::UndoMerge { merge } => undo_merge(conn, tenant, *merge).await?,
         WorkflowWrite::ChangePatientId { old, new } => change_id(conn, tenant, old, new).await?,
+        WorkflowWrite::AdoptIssuer { issuer } => {
+            let adopted = adopt_issuer(conn, tenant, issuer).await?;
+            if adopted == 0 {
+                return Ok(0); // Nothing to say at every start-up.
+            }
+            adopted
+        }
         WorkflowWrite::UpsertOrder {
             key,
             demographics,
@@ -284,7 +327,7 @@ async fn find_patient(
     key: &PatientKey,
 ) -> Result<Option<PatientRecord>, IndexError> {
     let row = sqlx::query(
-        "SELECT pk, issuer, patient_id, patient_name, birth_date, sex, revision FROM patient
+        "SELECT pk, issuer, patient_id, patient_name, birth_date, sex, revision, ris_fields FROM patient
          WHERE tenant_pk = ? AND issuer = ? AND patient_id = ? AND unidentified_study = ''",
     )
     .bind(tenant)
@@ -299,8 +342,8 @@ pub(crate) fn patient_record(row: &sqlx::sqlite::SqliteRow) -> Result<PatientRec
     patient_record_at(row, 0)
 }
 
-/// A patient record from seven columns of a row starting at `at`: pk, issuer, patient_id,
-/// patient_name, birth_date, sex, revision.
+/// A patient record from eight columns of a row starting at `at`: pk, issuer, patient_id,
+/// patient_name, birth_date, sex, revision, ris_fields.
 pub(crate) fn patient_record_at(
     row: &sqlx::sqlite::SqliteRow,
     at: usize,
@@ -315,6 +358,7 @@ pub(crate) fn patient_record_at(
         birth_date: row.try_get(at + 4)?,
         sex: row.try_get(at + 5)?,
         revision: row.try_get(at + 6)?,
+        ris_fields: row.try_get(at + 7)?,
     })
 }
 
@@ -336,17 +380,27 @@ async fn register(
         Some(p) if !changed => p.revision,
         _ => next_revision(conn).await?,
     };
+    // The demographics this message sets become the RIS's: only those are patched later.
+    let ris_fields = [
+        (d.name.is_some(), PatientRecord::RIS_NAME),
+        (d.birth_date.is_some(), PatientRecord::RIS_BIRTH_DATE),
+        (d.sex.is_some(), PatientRecord::RIS_SEX),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .fold(0, |bits, (_, bit)| bits | bit);
     let pk: i64 = sqlx::query_scalar(
         "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
-                              patient_name_folded, birth_date, sex, ris_managed, revision)
-         VALUES (?, ?, ?, '', ?, ?, ?, ?, 1, ?)
+                              patient_name_folded, birth_date, sex, ris_managed, revision, ris_fields)
+         VALUES (?, ?, ?, '', ?, ?, ?, ?, 1, ?, ?)
          ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
            patient_name = COALESCE(excluded.patient_name, patient_name),
            patient_name_folded = COALESCE(excluded.patient_name_folded, patient_name_folded),
            birth_date = COALESCE(excluded.birth_date, birth_date),
            sex = COALESCE(excluded.sex, sex),
            ris_managed = 1,
-           revision = excluded.revision
+           revision = excluded.revision,
+           ris_fields = ris_fields | excluded.ris_fields
          RETURNING pk",
     )
     .bind(tenant)
@@ -357,6 +411,7 @@ async fn register(
     .bind(&d.birth_date)
     .bind(&d.sex)
     .bind(revision)
+    .bind(ris_fields)
     .fetch_one(&mut *conn)
     .await?;
     Ok(pk)
@@ -416,6 +471,45 @@ async fn merge(
     .bind(moved)
     .fetch_one(&mut *conn)
     .await?)
+}
+
+async fn adopt_issuer(conn: &mut SqliteConnection, tenant: i64, issuer: &str) -> Result<i64, IndexError> {
+    if issuer.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT patient_id FROM patient
+         WHERE tenant_pk = ? AND issuer = '' AND unidentified_study = '' AND merged_into IS NULL",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await?;
+    for patient_id in &ids {
+        let without = PatientKey {
+            issuer: String::new(),
+            patient_id: patient_id.clone(),
+        };
+        let within = PatientKey {
+            issuer: issuer.to_string(),
+            patient_id: patient_id.clone(),
+        };
+        if find_patient(conn, tenant, &within).await?.is_some() {
+            // One patient split in two (images without issuer, the RIS with it): merged like
+            // an A40, so the RIS's identity reaches every instance and the merge can be undone.
+            merge(conn, tenant, &within, &without).await?;
+        } else {
+            sqlx::query(
+                "UPDATE patient SET issuer = ?
+                 WHERE tenant_pk = ? AND issuer = '' AND patient_id = ? AND unidentified_study = ''",
+            )
+            .bind(issuer)
+            .bind(tenant)
+            .bind(patient_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(ids.len() as i64)
 }
 
 async fn undo_merge(conn: &mut SqliteConnection, tenant: i64, merge: i64) -> Result<i64, IndexError> {
@@ -600,24 +694,30 @@ pub(crate) async fn revision_for(
     attrs: &PatientAttrs,
 ) -> Result<i64, IndexError> {
     let row = sqlx::query(
-        "SELECT p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision
+        "SELECT p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
+                p.ris_fields
          FROM study s JOIN patient p ON p.pk = s.patient_pk WHERE s.pk = ?",
     )
     .bind(study)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(revision_if_agrees(&patient_record(&row)?, attrs))
+    Ok(revision_at_ingest(&patient_record(&row)?, attrs))
 }
 
-/// The patient's revision when an instance's own patient attributes agree with the patient
-/// row (the columns of [`patient_record`], in that order); -1 when they do not.
-pub(crate) fn revision_if_agrees(p: &PatientRecord, attrs: &PatientAttrs) -> i64 {
-    let agrees = p.key.patient_id == attrs.patient_id
-        && p.key.issuer == attrs.issuer
-        && p.name == attrs.name
-        && p.birth_date == attrs.birth_date
-        && p.sex == attrs.sex;
-    if agrees {
+/// The revision an instance is indexed under: its patient's current one, so that it goes out
+/// exactly as stored until an explicit identity change comes after it — unless an explicit
+/// decision already overrides what the instance says: it is filed under another patient than
+/// the one it names (a merge, a reconciliation with an order), or it disagrees with a
+/// demographic the RIS set. Then -1: patched at retrieval, with the identifier and the
+/// RIS-set demographics only. Other images of the same patient disagreeing with this one
+/// never make it change (which demographics C-FIND shows is the patient row's business).
+pub(crate) fn revision_at_ingest(p: &PatientRecord, attrs: &PatientAttrs) -> i64 {
+    let filed_as_named = p.key.patient_id == attrs.patient_id && p.key.issuer == attrs.issuer;
+    let agrees_with_ris = p.ris_name().is_none_or(|v| attrs.name.as_deref() == Some(v))
+        && p.ris_birth_date()
+            .is_none_or(|v| attrs.birth_date.as_deref() == Some(v))
+        && p.ris_sex().is_none_or(|v| attrs.sex.as_deref() == Some(v));
+    if filed_as_named && agrees_with_ris {
         p.revision
     } else {
         -1
@@ -639,7 +739,8 @@ pub(crate) async fn worklist(
                 o.requested_procedure_description, o.study_uid, o.sps_id, o.sps_description, o.station_ae,
                 o.station_name, o.modality, o.start_date, o.start_time, o.performing_physician,
                 o.referring_physician, o.status,
-                p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision
+                p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
+                p.ris_fields
          FROM procedure_order o JOIN patient p ON p.pk = o.patient_pk
          WHERE o.tenant_pk = ? AND o.status IN ('SCHEDULED', 'IN PROGRESS')
            AND (? IS NULL OR o.modality = ?) AND (? IS NULL OR o.station_ae = ?)
@@ -688,6 +789,7 @@ pub(crate) async fn worklist(
                     birth_date: r.try_get(20)?,
                     sex: r.try_get(21)?,
                     revision: r.try_get(22)?,
+                    ris_fields: r.try_get(23)?,
                 },
             })
         })
@@ -812,7 +914,8 @@ pub(crate) async fn patient_patches(
     for chunk in pks.chunks(500) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
         let sql = format!(
-            "SELECT p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision, i.pk
+            "SELECT p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
+                    p.ris_fields, i.pk
              FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study s ON s.pk = se.study_pk
              JOIN patient p ON p.pk = s.patient_pk
              WHERE i.pk IN ({placeholders}) AND i.patient_revision <> p.revision"
@@ -822,7 +925,7 @@ pub(crate) async fn patient_patches(
             q = q.bind(pk);
         }
         for row in q.fetch_all(pool).await? {
-            out.push((row.try_get(7)?, patient_record(&row)?));
+            out.push((row.try_get(8)?, patient_record(&row)?));
         }
     }
     Ok(out)

@@ -577,3 +577,49 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// Sends HL7 messages (text with `\n` between segments) with python-hl7's MLLP client
+/// (`tests/interop/hl7_peer.py`), one connection each, and returns each answer
+/// (`{"code": MSA-1, "control_id", "ack", "error"}`).
+pub fn send_hl7(hl7_port: u16, dir: &Path, messages: &[&str]) -> Vec<serde_json::Value> {
+    let mut files = Vec::new();
+    for (i, text) in messages.iter().enumerate() {
+        let path = dir.join(format!("msg{}-{hl7_port}-{i}.hl7", std::process::id()));
+        std::fs::write(&path, text.replace('\n', "\r")).unwrap();
+        files.push(path);
+    }
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/interop/hl7_peer.py"))
+        .args(["send", "--port", &hl7_port.to_string()])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+/// A modality's image written by pydicom: the CT fixture with the given attributes (pydicom
+/// keywords; an empty value leaves the attribute present and empty) and a new Series and SOP
+/// Instance UID unless given. Returns its path.
+pub fn modality_image(dir: &Path, name: &str, attributes: &[(&str, &str)]) -> String {
+    let out = dir.join(name);
+    let script = "import sys, pydicom\n\
+        from pydicom.uid import generate_uid\n\
+        ds = pydicom.dcmread(sys.argv[1])\n\
+        ds.SeriesInstanceUID = generate_uid()\n\
+        ds.SOPInstanceUID = generate_uid()\n\
+        pairs = sys.argv[3:]\n\
+        for keyword, value in zip(pairs[0::2], pairs[1::2]):\n\
+        \x20   setattr(ds, keyword, value)\n\
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\n\
+        ds.save_as(sys.argv[2], enforce_file_format=True)\n";
+    let made = Command::new("python3")
+        .args(["-c", script])
+        .arg(repo_root().join("tests/fixtures/valid/ct_explicit_le.dcm"))
+        .arg(&out)
+        .args(attributes.iter().flat_map(|(k, v)| [*k, *v]))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    out.display().to_string()
+}

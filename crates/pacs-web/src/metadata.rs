@@ -137,7 +137,7 @@ async fn metadata(
         .into_response()
 }
 
-/// A stored header with the patient's current identity and demographics.
+/// A stored header with the patient's current identity and the demographics the RIS set.
 fn patched_header(json: &str, p: &pacs_store::PatientRecord) -> String {
     let Ok(serde_json::Value::Object(mut header)) = serde_json::from_str::<serde_json::Value>(json) else {
         return json.to_string();
@@ -149,14 +149,15 @@ fn patched_header(json: &str, p: &pacs_store::PatientRecord) -> String {
     if !p.key.issuer.is_empty() {
         put("00100021", "LO", p.key.issuer.clone().into());
     }
-    if let Some(name) = &p.name {
+    // The same attributes as a patched object carries (`pacs_archive::retrieve::patch_patient`).
+    if let Some(name) = p.ris_name() {
         put("00100010", "PN", serde_json::json!({ "Alphabetic": name }));
     }
-    if let Some(date) = &p.birth_date {
-        put("00100030", "DA", date.clone().into());
+    if let Some(date) = p.ris_birth_date() {
+        put("00100030", "DA", date.into());
     }
-    if let Some(sex) = &p.sex {
-        put("00100040", "CS", sex.clone().into());
+    if let Some(sex) = p.ris_sex() {
+        put("00100040", "CS", sex.into());
     }
     serde_json::Value::Object(header).to_string()
 }
