@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pacs_testkit::server::{pynetdicom, repo_root, ServerOptions, TestServer};
+use pacs_testkit::server::{
+    multipart_parts, part10_dataset_offset, pynetdicom, repo_root, ServerOptions, TestServer,
+};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -345,6 +347,92 @@ fn find_matching_rules_and_cancel_with_pynetdicom() {
         "0",
     ]);
     assert_eq!(r["status"], 0xFE00, "{r}");
+}
+
+/// SHA-256 of the data set of Part 10 bytes as received.
+fn received_sha(part10: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let offset = part10_dataset_offset(part10).expect("a Part 10 object");
+    hex::encode(Sha256::digest(&part10[offset..]))
+}
+
+/// The HTTP retrieval paths send the stored bytes when no conversion is asked for: WADO-RS
+/// with `transfer-syntax=*`, WADO-URI in the stored syntax (its default), and the study ZIP.
+/// (C-GET and C-MOVE are checked by the tests around this one.)
+#[test]
+fn every_valid_fixture_comes_back_byte_for_byte_over_wado_rs_wado_uri_and_zip() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let valid = store_valid_fixtures(&server);
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    let dir = tempfile::tempdir().unwrap();
+    let mut studies: BTreeMap<&str, Vec<&serde_json::Value>> = BTreeMap::new();
+    for entry in &valid {
+        studies
+            .entry(entry["study_instance_uid"].as_str().unwrap())
+            .or_default()
+            .push(entry);
+    }
+    for (study, entries) in &studies {
+        let (status, head, body) =
+            server.http_bytes(&format!("/dicom-web/studies/{study}"), &[("Accept", accept)]);
+        assert_eq!(status, 200, "{study}: {head}");
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            })
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap();
+        let by_sha: Vec<String> = multipart_parts(&content_type, &body)
+            .iter()
+            .map(|(_, part)| received_sha(part))
+            .collect();
+        let (status, _, zip) = server.http_bytes(&format!("/api/studies/{study}/archive"), &[]);
+        assert_eq!(status, 200, "{study}");
+        let zip_path = dir.path().join("study.zip");
+        std::fs::write(&zip_path, zip).unwrap();
+        // Python's zipfile, not ours: the SHA-256 of each member's data set.
+        let listed = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile, hashlib\n\
+                 z = zipfile.ZipFile(sys.argv[1])\n\
+                 for n in z.namelist():\n\
+                 \x20   b = z.read(n)\n\
+                 \x20   off = 144 + int.from_bytes(b[140:144], 'little')\n\
+                 \x20   print(hashlib.sha256(b[off:]).hexdigest())",
+            ])
+            .arg(&zip_path)
+            .output()
+            .unwrap();
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        let zipped: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        for entry in entries {
+            // Over HTTP a data set goes out as stored, odd length included: only DIMSE pads.
+            let expected = entry["dataset_sha256"].as_str().unwrap().to_string();
+            let path = entry["path"].as_str().unwrap();
+            assert!(by_sha.contains(&expected), "WADO-RS changed {path}");
+            assert!(zipped.contains(&expected), "the ZIP changed {path}");
+            let (status, _, object) = server.http_bytes(
+                &format!(
+                    "/wado?requestType=WADO&studyUID={study}&seriesUID={}&objectUID={}&contentType=application/dicom",
+                    entry["series_instance_uid"].as_str().unwrap(),
+                    entry["sop_instance_uid"].as_str().unwrap()
+                ),
+                &[],
+            );
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(received_sha(&object), expected, "WADO-URI changed {path}");
+        }
+    }
 }
 
 #[test]
