@@ -63,6 +63,16 @@ fn dumped(file: &Path, keyword: &str) -> String {
     ok(out, "dcmdump").trim().to_string()
 }
 
+/// DCMTK's dump of a file's data set (not its file meta group), one element a line.
+fn dataset_dump(file: &Path) -> Vec<String> {
+    let out = dcmtk("dcmdump").arg(file).output().unwrap();
+    ok(out, "dcmdump")
+        .lines()
+        .filter(|l| l.starts_with('(') && !l.starts_with("(0002,"))
+        .map(String::from)
+        .collect()
+}
+
 fn sha_of_part10(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let offset = part10_dataset_offset(bytes).expect("Part 10");
@@ -197,6 +207,23 @@ fn originals_are_not_altered_on_retrieval_when_images_of_a_patient_disagree() {
     assert_eq!(acks[0]["code"], "AA", "{acks:?}");
     let renamed = getscu(&server, study_a, &dir.path().join("get-renamed"));
     assert!(dumped(&renamed, "PatientName").contains("[MARTIN^ALICIA]"));
+    // Spliced into the stored bytes: every other element reads as stored (DCMTK's dump of
+    // the data sets differs in the name alone), and every byte after the patient group is
+    // the original's.
+    let differing: Vec<(String, String)> = dataset_dump(Path::new(&a))
+        .into_iter()
+        .zip(dataset_dump(&renamed))
+        .filter(|(before, after)| before != after)
+        .collect();
+    assert_eq!(differing.len(), 1, "{differing:#?}");
+    assert!(differing[0].1.contains("PatientName"), "{differing:#?}");
+    let (before, after) = (std::fs::read(&a).unwrap(), std::fs::read(&renamed).unwrap());
+    let tail = before.len()
+        - before
+            .windows(4)
+            .position(|w| w == [0x20, 0x00, 0x0D, 0x00])
+            .unwrap();
+    assert_eq!(before[before.len() - tail..], after[after.len() - tail..]);
     assert!(
         !dumped(&renamed, "PatientBirthDate").contains("20000101"),
         "{}",

@@ -9,6 +9,7 @@ pub mod dimse;
 pub mod hl7;
 pub mod ingest;
 pub mod maintenance;
+mod patch;
 pub mod peers;
 pub mod query;
 pub mod retrieve;

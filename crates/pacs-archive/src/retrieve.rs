@@ -286,34 +286,55 @@ impl Archive {
             .blobs
             .path_of(&location.blob_key)
             .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
-        if location.transfer_syntax == target && patch.is_none() {
+        if location.transfer_syntax == target {
             let start = match framing {
                 Framing::DatasetOnly => location.dataset_offset,
                 Framing::Part10 => 0,
             };
+            // Where the data set starts in what is read.
+            let dataset_at = (location.dataset_offset - start) as usize;
             let len = location.size.saturating_sub(start);
-            let (head, file) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let stored = location.transfer_syntax.clone();
+            let spliced = patch.clone();
+            let file_path = path.clone();
+            let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 use std::io::{Read, Seek};
-                let mut file = std::fs::File::open(&path)?;
+                let mut file = std::fs::File::open(&file_path)?;
                 file.seek(std::io::SeekFrom::Start(start))?;
                 let mut head = Vec::with_capacity(len.min(RETRIEVE_HEAD) as usize);
                 (&mut file).take(RETRIEVE_HEAD).read_to_end(&mut head)?;
-                Ok((head, file))
+                let read = head.len() as u64;
+                // A patch goes into the stored bytes, the rest of the object untouched.
+                let head = match &spliced {
+                    None => Some(head),
+                    Some(p) => head.get(dataset_at..).and_then(|dataset| {
+                        crate::patch::splice_patient(dataset, &stored, p).map(|(prefix, consumed)| {
+                            let mut out = head[..dataset_at].to_vec();
+                            out.extend_from_slice(&prefix);
+                            out.extend_from_slice(&dataset[consumed..]);
+                            out
+                        })
+                    }),
+                };
+                Ok(head.map(|head| (head, read, file)))
             })
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?
             .map_err(ArchiveError::from_io)?;
-            let rest = len.saturating_sub(head.len() as u64);
-            // The rest, if any, in 256 KiB pieces: the sender asks for one PDU's worth at a
-            // time, and every read of a tokio file is a hop to the blocking pool.
-            let rest = tokio::io::BufReader::with_capacity(
-                RETRIEVE_READ_BUFFER,
-                tokio::fs::File::from_std(file).take(rest),
-            );
-            return Ok(OpenedDataset {
-                reader: Box::new(Cursor::new(head).chain(rest)),
-                len,
-            });
+            if let Some((head, read, file)) = opened {
+                let rest = len.saturating_sub(read);
+                // The rest, if any, in 256 KiB pieces: the sender asks for one PDU's worth at
+                // a time, and every read of a tokio file is a hop to the blocking pool.
+                let rest = tokio::io::BufReader::with_capacity(
+                    RETRIEVE_READ_BUFFER,
+                    tokio::fs::File::from_std(file).take(rest),
+                );
+                return Ok(OpenedDataset {
+                    len: head.len() as u64 + rest.get_ref().limit(),
+                    reader: Box::new(Cursor::new(head).chain(rest)),
+                });
+            }
+            // A patch that cannot be spliced: re-encoded below.
         }
         if !Self::can_send_as(&location.transfer_syntax, target) {
             return Err(ArchiveError::Invalid(format!(

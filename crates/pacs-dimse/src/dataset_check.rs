@@ -173,16 +173,11 @@ pub fn check_slice(
     if layout.deflated {
         let total = inflated_size(flate2::read::DeflateDecoder::new(bytes), limits)?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(bytes));
-        return walk(&mut source, total, layout, stop_at_pixel_data, limits);
+        return walk(&mut source, total, layout, stop_at_pixel_data, limits, None);
     }
     let mut source = Seekable(io::Cursor::new(bytes));
-    walk(
-        &mut source,
-        bytes.len() as u64,
-        layout,
-        stop_at_pixel_data,
-        limits,
-    )
+    let total = bytes.len() as u64;
+    walk(&mut source, total, layout, stop_at_pixel_data, limits, None)
 }
 
 /// Checks the data set stored in a file from `offset` on (a Part 10 file after its meta group).
@@ -202,9 +197,40 @@ pub fn check_file(
     if layout.deflated {
         let total = inflated_size(flate2::read::DeflateDecoder::new(open()?), limits)?;
         let mut source = Streaming(flate2::read::DeflateDecoder::new(open()?));
-        return walk(&mut source, total, layout, stop_at_pixel_data, limits);
+        return walk(&mut source, total, layout, stop_at_pixel_data, limits, None);
     }
-    walk(&mut Buffered(open()?), size, layout, stop_at_pixel_data, limits)
+    walk(
+        &mut Buffered(open()?),
+        size,
+        layout,
+        stop_at_pixel_data,
+        limits,
+        None,
+    )
+}
+
+/// Where each top-level element of a (not deflated) data set held in memory starts, in order,
+/// until `visit` returns false: `bytes` may be the first part of a data set, as long as the
+/// elements visited lie within it. Lengths and nesting are checked as [`check_slice`] does.
+pub fn top_level_elements(
+    bytes: &[u8],
+    layout: Layout,
+    visit: &mut dyn FnMut((u16, u16), u64) -> bool,
+) -> Result<(), CheckError> {
+    let limits = Limits {
+        max_inflated: 0,
+        max_header: u64::MAX,
+    };
+    let mut source = Seekable(io::Cursor::new(bytes));
+    walk(
+        &mut source,
+        bytes.len() as u64,
+        layout,
+        false,
+        limits,
+        Some(visit),
+    )
+    .map(|_| ())
 }
 
 /// Checks that the deflated data set stored in a file from `offset` on inflates within the
@@ -351,6 +377,7 @@ fn walk<S: Source>(
     layout: Layout,
     stop_at_pixel_data: bool,
     limits: Limits,
+    mut visit: Option<&mut dyn FnMut((u16, u16), u64) -> bool>,
 ) -> Result<Option<PixelData>, CheckError> {
     // What the parser will hold: up to Pixel Data when it stops there, else everything.
     let held_in_memory = |end: u64| -> Result<(), CheckError> {
@@ -390,7 +417,15 @@ fn walk<S: Source>(
             return Ok(None);
         }
         let explicit_vr = frames.last().map_or(layout.explicit_vr, |f| f.explicit_vr);
+        let start = w.pos;
         let tag = (w.u16()?, w.u16()?);
+        if frames.is_empty() && tag.0 != 0xFFFE {
+            if let Some(visit) = visit.as_mut() {
+                if !visit(tag, start) {
+                    return Ok(None);
+                }
+            }
+        }
         if tag.0 == 0xFFFE {
             let len = w.u32()?;
             match tag.1 {
