@@ -595,3 +595,70 @@ fn omi_orders_stable_studies_and_malformed_messages() {
     );
     assert_eq!(acks[0]["code"], "AA", "{acks:?}");
 }
+
+/// The Study Instance UID of the worklist items DCMTK's `findscu -W` prints, in order.
+fn worklist_study_uids(port: &str) -> Vec<String> {
+    let out = dcmtk("findscu")
+        .args([
+            "-W",
+            "-aec",
+            "OPENPACS",
+            "-k",
+            "AccessionNumber",
+            "-k",
+            "StudyInstanceUID",
+        ])
+        .args(["127.0.0.1", port])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    text.lines()
+        .filter(|l| l.contains("(0020,000d)"))
+        .map(|l| {
+            let value = l.split(['[', ']']).nth(1).unwrap_or_default();
+            // DCMTK prints an odd-length UID's NUL padding inside the brackets.
+            value.trim_end_matches('\0').to_string()
+        })
+        .collect()
+}
+
+/// Regression: `findscu -W` answered orders with an empty Study Instance UID (Type 1 in the
+/// Requested Procedure module) when the RIS sent none.
+#[test]
+fn worklist_items_carry_a_study_instance_uid_that_links_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let port = server.dicom_port.to_string();
+    let order = |control: &str, kind: &str, procedure: &str| {
+        format!(
+            "{}\nPID|1||P300^^^HOSP^PI||LEROY^PAUL||19700101|M\n\
+             ORC|{kind}|PO300|FO300||SC||1^^^20261207100000^^R\n\
+             OBR|1|PO300|FO300|{procedure}||||||||||||||ACC300|RP300|SPS300|CT_1|||CT",
+            msh("ORM^O01^ORM_O01", control)
+        )
+    };
+    let acks = send_hl7(&server, dir.path(), &[&order("W1", "NW", "CTHEAD^CT head^L")]);
+    assert_eq!(acks[0]["code"], "AA", "{acks:?}");
+    let first = worklist_study_uids(&port);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("2.25.") && first[0].len() > 10, "{first:?}");
+    // Asked again, and after the RIS replaces the order (XO): the same UID.
+    assert_eq!(worklist_study_uids(&port), first);
+    let acks = send_hl7(
+        &server,
+        dir.path(),
+        &[&order("W2", "XO", "CTHEAD^CT head with contrast^L")],
+    );
+    assert_eq!(acks[0]["code"], "AA", "{acks:?}");
+    assert_eq!(worklist_study_uids(&port), first);
+
+    // The modality uses it; its image has no accession number and a mistyped patient ID:
+    // the Study Instance UID links it to the order, and so to the RIS's patient.
+    let file = image(dir.path(), "ct.dcm", "P300X", "LEROY^P", "", &first[0]);
+    let stored = pynetdicom(&["store", "--port", &port, &file]);
+    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
+    let url = server.dicomweb_url();
+    let found = dicomweb_client(&url, &["search", "studies", "--filter", "PatientID=P300"]);
+    assert_eq!(found[0]["0020000D"]["Value"][0], first[0].as_str(), "{found}");
+}

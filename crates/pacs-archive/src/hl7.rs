@@ -303,6 +303,7 @@ impl Hl7Archive {
                     key,
                     demographics: demographics(msg),
                     order: Box::new(order),
+                    new_study_uid: crate::workflow::new_uid(),
                 };
                 self.write(write, audit).await?;
                 Ok(Outcome::Applied(format!("order {placer} {control}")))

@@ -90,8 +90,9 @@ fn from_json(json: &str) -> Result<InMemDicomObject, ArchiveError> {
     dicom_json::from_str(json).map_err(|e| ArchiveError::Internal(format!("stored MPPS: {e}")))
 }
 
-/// A UID for an MPPS the modality left unnamed: 2.25 and a random 128-bit number (PS3.5 B.2).
-fn new_uid() -> String {
+/// A new UID (an MPPS the modality left unnamed, the study of an order that names none): 2.25
+/// and a random 128-bit number (PS3.5 B.2).
+pub(crate) fn new_uid() -> String {
     let value = u128::from_be_bytes(rand::random::<[u8; 16]>());
     format!("2.25.{value}")
 }

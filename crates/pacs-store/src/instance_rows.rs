@@ -212,7 +212,7 @@ async fn study_rows(
            description = COALESCE(excluded.description, description),
            referring = COALESCE(excluded.referring, referring),
            referring_folded = COALESCE(excluded.referring_folded, referring_folded)
-         RETURNING pk, patient_pk, IFNULL(order_pk IS NULL AND accession_number <> '', 0)"
+         RETURNING pk, patient_pk, IFNULL(order_pk IS NULL, 0)"
     ))
     .bind(n.tenant)
     .bind(patient_pk)

@@ -182,6 +182,9 @@ pub enum WorkflowWrite {
         key: PatientKey,
         demographics: Demographics,
         order: Box<Order>,
+        /// The Study Instance UID the order gets when neither this message nor an earlier one
+        /// for it named one: the worklist must answer one (Type 1), always the same.
+        new_study_uid: String,
     },
     /// CA/DC (DISCONTINUED), MPPS (IN PROGRESS, COMPLETED…): by placer order or accession.
     SetOrderStatus {
@@ -232,9 +235,10 @@ pub(crate) async fn apply(
             key,
             demographics,
             order,
+            new_study_uid,
         } => {
             let patient = register(conn, tenant, key, demographics).await?;
-            upsert_order(conn, tenant, patient, order).await?
+            upsert_order(conn, tenant, patient, order, new_study_uid).await?
         }
         WorkflowWrite::SetOrderStatus {
             placer_order,
@@ -588,19 +592,21 @@ async fn upsert_order(
     tenant: i64,
     patient: i64,
     o: &Order,
+    new_study_uid: &str,
 ) -> Result<i64, IndexError> {
     Ok(sqlx::query_scalar(&format!(
         "INSERT INTO procedure_order (tenant_pk, patient_pk, placer_order, filler_order, accession_number,
             requested_procedure_id, requested_procedure_description, study_uid, sps_id, sps_description,
             station_ae, station_name, modality, start_date, start_time, performing_physician,
             referring_physician, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(?8, ?19), ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, {NOW}, {NOW})
          ON CONFLICT (tenant_pk, placer_order) DO UPDATE SET
             patient_pk = excluded.patient_pk, filler_order = excluded.filler_order,
             accession_number = excluded.accession_number,
             requested_procedure_id = excluded.requested_procedure_id,
             requested_procedure_description = excluded.requested_procedure_description,
-            study_uid = excluded.study_uid, sps_id = excluded.sps_id,
+            study_uid = COALESCE(?8, procedure_order.study_uid, ?19), sps_id = excluded.sps_id,
             sps_description = excluded.sps_description, station_ae = excluded.station_ae,
             station_name = excluded.station_name, modality = excluded.modality,
             start_date = excluded.start_date, start_time = excluded.start_time,
@@ -627,6 +633,7 @@ async fn upsert_order(
     .bind(&o.performing_physician)
     .bind(&o.referring_physician)
     .bind(&o.status)
+    .bind(new_study_uid)
     .fetch_one(&mut *conn)
     .await?)
 }
@@ -655,11 +662,17 @@ pub(crate) async fn reconcile_study(
     study: i64,
     correct: bool,
 ) -> Result<bool, IndexError> {
+    // The order whose Study Instance UID the images carry (the worklist gave it to the
+    // modality), else the newest one with their accession number.
     let order: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT o.pk, o.patient_pk, s.patient_pk FROM study s
-         JOIN procedure_order o ON o.tenant_pk = s.tenant_pk AND o.accession_number = s.accession_number
-         WHERE s.pk = ? AND s.order_pk IS NULL AND s.accession_number <> ''
-         ORDER BY o.pk DESC LIMIT 1",
+         JOIN procedure_order o ON o.pk = COALESCE(
+           (SELECT pk FROM procedure_order
+            WHERE tenant_pk = s.tenant_pk AND study_uid = s.study_uid ORDER BY pk DESC LIMIT 1),
+           (SELECT pk FROM procedure_order
+            WHERE tenant_pk = s.tenant_pk AND s.accession_number <> ''
+              AND accession_number = s.accession_number ORDER BY pk DESC LIMIT 1))
+         WHERE s.pk = ? AND s.order_pk IS NULL",
     )
     .bind(study)
     .fetch_optional(&mut *conn)
@@ -676,7 +689,7 @@ pub(crate) async fn reconcile_study(
             .await?;
     } else {
         sqlx::query(
-            "UPDATE study SET review_reason = 'the images name another patient than the order with this accession number'
+            "UPDATE study SET review_reason = 'the images name another patient than their order (same Study Instance UID or accession number)'
              WHERE pk = ?",
         )
         .bind(study)
@@ -1167,6 +1180,7 @@ mod tests {
                 key: key("P1"),
                 demographics: named("MARTIN^AMELIE"),
                 order: Box::new(order(placer, accession, modality, date)),
+                new_study_uid: format!("2.25.{}", &placer[1..]),
             };
             assert!(write(w).await.unwrap() > 0);
         }

@@ -22,3 +22,10 @@ WHERE patient_revision = -1 AND pk IN (
     JOIN instance_header h ON h.instance_pk = i.pk
     WHERE i.patient_revision = -1 AND p.ris_managed = 0
       AND IFNULL(json_extract(h.header, '$."00100020".Value[0]'), '') = p.patient_id);
+
+-- Orders without a Study Instance UID get one (the worklist must answer one, PS3.4 K.6,
+-- Type 1), kept with the order; images carrying it are linked to the order.
+UPDATE procedure_order SET study_uid = '2.25.' || (100000000000000000 + abs(random()) % 900000000000000000)
+                                        || (abs(random()) % 1000000000000000000)
+WHERE study_uid IS NULL OR study_uid = '';
+CREATE INDEX IF NOT EXISTS procedure_order_study_idx ON procedure_order (tenant_pk, study_uid);
