@@ -74,8 +74,11 @@ impl<K: Hash + Eq + Copy> FailureLog<K> {
         if let Some(until) = entry.locked_until.filter(|until| *until > now) {
             return Some(until - now);
         }
-        let allowed = entry.last + delay_after(entry.count, config);
-        (allowed > now).then(|| allowed - now)
+        let delay = delay_after(entry.count, config);
+        // No delay is no wait, even when another thread counted a failure at an instant a
+        // little later than `now` (taken before the lock).
+        let allowed = entry.last + delay;
+        (!delay.is_zero() && allowed > now).then(|| allowed - now)
     }
 
     /// Counts a failure for `key`; returns the failures in a row so far.
@@ -96,7 +99,7 @@ impl<K: Hash + Eq + Copy> FailureLog<K> {
             };
         }
         entry.count += 1;
-        entry.last = now;
+        entry.last = entry.last.max(now);
         entry.count
     }
 
