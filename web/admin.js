@@ -56,6 +56,11 @@ addStrings({
     user_reset: 'Reset password',
     user_reset_title: 'New password for {user}',
     user_reset_done: 'Password of {user} changed; their sessions are closed.',
+    user_reset_revoke: 'Also revoke their API tokens',
+    user_reset_revoked: 'Password of {user} changed; their sessions and API tokens are revoked.',
+    user_locked_until: 'locked until {until} (repeated wrong passwords)',
+    user_unlock: 'Unlock',
+    user_unlocked: '{user} can log in again.',
     user_remove: 'Remove',
     user_confirm_remove: 'Remove {user}? Their sessions and API tokens end.',
     user_removed: 'User {user} removed.',
@@ -133,6 +138,11 @@ addStrings({
     user_reset: 'Nouveau mot de passe',
     user_reset_title: 'Nouveau mot de passe de {user}',
     user_reset_done: 'Mot de passe de {user} changé ; ses sessions sont fermées.',
+    user_reset_revoke: 'Révoquer aussi ses jetons d’API',
+    user_reset_revoked: 'Mot de passe de {user} changé ; ses sessions et jetons d’API sont révoqués.',
+    user_locked_until: 'bloqué jusqu’au {until} (mots de passe erronés répétés)',
+    user_unlock: 'Débloquer',
+    user_unlocked: '{user} peut de nouveau se connecter.',
     user_remove: 'Supprimer',
     user_confirm_remove: 'Supprimer {user} ? Ses sessions et jetons d’API prennent fin.',
     user_removed: 'Utilisateur {user} supprimé.',
@@ -471,14 +481,16 @@ async function showUsers(panel) {
 
   function resetPassword(user) {
     const input = h('input', { type: 'password', required: true, minlength: 8, autocomplete: 'new-password', id: 'reset-password' });
+    const revokeTokens = h('input', { type: 'checkbox', id: 'reset-revoke-tokens' });
     const problem = h('p.error', { role: 'alert', hidden: true });
     const dialog = h('dialog.confirm', { 'aria-labelledby': 'reset-title' },
       h('form', { onsubmit: async e => {
         e.preventDefault();
         try {
-          await put(`/api/users/${encodeURIComponent(user)}/password`, { password: input.value });
+          await put(`/api/users/${encodeURIComponent(user)}/password`,
+            { password: input.value, revokeTokens: revokeTokens.checked });
           dialog.close();
-          toast(t('user_reset_done', { user }));
+          toast(t(revokeTokens.checked ? 'user_reset_revoked' : 'user_reset_done', { user }));
         } catch (err) {
           if (err.status === 401) return;
           problem.textContent = errorMessage(err);
@@ -487,6 +499,7 @@ async function showUsers(panel) {
       } },
       h('h2', { id: 'reset-title' }, t('user_reset_title', { user })),
       field('reset-password', t('user_new_password'), input),
+      h('div.field', {}, h('label', { for: 'reset-revoke-tokens' }, revokeTokens, ' ', t('user_reset_revoke'))),
       problem,
       h('div.buttons', {},
         h('button', { type: 'button', onclick: () => dialog.close() }, t('cancel')),
@@ -512,11 +525,24 @@ async function showUsers(panel) {
           }
           await load();
         });
+        const unlock = async () => {
+          try {
+            await post(`/api/users/${encodeURIComponent(u.username)}/unlock`, {});
+            toast(t('user_unlocked', { user: u.username }));
+          } catch (err) {
+            if (err.status !== 401) toast(errorMessage(err));
+          }
+          await load();
+        };
+        const locked = u.lockedUntil
+          ? [' ', h('small.user-locked', {}, t('user_locked_until', { until: formatInstant(u.lockedUntil) }))]
+          : [];
         return h('tr.user-row', { dataset: { user: u.username, role: u.role } },
-          h('th', { scope: 'row' }, u.username),
+          h('th', { scope: 'row' }, u.username, ...locked),
           h('td', {}, role),
           h('td', {}, formatInstant(u.createdAt)),
           h('td.actions', {},
+            u.lockedUntil ? h('button.user-unlock', { type: 'button', onclick: unlock }, t('user_unlock')) : null,
             h('button.user-reset', { type: 'button', onclick: () => resetPassword(u.username) }, t('user_reset')),
             removeButton('user-remove', t('user_remove'), t('user_confirm_remove', { user: u.username }),
               `/api/users/${encodeURIComponent(u.username)}`, t('user_removed', { user: u.username }), load)));

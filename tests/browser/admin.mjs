@@ -306,6 +306,15 @@ await run(async () => {
   await spareUserRow.waitFor({ state: 'detached' });
   const usersLeft = (await fetchJson('/api/users')).json.map(u => u.username);
   check(!usersLeft.includes(spareUser) && usersLeft.includes(newUser.user), `after Remove, the API lists ${JSON.stringify(usersLeft)}`);
+  // A new password for the new user (the same one again), with their API tokens revoked.
+  await userRow.locator('button.user-reset').click();
+  await page.locator('#reset-password').fill(newUser.password);
+  await page.getByLabel('Also revoke their API tokens').check();
+  await page.locator('#reset-save').click();
+  await page.locator('#reset-password').waitFor({ state: 'detached' });
+  const passwd = (await fetchJson('/api/audit?event=user-passwd&order=desc&limit=1')).json;
+  check(passwd.length === 1 && passwd[0].detail === `${newUser.user} (sessions and API tokens revoked)`,
+    `the reset with "revoke tokens" is audited as such: ${JSON.stringify(passwd)}`);
   lap('users');
 
   // --- Administrator: audit log filtered by user ---------------------------------------------------

@@ -61,6 +61,15 @@ pub struct Config {
     pub http_basic_auth: bool,
     /// Lifetime of a browser session, in hours.
     pub session_hours: u64,
+    /// Wrong passwords in a row after which an account is locked (0: never).
+    pub login_lockout_failures: u32,
+    /// How long a lock-out lasts, in seconds.
+    pub login_lockout_secs: u64,
+    /// Failed log-ins are forgotten after this many seconds without one.
+    pub login_lockout_window_secs: u64,
+    /// First delay imposed after repeated failures (per account and per address), doubling
+    /// with each further failure up to a minute; 0: no delays.
+    pub login_failure_delay_ms: u64,
     /// Browser origins allowed to call the HTTP API (CORS); empty keeps CORS off.
     pub cors_allowed_origins: Vec<String>,
     /// PEM certificate chain and private key: with both, HTTP is served over TLS.
@@ -125,6 +134,10 @@ impl Default for Config {
             http_auth: "auto".into(),
             http_basic_auth: true,
             session_hours: 12,
+            login_lockout_failures: 10,
+            login_lockout_secs: 900,
+            login_lockout_window_secs: 900,
+            login_failure_delay_ms: 1000,
             cors_allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -344,6 +357,12 @@ impl Config {
             bail!(
                 "session_hours from {} must be at least 1",
                 origin("session_hours")
+            );
+        }
+        if config.login_lockout_failures > 0 && config.login_lockout_secs == 0 {
+            bail!(
+                "login_lockout_secs from {} must be at least 1 (set login_lockout_failures = 0 to turn lock-outs off)",
+                origin("login_lockout_secs")
             );
         }
         if config.tls_cert.is_some() != config.tls_key.is_some() {

@@ -111,6 +111,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     basic: config.http_basic_auth,
                     session_ttl: Duration::from_secs(config.session_hours * 3600),
                     secure_cookies: tls.is_some(),
+                    throttle: pacs_web::throttle::ThrottleConfig {
+                        lockout_failures: config.login_lockout_failures,
+                        window: Duration::from_secs(config.login_lockout_window_secs),
+                        lockout: Duration::from_secs(config.login_lockout_secs),
+                        delay: Duration::from_millis(config.login_failure_delay_ms),
+                    },
                 },
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
             },

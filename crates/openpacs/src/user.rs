@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use pacs_archive::Archive;
 use pacs_store::{AccountWrite, AuditEvent, CredentialKind, Role};
-use pacs_web::auth::{hash_password, new_secret, MIN_PASSWORD_LEN};
+use pacs_web::auth::{new_secret, MIN_PASSWORD_LEN};
+use pacs_web::password::hash_password;
 
 use crate::config::Config;
 
@@ -24,8 +25,16 @@ pub enum UserCommand {
     List,
     /// Remove a user, with their sessions and tokens.
     Remove { username: String },
-    /// Change a user's password (ends their browser sessions).
-    Passwd { username: String },
+    /// Change a user's password (ends their browser sessions; a running server refuses the
+    /// old one at once, cached Basic credentials included).
+    Passwd {
+        username: String,
+        /// Also revoke the user's API tokens.
+        #[arg(long)]
+        revoke_tokens: bool,
+    },
+    /// Lift a lock-out after repeated wrong passwords.
+    Unlock { username: String },
     /// Change a user's role.
     Role { username: String, role: String },
     /// Create an API token for a user and print it (shown once: it is not stored).
@@ -98,7 +107,10 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCod
             archive.record(audit("user-remove", username.clone())).await;
             println!("user {username} removed");
         }
-        UserCommand::Passwd { username } => {
+        UserCommand::Passwd {
+            username,
+            revoke_tokens,
+        } => {
             if index.user(&username).await?.is_none() {
                 bail!("no user {username:?}");
             }
@@ -108,10 +120,40 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCod
                 .write_accounts(AccountWrite::SetPassword {
                     username: username.clone(),
                     password_hash,
+                    revoke_tokens,
                 })
                 .await?;
-            archive.record(audit("user-passwd", username.clone())).await;
-            println!("password of {username} changed; their sessions are closed");
+            let (detail, ended) = if revoke_tokens {
+                (
+                    "sessions and API tokens revoked",
+                    "their sessions and API tokens are revoked",
+                )
+            } else {
+                ("sessions ended", "their sessions are closed")
+            };
+            archive
+                .record(audit("user-passwd", format!("{username} ({detail})")))
+                .await;
+            println!("password of {username} changed; {ended}");
+        }
+        UserCommand::Unlock { username } => {
+            let Some(user) = index.user(&username).await? else {
+                bail!("no user {username:?}");
+            };
+            index
+                .write_accounts(AccountWrite::Unlock {
+                    username: username.clone(),
+                })
+                .await?;
+            let was = if user.lock.is_some() {
+                "was locked"
+            } else {
+                "was not locked"
+            };
+            archive
+                .record(audit("user-unlock", format!("{username} ({was})")))
+                .await;
+            println!("{username} unlocked ({was})");
         }
         UserCommand::Role { username, role } => {
             let role = parse_role(&role)?;

@@ -416,6 +416,7 @@ fn users_are_managed_by_administrators_only_and_the_last_one_stays() {
         ("/api/users/{username}", &["delete"][..]),
         ("/api/users/{username}/role", &["put"][..]),
         ("/api/users/{username}/password", &["put"][..]),
+        ("/api/users/{username}/unlock", &["post"][..]),
         ("/api/aes", &["get"][..]),
         ("/api/aes/{aet}", &["get", "put", "delete"][..]),
         ("/api/aes/{aet}/echo", &["post"][..]),

@@ -60,6 +60,17 @@ pub struct UserAccount {
     pub password_hash: String,
     pub role: Role,
     pub created_at: String,
+    /// Set while the account is locked out (a lock that has run out reads as none).
+    pub lock: Option<AccountLock>,
+}
+
+/// A temporary lock-out after repeated wrong passwords: password log-ins are refused until
+/// `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountLock {
+    pub until: String,
+    /// Seconds left, rounded up.
+    pub remaining_secs: u64,
 }
 
 /// An API token's public description (never its secret).
@@ -80,10 +91,20 @@ pub enum AccountWrite {
         password_hash: String,
         role: Role,
     },
-    /// Changing a password also ends the user's sessions (tokens stay).
+    /// Changing a password also ends the user's sessions, and their API tokens if asked.
     SetPassword {
         username: String,
         password_hash: String,
+        revoke_tokens: bool,
+    },
+    /// Refuses the user's password log-ins for `secs` seconds from now.
+    Lock {
+        username: String,
+        secs: i64,
+    },
+    /// Lifts a lock-out.
+    Unlock {
+        username: String,
     },
     SetRole {
         username: String,
@@ -139,6 +160,7 @@ pub(crate) async fn apply(
         AccountWrite::SetPassword {
             username,
             password_hash,
+            revoke_tokens,
         } => {
             let changed = sqlx::query(&format!(
                 "UPDATE user_account SET password_hash = ?, password_changed_at = {NOW} WHERE username = ?"
@@ -148,13 +170,30 @@ pub(crate) async fn apply(
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "DELETE FROM credential WHERE kind = 'session'
+                "DELETE FROM credential WHERE (kind = 'session' OR ?)
                  AND user_pk = (SELECT pk FROM user_account WHERE username = ?)",
             )
+            .bind(revoke_tokens)
             .bind(username)
             .execute(&mut *conn)
             .await?;
             changed
+        }
+        AccountWrite::Lock { username, secs } => {
+            sqlx::query(
+                "UPDATE user_account SET locked_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds')
+                 WHERE username = ?",
+            )
+            .bind((*secs).max(0))
+            .bind(username)
+            .execute(&mut *conn)
+            .await?
+        }
+        AccountWrite::Unlock { username } => {
+            sqlx::query("UPDATE user_account SET locked_until = NULL WHERE username = ?")
+                .bind(username)
+                .execute(&mut *conn)
+                .await?
         }
         AccountWrite::SetRole { username, role } => {
             sqlx::query("UPDATE user_account SET role = ? WHERE username = ?")
@@ -221,11 +260,20 @@ pub(crate) async fn apply(
     Ok(done.rows_affected())
 }
 
-const USER_FIELDS: &str = "u.pk, u.tenant_pk, u.username, u.password_hash, u.role, u.created_at";
+/// The account's columns; a lock that has run out reads as NULL.
+const USER_FIELDS: &str = "u.pk, u.tenant_pk, u.username, u.password_hash, u.role, u.created_at,
+    CASE WHEN u.locked_until > strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN u.locked_until END,
+    CAST((julianday(u.locked_until) - julianday('now')) * 86400.0 AS INTEGER) + 1";
 
 fn user(row: &sqlx::sqlite::SqliteRow) -> Result<UserAccount, IndexError> {
     let role: String = row.try_get(4)?;
+    let locked_until: Option<String> = row.try_get(6)?;
+    let remaining: Option<i64> = row.try_get(7)?;
     Ok(UserAccount {
+        lock: locked_until.map(|until| AccountLock {
+            until,
+            remaining_secs: remaining.unwrap_or(1).max(1) as u64,
+        }),
         pk: row.try_get(0)?,
         tenant: row.try_get(1)?,
         username: row.try_get(2)?,
@@ -358,6 +406,7 @@ mod tests {
         let set = AccountWrite::SetPassword {
             username: "ana".into(),
             password_hash: "$argon2id$other".into(),
+            revoke_tokens: false,
         };
         assert_eq!(index.write_accounts(set).await.unwrap(), 1);
         assert_eq!(owner(CredentialKind::Session, "hour").await, None);
@@ -373,5 +422,81 @@ mod tests {
         assert_eq!(index.write_accounts(remove).await.unwrap(), 1);
         assert_eq!(owner(CredentialKind::Token, "forever").await, None);
         assert!(index.users().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn lockouts_run_out_or_are_lifted_and_a_password_change_can_revoke_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let write = |w: AccountWrite| {
+            let index = &index;
+            async move { index.write_accounts(w).await.unwrap() }
+        };
+        write(AccountWrite::AddUser {
+            tenant: 1,
+            username: "ana".into(),
+            password_hash: "$argon2id$placeholder".into(),
+            role: Role::Reader,
+        })
+        .await;
+        let lock = || async { index.user("ana").await.unwrap().unwrap().lock };
+        assert_eq!(lock().await, None);
+        let lock_for = |secs| AccountWrite::Lock {
+            username: "ana".into(),
+            secs,
+        };
+        assert_eq!(write(lock_for(900)).await, 1);
+        let held = lock().await.expect("locked");
+        assert!((899..=901).contains(&held.remaining_secs), "{held:?}");
+        assert!(index.users().await.unwrap()[0].lock.is_some());
+        assert_eq!(
+            write(AccountWrite::Unlock {
+                username: "ana".into()
+            })
+            .await,
+            1
+        );
+        assert_eq!(lock().await, None);
+        write(lock_for(0)).await;
+        assert_eq!(lock().await, None, "a lock that has run out is none");
+        assert_eq!(write(lock_for(60)).await, 1);
+        assert_eq!(
+            write(AccountWrite::Unlock {
+                username: "nobody".into()
+            })
+            .await,
+            0
+        );
+
+        for (secret, kind) in [("t", CredentialKind::Token), ("s", CredentialKind::Session)] {
+            write(AccountWrite::AddCredential {
+                username: "ana".into(),
+                kind,
+                secret_sha256: secret.into(),
+                name: None,
+                ttl_secs: None,
+            })
+            .await;
+        }
+        write(AccountWrite::SetPassword {
+            username: "ana".into(),
+            password_hash: "$argon2id$new".into(),
+            revoke_tokens: true,
+        })
+        .await;
+        assert!(index
+            .credential_user(CredentialKind::Token, "t")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(index
+            .credential_user(CredentialKind::Session, "s")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            lock().await.is_some(),
+            "a password change leaves the lock to the administrator"
+        );
     }
 }

@@ -34,6 +34,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_workflow.sql"),
     include_str!("../migrations/sqlite/0004_ae_table.sql"),
     include_str!("../migrations/sqlite/0005_identity_fields.sql"),
+    include_str!("../migrations/sqlite/0006_account_lockout.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.

@@ -12,7 +12,7 @@ pub mod index;
 mod instance_rows;
 pub mod workflow;
 
-pub use accounts::{AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
+pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
 pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
 pub use ae::{AeRecord, AeWrite};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};

@@ -14,7 +14,7 @@ use pacs_store::{AccountWrite, AuditEvent, AuditFilter, Role, UserAccount};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{check_username, hash_password, MIN_PASSWORD_LEN};
+use crate::auth::{check_username, MIN_PASSWORD_LEN};
 use crate::{ApiError, WebState};
 
 const DEFAULT_AUDIT_LIMIT: u32 = 100;
@@ -120,7 +120,12 @@ fn internal(e: impl std::fmt::Display) -> Response {
 // ---------------------------------------------------------------------------------------------
 
 fn user_json(u: &UserAccount) -> serde_json::Value {
-    json!({ "username": u.username, "role": u.role.as_str(), "createdAt": u.created_at })
+    json!({
+        "username": u.username,
+        "role": u.role.as_str(),
+        "createdAt": u.created_at,
+        "lockedUntil": u.lock.as_ref().map(|l| &l.until),
+    })
 }
 
 /// `GET /api/users`: the tenant's accounts and roles, never password hashes.
@@ -148,13 +153,6 @@ fn check_password(password: &str) -> Result<(), String> {
         return Err(format!("a password has at least {MIN_PASSWORD_LEN} characters"));
     }
     Ok(())
-}
-
-async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)
 }
 
 #[derive(Deserialize)]
@@ -189,7 +187,7 @@ pub(crate) async fn add_user(
         Ok(None) => {}
         Err(e) => return internal(e),
     }
-    let password_hash = match hash(new.password).await {
+    let password_hash = match state.auth.credentials.hash(&new.password).await {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
@@ -269,12 +267,17 @@ pub(crate) async fn set_role(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PasswordChange {
     password: String,
+    /// Also revoke the user's API tokens (when the password may have leaked with them).
+    #[serde(default, alias = "revoke_tokens")]
+    revoke_tokens: bool,
 }
 
-/// `PUT /api/users/{username}/password` `{password}`: ends the user's sessions.
+/// `PUT /api/users/{username}/password` `{password, revokeTokens?}`: ends the user's
+/// sessions, and their API tokens if asked. Their cached Basic credentials stop working at
+/// once (see `credentials::Credentials::check_basic`).
 pub(crate) async fn set_password(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -282,26 +285,60 @@ pub(crate) async fn set_password(
     bytes: Bytes,
 ) -> Response {
     const EVENT: &str = "user-passwd";
-    let password =
-        match body::<PasswordChange>(&bytes).and_then(|c| check_password(&c.password).map(|_| c.password)) {
-            Ok(p) => p,
-            Err(why) => return state.refuse(peer, EVENT, StatusCode::BAD_REQUEST, why).await,
-        };
+    let change = match body::<PasswordChange>(&bytes).and_then(|c| check_password(&c.password).map(|_| c)) {
+        Ok(c) => c,
+        Err(why) => return state.refuse(peer, EVENT, StatusCode::BAD_REQUEST, why).await,
+    };
     if let Err(refused) = state.existing_user(peer, EVENT, &username).await {
         return refused;
     }
-    let password_hash = match hash(password).await {
+    let password_hash = match state.auth.credentials.hash(&change.password).await {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
     let write = AccountWrite::SetPassword {
         username: username.clone(),
         password_hash,
+        revoke_tokens: change.revoke_tokens,
     };
     if let Err(refused) = state.write_user(peer, EVENT, &username, write).await {
         return refused;
     }
-    state.admin_audit(peer, EVENT, "success", username).await;
+    let detail = if change.revoke_tokens {
+        format!("{username} (sessions and API tokens revoked)")
+    } else {
+        format!("{username} (sessions ended)")
+    };
+    state.admin_audit(peer, EVENT, "success", detail).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /api/users/{username}/unlock`: lifts a lock-out after repeated wrong passwords.
+pub(crate) async fn unlock(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(username): Path<String>,
+) -> Response {
+    const EVENT: &str = "user-unlock";
+    let user = match state.existing_user(peer, EVENT, &username).await {
+        Ok(u) => u,
+        Err(refused) => return refused,
+    };
+    let write = AccountWrite::Unlock {
+        username: username.clone(),
+    };
+    if let Err(refused) = state.write_user(peer, EVENT, &username, write).await {
+        return refused;
+    }
+    state.auth.credentials.throttle.forget(&username);
+    let was = if user.lock.is_some() {
+        "was locked"
+    } else {
+        "was not locked"
+    };
+    state
+        .admin_audit(peer, EVENT, "success", format!("{username} ({was})"))
+        .await;
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -6,16 +6,13 @@
 //! caller's name in a task-local so that the handler's own audit lines name the user.
 //!
 //! Secrets never rest in clear: passwords as argon2id PHC strings, sessions and tokens as the
-//! SHA-256 of the random secret handed to the client.
+//! SHA-256 of the random secret handed to the client. Passwords are checked (throttled,
+//! hashed on a bounded pool, cached for Basic) in [`crate::credentials`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -56,6 +53,8 @@ pub struct AuthConfig {
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (set when serving over TLS).
     pub secure_cookies: bool,
+    /// Throttling and lock-out of password guesses.
+    pub throttle: crate::throttle::ThrottleConfig,
 }
 
 impl Default for AuthConfig {
@@ -65,6 +64,7 @@ impl Default for AuthConfig {
             basic: true,
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 }
@@ -205,38 +205,6 @@ pub(crate) fn current_actor() -> String {
         .unwrap_or_else(|_| "http:anonymous".into())
 }
 
-/// Verified Basic credentials, so that a viewer fetching hundreds of frames does not pay an
-/// argon2 verification per request. Keyed by SHA-256 of `user:password`; entries live a
-/// minute, so a removed user or changed password stops working within that minute.
-#[derive(Default)]
-pub(crate) struct BasicCache {
-    entries: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
-}
-
-const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
-const BASIC_CACHE_MAX: usize = 1024;
-
-impl BasicCache {
-    fn get(&self, key: &[u8; 32]) -> Option<Principal> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < BASIC_CACHE_TTL)
-            .map(|(p, _)| p.clone())
-    }
-
-    fn put(&self, key: [u8; 32], principal: Principal) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= BASIC_CACHE_MAX {
-            entries.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE_TTL);
-            if entries.len() >= BASIC_CACHE_MAX {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (principal, Instant::now()));
-    }
-}
-
 /// Checks a new user name: 1 to 64 letters, digits, '.', '-', '_' or '@' (nothing that HTTP
 /// Basic's ':' or an audit line could misread).
 pub fn check_username(name: &str) -> Result<(), String> {
@@ -254,22 +222,6 @@ pub fn check_username(name: &str) -> Result<(), String> {
     }
 }
 
-/// Hashes a password with argon2id and a random salt (PHC string).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// Checks a password against a PHC string.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-        .unwrap_or(false)
-}
-
 /// A new random secret for a session or token, and the SHA-256 (hex) the index keeps.
 pub fn new_secret(prefix: &str) -> (String, String) {
     let mut bytes = [0u8; 32];
@@ -282,39 +234,6 @@ pub fn new_secret(prefix: &str) -> (String, String) {
 /// What the index keeps of a session or token secret.
 pub fn secret_digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// A PHC string for a password nobody has, verified against when the user does not exist so
-/// that an unknown user name takes as long to refuse as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        let (secret, _) = new_secret("");
-        hash_password(&secret).unwrap_or_default()
-    })
-}
-
-/// Verifies a user name and password off the async threads (argon2 is deliberately slow).
-async fn check_password(
-    state: &WebState,
-    username: &str,
-    password: &str,
-) -> Result<Option<UserAccount>, ApiError> {
-    let user = state
-        .archive
-        .index()
-        .user(username)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let phc = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| decoy_hash().to_string());
-    let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(user.filter(|_| ok))
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -337,7 +256,7 @@ enum Identified {
     Invalid(&'static str),
 }
 
-async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Identified, ApiError> {
+async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Result<Identified, ApiError> {
     let index = state.archive.index();
     let internal = |e: pacs_store::IndexError| ApiError::Internal(e.to_string());
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -360,16 +279,12 @@ async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Identified, A
             let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
                 return Ok(Identified::Invalid("malformed Basic credentials"));
             };
-            let key: [u8; 32] = Sha256::digest(format!("{username}:{password}").as_bytes()).into();
-            if let Some(principal) = state.auth.basic_cache.get(&key) {
-                return Ok(Identified::User(principal));
-            }
-            return Ok(match check_password(state, username, password).await? {
-                Some(user) => {
-                    let principal = Principal::of(&user);
-                    state.auth.basic_cache.put(key, principal.clone());
-                    Identified::User(principal)
-                }
+            let checked = state
+                .auth
+                .credentials
+                .check_basic(state, peer, username, password);
+            return Ok(match checked.await? {
+                Some(user) => Identified::User(Principal::of(&user)),
                 None => Identified::Invalid("wrong user name or password"),
             });
         }
@@ -390,7 +305,7 @@ async fn identify(state: &WebState, headers: &HeaderMap) -> Result<Identified, A
 /// Per-server authentication state.
 pub(crate) struct AuthState {
     pub(crate) config: AuthConfig,
-    basic_cache: BasicCache,
+    pub(crate) credentials: crate::credentials::Credentials,
     /// Set once an account has been seen (accounts are never all removed back to "open").
     accounts_seen: std::sync::atomic::AtomicBool,
 }
@@ -398,8 +313,8 @@ pub(crate) struct AuthState {
 impl AuthState {
     pub(crate) fn new(config: AuthConfig) -> AuthState {
         AuthState {
+            credentials: crate::credentials::Credentials::new(config.throttle.clone()),
             config,
-            basic_cache: BasicCache::default(),
             accounts_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -450,7 +365,7 @@ pub(crate) async fn middleware(
     let principal = if open {
         Principal::anonymous(tenant)
     } else {
-        match identify(&state, request.headers()).await {
+        match identify(&state, request.headers(), peer).await {
             Ok(Identified::User(p)) => p,
             Ok(Identified::Nobody) => {
                 return refuse(
@@ -584,7 +499,11 @@ pub(crate) async fn login(
     let Some(form) = form else {
         return ApiError::BadRequest("expected username and password (JSON or form)".into()).into_response();
     };
-    let user = match check_password(&state, &form.username, &form.password).await {
+    let checked = state
+        .auth
+        .credentials
+        .check_password(&state, peer, &form.username, &form.password);
+    let user = match checked.await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
@@ -802,13 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn passwords_and_secrets_are_never_kept_in_clear() {
-        let phc = hash_password("correct horse").unwrap();
-        assert!(phc.starts_with("$argon2id$"));
-        assert!(!phc.contains("correct horse"));
-        assert!(verify_password("correct horse", &phc));
-        assert!(!verify_password("correct hors", &phc));
-        assert!(!verify_password("x", "not a phc string"));
+    fn secrets_are_never_kept_in_clear() {
         let (a, da) = new_secret("opk_");
         let (b, _) = new_secret("opk_");
         assert_ne!(a, b);

@@ -5,11 +5,14 @@
 mod admin;
 mod api;
 pub mod auth;
+mod credentials;
 mod frames;
 mod metadata;
+pub mod password;
 mod qido;
 mod rendered;
 mod stow;
+pub mod throttle;
 mod ui;
 mod wado;
 mod wado_uri;
@@ -67,23 +70,54 @@ pub enum ApiError {
     BadRequest(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Password log-ins refused for this long: too many failures for the account or from the
+    /// address (one answer for both, whether the password was right or not).
+    #[error("too many failed log-ins")]
+    TooManyAttempts(std::time::Duration),
+    /// Every password-hashing slot busy and the queue full.
+    #[error("busy checking passwords")]
+    Busy(std::time::Duration),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+        // Whole seconds, rounded up: what `Retry-After` says.
+        let secs = |wait: &std::time::Duration| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let (status, message, retry_after) = match &self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone(), None),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "HTTP request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_string(),
+                    None,
+                )
             }
+            ApiError::TooManyAttempts(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed log-ins for this account or from this address: try again in {} s, \
+                     or ask an administrator to unlock the account",
+                    secs(wait)
+                ),
+                Some(secs(wait)),
+            ),
+            ApiError::Busy(wait) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("busy checking passwords: try again in {} s", secs(wait)),
+                Some(secs(wait)),
+            ),
         };
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{message}\n"),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -237,6 +271,7 @@ fn api_router(state: WebState) -> Router {
             "/users/{username}/password",
             axum::routing::put(admin::set_password),
         )
+        .route("/users/{username}/unlock", axum::routing::post(admin::unlock))
         .route("/aes", get(admin::aes))
         .route(
             "/aes/{aet}",
