@@ -39,7 +39,7 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
             Ok(StoreResult::Stored) => stored += 1,
             Ok(StoreResult::Duplicate) => duplicates += 1,
             Ok(StoreResult::Replaced) => replaced += 1,
-            Err(ArchiveError::Invalid(m)) if m.starts_with("not a DICOM Part 10 file") => skipped += 1,
+            Err(ArchiveError::NotPart10(_)) => skipped += 1,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "refused");
                 refused.entry(e.to_string()).or_default().push(path);

@@ -261,15 +261,18 @@ fn wado_rs_returns_the_stored_objects_byte_for_byte() {
         );
         assert!(pacs_testkit::server::part10_dataset_offset(file).is_some());
     }
-    // A study holding a 12-bit JPEG (no decoder): refused before anything is sent.
+    // A 12-bit JPEG (no decoder) alone: refused before anything is sent. (A study holding it
+    // beside convertible instances gets those, with 206: see the conformance test below.)
     let twelve_bit = fixtures
         .iter()
         .find(|f| f["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.51")
         .unwrap();
     let (status, _, _) = server.http_bytes(
         &format!(
-            "/dicom-web/studies/{}",
-            twelve_bit["study_instance_uid"].as_str().unwrap()
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            twelve_bit["study_instance_uid"].as_str().unwrap(),
+            twelve_bit["series_instance_uid"].as_str().unwrap(),
+            twelve_bit["sop_instance_uid"].as_str().unwrap()
         ),
         &[],
     );
@@ -565,5 +568,142 @@ fn wado_uri_returns_the_stored_file() {
             )
             .0,
         404
+    );
+}
+
+/// Regressions (issue 15 §5): comma UID lists found nothing, invalid dates answered 204,
+/// ModalitiesInStudy came back as one string "CT\\MR", one instance that could not be
+/// converted made WADO-RS refuse a whole study, a non-DICOM STOW part had no reason of its own.
+#[test]
+fn qido_and_wado_rs_conformance_uid_lists_dates_values_and_partial_retrieval() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.dicomweb_url();
+    let fixtures = valid_fixtures();
+    server.store_fixtures(fixtures.iter());
+    let ct = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+    let mr = "1.3.6.1.4.1.5962.1.1.0.0.0.1196533885.18148.0.133";
+
+    // UID lists with commas (PS3.18 §8.3.4.1), as with backslashes; dicomweb-client as the peer.
+    let found = dicomweb_client(
+        &url,
+        &[
+            "search",
+            "studies",
+            "--filter",
+            &format!("StudyInstanceUID={ct},{mr}"),
+        ],
+    );
+    let mut uids: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["0020000D"]["Value"][0].as_str().unwrap())
+        .collect();
+    uids.sort();
+    assert_eq!(uids, [mr, ct], "{found}");
+
+    // Invalid dates: 400 saying what is expected, on QIDO and on the REST searches.
+    for date in [
+        "2020XYZ",
+        "2024-13-45",
+        "2024-01-15",
+        "20241345",
+        "2020-2021-2022",
+    ] {
+        for path in ["/dicom-web/studies", "/api/studies"] {
+            let (status, _, body) = server.http(&format!("{path}?StudyDate={date}"));
+            assert_eq!(status, 400, "{path} StudyDate={date}: {body}");
+            assert!(body.contains("YYYYMMDD"), "{path} {date}: {body}");
+        }
+    }
+    for date in ["20040119", "20040101-20041231", "-20041231", "20040101-"] {
+        let (status, _, body) = server.http(&format!("/dicom-web/studies?StudyDate={date}"));
+        assert!(status == 200 || status == 204, "{date}: {status} {body}");
+    }
+
+    // A study of two modalities: ModalitiesInStudy is an array of two values.
+    let study = "1.2.826.0.1.3680043.10.1505.1";
+    let images: Vec<String> = ["CT", "MR"]
+        .iter()
+        .map(|m| {
+            pacs_testkit::server::modality_image(
+                dir.path(),
+                &format!("{m}.dcm"),
+                &[("StudyInstanceUID", study), ("Modality", m)],
+            )
+        })
+        .collect();
+    let mut args = vec!["store", "instances"];
+    args.extend(images.iter().map(String::as_str));
+    dicomweb_client(&url, &args);
+    let found = dicomweb_client(
+        &url,
+        &[
+            "search",
+            "studies",
+            "--filter",
+            &format!("StudyInstanceUID={study}"),
+        ],
+    );
+    let modalities = &found[0]["00080061"]["Value"];
+    assert_eq!(modalities, &serde_json::json!(["CT", "MR"]), "{found}");
+    let (_, _, body) = server.http(&format!("/api/studies?StudyInstanceUID={study}"));
+    let rest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        rest["items"][0]["ModalitiesInStudy"],
+        serde_json::json!(["CT", "MR"]),
+        "{rest}"
+    );
+
+    // A study with a JPEG 2000 image (decodable) and a 12-bit JPEG one (not, without GDCM):
+    // in explicit VR little endian, the first comes with 206 and a Warning naming the second.
+    let nm = "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457";
+    let not_decodable = "1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457";
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1";
+    let (status, head, body) = server.http_bytes(&format!("/dicom-web/studies/{nm}"), &[("Accept", accept)]);
+    assert_eq!(status, 206, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("warning: 299") && head.contains(not_decodable),
+        "{head}"
+    );
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        })
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap();
+    let parts = pacs_testkit::server::multipart_parts(&content_type, &body);
+    assert_eq!(parts.len(), 1, "one of two instances delivered");
+
+    // STOW-RS: a part that is not DICOM at all has its own reason (0xC001), a malformed
+    // DICOM object whose file meta group names it is referenced with 0xC000 or 0xA900.
+    let malformed = std::fs::read(repo_root().join("tests/fixtures/malformed/missing_uids.dcm")).unwrap();
+    let body = multipart("P", &[b"this is a text file, not an image", &malformed]);
+    let (status, _, answer) = server.http_request(
+        "POST",
+        "/dicom-web/studies",
+        &[(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=P",
+        )],
+        &body,
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 409, "{answer}");
+    let failed = answer["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{answer}");
+    let reasons: Vec<u64> = failed
+        .iter()
+        .map(|f| f["00081197"]["Value"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(reasons[0], 0xC001, "{answer}");
+    assert!(reasons[1] == 0xC000 || reasons[1] == 0xA900, "{answer}");
+    assert!(failed[0].get("00081155").is_none(), "{answer}");
+    assert!(
+        failed[1]["00081155"]["Value"][0].is_string(),
+        "the malformed object is named: {answer}"
     );
 }

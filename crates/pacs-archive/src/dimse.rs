@@ -69,7 +69,9 @@ pub fn status_of(error: &ArchiveError) -> DimseStatus {
             DimseStatus::new(status::DATASET_MISMATCH, format!("missing {a}"))
         }
         ArchiveError::Mismatch(m) => DimseStatus::new(status::DATASET_MISMATCH, m.clone()),
-        ArchiveError::Invalid(m) => DimseStatus::new(status::CANNOT_UNDERSTAND, m.clone()),
+        ArchiveError::Invalid(m) | ArchiveError::NotPart10(m) => {
+            DimseStatus::new(status::CANNOT_UNDERSTAND, m.clone())
+        }
         ArchiveError::LimitExceeded(m) => DimseStatus::new(status::OUT_OF_RESOURCES, m.clone()),
         ArchiveError::Index(_) | ArchiveError::Io(_) | ArchiveError::Internal(_) => {
             tracing::error!(error = %error, "storage failure");

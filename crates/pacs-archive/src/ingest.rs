@@ -182,7 +182,7 @@ pub fn read_part10_meta(path: &Path) -> Result<(FileMetaTable, u64), ArchiveErro
 fn part10_meta_from(mut file: impl Read) -> Result<(FileMetaTable, u64), ArchiveError> {
     /// File meta groups are a few hundred bytes; a larger one is not a DICOM file we accept.
     const MAX_META: u32 = 64 * 1024;
-    let not_part10 = |why: &str| ArchiveError::Invalid(format!("not a DICOM Part 10 file ({why})"));
+    let not_part10 = |why: &str| ArchiveError::NotPart10(format!("not a DICOM Part 10 file ({why})"));
     let mut head = [0u8; 144];
     file.read_exact(&mut head).map_err(|_| not_part10("too short"))?;
     if &head[128..132] != b"DICM" {
@@ -201,9 +201,9 @@ fn part10_meta_from(mut file: impl Read) -> Result<(FileMetaTable, u64), Archive
         .map_err(|_| not_part10("truncated file meta group"))?;
     let layout = dataset_check::Layout::of("1.2.840.10008.1.2.1");
     dataset_check::check_bytes(&group, layout, false, dataset_check::Limits::default())
-        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
+        .map_err(|e| ArchiveError::NotPart10(format!("not a DICOM Part 10 file: {e}")))?;
     let meta = FileMetaTable::from_reader(io::Cursor::new(&head[128..]).chain(&group[..]))
-        .map_err(|e| ArchiveError::Invalid(format!("not a DICOM Part 10 file: {e}")))?;
+        .map_err(|e| ArchiveError::NotPart10(format!("not a DICOM Part 10 file: {e}")))?;
     Ok((meta, 144 + u64::from(group_len)))
 }
 
@@ -220,7 +220,7 @@ impl Incoming {
             return Ok(());
         }
         if &head[128..132] != b"DICM" || head[132..136] != [0x02, 0x00, 0x00, 0x00] {
-            return Err(ArchiveError::Invalid(
+            return Err(ArchiveError::NotPart10(
                 "not a DICOM Part 10 file (no DICM prefix or group length)".into(),
             ));
         }
@@ -275,7 +275,7 @@ impl Incoming {
             pending_meta,
         } = self;
         if pending_meta.is_some() {
-            return Err(ArchiveError::Invalid(
+            return Err(ArchiveError::NotPart10(
                 "not a DICOM Part 10 file (too short)".into(),
             ));
         }

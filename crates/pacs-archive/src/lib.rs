@@ -34,6 +34,10 @@ pub enum ArchiveError {
     OutOfResources(String),
     #[error("{0}")]
     Invalid(String),
+    /// Not a DICOM object at all (no Part 10 preamble and meta group): skipped by import,
+    /// refused with its own reason by STOW-RS.
+    #[error("{0}")]
+    NotPart10(String),
     /// Past a configured bound on what one object may cost (inflated size, header held in
     /// memory): refused as out of resources, audited as a security event.
     #[error("{0}")]

@@ -7,7 +7,8 @@
 pub mod matching;
 
 pub use matching::{
-    fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time, Matcher, ValueKind,
+    check_temporal_key, fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time,
+    Matcher, ValueKind,
 };
 
 /// Tenant identifier; every index row carries one.

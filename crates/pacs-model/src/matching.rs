@@ -139,6 +139,29 @@ impl Matcher {
     }
 }
 
+/// Checks a date, time or date-time query value as a client wrote it: empty, a single value or
+/// a range, each bound valid; `Err` says what was expected, for the client to read.
+pub fn check_temporal_key(kind: ValueKind, raw: &str) -> Result<(), String> {
+    let value = trim_value(raw);
+    if value.is_empty() || value == "*" || !kind.is_temporal() {
+        return Ok(());
+    }
+    let valid = |v: &str| v.is_empty() || normalize_for_kind(kind, v).is_some();
+    let ok = match range_separator(kind, value) {
+        Some(at) => valid(trim_value(&value[..at])) && valid(trim_value(&value[at + 1..])) && value != "-",
+        None => normalize_for_kind(kind, value).is_some(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let form = match kind {
+        ValueKind::Date => "a date YYYYMMDD, or a range YYYYMMDD-YYYYMMDD (either side may be left out)",
+        ValueKind::Time => "a time HHMMSS (HH, HHMM, fractions allowed), or a range of two",
+        _ => "a date-time YYYYMMDDHHMMSS (shorter forms allowed), or a range of two",
+    };
+    Err(format!("{value:?} is not {form}"))
+}
+
 /// Trims the padding DICOM allows around values: spaces for text VRs and NUL for UI.
 pub(crate) fn trim_value(s: &str) -> &str {
     s.trim_matches(|c| c == ' ' || c == '\0')

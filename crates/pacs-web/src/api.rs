@@ -24,7 +24,7 @@ use pacs_model::{InformationModel, QueryLevel};
 use pacs_store::AuditEvent;
 use tokio::sync::mpsc;
 
-use crate::qido::{attribute, put_key};
+use crate::qido::{attribute, put_key, search_key};
 use crate::{ApiError, WebState};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -260,7 +260,7 @@ async fn search(
                         "{other} is a sequence: not searchable"
                     )));
                 }
-                put_key(&mut identifier, tag, vr, value);
+                search_key(&mut identifier, other, tag, vr, value)?;
             }
         }
     }
@@ -379,11 +379,21 @@ fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
             .by_tag(tag)
             .map(|e| e.alias().to_string())
             .unwrap_or_else(|| format!("{:04X}{:04X}", tag.group(), tag.element()));
+        // Values held as one backslash-joined string (computed ModalitiesInStudy) are
+        // several values too; texts whose backslash is a character stay whole.
+        let splits = !matches!(element.vr(), VR::LT | VR::ST | VR::UT | VR::UR);
         let values: Vec<String> = element
             .to_multi_str()
             .map(|v| {
                 v.iter()
-                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                    .flat_map(|s| {
+                        if splits {
+                            s.split('\\').collect::<Vec<_>>()
+                        } else {
+                            vec![s.as_str()]
+                        }
+                    })
+                    .map(|s| s.trim_matches(['\0', ' ']).to_string())
                     .filter(|s| !s.is_empty())
                     .collect()
             })

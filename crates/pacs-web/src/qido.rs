@@ -164,6 +164,27 @@ pub(crate) fn attribute(name: &str) -> Option<(Tag, VR)> {
     Some((tag, vr))
 }
 
+/// A matching key a client gave (QIDO-RS, the REST searches): UID lists may be separated by
+/// commas as well as backslashes (PS3.18 §8.3.4.1), and a date or time that is neither a
+/// value nor a range is refused, rather than matching nothing.
+pub(crate) fn search_key(
+    identifier: &mut InMemDicomObject,
+    name: &str,
+    tag: Tag,
+    vr: VR,
+    value: &str,
+) -> Result<(), ApiError> {
+    let kind = pacs_model::ValueKind::from_vr(vr);
+    pacs_model::check_temporal_key(kind, value).map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))?;
+    let value = if vr == VR::UI {
+        std::borrow::Cow::Owned(value.replace(',', "\\"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
+    put_key(identifier, tag, vr, &value);
+    Ok(())
+}
+
 pub(crate) fn put_key(identifier: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     let value = if value.is_empty() {
         PrimitiveValue::Empty
@@ -249,7 +270,7 @@ fn parse_request(level: QueryLevel, scope: &Scope, params: &[(String, String)]) 
                         .push(format!("sequence matching on {other} is not supported; ignored"));
                     continue;
                 }
-                put_key(&mut request.identifier, tag, vr, value);
+                search_key(&mut request.identifier, other, tag, vr, value)?;
             }
         }
     }
@@ -385,8 +406,33 @@ fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_
         VR::UR,
         PrimitiveValue::from(url),
     ));
+    values_split(&mut found);
     numbers_as_numbers(&mut found);
     dicom_json::to_value(&found).unwrap_or(serde_json::Value::Null)
+}
+
+/// A value held as one backslash-separated string ("US\\CT", as the index keeps computed
+/// ModalitiesInStudy and multi-valued columns) becomes one JSON array element per value
+/// (PS3.18 §F.2.4). Texts whose backslash is a character (LT, ST, UT, UR) stay whole.
+fn values_split(obj: &mut InMemDicomObject) {
+    use dicom_core::header::Header;
+    let joined: Vec<(Tag, VR, Vec<String>)> = obj
+        .iter()
+        .filter(|e| !matches!(e.vr(), VR::SQ | VR::LT | VR::ST | VR::UT | VR::UR | VR::UN))
+        .filter_map(|e| match e.value().primitive()? {
+            PrimitiveValue::Str(s) if s.contains('\\') => Some((
+                e.tag(),
+                e.vr(),
+                s.split('\\')
+                    .map(|v| v.trim_matches([' ', '\0']).to_string())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (tag, vr, values) in joined {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::Strs(values.into())));
+    }
 }
 
 /// Empty values are written without a "Value" (PS3.18 §F.2.5), never as `[""]`. An empty

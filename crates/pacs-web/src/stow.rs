@@ -25,6 +25,9 @@ const PROCESSING_FAILURE: u16 = 0x0110;
 const OUT_OF_RESOURCES: u16 = 0xA700;
 const DATASET_MISMATCH: u16 = 0xA900;
 const CANNOT_UNDERSTAND: u16 = 0xC000;
+/// A part that is not a DICOM object at all (Cxxx: "cannot understand", our sub-code), told
+/// apart from a DICOM object that is malformed (C000).
+const NOT_DICOM: u16 = 0xC001;
 
 pub(crate) async fn store(
     state: State<WebState>,
@@ -103,6 +106,7 @@ fn failure_reason(e: &ArchiveError) -> u16 {
         ArchiveError::OutOfResources(_) | ArchiveError::LimitExceeded(_) => OUT_OF_RESOURCES,
         ArchiveError::MissingAttribute(_) | ArchiveError::Mismatch(_) => DATASET_MISMATCH,
         ArchiveError::Invalid(_) => CANNOT_UNDERSTAND,
+        ArchiveError::NotPart10(_) => NOT_DICOM,
         _ => PROCESSING_FAILURE,
     }
 }
@@ -189,7 +193,7 @@ async fn stow(
             // Drain it; it is refused alone.
             while let Ok(Some(_)) = field.chunk().await {}
             pending.push_back(Pending::Settled(Outcome::Failed {
-                reason: CANNOT_UNDERSTAND,
+                reason: NOT_DICOM,
                 why: format!(
                     "part of type {} is not application/dicom",
                     part_type.unwrap_or_default()

@@ -120,26 +120,43 @@ async fn retrieve(
         archive.record(event).await;
         return (StatusCode::NOT_FOUND, "no such study, series or instance\n").into_response();
     }
-    // Every instance must be deliverable in the requested syntax before anything is sent.
+    // What can be delivered in the requested syntax is sent; one odd instance does not hide
+    // a whole study. The others are named in a Warning, with 206 (PS3.18 §10.4.3).
     let mut parts = Vec::with_capacity(locations.len());
+    let mut refused = Vec::new();
     for location in locations {
-        let target = if requested == "*" {
-            location.transfer_syntax.clone()
+        if requested == "*" {
+            let target = location.transfer_syntax.clone();
+            parts.push((location, target));
         } else if Archive::can_send_as(&location.transfer_syntax, &requested) {
-            requested.clone()
+            parts.push((location, requested.clone()));
         } else {
-            event.outcome = "not acceptable".into();
-            archive.record(event).await;
-            return (
-                StatusCode::NOT_ACCEPTABLE,
-                format!(
-                    "instance {} is stored as {} and cannot be converted to {requested}; ask for transfer-syntax=*\n",
-                    location.sop_uid, location.transfer_syntax
-                ),
-            )
-                .into_response();
-        };
-        parts.push((location, target));
+            refused.push(location);
+        }
+    }
+    let not_convertible = |l: &InstanceLocation| {
+        format!(
+            "instance {} is stored as {} and cannot be converted to {requested}",
+            l.sop_uid, l.transfer_syntax
+        )
+    };
+    if parts.is_empty() {
+        event.outcome = "not acceptable".into();
+        archive.record(event).await;
+        let why = not_convertible(&refused[0]);
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            format!("{why}; ask for transfer-syntax=*\n"),
+        )
+            .into_response();
+    }
+    if !refused.is_empty() {
+        event.outcome = "partial".into();
+        event.detail = Some(format!(
+            "instances={} not-convertible={} transfer-syntax={requested}",
+            parts.len(),
+            refused.len()
+        ));
     }
     archive.record(event).await;
     let boundary = format!(
@@ -152,14 +169,32 @@ async fn retrieve(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(stream_parts(archive, parts, boundary.clone(), tx));
     let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (
+    let mut response = (
         [(
             header::CONTENT_TYPE,
             format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
         )],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    if !refused.is_empty() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        // A few named, the rest counted: headers stay small whatever the study.
+        const NAMED: usize = 10;
+        let mut warnings: Vec<String> = refused.iter().take(NAMED).map(not_convertible).collect();
+        if refused.len() > NAMED {
+            warnings.push(format!(
+                "{} more instances cannot be converted to {requested}",
+                refused.len() - NAMED
+            ));
+        }
+        for w in warnings {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&format!("299 openpacs \"{w}\"")) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+    }
+    response
 }
 
 /// Writes the multipart body into `tx`, a bounded channel: memory stays at a few chunks
