@@ -26,6 +26,13 @@ pub struct Config {
     /// Explicit opt-out of the secure default: accept HL7 on a non-loopback address (HL7 has no
     /// authentication; put it on a network only the RIS reaches).
     pub hl7_open_to_any_host: bool,
+    /// HL7 connections open at once, and from one source address; more are closed.
+    pub hl7_max_connections: usize,
+    pub hl7_max_connections_per_source: usize,
+    /// Seconds an HL7 connection may stay silent (before its first message or between two).
+    pub hl7_idle_timeout_secs: u64,
+    /// Seconds within which a message that has begun must end.
+    pub hl7_message_timeout_secs: u64,
     /// The RIS's MLLP listener (`host:port`) for end-of-exam notices; none: not sent.
     pub ris_address: Option<String>,
     /// Without MPPS, a study that received nothing for this many seconds is reported ended to
@@ -37,8 +44,16 @@ pub struct Config {
     pub max_pdu: u32,
     /// Seconds an association may stay idle.
     pub idle_timeout_secs: u64,
-    /// Seconds allowed for the association request after connecting (ARTIM).
+    /// Seconds allowed for the association request after connecting (ARTIM); meanwhile the
+    /// connection is pending and holds no association slot.
     pub artim_timeout_secs: u64,
+    /// DICOM connections waiting for their association request at once; more are closed.
+    pub max_pending_associations: usize,
+    /// Of those, from one source address.
+    pub max_pending_per_source: usize,
+    /// Refused DICOM and HL7 connections are audited once per source address and reason per
+    /// this many seconds, with a count.
+    pub refusal_audit_secs: u64,
     /// Seconds shutdown waits for transfers in flight.
     pub shutdown_grace_secs: u64,
     /// Calling AE titles allowed to associate; empty means any.
@@ -75,6 +90,15 @@ pub struct Config {
     /// PEM certificate chain and private key: with both, HTTP is served over TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Seconds for an HTTP request's headers to arrive (also closes idle keep-alive
+    /// connections, and bounds the TLS handshake).
+    pub http_header_timeout_secs: u64,
+    /// HTTP connections open at once; more are closed.
+    pub http_max_connections: usize,
+    /// A request body must bring at least `http_body_min_bytes` in every window of this many
+    /// seconds spent waiting for it, or the request is cut (408).
+    pub http_body_window_secs: u64,
+    pub http_body_min_bytes: u64,
     /// Largest STOW-RS part, in bytes.
     pub stow_max_part_bytes: u64,
     /// Largest STOW-RS request, in bytes.
@@ -119,12 +143,19 @@ impl Default for Config {
             hl7_addr: IpAddr::from([127, 0, 0, 1]),
             hl7_port: 2575,
             hl7_open_to_any_host: false,
+            hl7_max_connections: 64,
+            hl7_max_connections_per_source: 8,
+            hl7_idle_timeout_secs: 30,
+            hl7_message_timeout_secs: 30,
             ris_address: None,
             study_stable_secs: 600,
             max_associations: 64,
             max_pdu: 128 * 1024,
             idle_timeout_secs: 60,
-            artim_timeout_secs: 30,
+            artim_timeout_secs: 5,
+            max_pending_associations: 256,
+            max_pending_per_source: 16,
+            refusal_audit_secs: 60,
             shutdown_grace_secs: 30,
             allowed_calling_aes: Vec::new(),
             accept_unknown_sop_classes: true,
@@ -141,6 +172,10 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            http_header_timeout_secs: 10,
+            http_max_connections: 1024,
+            http_body_window_secs: 30,
+            http_body_min_bytes: 16 * 1024,
             stow_max_part_bytes: 2 << 30,
             stow_max_request_bytes: 16 << 30,
             max_inflated_bytes: pacs_dimse::dataset_check::Limits::default().max_inflated,
@@ -271,6 +306,27 @@ impl Config {
                 "max_associations must be at least 1 (from {})",
                 origin("max_associations")
             );
+        }
+        // A zero here would refuse every connection, or cut every one at once.
+        for (key, value) in [
+            ("artim_timeout_secs", config.artim_timeout_secs),
+            ("max_pending_associations", config.max_pending_associations as u64),
+            ("max_pending_per_source", config.max_pending_per_source as u64),
+            ("refusal_audit_secs", config.refusal_audit_secs),
+            ("http_header_timeout_secs", config.http_header_timeout_secs),
+            ("http_max_connections", config.http_max_connections as u64),
+            ("http_body_window_secs", config.http_body_window_secs),
+            ("hl7_max_connections", config.hl7_max_connections as u64),
+            (
+                "hl7_max_connections_per_source",
+                config.hl7_max_connections_per_source as u64,
+            ),
+            ("hl7_idle_timeout_secs", config.hl7_idle_timeout_secs),
+            ("hl7_message_timeout_secs", config.hl7_message_timeout_secs),
+        ] {
+            if value == 0 {
+                bail!("{key} must be at least 1 (from {})", origin(key));
+            }
         }
         if !(4096..=16 * 1024 * 1024).contains(&config.max_pdu) {
             bail!(

@@ -72,6 +72,9 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         max_associations: config.max_associations,
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         artim_timeout: Duration::from_secs(config.artim_timeout_secs),
+        max_pending: config.max_pending_associations,
+        max_pending_per_source: config.max_pending_per_source,
+        refusal_report_interval: Duration::from_secs(config.refusal_audit_secs),
         allowed_calling_aes: (!config.allowed_calling_aes.is_empty())
             .then(|| config.allowed_calling_aes.iter().cloned().collect::<HashSet<_>>()),
         accept_unknown_sop_classes: config.accept_unknown_sop_classes,
@@ -123,12 +126,28 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             render,
         ),
         shutdown_rx.clone(),
-        tls.clone(),
+        pacs_web::ServeConfig {
+            tls: tls.clone(),
+            header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+            max_connections: config.http_max_connections,
+            body_rate: pacs_web::BodyRate {
+                window: Duration::from_secs(config.http_body_window_secs),
+                min_bytes: config.http_body_min_bytes,
+            },
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        },
     ));
     let hl7 = tokio::spawn(pacs_hl7::serve(
         hl7_listener,
         Arc::new(Hl7Archive::new(archive.clone())),
-        pacs_hl7::ServerConfig::default(),
+        pacs_hl7::ServerConfig {
+            max_connections: config.hl7_max_connections,
+            max_connections_per_source: config.hl7_max_connections_per_source,
+            idle_timeout: Duration::from_secs(config.hl7_idle_timeout_secs),
+            message_timeout: Duration::from_secs(config.hl7_message_timeout_secs),
+            refusal_report_interval: Duration::from_secs(config.refusal_audit_secs),
+            ..pacs_hl7::ServerConfig::default()
+        },
         shutdown_rx.clone(),
     ));
     let mut background = Vec::new();

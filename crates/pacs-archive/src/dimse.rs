@@ -12,6 +12,7 @@ use pacs_dimse::{
     DimseStatus, FindKind, NResponse, RefusedAssociation, ReportOutcome, RetrieveItem, RetrieveKind, SopRef,
     StoreRequest, StoreSink,
 };
+use pacs_model::admission::RefusalSummary;
 use pacs_model::InformationModel;
 use pacs_store::AuditEvent;
 use tokio::sync::mpsc;
@@ -80,6 +81,31 @@ pub fn status_of(error: &ArchiveError) -> DimseStatus {
     }
 }
 
+/// The audit record of connections refused from one source over `period` (DICOM or HL7):
+/// one record per source and reason with the count, not one per socket, so that a flood of
+/// connections cannot fill the audit log.
+pub(crate) fn refusals_event(
+    tenant: i64,
+    event: &str,
+    summary: &RefusalSummary,
+    period: std::time::Duration,
+) -> AuditEvent {
+    AuditEvent {
+        tenant,
+        event: event.into(),
+        actor: "unknown".into(),
+        peer: summary.source.to_string(),
+        outcome: "refused".into(),
+        detail: Some(format!(
+            "{} connection(s) refused in the last {} s: {}",
+            summary.count,
+            period.as_secs(),
+            summary.reason
+        )),
+        ..AuditEvent::default()
+    }
+}
+
 struct Sink {
     incoming: Option<Incoming>,
 }
@@ -132,6 +158,16 @@ impl DimseServices for DimseArchive {
             event.actor = "unknown".into();
         }
         self.audit(event).await;
+    }
+
+    async fn connections_refused(&self, summary: &RefusalSummary, period: std::time::Duration) {
+        self.audit(refusals_event(
+            self.archive.tenant.0,
+            "association",
+            summary,
+            period,
+        ))
+        .await;
     }
 
     async fn store_refused(&self, assoc: &AssociationInfo, sop_instance_uid: &str, status: &DimseStatus) {

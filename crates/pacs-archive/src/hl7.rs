@@ -390,6 +390,21 @@ impl Hl7Archive {
 
 #[async_trait]
 impl MessageHandler for Hl7Archive {
+    async fn connections_refused(
+        &self,
+        summary: &pacs_model::admission::RefusalSummary,
+        period: std::time::Duration,
+    ) {
+        self.archive
+            .record(crate::dimse::refusals_event(
+                self.archive.tenant.0,
+                "hl7-connection",
+                summary,
+                period,
+            ))
+            .await;
+    }
+
     async fn handle(&self, message: ParsedOrRaw, peer: SocketAddr) -> Option<Vec<u8>> {
         let msg = match message {
             ParsedOrRaw::Parsed(msg) => msg,

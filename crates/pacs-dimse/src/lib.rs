@@ -12,6 +12,7 @@ pub mod command;
 pub mod commitment;
 pub mod dataset_check;
 pub mod pdu;
+mod pending;
 pub mod server;
 pub mod sop_classes;
 
@@ -22,6 +23,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use dicom_core::Tag;
 use dicom_object::InMemDicomObject;
+pub use pacs_model::admission::RefusalSummary;
 use pacs_model::InformationModel;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
@@ -223,6 +225,11 @@ impl NResponse {
 pub trait DimseServices: Send + Sync + 'static {
     /// An association was refused before any DIMSE exchange (for the audit trail).
     async fn association_refused(&self, refused: &RefusedAssociation);
+
+    /// Connections refused before or instead of an association request (too many pending, no
+    /// request within the ARTIM time, malformed, no slot left), counted per source address and
+    /// reason over the last `period`: one call per source and reason, for the audit trail.
+    async fn connections_refused(&self, _summary: &RefusalSummary, _period: std::time::Duration) {}
 
     /// Prepares to receive one C-STORE; an `Err` refuses it (the data set is drained and dropped).
     async fn begin_store(

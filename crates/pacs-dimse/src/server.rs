@@ -28,8 +28,9 @@ use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociatio
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PresentationContextResultReason, RequestorRoles, UserIdentity,
 };
+use pacs_model::admission::{RefusalTally, SourceLimit};
 use pacs_model::InformationModel;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -38,6 +39,7 @@ use crate::client::ScuAssociation;
 use crate::command::{failure_reason, field, status, Command, HAS_DATASET, NO_DATASET, PRIORITY_MEDIUM};
 use crate::commitment::{self, CommitmentReport};
 use crate::pdu::{self, Pdu, PduReader, PduWriter};
+use crate::pending::{self, NotRequested};
 use crate::sop_classes::{self, STORAGE_SOP_CLASSES};
 use crate::{
     AssociationInfo, CommitmentDelivery, CommitmentResult, DimseError, DimseServices, DimseStatus, FindKind,
@@ -64,8 +66,15 @@ pub struct ServerConfig {
     pub max_associations: usize,
     /// An association with no activity for this long is aborted.
     pub idle_timeout: Duration,
-    /// Time allowed for the A-ASSOCIATE-RQ to arrive after the TCP connection (ARTIM).
+    /// Time allowed for the A-ASSOCIATE-RQ to arrive after the TCP connection (ARTIM); the
+    /// connection holds no association slot meanwhile.
     pub artim_timeout: Duration,
+    /// Connections waiting for their A-ASSOCIATE-RQ at once; more are closed at once.
+    pub max_pending: usize,
+    /// Of those, from one source address.
+    pub max_pending_per_source: usize,
+    /// Refused connections are audited once per source and reason per period, with a count.
+    pub refusal_report_interval: Duration,
     /// When set, only these calling AE titles may associate.
     pub allowed_calling_aes: Option<HashSet<String>>,
     /// Accept storage of SOP classes that are not in the standard registry (private ones).
@@ -83,7 +92,10 @@ impl Default for ServerConfig {
             max_pdu: 128 * 1024,
             max_associations: 64,
             idle_timeout: Duration::from_secs(60),
-            artim_timeout: Duration::from_secs(30),
+            artim_timeout: Duration::from_secs(5),
+            max_pending: 256,
+            max_pending_per_source: 16,
+            refusal_report_interval: Duration::from_secs(60),
             allowed_calling_aes: None,
             accept_unknown_sop_classes: true,
             check_called_ae_title: false,
@@ -93,6 +105,11 @@ impl Default for ServerConfig {
 }
 
 /// Accepts associations until `shutdown` turns true, then waits (bounded) for those in flight.
+///
+/// A new connection is *pending* (see [`crate::pending`]) until its A-ASSOCIATE-RQ has arrived;
+/// only then does it take one of `max_associations` slots, so idle sockets cannot keep
+/// modalities out. Refusals are counted in `openpacs_dimse_associations_refused_total{reason}`
+/// and reported to the services in aggregate every `refusal_report_interval`.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -100,6 +117,13 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(config.max_associations));
+    let pending = Arc::new(Semaphore::new(config.max_pending.max(1)));
+    let pending_per_source = SourceLimit::new(config.max_pending_per_source);
+    let refusals = Arc::new(RefusalTally::default());
+    let mut report = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.refusal_report_interval,
+        config.refusal_report_interval,
+    );
     // Refusing politely takes a task per connection; past this many at once, just close.
     let rejecters = Arc::new(Semaphore::new(16));
     let next_id = AtomicU64::new(1);
@@ -114,7 +138,20 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = report.tick() => {
+                report_refusals(&refusals, &services, &config);
+                continue;
+            }
             _ = wait_true(&mut shutdown) => break,
+        };
+        // Closed at once, before anything is read: the cheapest answer to a flood.
+        let Some(source_guard) = pending_per_source.try_hold(peer.ip()) else {
+            refuse(&refusals, peer, "pending_per_source");
+            continue;
+        };
+        let Ok(pending_permit) = pending.clone().try_acquire_owned() else {
+            refuse(&refusals, peer, "pending_limit");
+            continue;
         };
         let _ = socket.set_nodelay(true);
         // A modality that loses power mid-transfer never closes its connection: keepalive
@@ -123,23 +160,31 @@ pub async fn serve(
             .with_time(Duration::from_secs(60))
             .with_interval(Duration::from_secs(10));
         let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "association refused: too many concurrent associations");
-            metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => "limit").increment(1);
-            if let Ok(slot) = rejecters.clone().try_acquire_owned() {
-                let artim = config.artim_timeout;
-                tokio::spawn(async move {
-                    reject_busy(socket, artim).await;
-                    drop(slot);
-                });
-            }
-            continue;
-        };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let config = config.clone();
-        let services = services.clone();
-        let shutdown = shutdown.clone();
+        let (config, services, shutdown) = (config.clone(), services.clone(), shutdown.clone());
+        let (limit, rejecters, refusals) = (limit.clone(), rejecters.clone(), refusals.clone());
         tokio::spawn(async move {
+            let mut socket = socket;
+            let deadline = tokio::time::Instant::now() + config.artim_timeout;
+            let requested = pending::wait_for_request(&mut socket, deadline, config.max_pdu).await;
+            drop((pending_permit, source_guard));
+            if let Err(not) = requested {
+                tracing::debug!(%peer, reason = not.reason(), "connection closed before an association request");
+                if not != NotRequested::Closed {
+                    refuse(&refusals, peer, not.reason());
+                }
+                return;
+            }
+            let Ok(permit) = limit.try_acquire_owned() else {
+                tracing::warn!(%peer, "association refused: too many concurrent associations");
+                refuse(&refusals, peer, "limit");
+                if let Ok(slot) = rejecters.try_acquire_owned() {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    pending::reject_busy(socket, left.max(Duration::from_secs(1))).await;
+                    drop(slot);
+                }
+                return;
+            };
             metrics::gauge!("openpacs_dimse_associations_active").increment(1.0);
             metrics::counter!("openpacs_dimse_associations_total").increment(1);
             handle_connection(socket, peer, id, config, services, shutdown).await;
@@ -148,6 +193,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    report_refusals(&refusals, &services, &config);
     let all = config.max_associations as u32;
     if tokio::time::timeout(config.shutdown_grace, limit.acquire_many(all))
         .await
@@ -158,28 +204,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// Counts a refused connection; it is audited with the others from its source at the next
+/// report.
+fn refuse(refusals: &RefusalTally, peer: SocketAddr, reason: &'static str) {
+    metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => reason).increment(1);
+    refusals.record(peer.ip(), reason);
+}
+
+/// Hands the refusals counted since the last report to the services, off the accept loop.
+fn report_refusals(refusals: &RefusalTally, services: &Arc<dyn DimseServices>, config: &ServerConfig) {
+    let summaries = refusals.drain();
+    if summaries.is_empty() {
+        return;
+    }
+    let (services, period) = (services.clone(), config.refusal_report_interval);
+    tokio::spawn(async move {
+        for summary in summaries {
+            tracing::warn!(source = %summary.source, reason = summary.reason, count = summary.count, period_secs = period.as_secs(), "DICOM connections refused");
+            services.connections_refused(&summary, period).await;
+        }
+    });
+}
+
 /// Resolves once the flag is true (or its sender is gone). The `Ref` guard that
 /// `wait_for` returns is not `Send`, so it is dropped here rather than held in a `select!`.
 async fn wait_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|v| *v).await;
-}
-
-/// Answers an association request with A-ASSOCIATE-RJ (transient, service provider
-/// presentation, local limit exceeded) without negotiating anything.
-async fn reject_busy(mut socket: TcpStream, artim: Duration) {
-    let mut header = [0u8; 6];
-    let read = async {
-        socket.read_exact(&mut header).await?;
-        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
-        if header[0] != 0x01 || len > 1 << 20 {
-            return Ok(());
-        }
-        let mut rest = (&mut socket).take(len as u64);
-        tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
-        socket.write_all(&[0x03, 0, 0, 0, 0, 4, 0, 2, 3, 2]).await?;
-        socket.flush().await
-    };
-    let _ = tokio::time::timeout(artim, read).await;
 }
 
 /// Calling-AE allow-list; remembers why it refused so the refusal can be audited.

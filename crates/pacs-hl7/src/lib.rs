@@ -36,5 +36,6 @@ pub use charset::Charset;
 pub use client::{send, ParsedAck};
 pub use error::Hl7Error;
 pub use message::{Component, Delimiters, Field, Limits, Message, MessageType, Path, Repetition, Segment};
+pub use pacs_model::admission::RefusalSummary;
 pub use queue::{QueueConfig, QueueCounts, RetryQueue};
 pub use server::{serve, MessageHandler, ParsedOrRaw, RawMessage, ServerConfig};

@@ -14,6 +14,8 @@
 //!   it comes out as [`Frame::Oversize`].
 //! - End of input inside a frame gives [`Frame::Truncated`].
 
+use std::time::Instant;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -51,6 +53,9 @@ enum State {
 pub struct MllpCodec {
     max_size: usize,
     state: State,
+    /// When the start block of the frame being received was decoded, for the listener's
+    /// per-message deadline.
+    frame_started: Option<Instant>,
 }
 
 impl MllpCodec {
@@ -58,7 +63,13 @@ impl MllpCodec {
         MllpCodec {
             max_size,
             state: State::Idle { skipped: 0 },
+            frame_started: None,
         }
+    }
+
+    /// When the frame being received began; `None` between frames.
+    pub fn frame_started(&self) -> Option<Instant> {
+        self.frame_started
     }
 }
 
@@ -89,6 +100,7 @@ impl Decoder for MllpCodec {
                     }
                     buf.advance(start + 1);
                     self.state = State::InFrame { scanned: 0 };
+                    self.frame_started = Some(Instant::now());
                 }
                 State::InFrame { scanned } => {
                     let found = buf[*scanned..]
@@ -102,9 +114,11 @@ impl Decoder for MllpCodec {
                             buf.advance(1);
                             if is_end {
                                 self.state = State::Idle { skipped: 0 };
+                                self.frame_started = None;
                                 return Ok(Some(Frame::Message(body)));
                             }
                             self.state = State::InFrame { scanned: 0 };
+                            self.frame_started = Some(Instant::now());
                             return Ok(Some(Frame::Truncated {
                                 prefix: prefix_of(&body),
                                 size: body.len(),
@@ -133,6 +147,7 @@ impl Decoder for MllpCodec {
                             let skip = if buf[end] == END_BLOCK { end + 1 } else { end };
                             buf.advance(skip);
                             self.state = State::Idle { skipped: 0 };
+                            self.frame_started = None;
                             return Ok(Some(frame));
                         }
                         None => {
@@ -151,6 +166,7 @@ impl Decoder for MllpCodec {
             return Ok(Some(frame));
         }
         let state = std::mem::replace(&mut self.state, State::Idle { skipped: 0 });
+        self.frame_started = None;
         let frame = match state {
             State::Idle { .. } => None,
             State::InFrame { .. } => Some(Frame::Truncated {

@@ -4,6 +4,7 @@
 //! services and the index. It performs no IO and has no async code, so every other crate can
 //! depend on it without pulling in a runtime.
 
+pub mod admission;
 pub mod matching;
 
 pub use matching::{

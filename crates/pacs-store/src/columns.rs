@@ -74,7 +74,7 @@ pub const COLUMNS: &[Column] = &[
     col(
         (0x0008, 0x0061),
         Study,
-        "(SELECT replace(group_concat(DISTINCT se2.modality), ',', '\\') FROM series se2 WHERE se2.study_pk = st.pk AND se2.num_instances > 0)",
+        "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT se2.modality AS m FROM series se2 WHERE se2.study_pk = st.pk AND se2.num_instances > 0 AND se2.modality IS NOT NULL ORDER BY 1))",
         None,
         Text,
     ),

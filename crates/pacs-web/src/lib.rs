@@ -5,8 +5,10 @@
 mod admin;
 mod api;
 pub mod auth;
+mod body_rate;
 mod credentials;
 mod frames;
+mod listen;
 mod metadata;
 pub mod password;
 mod qido;
@@ -17,7 +19,6 @@ mod ui;
 mod wado;
 mod wado_uri;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
@@ -25,8 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use pacs_archive::Archive;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+pub use body_rate::BodyRate;
+pub use listen::{serve, ServeConfig, TlsFiles};
 
 /// Renders the metrics exposition text; provided by the binary, which owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -304,40 +306,4 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
         .expose_headers([header::WARNING, header::CONTENT_LENGTH])
         .allow_credentials(true)
         .max_age(std::time::Duration::from_secs(600))
-}
-
-/// A certificate chain and private key, both PEM, for serving HTTPS.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-}
-
-/// Serves `router` (over TLS when `tls` is given) until `shutdown` turns true, then finishes
-/// requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-    tls: Option<TlsFiles>,
-) -> std::io::Result<()> {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let Some(tls) = tls else {
-        return axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            })
-            .await;
-    };
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
-    let handle = axum_server::Handle::<SocketAddr>::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-        stopper.graceful_shutdown(None);
-    });
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?
-        .handle(handle)
-        .serve(service)
-        .await
 }

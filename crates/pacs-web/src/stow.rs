@@ -250,6 +250,13 @@ async fn stow(
 
 fn multipart_error(e: multer::Error, parts_done: usize) -> Response {
     use multer::Error as E;
+    if crate::body_rate::is_too_slow(&e) {
+        return (
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body came too slowly; {parts_done} part(s) before it were processed\n"),
+        )
+            .into_response();
+    }
     match e {
         E::StreamSizeExceeded { limit } | E::FieldSizeExceeded { limit, .. } => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pacs_hl7::{
-    ack, serve, AckCode, ErrorCode, ErrorDetail, Message, MessageHandler, ParsedOrRaw, ServerConfig,
+    ack, serve, AckCode, ErrorCode, ErrorDetail, Message, MessageHandler, ParsedOrRaw, RefusalSummary,
+    ServerConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +20,8 @@ use tokio::task::JoinHandle;
 pub struct TestHandler {
     pub answer: AckCode,
     pub seen: Mutex<Vec<Seen>>,
+    /// What the listener reported as refused, in order.
+    pub refusals: Mutex<Vec<RefusalSummary>>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,7 +38,12 @@ impl TestHandler {
         Arc::new(TestHandler {
             answer,
             seen: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Vec::new()),
         })
+    }
+
+    pub fn refusals(&self) -> Vec<RefusalSummary> {
+        self.refusals.lock().unwrap().clone()
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -45,6 +53,10 @@ impl TestHandler {
 
 #[async_trait::async_trait]
 impl MessageHandler for TestHandler {
+    async fn connections_refused(&self, summary: &RefusalSummary, _period: Duration) {
+        self.refusals.lock().unwrap().push(summary.clone());
+    }
+
     async fn handle(&self, message: ParsedOrRaw, _peer: SocketAddr) -> Option<Vec<u8>> {
         match message {
             ParsedOrRaw::Parsed(m) => {
