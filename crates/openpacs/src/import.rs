@@ -26,6 +26,7 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
             let source = Source {
                 actor: format!("import:{user}"),
                 peer: "local".into(),
+                ..Source::default()
             };
             async move {
                 let r = archive.import_file(&path, source).await;

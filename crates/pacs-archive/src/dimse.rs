@@ -42,9 +42,7 @@ impl DimseArchive {
     }
 
     async fn audit(&self, event: AuditEvent) {
-        if let Err(e) = self.archive.index.audit(event).await {
-            tracing::error!(error = %e, "cannot write audit record");
-        }
+        self.archive.record(event).await;
     }
 
     fn event(&self, assoc: &AssociationInfo, event: &str, outcome: &str) -> AuditEvent {
@@ -188,6 +186,7 @@ impl DimseServices for DimseArchive {
         let source = Source {
             actor: assoc.calling_ae.clone(),
             peer: assoc.peer.to_string(),
+            ..Source::default()
         };
         let incoming = self
             .archive
@@ -254,6 +253,7 @@ impl DimseServices for DimseArchive {
         let mut event = self.event(assoc, &name, "success");
         event.patient_id = crate::ingest::text(&identifier, tags::PATIENT_ID);
         event.study_uid = crate::ingest::text(&identifier, tags::STUDY_INSTANCE_UID);
+        event.patient_id = crate::ingest::text(&identifier, tags::PATIENT_ID);
         let resolved = self.archive.resolve_retrieve(model, &identifier).await;
         let destination = match &kind {
             RetrieveKind::Move { destination } => format!(" destination={destination}"),

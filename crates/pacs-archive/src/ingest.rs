@@ -31,6 +31,9 @@ pub struct Source {
     /// Calling AE title, or "import:<user>" for files.
     pub actor: String,
     pub peer: String,
+    /// The caller audits the whole request in one line (STOW-RS: one request may carry
+    /// thousands of parts); no line per object then.
+    pub audited_by_caller: bool,
 }
 
 /// How a store ended, for the protocol layer to turn into a status.
@@ -70,6 +73,7 @@ pub struct StoredInstance {
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
     pub series_instance_uid: String,
+    pub patient_id: String,
 }
 
 impl Archive {
@@ -254,7 +258,9 @@ impl Incoming {
         match result {
             Ok(stored) => Ok(stored),
             Err(error) => {
-                archive.audit_store_refusal(&source, &error).await;
+                if !source.audited_by_caller {
+                    archive.audit_store_refusal(&source, &error).await;
+                }
                 Err(Refused { error, identity })
             }
         }
@@ -349,7 +355,7 @@ impl Incoming {
         instance.dataset_sha256 = committed.dataset_sha256.clone();
         instance.dataset_offset = dataset_offset;
         instance.source_ae = Some(source.actor.clone());
-        instance.audit = Some(AuditEvent {
+        instance.audit = (!source.audited_by_caller).then(|| AuditEvent {
             tenant: archive.tenant.0,
             event: "store".into(),
             actor: source.actor.clone(),
@@ -366,6 +372,7 @@ impl Incoming {
             sop_instance_uid: instance.sop_uid.clone(),
             study_instance_uid: instance.study.study_uid.clone(),
             series_instance_uid: instance.series.series_uid.clone(),
+            patient_id: instance.patient.patient_id.clone(),
         };
         let outcome = archive.index.add_instance(instance).await?;
         stored.result = match outcome {

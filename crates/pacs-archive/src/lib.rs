@@ -237,8 +237,18 @@ impl Archive {
         self.limits
     }
 
-    /// Appends to the audit log; a failure to write it is logged, never hidden.
-    pub async fn record(&self, event: pacs_store::AuditEvent) {
+    /// Appends to the audit log; a failure to write it is logged, never hidden. An access to a
+    /// study names its patient, whoever the caller is (WADO-RS, rendered images, frames, ZIP,
+    /// C-GET, C-MOVE…): "who saw this patient" is answered by filtering on the Patient ID.
+    pub async fn record(&self, mut event: pacs_store::AuditEvent) {
+        if event.patient_id.is_none() {
+            if let Some(study) = event.study_uid.as_deref() {
+                match self.index.study_patient_id(self.tenant, study).await {
+                    Ok(patient) => event.patient_id = patient,
+                    Err(e) => tracing::warn!(error = %e, "cannot name the patient of an audited access"),
+                }
+            }
+        }
         if let Err(e) = self.index.audit(event).await {
             tracing::error!(error = %e, "cannot write audit record");
         }

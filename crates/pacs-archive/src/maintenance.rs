@@ -89,6 +89,7 @@ impl Archive {
         let source = Source {
             actor: "recovery".into(),
             peer: "local".into(),
+            ..Source::default()
         };
         match self.import_file(&path, source).await {
             Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,

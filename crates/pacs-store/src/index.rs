@@ -189,6 +189,9 @@ pub trait Index: Send + Sync + 'static {
     async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError>;
     /// Appends to the audit log; resolves once durable.
     async fn audit(&self, event: AuditEvent) -> Result<(), IndexError>;
+    /// The Patient ID of the patient a study is filed under (audit lines name it).
+    async fn study_patient_id(&self, tenant: TenantId, study_uid: &str)
+        -> Result<Option<String>, IndexError>;
     /// The current instance with this SOP Instance UID.
     async fn current_instance(
         &self,
@@ -684,13 +687,28 @@ pub(crate) fn bind_audit<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     query
         .bind(e.tenant)
-        .bind(&e.event)
-        .bind(&e.actor)
-        .bind(&e.peer)
-        .bind(&e.patient_id)
-        .bind(&e.study_uid)
-        .bind(&e.outcome)
-        .bind(&e.detail)
+        .bind(bounded(&e.event, 64))
+        .bind(bounded(&e.actor, 256))
+        .bind(bounded(&e.peer, 128))
+        .bind(e.patient_id.as_deref().map(|v| bounded(v, 128)))
+        .bind(e.study_uid.as_deref().map(|v| bounded(v, 128)))
+        .bind(bounded(&e.outcome, 64))
+        .bind(e.detail.as_deref().map(|v| bounded(v, 4096)))
+}
+
+/// An audit field cut to at most `max` bytes (on a character boundary) and marked as cut:
+/// every audit row goes through here, so no request — a 500 KB user name at a failed log-in
+/// — can make the append-only log grow by more than a few kilobytes.
+fn bounded(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_string();
+    }
+    let mark = format!("…[{} bytes cut]", value.len());
+    let mut end = max.saturating_sub(mark.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &value[..end])
 }
 
 pub(crate) async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
@@ -931,6 +949,21 @@ impl Index for SqliteIndex {
             .await
             .map_err(|_| IndexError::WriterGone)?;
         rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn study_patient_id(
+        &self,
+        tenant: TenantId,
+        study_uid: &str,
+    ) -> Result<Option<String>, IndexError> {
+        Ok(sqlx::query_scalar(
+            "SELECT p.patient_id FROM study s JOIN patient p ON p.pk = s.patient_pk
+             WHERE s.tenant_pk = ? AND s.study_uid = ?",
+        )
+        .bind(tenant.0)
+        .bind(study_uid)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn current_instance(

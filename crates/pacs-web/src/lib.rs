@@ -2,6 +2,7 @@
 //! WADO-RS, STOW-RS), WADO-URI at `/wado` and the REST API under `/api`, all behind the
 //! authentication middleware of [`auth`]; the embedded web UI (`ui`) answers everything else.
 
+mod access_audit;
 mod admin;
 mod api;
 pub mod auth;
@@ -62,6 +63,8 @@ pub struct WebState {
     archive: Arc<Archive>,
     config: Arc<WebConfig>,
     auth: Arc<auth::AuthState>,
+    /// Viewing sessions, audited once each rather than per frame.
+    accesses: access_audit::AccessSessions,
 }
 
 /// Failures of the HTTP front end, mapped to a status in one place. Client errors say what is
@@ -138,9 +141,17 @@ impl WebState {
             .instances_in(study, Some(series), Some(instance))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()).into_response())?;
-        self.archive
-            .record(pacs_store::AuditEvent {
-                tenant: self.archive.tenant().0,
+        let lines = if !found.is_empty() && access_audit::aggregated(event) {
+            self.accesses.record(access_audit::Access {
+                actor: crate::auth::current_actor(),
+                peer: peer.to_string(),
+                study,
+                series,
+                instance,
+                event,
+            })
+        } else {
+            vec![pacs_store::AuditEvent {
                 event: event.into(),
                 actor: crate::auth::current_actor(),
                 peer: peer.to_string(),
@@ -148,8 +159,14 @@ impl WebState {
                 outcome: if found.is_empty() { "not found" } else { "success" }.into(),
                 detail: Some(detail),
                 ..pacs_store::AuditEvent::default()
-            })
-            .await;
+            }]
+        };
+        for line in lines {
+            let tenant = self.archive.tenant().0;
+            self.archive
+                .record(pacs_store::AuditEvent { tenant, ..line })
+                .await;
+        }
         found
             .into_iter()
             .next()
@@ -159,10 +176,13 @@ impl WebState {
 
 /// The HTTP routes.
 pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
+    let accesses = access_audit::AccessSessions::default();
+    accesses.spawn_flusher(&archive);
     let state = WebState {
         archive,
         auth: auth::state(config.auth.clone()),
         config: Arc::new(config),
+        accesses,
     };
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store))
