@@ -117,6 +117,9 @@ pub struct Config {
     /// The identifier domain of local patient IDs (IPP): their Issuer of Patient ID. Images
     /// and HL7 messages without an issuer are taken to be in it.
     pub issuer_of_patient_id: String,
+    /// A re-send with a known SOP Instance UID and another content: "keep-first" (the first
+    /// stays current) or "replace" (the newest is current, the previous kept superseded).
+    pub duplicate_policy: String,
     /// Log format: "text" or "json".
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
@@ -183,6 +186,7 @@ impl Default for Config {
             commitment_on_new_association: false,
             reconciliation: "correct".into(),
             issuer_of_patient_id: String::new(),
+            duplicate_policy: "keep-first".into(),
             log_format: "text".into(),
             peers: Vec::new(),
         }
@@ -365,6 +369,13 @@ impl Config {
                     origin(key)
                 );
             }
+        }
+        if !["keep-first", "replace"].contains(&config.duplicate_policy.as_str()) {
+            bail!(
+                "duplicate_policy {:?} from {} must be \"keep-first\" or \"replace\"",
+                config.duplicate_policy,
+                origin("duplicate_policy")
+            );
         }
         if !["correct", "flag"].contains(&config.reconciliation.as_str()) {
             bail!(

@@ -18,6 +18,7 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
     let mut stored = 0u64;
     let mut duplicates = 0u64;
     let mut replaced = 0u64;
+    let mut kept_first = 0u64;
     let mut skipped = 0u64;
     let mut refused: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut results = stream::iter(files)
@@ -39,6 +40,7 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
         match result {
             Ok(StoreResult::Stored) => stored += 1,
             Ok(StoreResult::Duplicate) => duplicates += 1,
+            Ok(StoreResult::KeptFirst) => kept_first += 1,
             Ok(StoreResult::Replaced) => replaced += 1,
             Err(ArchiveError::NotPart10(_)) => skipped += 1,
             Err(e) => {
@@ -50,7 +52,7 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
     bar.finish_and_clear();
     let refused_count: usize = refused.values().map(Vec::len).sum();
     println!(
-        "stored {stored}, duplicates {duplicates}, replaced {replaced}, skipped (not DICOM) {skipped}, refused {refused_count}"
+        "stored {stored}, duplicates {duplicates}, replaced {replaced}, kept first (another object with a known SOP Instance UID, not indexed) {kept_first}, skipped (not DICOM) {skipped}, refused {refused_count}"
     );
     for (reason, files) in &refused {
         println!("refused ({reason}):");

@@ -253,6 +253,11 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
             .collect(),
         correct_from_orders: config.reconciliation == "correct",
         issuer_of_patient_id: config.issuer_of_patient_id.clone(),
+        duplicate_policy: if config.duplicate_policy == "replace" {
+            pacs_archive::duplicates::DuplicatePolicy::Replace
+        } else {
+            pacs_archive::duplicates::DuplicatePolicy::KeepFirst
+        },
         limits: pacs_dimse::dataset_check::Limits {
             max_inflated: config.max_inflated_bytes,
             max_header: config.max_header_bytes,

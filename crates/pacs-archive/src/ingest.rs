@@ -43,6 +43,9 @@ pub enum StoreResult {
     Duplicate,
     /// Stored and made current; the previous object with that SOP Instance UID is kept, superseded.
     Replaced,
+    /// Another object with a known SOP Instance UID, not indexed: the first one stays current
+    /// (duplicate policy `keep-first`); the re-send is audited.
+    KeptFirst,
 }
 
 /// An object being received.
@@ -374,8 +377,70 @@ impl Incoming {
             series_instance_uid: instance.series.series_uid.clone(),
             patient_id: instance.patient.patient_id.clone(),
         };
-        let outcome = archive.index.add_instance(instance).await?;
+        let received_path = archive.blobs.path_of(&committed.key);
+        let audit = instance.audit.clone();
+        let mut outcome = archive.index.add_instance(instance.clone()).await?;
+        if let IndexOutcome::Differs { pk, dataset_sha256 } = &outcome {
+            // Known SOP Instance UID, other bytes: the same object re-encoded, or another one.
+            let existing = archive.index.instance(*pk).await?;
+            let same = match (
+                existing.and_then(|l| archive.blobs.path_of(&l.blob_key)),
+                received_path,
+            ) {
+                (Some(stored_path), Some(received_path)) => {
+                    let limits = archive.limits;
+                    tokio::task::spawn_blocking(move || {
+                        crate::duplicates::same_object(&stored_path, &received_path, limits)
+                    })
+                    .await
+                    .map_err(|e| ArchiveError::Internal(e.to_string()))?
+                    .unwrap_or(false)
+                }
+                _ => false,
+            };
+            let previous = dataset_sha256.clone();
+            let received = instance.dataset_sha256.clone();
+            let resend = |outcome: &str, detail: String| AuditEvent {
+                outcome: outcome.into(),
+                detail: Some(detail),
+                ..audit.clone().unwrap_or_default()
+            };
+            if same {
+                archive
+                    .record(resend(
+                        "duplicate",
+                        format!("{sop_uid}: the same object re-encoded (data set SHA-256 {received}); the stored one ({previous}) kept"),
+                    ))
+                    .await;
+                stored.result = StoreResult::Duplicate;
+                return Ok(stored);
+            }
+            if archive.duplicate_policy == crate::duplicates::DuplicatePolicy::KeepFirst {
+                archive
+                    .record(resend(
+                        "kept-first",
+                        format!("{sop_uid}: another object with this SOP Instance UID (data set SHA-256 {received}) not indexed; the first ({previous}) stays current"),
+                    ))
+                    .await;
+                stored.result = StoreResult::KeptFirst;
+                return Ok(stored);
+            }
+            instance.replace_current = true;
+            instance.audit = audit.map(|e| AuditEvent {
+                event: "replace".into(),
+                detail: Some(format!(
+                    "{sop_uid}: data set SHA-256 {previous} replaced by {received}, the previous kept superseded"
+                )),
+                ..e
+            });
+            outcome = archive.index.add_instance(instance).await?;
+        }
         stored.result = match outcome {
+            IndexOutcome::Differs { .. } => {
+                return Err(ArchiveError::Internal(
+                    "the index refused a replacement it was told to make".into(),
+                ))
+            }
             IndexOutcome::Stored { .. } => StoreResult::Stored,
             IndexOutcome::Replaced { .. } => {
                 tracing::info!(sop = %sop_uid, "object with a known SOP Instance UID but different content: new one current, previous kept as superseded");
@@ -654,7 +719,10 @@ mod tests {
         for cut in [100, 200, offset as usize + 10, bytes.len() - 100] {
             let object = Object::Bytes(&bytes[..cut]);
             let error = check_then_parse(object, offset, None, dataset_check::Limits::default()).unwrap_err();
-            assert!(matches!(error, ArchiveError::Invalid(_)), "cut at {cut}: {error}");
+            assert!(
+                matches!(error, ArchiveError::Invalid(_) | ArchiveError::NotPart10(_)),
+                "cut at {cut}: {error}"
+            );
         }
     }
 }

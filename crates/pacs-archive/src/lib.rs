@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod dimse;
+pub mod duplicates;
 pub mod hl7;
 pub mod ingest;
 pub mod maintenance;
@@ -125,6 +126,8 @@ pub struct ArchiveConfig {
     /// The tenant's patient identifier domain: the Issuer of Patient ID of its local IDs
     /// (IPP). Images and HL7 messages that name no issuer are in this domain.
     pub issuer_of_patient_id: String,
+    /// What a re-send with a known SOP Instance UID and another content does.
+    pub duplicate_policy: duplicates::DuplicatePolicy,
 }
 
 /// The archive of one tenant.
@@ -148,6 +151,7 @@ pub struct Archive {
     pub(crate) limits: pacs_dimse::dataset_check::Limits,
     /// See [`ArchiveConfig::issuer_of_patient_id`].
     pub(crate) issuer_of_patient_id: String,
+    pub(crate) duplicate_policy: duplicates::DuplicatePolicy,
     /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
     pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
 }
@@ -174,6 +178,7 @@ impl Archive {
             correct_from_orders: config.correct_from_orders,
             limits: config.limits,
             issuer_of_patient_id: config.issuer_of_patient_id.clone(),
+            duplicate_policy: config.duplicate_policy,
             exam_listener: std::sync::RwLock::new(None),
         });
         archive.reload_ae_table().await?;

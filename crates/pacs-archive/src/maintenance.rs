@@ -93,7 +93,8 @@ impl Archive {
         };
         match self.import_file(&path, source).await {
             Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
-            Ok(StoreResult::Duplicate) => {
+            // A re-send the duplicate policy did not index leaves its blob unreferenced too.
+            Ok(StoreResult::Duplicate | StoreResult::KeptFirst) => {
                 // Nothing else runs during recovery, so the check and the removal cannot race.
                 if !self.index.blob_referenced(key).await? {
                     std::fs::remove_file(&path).map_err(ArchiveError::from_io)?;

@@ -57,6 +57,11 @@ pub fn patch_patient(obj: &mut InMemDicomObject, p: &pacs_store::PatientRecord) 
     }
 }
 
+/// Whether a transfer syntax is native (uncompressed: implicit or explicit VR, either endian).
+pub(crate) fn is_native(transfer_syntax: &str) -> bool {
+    NATIVE_SYNTAXES.contains(&transfer_syntax.trim_end_matches(['\0', ' ']))
+}
+
 /// What a retrieval sends: the data set alone (DIMSE) or the whole Part 10 file (WADO-RS).
 #[derive(Clone, Copy)]
 enum Framing {

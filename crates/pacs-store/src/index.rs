@@ -100,6 +100,10 @@ pub struct NewInstance {
     /// Reconciliation policy: when the study's accession number matches an order of another
     /// patient, move the study under the order's patient (true) or flag it for review (false).
     pub correct_from_orders: bool,
+    /// When the current object with this SOP Instance UID has another data set: make this one
+    /// current, the other kept superseded (true), or write nothing and say so
+    /// ([`IndexOutcome::Differs`]) for the archive to decide (false).
+    pub replace_current: bool,
 }
 
 /// What indexing an instance did.
@@ -116,6 +120,12 @@ pub enum IndexOutcome {
     Replaced {
         pk: i64,
         superseded_pk: i64,
+    },
+    /// Same SOP Instance UID, different bytes, and `replace_current` was not set: nothing
+    /// written (no audit line either); `dataset_sha256` is the current object's.
+    Differs {
+        pk: i64,
+        dataset_sha256: String,
     },
 }
 
@@ -1400,7 +1410,14 @@ mod tests {
             index.add_instance(instance("1.2.3.4.1", "aa")).await.unwrap(),
             IndexOutcome::Duplicate { pk }
         );
-        let replaced = index.add_instance(instance("1.2.3.4.1", "bb")).await.unwrap();
+        // Other bytes: nothing written until the archive says the new one replaces.
+        assert!(matches!(
+            index.add_instance(instance("1.2.3.4.1", "bb")).await.unwrap(),
+            IndexOutcome::Differs { pk: current, .. } if current == pk
+        ));
+        let mut replacing = instance("1.2.3.4.1", "bb");
+        replacing.replace_current = true;
+        let replaced = index.add_instance(replacing).await.unwrap();
         let IndexOutcome::Replaced {
             superseded_pk,
             pk: new_pk,
@@ -1482,7 +1499,9 @@ mod tests {
         other_series.series.series_uid = "1.2.3.5".into();
         index.add_instance(other_series).await.unwrap();
         // A new version of the first instance supersedes it.
-        index.add_instance(instance("1.2.3.4.1", "dd")).await.unwrap();
+        let mut replacing = instance("1.2.3.4.1", "dd");
+        replacing.replace_current = true;
+        index.add_instance(replacing).await.unwrap();
 
         let sops = |l: Vec<InstanceLocation>| -> Vec<(String, String)> {
             l.into_iter().map(|l| (l.sop_uid, l.dataset_sha256)).collect()

@@ -73,34 +73,42 @@ pub(crate) async fn insert_instance(
     n: &NewInstance,
     cache: &mut RowCache,
 ) -> Result<IndexOutcome, IndexError> {
-    // Round trip 1: the audit line and the current object with this SOP Instance UID.
-    let sql = match n.audit {
-        Some(_) => format!("{AUDIT_INSERT};\n{CURRENT_INSTANCE}"),
-        None => CURRENT_INSTANCE.to_string(),
-    };
-    let mut query = sqlx::query(&sql);
-    if let Some(e) = &n.audit {
-        query = bind_audit(query, e);
-    }
-    // `fetch_all`, not `fetch_optional`: sqlx stops a multi-statement query at the first row
-    // when asked for one, and the statements after it would not run.
-    let rows = query.bind(n.tenant).bind(&n.sop_uid).fetch_all(&mut *tx).await?;
-    let current: Option<(i64, String)> = match rows.first() {
-        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-        None => None,
-    };
+    // Round trip 1: the current object with this SOP Instance UID. The audit line waits for
+    // the outcome, which it names.
+    let current: Option<(i64, String)> = sqlx::query_as(CURRENT_INSTANCE)
+        .bind(n.tenant)
+        .bind(&n.sop_uid)
+        .fetch_optional(&mut *tx)
+        .await?;
     if let Some((pk, dataset_sha)) = &current {
         if *dataset_sha == n.dataset_sha256 {
+            if let Some(e) = &n.audit {
+                let mut e = e.clone();
+                e.outcome = "duplicate".into();
+                bind_audit(sqlx::query(AUDIT_INSERT), &e)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             return Ok(IndexOutcome::Duplicate { pk: *pk });
+        }
+        if !n.replace_current {
+            return Ok(IndexOutcome::Differs {
+                pk: *pk,
+                dataset_sha256: dataset_sha.clone(),
+            });
         }
     }
 
     let (study_pk, patient_revision, study_written) = study_rows(tx, n, cache).await?;
     let series_pk = series_row(tx, n, study_pk, cache).await?;
 
-    // Round trip 2: the study's reception time (the upsert set it when it ran), the object
-    // this one supersedes, the instance and its header.
+    // Round trip 2: the audit line, the study's reception time (the upsert set it when it
+    // ran), the object this one supersedes, the instance and its header.
     let mut sql = String::new();
+    if n.audit.is_some() {
+        sql.push_str(AUDIT_INSERT);
+        sql.push_str(";\n");
+    }
     if !study_written {
         sql.push_str(&format!(
             "UPDATE study SET last_received_at = {NOW} WHERE pk = ?;\n"
@@ -121,6 +129,9 @@ pub(crate) async fn insert_instance(
          INSERT INTO instance_header (instance_pk, header) VALUES (last_insert_rowid(), ?)"
     ));
     let mut query = sqlx::query(&sql);
+    if let Some(e) = &n.audit {
+        query = bind_audit(query, e);
+    }
     if !study_written {
         query = query.bind(study_pk);
     }

@@ -71,11 +71,13 @@ impl Pending {
             Ok(Ok(stored)) => Outcome::Stored(stored),
             Ok(Err(refused)) => Outcome::Failed {
                 reason: failure_reason(&refused.error),
+                security: matches!(refused.error, ArchiveError::LimitExceeded(_)),
                 why: refused.error.to_string(),
                 identity: refused.identity,
             },
             Err(e) => Outcome::Failed {
                 reason: PROCESSING_FAILURE,
+                security: false,
                 why: format!("internal error: {e}"),
                 identity: None,
             },
@@ -97,6 +99,8 @@ enum Outcome {
     /// when the part is not DICOM at all).
     Failed {
         reason: u16,
+        /// Past a memory bound (a decompression bomb): the request is audited as `security`.
+        security: bool,
         why: String,
         identity: Option<(String, String)>,
     },
@@ -198,6 +202,7 @@ async fn stow(
             while let Ok(Some(_)) = field.chunk().await {}
             pending.push_back(Pending::Settled(Outcome::Failed {
                 reason: NOT_DICOM,
+                security: false,
                 why: format!(
                     "part of type {} is not application/dicom",
                     part_type.unwrap_or_default()
@@ -240,6 +245,7 @@ async fn stow(
                 incoming.abort();
                 Pending::Settled(Outcome::Failed {
                     reason: failure_reason(&error),
+                    security: matches!(error, ArchiveError::LimitExceeded(_)),
                     why: error.to_string(),
                     identity: None,
                 })
@@ -263,19 +269,23 @@ async fn audit_request(state: &WebState, source: &Source, outcomes: &[Outcome], 
     use pacs_archive::ingest::StoreResult;
     use std::collections::BTreeSet;
     let (mut stored, mut duplicates, mut replaced, mut refused) = (0, 0, 0, 0);
+    let mut security = false;
     let (mut patients, mut studies) = (BTreeSet::new(), BTreeSet::new());
     for outcome in outcomes {
         match outcome {
             Outcome::Stored(s) => {
                 match s.result {
                     StoreResult::Stored => stored += 1,
-                    StoreResult::Duplicate => duplicates += 1,
+                    StoreResult::Duplicate | StoreResult::KeptFirst => duplicates += 1,
                     StoreResult::Replaced => replaced += 1,
                 }
                 patients.insert(s.patient_id.as_str());
                 studies.insert(s.study_instance_uid.as_str());
             }
-            Outcome::Failed { .. } => refused += 1,
+            Outcome::Failed { security: bomb, .. } => {
+                refused += 1;
+                security |= *bomb;
+            }
         }
     }
     if outcomes.is_empty() && status.is_success() {
@@ -304,7 +314,7 @@ async fn audit_request(state: &WebState, source: &Source, outcomes: &[Outcome], 
         .archive
         .record(AuditEvent {
             tenant: state.archive.tenant().0,
-            event: "store".into(),
+            event: if security { "security" } else { "store" }.into(),
             actor: source.actor.clone(),
             peer: source.peer.clone(),
             patient_id: one(&patients),
@@ -371,6 +381,7 @@ fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: &[Outcome]) -> Re
                 reason,
                 why,
                 identity,
+                ..
             } => {
                 tracing::info!(reason = format!("0x{reason:04X}"), %why, "STOW-RS part refused");
                 let mut item = InMemDicomObject::new_empty();
