@@ -3,9 +3,11 @@
 //! `keep-first` policy (and the re-send is audited), and replaces the current one, audited as
 //! a replacement with the previous hash, under `replace`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pacs_testkit::server::{dataset_sha256, dcmtk, modality_image, pynetdicom, ServerOptions, TestServer};
+use pacs_testkit::server::{
+    dataset_sha256, dcmtk, getscu_study, modality_image, pynetdicom, ServerOptions, TestServer,
+};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
@@ -22,20 +24,7 @@ fn store_as_is(server: &TestServer, file: &str) {
 
 /// What C-GET (DCMTK getscu, bit-preserving) returns for the study: the data set's SHA-256.
 fn retrieved_sha(server: &TestServer, into: &Path) -> String {
-    std::fs::create_dir_all(into).unwrap();
-    let port = server.dicom_port.to_string();
-    let out = dcmtk("getscu")
-        .args(["-S", "+B", "-aec", "OPENPACS", "-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={STUDY}"), "-od"])
-        .arg(into)
-        .args(["127.0.0.1", &port])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let files: Vec<PathBuf> = std::fs::read_dir(into)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = getscu_study(server.dicom_port, STUDY, into);
     assert_eq!(files.len(), 1, "{files:?}");
     dataset_sha256(&files[0])
 }

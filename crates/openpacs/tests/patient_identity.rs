@@ -39,20 +39,7 @@ fn storescu(server: &TestServer, files: &[&str]) {
 
 /// The one file C-GET (DCMTK getscu, writing what it receives bit for bit) returns for a study.
 fn getscu(server: &TestServer, study: &str, into: &Path) -> PathBuf {
-    std::fs::create_dir_all(into).unwrap();
-    let port = server.dicom_port.to_string();
-    let out = dcmtk("getscu")
-        .args(["-S", "+B", "-aec", "OPENPACS", "-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={study}"), "-od"])
-        .arg(into)
-        .args(["127.0.0.1", &port])
-        .output()
-        .unwrap();
-    ok(out, "getscu");
-    let files: Vec<PathBuf> = std::fs::read_dir(into)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = pacs_testkit::server::getscu_study(server.dicom_port, study, into);
     assert_eq!(files.len(), 1, "{files:?}");
     files[0].clone()
 }

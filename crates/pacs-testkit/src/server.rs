@@ -623,3 +623,27 @@ pub fn modality_image(dir: &Path, name: &str, attributes: &[(&str, &str)]) -> St
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     out.display().to_string()
 }
+
+/// The files DCMTK `getscu` (bit-preserving: written as received) retrieves for a study from
+/// `dicom_port` with C-GET, into `into`.
+pub fn getscu_study(dicom_port: u16, study: &str, into: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(into).unwrap();
+    let out = dcmtk("getscu")
+        .args(["-S", "+B", "-aec", "OPENPACS", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}"), "-od"])
+        .arg(into)
+        .args(["127.0.0.1", &dicom_port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "getscu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(into)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
