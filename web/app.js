@@ -140,8 +140,10 @@ function searchParams(form) {
   const params = new URLSearchParams();
   const name = (form.name || '').trim();
   if (name) {
-    // What the user typed is the beginning of a name.
-    params.set('PatientName', /[*?]$/.test(name) ? name : `${name}*`);
+    // Each word typed is the beginning of a family or given name (the server's fuzzy
+    // matching: "elodie" finds DURAND^ELODIE); "^" spells a DICOM name, matched whole.
+    params.set('PatientName', name);
+    params.set('fuzzymatching', 'true');
   }
   if ((form.pid || '').trim()) params.set('PatientID', form.pid.trim());
   if (form.birth) params.set('PatientBirthDate', form.birth.replaceAll('-', ''));
@@ -398,7 +400,7 @@ async function showStudy(uid) {
       h('div.series-info', {},
         h('strong', {}, `${t('series_n', { n: s.SeriesNumber ?? '?' })} · ${text(s.Modality)}`),
         h('span', {}, text(s.SeriesDescription)),
-        h('small.muted', {}, t('images_n', { n: formatNumber(s.NumberOfSeriesRelatedInstances) }))));
+        h('small.muted', {}, t('images_n', { n: s.NumberOfSeriesRelatedInstances }))));
   }));
   const seriesSection = h('section.card', { 'aria-labelledby': 'series-title' },
     h('h2', { id: 'series-title' }, `${t('series')} (${items.length})`),
@@ -419,7 +421,7 @@ async function loadReports(uid, section) {
   if (!Array.isArray(list) || !list.length) return;
   section.replaceChildren(
     h('h2', { id: 'reports-title' }, t('reports')),
-    list.map(r => h('article.report', {},
+    ...list.map(r => h('article.report', {},
       h('header', {},
         h('strong', {}, t(`report_status_${r.status}`) !== `report_status_${r.status}` ? t(`report_status_${r.status}`) : r.status),
         r.author ? ` · ${personName(r.author)}` : '',

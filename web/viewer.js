@@ -885,8 +885,9 @@ class Viewer {
       this.centerInput.value = '';
       this.widthInput.value = '';
     } else if (this.centerInput && w && document.activeElement !== this.centerInput && document.activeElement !== this.widthInput) {
-      this.centerInput.value = String(Math.round(w.center * 100) / 100);
-      this.widthInput.value = String(Math.round(w.width * 100) / 100);
+      // Shown as whole numbers, like the overlay (what is typed keeps its decimals).
+      this.centerInput.value = String(Math.round(w.center));
+      this.widthInput.value = String(Math.round(w.width));
     }
   }
 
@@ -1058,7 +1059,7 @@ class Viewer {
           type: 'button', dataset: { uid }, 'aria-pressed': 'false',
           onclick: () => this.active && this.showSeries(this.active, uid),
         }, thumb, h('span', {}, `${t('series_n', { n: s.SeriesNumber ?? '?' })} · ${text(s.Modality)}`),
-        h('small', {}, `${text(s.SeriesDescription)} · ${t('images_n', { n: formatNumber(s.NumberOfSeriesRelatedInstances) })}`)));
+        h('small', {}, `${text(s.SeriesDescription)} · ${t('images_n', { n: s.NumberOfSeriesRelatedInstances })}`)));
       })));
 
     const banner = this.mode === 'preview'

@@ -5,6 +5,7 @@
 //! depend on it without pulling in a runtime.
 
 pub mod matching;
+pub mod name_words;
 
 pub use matching::{
     fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time, Matcher, ValueKind,

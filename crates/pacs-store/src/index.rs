@@ -771,6 +771,14 @@ fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition
                 sql.push_str(&format!(" AND {expr} IS NOT NULL"));
             }
         }
+        Matcher::NameWords(words) => {
+            // A match contains each word's literal start somewhere: no index serves that,
+            // but it keeps the matching engine's work to the rows that may match.
+            for prefix in pacs_model::name_words::literal_prefixes(words) {
+                sql.push_str(&format!(" AND {expr} LIKE ? ESCAPE '\\'"));
+                binds.push(Bind::Text(format!("%{}%", like_pattern(prefix))));
+            }
+        }
         Matcher::UidList(uids) => {
             if uids.is_empty() {
                 return;
