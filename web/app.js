@@ -9,6 +9,7 @@ import {
 } from './core.js';
 import { showUpload } from './upload.js';
 import { showAdmin } from './admin.js';
+import { showWorklist } from './worklist.js';
 
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
@@ -27,6 +28,7 @@ const ROUTES = [
   [/^\/studies\/([^/]+)\/?$/, showStudy],
   [/^\/viewer\/([^/]+)\/?$/, showViewer],
   [/^\/upload\/?$/, showUpload],
+  [/^\/worklist\/?$/, showWorklist],
   [/^\/admin(?:\/([a-z]+))?\/?$/, showAdmin],
 ];
 
@@ -57,11 +59,13 @@ function updateHeader() {
   who.textContent = session.me ? t('signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`) }) : '';
   logout.hidden = !named;
   document.getElementById('nav-studies').hidden = !can.search();
+  document.getElementById('nav-worklist').hidden = !can.search();
   document.getElementById('nav-upload').hidden = !can.upload();
   document.getElementById('nav-admin').hidden = !can.admin();
   // The section shown is marked for screen readers and styled as current.
   const section = location.pathname.startsWith('/admin') ? 'nav-admin'
-    : location.pathname.startsWith('/upload') ? 'nav-upload' : 'nav-studies';
+    : location.pathname.startsWith('/upload') ? 'nav-upload'
+      : location.pathname.startsWith('/worklist') ? 'nav-worklist' : 'nav-studies';
   for (const link of document.querySelectorAll('.sections a')) {
     if (link.id === section) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');

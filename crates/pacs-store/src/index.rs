@@ -288,6 +288,13 @@ pub trait Index: Send + Sync + 'static {
         filter: WorklistFilter,
     ) -> Result<Vec<WorklistItem>, IndexError>;
     async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError>;
+    /// The status of the latest performed procedure step of each of these accession numbers
+    /// that has one: `(accession number, status)`.
+    async fn mpps_states(
+        &self,
+        tenant: TenantId,
+        accessions: &[String],
+    ) -> Result<Vec<(String, String)>, IndexError>;
     async fn reports(&self, tenant: TenantId, study_uid: &str) -> Result<Vec<Report>, IndexError>;
     async fn unmatched_studies(&self, tenant: TenantId, limit: u32) -> Result<Vec<StudySummary>, IndexError>;
     async fn stable_studies(
@@ -309,6 +316,9 @@ pub struct WorklistFilter {
     pub station_ae: Option<String>,
     pub date_from: Option<String>,
     pub date_to: Option<String>,
+    /// Completed and discontinued orders too (the technologists' page); the Modality
+    /// Worklist answers only what is still to be done.
+    pub any_status: bool,
 }
 
 /// An audit line as stored, with its key and time.
@@ -1194,8 +1204,17 @@ impl Index for SqliteIndex {
             f.station_ae.as_deref(),
             f.date_from.as_deref(),
             f.date_to.as_deref(),
+            f.any_status,
         )
         .await
+    }
+
+    async fn mpps_states(
+        &self,
+        tenant: TenantId,
+        accessions: &[String],
+    ) -> Result<Vec<(String, String)>, IndexError> {
+        workflow::mpps_states(&self.pool, tenant.0, accessions).await
     }
 
     async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError> {

@@ -13,6 +13,7 @@ mod stow;
 mod ui;
 mod wado;
 mod wado_uri;
+mod worklist;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -212,6 +213,7 @@ fn api_router(state: WebState) -> Router {
         .route("/studies/{study}/archive", get(api::archive))
         .route("/studies/{study}/reports", get(api::reports))
         .route("/review/studies", get(api::review))
+        .route("/worklist", get(worklist::worklist))
         .route("/merges", get(api::merges))
         .route("/merges/{id}/undo", axum::routing::post(api::undo_merge))
         .route("/studies/{study}/series", get(api::study_series))
