@@ -39,7 +39,7 @@ addStrings({
     reset: 'Reset',
     invert: 'Invert',
     orientation: 'Orientation',
-    rotate: 'Rotate',
+    rotate: 'Rotate a quarter turn clockwise',
     flip_h: 'Flip left–right',
     flip_v: 'Flip top–bottom',
     clear_measurements: 'Clear measurements',
@@ -88,7 +88,7 @@ addStrings({
     reset: 'Réinitialiser',
     invert: 'Inverser',
     orientation: 'Orientation',
-    rotate: 'Tourner',
+    rotate: 'Tourner d’un quart de tour à droite',
     flip_h: 'Miroir gauche–droite',
     flip_v: 'Miroir haut–bas',
     clear_measurements: 'Effacer les mesures',
@@ -1089,9 +1089,10 @@ class Viewer {
       group(t('cine'), this.cineButton, h('label', { for: 'vw-fps' }, t('fps')), this.fpsInput),
       h('button.tb', { type: 'button', id: 'vw-invert', onclick: () => this.onKey({ key: 'i', target: {}, preventDefault() {} }, this.active) }, t('invert')),
       group(t('orientation'),
-        h('button.tb', { type: 'button', id: 'vw-rotate', title: `${t('rotate')} (T)`, onclick: () => this.active?.turn('rotate') }, `↻ ${t('rotate')}`),
-        h('button.tb', { type: 'button', id: 'vw-flip-h', title: `${t('flip_h')} (H)`, onclick: () => this.active?.turn('flipH') }, `⇆ ${t('flip_h')}`),
-        h('button.tb', { type: 'button', id: 'vw-flip-v', title: `${t('flip_v')} (V)`, onclick: () => this.active?.turn('flipV') }, `⇅ ${t('flip_v')}`)),
+        // Symbols on the buttons (the toolbar is full), the words in their names and tooltips.
+        h('button.tb', { type: 'button', id: 'vw-rotate', 'aria-label': t('rotate'), title: `${t('rotate')} (T)`, onclick: () => this.active?.turn('rotate') }, '↻'),
+        h('button.tb', { type: 'button', id: 'vw-flip-h', 'aria-label': t('flip_h'), title: `${t('flip_h')} (H)`, onclick: () => this.active?.turn('flipH') }, '⇆'),
+        h('button.tb', { type: 'button', id: 'vw-flip-v', 'aria-label': t('flip_v'), title: `${t('flip_v')} (V)`, onclick: () => this.active?.turn('flipV') }, '⇅')),
       h('button.tb', { type: 'button', id: 'vw-reset', onclick: () => this.active?.reset() }, t('reset')),
       h('button.tb', { type: 'button', id: 'vw-clear', onclick: () => {
         this.active?.measurements.clear();
