@@ -2,9 +2,8 @@
 // AE table with C-ECHO, users and roles, and the audit log with filters. One tab per page,
 // each with its own address (/admin/stats, /admin/aes, /admin/users, /admin/audit).
 
-import { t, addStrings, formatNumber, locale } from './i18n.js';
+import { t, addStrings, formatNumber, formatBytes, locale } from './i18n.js';
 import { h, api, can, setView, navigate, errorMessage, toast } from './core.js';
-import { formatBytes } from './upload.js';
 
 addStrings({
   en: {
@@ -80,7 +79,7 @@ addStrings({
     audit_none: 'No audit record matches.',
     audit_newer: 'Newer',
     audit_older: 'Older',
-    audit_shown: '{n} records shown, newest first',
+    audit_shown: { one: '{n} record shown', other: '{n} records shown, newest first' },
     outcome_success: 'success',
     outcome_failure: 'failure',
     outcome_refused: 'refused',
@@ -162,7 +161,7 @@ addStrings({
     audit_none: 'Aucun enregistrement ne correspond.',
     audit_newer: 'Plus récents',
     audit_older: 'Plus anciens',
-    audit_shown: '{n} enregistrements, du plus récent au plus ancien',
+    audit_shown: { one: '{n} enregistrement', other: '{n} enregistrements, du plus récent au plus ancien' },
     outcome_success: 'succès',
     outcome_failure: 'échec',
     outcome_refused: 'refusé',
@@ -637,7 +636,7 @@ async function showAudit(panel) {
         search();
       } }, t('audit_older')));
     results.replaceChildren(
-      h('p.count', { id: 'audit-count' }, t('audit_shown', { n: formatNumber(records.length) })),
+      h('p.count', { id: 'audit-count' }, t('audit_shown', { n: records.length })),
       h('div.table-wrap', {}, h('table.admin-table.audit', { id: 'audit-table' },
         h('thead', {}, h('tr', {},
           ['audit_time', 'audit_event', 'audit_actor', 'audit_peer', 'audit_patient', 'audit_study', 'audit_outcome', 'audit_detail']

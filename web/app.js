@@ -9,6 +9,7 @@ import {
 } from './core.js';
 import { showUpload } from './upload.js';
 import { showAdmin } from './admin.js';
+import { showWorklist } from './worklist.js';
 
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
@@ -27,6 +28,7 @@ const ROUTES = [
   [/^\/studies\/([^/]+)\/?$/, showStudy],
   [/^\/viewer\/([^/]+)\/?$/, showViewer],
   [/^\/upload\/?$/, showUpload],
+  [/^\/worklist\/?$/, showWorklist],
   [/^\/admin(?:\/([a-z]+))?\/?$/, showAdmin],
 ];
 
@@ -57,11 +59,13 @@ function updateHeader() {
   who.textContent = session.me ? t('signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`) }) : '';
   logout.hidden = !named;
   document.getElementById('nav-studies').hidden = !can.search();
+  document.getElementById('nav-worklist').hidden = !can.search();
   document.getElementById('nav-upload').hidden = !can.upload();
   document.getElementById('nav-admin').hidden = !can.admin();
   // The section shown is marked for screen readers and styled as current.
   const section = location.pathname.startsWith('/admin') ? 'nav-admin'
-    : location.pathname.startsWith('/upload') ? 'nav-upload' : 'nav-studies';
+    : location.pathname.startsWith('/upload') ? 'nav-upload'
+      : location.pathname.startsWith('/worklist') ? 'nav-worklist' : 'nav-studies';
   for (const link of document.querySelectorAll('.sections a')) {
     if (link.id === section) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
@@ -140,8 +144,10 @@ function searchParams(form) {
   const params = new URLSearchParams();
   const name = (form.name || '').trim();
   if (name) {
-    // What the user typed is the beginning of a name.
-    params.set('PatientName', /[*?]$/.test(name) ? name : `${name}*`);
+    // Each word typed is the beginning of a family or given name (the server's fuzzy
+    // matching: "elodie" finds DURAND^ELODIE); "^" spells a DICOM name, matched whole.
+    params.set('PatientName', name);
+    params.set('fuzzymatching', 'true');
   }
   if ((form.pid || '').trim()) params.set('PatientID', form.pid.trim());
   if (form.birth) params.set('PatientBirthDate', form.birth.replaceAll('-', ''));
@@ -398,7 +404,7 @@ async function showStudy(uid) {
       h('div.series-info', {},
         h('strong', {}, `${t('series_n', { n: s.SeriesNumber ?? '?' })} · ${text(s.Modality)}`),
         h('span', {}, text(s.SeriesDescription)),
-        h('small.muted', {}, t('images_n', { n: formatNumber(s.NumberOfSeriesRelatedInstances) }))));
+        h('small.muted', {}, t('images_n', { n: s.NumberOfSeriesRelatedInstances }))));
   }));
   const seriesSection = h('section.card', { 'aria-labelledby': 'series-title' },
     h('h2', { id: 'series-title' }, `${t('series')} (${items.length})`),
@@ -419,7 +425,7 @@ async function loadReports(uid, section) {
   if (!Array.isArray(list) || !list.length) return;
   section.replaceChildren(
     h('h2', { id: 'reports-title' }, t('reports')),
-    list.map(r => h('article.report', {},
+    ...list.map(r => h('article.report', {},
       h('header', {},
         h('strong', {}, t(`report_status_${r.status}`) !== `report_status_${r.status}` ? t(`report_status_${r.status}`) : r.status),
         r.author ? ` · ${personName(r.author)}` : '',

@@ -24,7 +24,7 @@ const STRINGS = {
     search: 'Search',
     clear: 'Clear',
     patient_name: 'Patient name',
-    patient_name_hint: 'Beginning of the name; * and ? as wildcards',
+    patient_name_hint: 'Beginning of the family or given name; * and ? as wildcards',
     patient_id: 'Patient ID',
     birth_date: 'Birth date',
     accession: 'Accession number',
@@ -42,8 +42,8 @@ const STRINGS = {
     series_count: 'Series',
     instance_count: 'Images',
     date: 'Date',
-    results: '{n} studies shown',
-    results_more: '{n} studies shown (more available)',
+    results: { one: '{n} study shown', other: '{n} studies shown' },
+    results_more: { one: '{n} study shown (more available)', other: '{n} studies shown (more available)' },
     no_results: 'No study matches.',
     searching: 'Searching…',
     previous: 'Previous page',
@@ -58,7 +58,7 @@ const STRINGS = {
     study_id: 'Study ID',
     series: 'Series',
     series_n: 'Series {n}',
-    images_n: '{n} images',
+    images_n: { one: '{n} image', other: '{n} images' },
     no_preview: 'No preview',
     preview_note: 'Previews — not for diagnosis.',
     reports: 'Reports',
@@ -76,6 +76,7 @@ const STRINGS = {
     error: 'Error: {msg}',
     forbidden: 'Your account is not allowed to do this.',
     unknown: '—',
+    bytes: '{n} B',
   },
   fr: {
     skip: 'Aller au contenu',
@@ -99,7 +100,7 @@ const STRINGS = {
     search: 'Rechercher',
     clear: 'Effacer',
     patient_name: 'Nom du patient',
-    patient_name_hint: 'Début du nom ; * et ? comme jokers',
+    patient_name_hint: 'Début du nom ou du prénom ; * et ? comme jokers',
     patient_id: 'Identifiant patient',
     birth_date: 'Date de naissance',
     accession: 'Numéro d’accession',
@@ -117,8 +118,8 @@ const STRINGS = {
     series_count: 'Séries',
     instance_count: 'Images',
     date: 'Date',
-    results: '{n} examens affichés',
-    results_more: '{n} examens affichés (il y en a d’autres)',
+    results: { one: '{n} examen affiché', other: '{n} examens affichés' },
+    results_more: { one: '{n} examen affiché (il y en a d’autres)', other: '{n} examens affichés (il y en a d’autres)' },
     no_results: 'Aucun examen ne correspond.',
     searching: 'Recherche…',
     previous: 'Page précédente',
@@ -133,7 +134,7 @@ const STRINGS = {
     study_id: 'N° d’examen',
     series: 'Séries',
     series_n: 'Série {n}',
-    images_n: '{n} images',
+    images_n: { one: '{n} image', other: '{n} images' },
     no_preview: 'Pas d’aperçu',
     preview_note: 'Aperçus — ne pas utiliser pour le diagnostic.',
     reports: 'Comptes rendus',
@@ -151,6 +152,7 @@ const STRINGS = {
     error: 'Erreur : {msg}',
     forbidden: 'Votre compte n’a pas le droit de faire cela.',
     unknown: '—',
+    bytes: '{n} o',
   },
 };
 
@@ -211,10 +213,19 @@ export function setLang(code) {
   document.documentElement.lang = code;
 }
 
-/** The string `key` in the current language, `{name}` placeholders filled from `vars`. */
+/** The string `key` in the current language, `{name}` placeholders filled from `vars`.
+ *  A string given as plural forms (`{one, other, …}`: the categories of Intl.PluralRules)
+ *  takes the form the language uses for the number `vars.n` ("1 study", "2 studies";
+ *  French "0 examen", "1 examen", "2 examens"), with `n` formatted for the language. */
 export function t(key, vars = {}) {
-  const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
+  let text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
+  let values = vars;
+  if (typeof text === 'object') {
+    const n = vars.n;
+    text = (typeof n === 'number' && text[new Intl.PluralRules(locale()).select(n)]) || text.other;
+    values = { ...vars, n: formatNumber(n) };
+  }
+  return text.replace(/\{(\w+)\}/g, (_, name) => (name in values ? String(values[name]) : `{${name}}`));
 }
 
 /** Fills every `[data-i18n]` element's text below `root`. */
@@ -249,7 +260,26 @@ export function formatDate(da, tm) {
 }
 
 export function formatNumber(n) {
-  return typeof n === 'number' ? new Intl.NumberFormat(locale()).format(n) : t('unknown');
+  return typeof n === 'number' && Number.isFinite(n) ? new Intl.NumberFormat(locale()).format(n) : t('unknown');
+}
+
+/** A size in bytes in the unit people read (kB, MB, GB… decimal, as file managers show). */
+export function formatBytes(n) {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return t('unknown');
+  const units = ['byte', 'kilobyte', 'megabyte', 'gigabyte', 'terabyte', 'petabyte'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  if (unit === 0) {
+    // Intl's short English byte is "byte"; people read "B" (French: "o", as Intl says).
+    return t('bytes', { n: formatNumber(n) });
+  }
+  return new Intl.NumberFormat(locale(), {
+    style: 'unit', unit: units[unit], unitDisplay: 'short', maximumFractionDigits: 1,
+  }).format(value);
 }
 
 document.documentElement.lang = current;

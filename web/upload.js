@@ -4,8 +4,9 @@
 // without being sent; the others are matched to the server's answer by the SOP Instance UID
 // read here from their file meta group.
 
-import { t, addStrings, formatNumber, locale } from './i18n.js';
-import { h, can, session, setView, navigate } from './core.js';
+import { t, addStrings, formatBytes, formatDate } from './i18n.js';
+import { h, can, session, setView, navigate, personName } from './core.js';
+import { readHeader } from './dicom-header.js';
 
 addStrings({
   en: {
@@ -16,9 +17,11 @@ addStrings({
     upload_pick_folder: 'Choose a folder…',
     upload_hint: 'Folders are read with everything inside them. Files that are not DICOM are skipped.',
     upload_busy: 'Sending… wait until this transfer ends.',
-    upload_reading: 'Reading {n} files…',
+    upload_reading: { one: 'Reading {n} file…', other: 'Reading {n} files…' },
     upload_progress: '{sent} of {total} sent',
-    upload_summary: '{stored} stored, {refused} refused, {skipped} skipped (not DICOM)',
+    upload_n_stored: '{n} stored',
+    upload_n_refused: '{n} refused',
+    upload_n_skipped: '{n} skipped (not DICOM)',
     upload_done: 'Transfer finished.',
     upload_file: 'File',
     upload_size: 'Size',
@@ -51,9 +54,11 @@ addStrings({
     upload_pick_folder: 'Choisir un dossier…',
     upload_hint: 'Les dossiers sont lus avec tout leur contenu. Les fichiers qui ne sont pas DICOM sont ignorés.',
     upload_busy: 'Envoi en cours… attendez la fin de ce transfert.',
-    upload_reading: 'Lecture de {n} fichiers…',
+    upload_reading: { one: 'Lecture de {n} fichier…', other: 'Lecture de {n} fichiers…' },
     upload_progress: '{sent} sur {total} envoyés',
-    upload_summary: '{stored} enregistrés, {refused} refusés, {skipped} ignorés (non DICOM)',
+    upload_n_stored: { one: '{n} enregistré', other: '{n} enregistrés' },
+    upload_n_refused: { one: '{n} refusé', other: '{n} refusés' },
+    upload_n_skipped: { one: '{n} ignoré (non DICOM)', other: '{n} ignorés (non DICOM)' },
     upload_done: 'Transfert terminé.',
     upload_file: 'Fichier',
     upload_size: 'Taille',
@@ -83,10 +88,9 @@ addStrings({
 /** At most this many files or bytes per STOW-RS request (a larger file goes alone). */
 const BATCH_FILES = 20;
 const BATCH_BYTES = 16 * 1024 * 1024;
-/** The file meta group is read from this much of the file's beginning. */
-const META_BYTES = 64 * 1024;
-/** Explicit VR little endian: these VRs have a 4-byte length after 2 reserved bytes. */
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+/** The file meta group and the patient and study attributes are read from this much of the
+ *  file's beginning. */
+const HEADER_BYTES = 64 * 1024;
 
 let running = false;
 
@@ -100,53 +104,6 @@ for (const type of ['dragover', 'drop']) {
   });
 }
 
-/** Bytes in the user's locale, with the largest unit that keeps the number above 1. */
-export function formatBytes(n) {
-  if (typeof n !== 'number') return formatNumber(n);
-  const units = ['byte', 'kilobyte', 'megabyte', 'gigabyte', 'terabyte', 'petabyte'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return new Intl.NumberFormat(locale(), {
-    style: 'unit', unit: units[unit], unitDisplay: 'short', maximumFractionDigits: unit ? 1 : 0,
-  }).format(value);
-}
-
-/** The SOP Instance UID (0002,0003) of a Part 10 file, '' when the meta group lacks it, or
- *  null when the file is not Part 10 (no "DICM" after the 128-byte preamble). */
-export async function mediaStorageSopInstance(file) {
-  if (file.size < 132) return null;
-  const bytes = new Uint8Array(await file.slice(0, META_BYTES).arrayBuffer());
-  if (String.fromCharCode(...bytes.subarray(128, 132)) !== 'DICM') return null;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let at = 132;
-  while (at + 8 <= bytes.length) {
-    const group = view.getUint16(at, true);
-    const element = view.getUint16(at + 2, true);
-    if (group !== 0x0002) break;
-    const vr = String.fromCharCode(bytes[at + 4], bytes[at + 5]);
-    let length;
-    let header;
-    if (LONG_VRS.has(vr)) {
-      if (at + 12 > bytes.length) break;
-      length = view.getUint32(at + 8, true);
-      header = 12;
-    } else {
-      length = view.getUint16(at + 6, true);
-      header = 8;
-    }
-    if (length === 0xFFFFFFFF || at + header + length > bytes.length) break;
-    if (element === 0x0003) {
-      const text = new TextDecoder('ascii').decode(bytes.subarray(at + header, at + header + length));
-      return text.replace(/[\0\s]+$/, '').trim();
-    }
-    at += header + length;
-  }
-  return '';
-}
 
 /** Every file under the dropped items, folders read recursively, with its relative path. */
 async function droppedFiles(dataTransfer) {
@@ -315,7 +272,7 @@ async function upload(list, { status, bar, results, zone }) {
       status.textContent = t('upload_nothing');
       return;
     }
-    status.textContent = t('upload_reading', { n: formatNumber(list.length) });
+    status.textContent = t('upload_reading', { n: list.length });
     const entries = [];
     const rows = [];
     for (const [index, { file, path }] of list.entries()) {
@@ -325,7 +282,7 @@ async function upload(list, { status, bar, results, zone }) {
         h('td.file', {}, path), h('td.num', {}, formatBytes(file.size)), resultCell, studyCell);
       rows.push(row);
       const entry = {
-        index, file, path, uid: null, state: 'waiting', study: null,
+        index, file, path, uid: null, header: null, state: 'waiting', study: null,
         set(state, { reason, study } = {}) {
           entry.state = state;
           entry.study = study || null;
@@ -339,14 +296,15 @@ async function upload(list, { status, bar, results, zone }) {
             refused: t('upload_refused', { reason }),
             skipped: t('upload_skipped'),
           }[state];
-          studyCell.replaceChildren(study ? studyLink(study) : '');
+          studyCell.replaceChildren(study ? studyLink(study, entry.header) : '');
         },
       };
       try {
-        entry.uid = await mediaStorageSopInstance(file);
+        entry.header = file.size < 132 ? null : readHeader(new Uint8Array(await file.slice(0, HEADER_BYTES).arrayBuffer()));
       } catch {
-        entry.uid = null;
+        entry.header = null;
       }
+      entry.uid = entry.header ? entry.header.sopInstanceUID : null;
       if (entry.uid === null) {
         entry.set('skipped');
       } else {
@@ -367,9 +325,11 @@ async function upload(list, { status, bar, results, zone }) {
     const all = { entries, skipped: list.length - entries.length };
     const refresh = () => {
       const count = state => entries.filter(e => e.state === state).length;
-      summary.textContent = t('upload_summary', {
-        stored: formatNumber(count('stored')), refused: formatNumber(count('refused')), skipped: formatNumber(all.skipped),
-      });
+      summary.textContent = [
+        t('upload_n_stored', { n: count('stored') }),
+        t('upload_n_refused', { n: count('refused') }),
+        t('upload_n_skipped', { n: all.skipped }),
+      ].join(', ');
       summary.dataset.stored = count('stored');
       summary.dataset.refused = count('refused');
       summary.dataset.skipped = all.skipped;
@@ -429,10 +389,14 @@ async function upload(list, { status, bar, results, zone }) {
       }
       refresh();
     }
-    const received = [...new Set(entries.filter(e => e.state === 'stored' && e.study).map(e => e.study))];
-    if (received.length) {
+    // Each study once, named from the first of its files that names it.
+    const received = new Map();
+    for (const e of entries.filter(x => x.state === 'stored' && x.study)) {
+      if (!received.get(e.study)) received.set(e.study, studyLabel(e.header) ? e.header : null);
+    }
+    if (received.size) {
       studies.replaceChildren(h('h2', {}, t('upload_studies')),
-        h('ul', {}, received.map(uid => h('li', {}, studyLink(uid)))));
+        h('ul', {}, [...received].map(([uid, header]) => h('li', { dataset: { uid } }, studyLink(uid, header)))));
     }
     status.textContent = `${t('upload_done')} ${summary.textContent}`;
   } finally {
@@ -441,13 +405,27 @@ async function upload(list, { status, bar, results, zone }) {
   }
 }
 
-/** A link to a study page for those who can open it; the UID as text for the others. */
-function studyLink(uid) {
-  if (!can.search()) return h('code.uid', {}, uid);
+/** What people call a study: "Family, Given — Description (date)", from the header of a
+ *  file sent to it; '' when the file said nothing of it. */
+function studyLabel(header) {
+  if (!header || !(header.patientName || header.studyDescription)) return '';
+  return [
+    header.patientName ? personName(header.patientName) : t('unknown'),
+    header.studyDescription ? ` — ${header.studyDescription}` : '',
+    header.studyDate ? ` (${formatDate(header.studyDate)})` : '',
+  ].join('');
+}
+
+/** A study named after its patient and description (from the file sent: an uploader may not
+ *  search, so cannot ask the server), with its UID as a tooltip; a link to its page for those
+ *  who can open it. */
+function studyLink(uid, header) {
+  const label = studyLabel(header) || uid;
+  if (!can.search()) return h('span.study-name', { title: uid, dataset: { uid } }, label);
   const href = `/studies/${encodeURIComponent(uid)}`;
-  return h('a.study-link', { href, onclick: e => {
+  return h('a.study-link', { href, title: uid, dataset: { uid }, onclick: e => {
     if (e.ctrlKey || e.metaKey || e.shiftKey) return;
     e.preventDefault();
     navigate(href);
-  } }, uid);
+  } }, label);
 }

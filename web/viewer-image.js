@@ -93,6 +93,12 @@ export function imageInfo(json) {
   // multi-frame objects: shared by all frames, or one per frame.
   const shared = rescaleOf(json['52009229']?.Value?.[0]);
   const perFrame = (json['52009230']?.Value || []).map(rescaleOf);
+  // Orientation likewise: top level, else the Plane Orientation Sequence of the functional
+  // groups, shared or per frame.
+  const planeOf = group => numbers(group?.['00209116']?.Value?.[0], '00200037');
+  const frameOrientation = (json['52009230']?.Value || []).map(planeOf);
+  const topOrientation = numbers(json, '00200037');
+  const sharedOrientation = planeOf(json['52009229']?.Value?.[0]);
   const topLevel = first(json, '00281053') !== undefined;
   const rescale = topLevel
     ? { slope: number(json, '00281053', 1) || 1, intercept: number(json, '00281052', 0), type: str(json, '00281054') }
@@ -127,7 +133,10 @@ export function imageInfo(json) {
     spacingAtDetector: spacing.length !== 2 && imagerSpacing.length === 2,
     instanceNumber: number(json, '00200013', null),
     position: numbers(json, '00200032'),
-    orientation: numbers(json, '00200037'),
+    orientation: topOrientation.length === 6 ? topOrientation
+      : sharedOrientation.length === 6 ? sharedOrientation : frameOrientation[0] || [],
+    frameOrientation: frameOrientation.some(o => o.length === 6) ? frameOrientation : null,
+    patientOrientation: (json['00200020']?.Value || []).map(v => String(v).trim().toUpperCase()),
     sliceLocation: number(json, '00201041', null),
     sliceThickness: number(json, '00180050', null),
     seriesNumber: number(json, '00200011', null),
@@ -169,7 +178,9 @@ export function stackOf(sortedInfos) {
   for (const info of sortedInfos) {
     for (let frame = 1; frame <= info.numberOfFrames; frame++) {
       const own = info.frameRescale?.[frame - 1];
-      const frameInfo = own ? { ...info, slope: own.slope, intercept: own.intercept, rescaleType: own.type } : info;
+      let frameInfo = own ? { ...info, slope: own.slope, intercept: own.intercept, rescaleType: own.type } : info;
+      const plane = info.frameOrientation?.[frame - 1];
+      if (plane?.length === 6) frameInfo = { ...frameInfo, orientation: plane };
       stack.push({ info: frameInfo, frame, key: `${info.sopInstanceUID}/${frame}` });
     }
   }

@@ -12,6 +12,7 @@ import {
   imageInfo, sortInstances, stackOf, multipartParts, decodeFrame, renderInto, defaultWindow,
   modalityValue, lengthMm, ellipseStats, modalityUnit, lutWords, lutWindow,
 } from './viewer-image.js';
+import { orientationMarkers, viewMatrix, toView, fromView } from './viewer-orientation.js';
 
 addStrings({
   en: {
@@ -37,6 +38,10 @@ addStrings({
     fps: 'Frames per second',
     reset: 'Reset',
     invert: 'Invert',
+    orientation: 'Orientation',
+    rotate: 'Rotate a quarter turn clockwise',
+    flip_h: 'Flip left–right',
+    flip_v: 'Flip top–bottom',
     clear_measurements: 'Clear measurements',
     slice: 'Slice',
     viewport_n: 'Viewport {n}',
@@ -57,7 +62,7 @@ addStrings({
     at_detector: 'at detector',
     roi_stats: 'mean {mean} ± {sd} {unit} · {area}',
     no_spacing: 'no pixel spacing',
-    keyboard_help: 'Keys: ↑↓ PgUp PgDn Home End slices · W P Z L R tools · 1–5 presets · + − zoom · 0 reset · I invert · space play',
+    keyboard_help: 'Keys: ↑↓ PgUp PgDn Home End slices · W P Z L R tools · 1–5 presets · + − zoom · T rotate · H V flip · 0 reset · I invert · space play',
   },
   fr: {
     viewer: 'Visionneuse',
@@ -82,6 +87,10 @@ addStrings({
     fps: 'Images par seconde',
     reset: 'Réinitialiser',
     invert: 'Inverser',
+    orientation: 'Orientation',
+    rotate: 'Tourner d’un quart de tour à droite',
+    flip_h: 'Miroir gauche–droite',
+    flip_v: 'Miroir haut–bas',
     clear_measurements: 'Effacer les mesures',
     slice: 'Coupe',
     viewport_n: 'Fenêtre d’affichage {n}',
@@ -102,7 +111,7 @@ addStrings({
     at_detector: 'au détecteur',
     roi_stats: 'moyenne {mean} ± {sd} {unit} · {area}',
     no_spacing: 'sans espacement des pixels',
-    keyboard_help: 'Touches : ↑↓ PgPréc PgSuiv Début Fin coupes · W P Z L R outils · 1–5 fenêtres · + − zoom · 0 réinitialiser · I inverser · espace lecture',
+    keyboard_help: 'Touches : ↑↓ PgPréc PgSuiv Début Fin coupes · W P Z L R outils · 1–5 fenêtres · + − zoom · T tourner · H V miroir · 0 réinitialiser · I inverser · espace lecture',
   },
 });
 
@@ -128,6 +137,8 @@ const CACHE_BUDGET_BYTES = 768 * 1024 * 1024;
 
 const enc = encodeURIComponent;
 const fmt = (v, digits = 1) => new Intl.NumberFormat(locale(), { maximumFractionDigits: digits }).format(v);
+/** A window centre or width: a whole number, without thousands separators ("W 2063"). */
+const whole = v => new Intl.NumberFormat(locale(), { maximumFractionDigits: 0, useGrouping: false }).format(v);
 
 // ---------------------------------------------------------------------------------------------
 // Frames: fetched, decoded and cached for every viewport, nearest to what is shown first
@@ -312,6 +323,7 @@ class Viewport {
     this.inverted = false;
     this.zoom = 1;
     this.pan = { x: 0, y: 0 };
+    this.view = { rotate: 0, flipH: false, flipV: false }; // quarter turns clockwise, then flips
     this.measurements = new Map(); // stack key → [{kind, a, b}]
     this.drawing = null;
     this.shown = null; // {entry, frame}
@@ -320,6 +332,10 @@ class Viewport {
     this.canvas = h('canvas.view', { 'aria-label': t('viewport_n', { n: number }), role: 'img' });
     this.canvas.dataset.state = 'empty';
     this.corners = ['tl', 'tr', 'bl', 'br'].map(c => h(`div.corner.${c}`, { 'aria-hidden': 'true' }));
+    // Which way the patient lies at each edge (from Image Orientation); read out to screen
+    // readers through the canvas's description instead.
+    this.markers = Object.fromEntries(['left', 'right', 'top', 'bottom']
+      .map(edge => [edge, h(`div.marker.m-${edge}`, { 'aria-hidden': 'true', dataset: { edge } })]));
     this.message = h('div.vp-message', { role: 'status' }, t('empty_viewport'));
     this.slider = h('input.slice', {
       type: 'range', min: 1, max: 1, value: 1, 'aria-label': t('slice'), disabled: true,
@@ -332,7 +348,7 @@ class Viewport {
       dataset: { viewport: number },
       onfocus: () => viewer.activate(this),
       onpointerdown: () => viewer.activate(this),
-    }, this.canvas, ...this.corners, this.message, this.slider);
+    }, this.canvas, ...this.corners, ...Object.values(this.markers), this.message, this.slider);
     this.attachInput();
     new ResizeObserver(() => this.resize()).observe(this.element);
   }
@@ -350,6 +366,7 @@ class Viewport {
     this.window = null;
     this.zoom = 1;
     this.pan = { x: 0, y: 0 };
+    this.view = { rotate: 0, flipH: false, flipV: false };
     this.shown = null;
     this.canvas.dataset.firstImageMs = '';
     this.slider.max = String(Math.max(1, this.stack.length));
@@ -456,20 +473,37 @@ class Viewport {
     return info ? { w: info.columns, h: info.rows } : { w: 1, h: 1 };
   }
 
-  /** CSS pixels per image pixel, and where the image's top-left corner is (CSS pixels). */
+  /** CSS pixels per image pixel, where the top-left corner of the image as displayed (turned
+   *  and flipped by `view`) is (CSS pixels), and the map `m` from image pixels to displayed ones. */
   transform() {
     const { w, h: ih } = this.imageSize();
+    const m = viewMatrix(w, ih, this.view);
     const cw = this.element.clientWidth;
     const ch = this.element.clientHeight;
-    const fit = Math.min(cw / w, ch / ih);
+    const fit = Math.min(cw / m.width, ch / m.height);
     const scale = fit * this.zoom;
-    return { scale, x: (cw - w * scale) / 2 + this.pan.x, y: (ch - ih * scale) / 2 + this.pan.y };
+    return { scale, m, x: (cw - m.width * scale) / 2 + this.pan.x, y: (ch - m.height * scale) / 2 + this.pan.y };
+  }
+
+  /** Image point → CSS pixels in the viewport. */
+  toScreen(tr, p) {
+    const q = toView(tr.m, p);
+    return { x: tr.x + q.x * tr.scale, y: tr.y + q.y * tr.scale };
   }
 
   toImage(event) {
     const rect = this.canvas.getBoundingClientRect();
     const tr = this.transform();
-    return { x: (event.clientX - rect.left - tr.x) / tr.scale, y: (event.clientY - rect.top - tr.y) / tr.scale };
+    return fromView(tr.m, { x: (event.clientX - rect.left - tr.x) / tr.scale, y: (event.clientY - rect.top - tr.y) / tr.scale });
+  }
+
+  /** Turns the image a quarter clockwise (`turn`), or flips it; the markers follow. */
+  turn(change) {
+    const v = this.view;
+    if (change === 'rotate') v.rotate = (v.rotate + 1) % 4;
+    else if (change === 'flipH') v.flipH = !v.flipH;
+    else if (change === 'flipV') v.flipV = !v.flipV;
+    this.draw();
   }
 
   draw() {
@@ -487,9 +521,15 @@ class Viewport {
     // Enlarged images show their pixels (no invented detail); reduced ones are smoothed.
     ctx.imageSmoothingEnabled = tr.scale * ratio < 1;
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.drawImage(this.image, tr.x, tr.y, w * tr.scale, ih * tr.scale);
+    ctx.translate(tr.x, tr.y);
+    ctx.scale(tr.scale, tr.scale);
+    ctx.transform(tr.m.a, tr.m.b, tr.m.c, tr.m.d, tr.m.e, tr.m.f);
+    ctx.drawImage(this.image, 0, 0, w, ih);
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const { rotate, flipH, flipV } = this.view;
     Object.assign(this.canvas.dataset, {
       scale: String(tr.scale), originX: String(tr.x), originY: String(tr.y),
+      view: `${rotate * 90}${flipH ? ' flipH' : ''}${flipV ? ' flipV' : ''}`,
       center: this.window?.center !== undefined ? String(this.window.center) : '',
       width: this.window?.width !== undefined ? String(this.window.width) : '',
       voi: this.window?.lut ? 'lut' : 'window',
@@ -501,7 +541,7 @@ class Viewport {
   drawMeasurements(ctx, tr) {
     const list = [...(this.measurements.get(this.shown.entry.key) || [])];
     if (this.drawing) list.push(this.drawing);
-    const px = p => ({ x: tr.x + p.x * tr.scale, y: tr.y + p.y * tr.scale });
+    const px = p => this.toScreen(tr, p);
     ctx.lineWidth = 1.5;
     ctx.font = '13px system-ui, sans-serif';
     for (const m of list) {
@@ -544,9 +584,19 @@ class Viewport {
     return t('roi_stats', { mean: fmt(stats.mean), sd: fmt(stats.sd), unit: modalityUnit(info), area });
   }
 
+  /** The orientation letters at the image's edges, following the image as it is shown. */
+  updateMarkers(info) {
+    const markers = info ? orientationMarkers(info, this.view || {}) : null;
+    for (const [edge, el] of Object.entries(this.markers)) {
+      el.textContent = markers ? markers[edge] : '';
+    }
+    this.canvas.dataset.orientation = markers ? `${markers.left} ${markers.right} ${markers.top} ${markers.bottom}` : '';
+  }
+
   updateCorners() {
     const [tl, tr, bl, br] = this.corners;
     const info = this.shown?.entry.info;
+    this.updateMarkers(info);
     if (!info) {
       for (const c of this.corners) c.replaceChildren();
       return;
@@ -572,8 +622,8 @@ class Viewport {
     const tr2 = this.transform();
     lines(br, [
       this.window?.lut && !this.shown.frame.bitmap ? `VOI LUT${this.window.lut.explanation ? ` · ${this.window.lut.explanation}` : ''}` : null,
-      this.window && !this.window.lut && !this.shown.frame.bitmap ? t('wl', { w: fmt(this.window.width, 0), c: fmt(this.window.center, 0) }) : null,
-      this.mode === 'preview' && this.series?.previewWindow ? t('wl', { w: fmt(this.series.previewWindow.width, 0), c: fmt(this.series.previewWindow.center, 0) }) : null,
+      this.window && !this.window.lut && !this.shown.frame.bitmap ? t('wl', { w: whole(this.window.width), c: whole(this.window.center) }) : null,
+      this.mode === 'preview' && this.series?.previewWindow ? t('wl', { w: whole(this.series.previewWindow.width), c: whole(this.series.previewWindow.center) }) : null,
       t('zoom_pct', { v: fmt(tr2.scale * 100, 0) }),
     ]);
   }
@@ -607,6 +657,7 @@ class Viewport {
   reset() {
     this.zoom = 1;
     this.pan = { x: 0, y: 0 };
+    this.view = { rotate: 0, flipH: false, flipV: false };
     this.inverted = false;
     this.userWindow = false;
     if (this.shown?.frame.decoded) {
@@ -748,7 +799,7 @@ class Viewer {
     let instances;
     if (this.mode === 'preview') {
       // Searching is all a referrer may do: the attributes the stack needs, from QIDO.
-      const fields = ['00200013', '00280008', '00200032', '00200037', '00201041', '00180050', '00280010',
+      const fields = ['00200013', '00280008', '00200032', '00200037', '00200020', '00201041', '00180050', '00280010',
         '00280011', '00280030', '00281050', '00281051', '00280004', '00100010', '00100020', '00100030',
         '00080020', '00081030', '0008103E', '00200011', '00080060'];
       instances = await api(`${base}/instances?${fields.map(f => `includefield=${f}`).join('&')}`, {
@@ -885,8 +936,9 @@ class Viewer {
       this.centerInput.value = '';
       this.widthInput.value = '';
     } else if (this.centerInput && w && document.activeElement !== this.centerInput && document.activeElement !== this.widthInput) {
-      this.centerInput.value = String(Math.round(w.center * 100) / 100);
-      this.widthInput.value = String(Math.round(w.width * 100) / 100);
+      // Shown as whole numbers, like the overlay (what is typed keeps its decimals).
+      this.centerInput.value = String(Math.round(w.center));
+      this.widthInput.value = String(Math.round(w.width));
     }
   }
 
@@ -977,6 +1029,12 @@ class Viewer {
       viewport.inverted = !viewport.inverted;
       if (viewport.shown?.frame.decoded) viewport.renderImage();
       viewport.draw();
+    } else if (key === 'T' || key === 't') {
+      viewport.turn('rotate');
+    } else if (key === 'H' || key === 'h') {
+      viewport.turn('flipH');
+    } else if (key === 'V' || key === 'v') {
+      viewport.turn('flipV');
     } else if (key === ' ') {
       this.toggleCine();
     } else if (key === 'Escape') {
@@ -1030,6 +1088,11 @@ class Viewer {
       group(t('layout'), Object.keys(LAYOUTS).map(name => toggle('layout', name, name.replace('x', '×'), () => this.setLayout(name), `${t('layout')} ${name}`))),
       group(t('cine'), this.cineButton, h('label', { for: 'vw-fps' }, t('fps')), this.fpsInput),
       h('button.tb', { type: 'button', id: 'vw-invert', onclick: () => this.onKey({ key: 'i', target: {}, preventDefault() {} }, this.active) }, t('invert')),
+      group(t('orientation'),
+        // Symbols on the buttons (the toolbar is full), the words in their names and tooltips.
+        h('button.tb', { type: 'button', id: 'vw-rotate', 'aria-label': t('rotate'), title: `${t('rotate')} (T)`, onclick: () => this.active?.turn('rotate') }, '↻'),
+        h('button.tb', { type: 'button', id: 'vw-flip-h', 'aria-label': t('flip_h'), title: `${t('flip_h')} (H)`, onclick: () => this.active?.turn('flipH') }, '⇆'),
+        h('button.tb', { type: 'button', id: 'vw-flip-v', 'aria-label': t('flip_v'), title: `${t('flip_v')} (V)`, onclick: () => this.active?.turn('flipV') }, '⇅')),
       h('button.tb', { type: 'button', id: 'vw-reset', onclick: () => this.active?.reset() }, t('reset')),
       h('button.tb', { type: 'button', id: 'vw-clear', onclick: () => {
         this.active?.measurements.clear();
@@ -1058,7 +1121,7 @@ class Viewer {
           type: 'button', dataset: { uid }, 'aria-pressed': 'false',
           onclick: () => this.active && this.showSeries(this.active, uid),
         }, thumb, h('span', {}, `${t('series_n', { n: s.SeriesNumber ?? '?' })} · ${text(s.Modality)}`),
-        h('small', {}, `${text(s.SeriesDescription)} · ${t('images_n', { n: formatNumber(s.NumberOfSeriesRelatedInstances) })}`)));
+        h('small', {}, `${text(s.SeriesDescription)} · ${t('images_n', { n: s.NumberOfSeriesRelatedInstances })}`)));
       })));
 
     const banner = this.mode === 'preview'

@@ -152,10 +152,15 @@ await run(async () => {
     && Number(shownCounts.skipped) === counts('skipped'), `summary counts ${JSON.stringify(shownCounts)}`);
   const progress = await page.locator('#upload-progress').evaluate(el => ({ value: el.value, max: el.max }));
   check(progress.max > 1 && progress.value === progress.max, `the progress bar is full: ${JSON.stringify(progress)}`);
-  // The uploader cannot open studies: they are named, not linked.
-  const studyNames = await page.locator('#upload-studies li').allTextContents();
+  // The uploader cannot open studies: they are named (patient, description), not linked.
+  const studyNames = await page.locator('#upload-studies li').evaluateAll(lis => lis.map(li => ({ uid: li.dataset.uid, text: li.innerText })));
   const wantStudies = [...new Set(files.filter(f => f.state === 'stored').map(f => f.study))].sort();
-  check(JSON.stringify([...studyNames].sort()) === JSON.stringify(wantStudies), `studies named ${JSON.stringify(studyNames)}, expected ${JSON.stringify(wantStudies)}`);
+  check(JSON.stringify(studyNames.map(s => s.uid).sort()) === JSON.stringify(wantStudies), `studies listed ${JSON.stringify(studyNames)}, expected ${JSON.stringify(wantStudies)}`);
+  for (const listed of studyNames) {
+    const file = files.find(f => f.study === listed.uid && f.state === 'stored');
+    check(file && listed.text.includes(file.family) && listed.text.includes(file.description) && !listed.text.includes(listed.uid),
+      `study ${listed.uid} named by its patient "${file?.family}" and description "${file?.description}", not its UID: "${listed.text}"`);
+  }
   check(await page.locator('#upload-studies a').count() === 0, 'no study links for an uploader');
   await shot('02-uploader-results');
   lap('files uploaded');

@@ -66,8 +66,19 @@ export async function session({ name, artifacts, ignoreHttp = () => false, timeo
     }
     return condition;
   };
+  /** The page's text as the user reads it (innerText: what is rendered, hidden parts left
+   *  out), checked for what code shows when it failed to format a value: "[object …]",
+   *  "undefined", "NaN". Every screenshot runs it, so no page can pass a test while showing
+   *  `[object HTMLElement]`. Returns the text. */
+  const visibleText = async (where = 'page') => {
+    const text = await page.evaluate(() => document.body.innerText);
+    const bad = /\[object [A-Za-z]*\]?|\bundefined\b|\bNaN\b/.exec(text);
+    check(!bad, `${where}: the page shows "${bad?.[0]}" in "${bad ? text.slice(Math.max(0, bad.index - 60), bad.index + 60) : ''}"`);
+    return text;
+  };
   const shot = async (shotName, options = {}) => {
     const file = path.join(artifacts, `${shotName}.png`);
+    await visibleText(shotName);
     await page.screenshot({ path: file, ...options });
     summary.screenshots.push(file);
   };
@@ -149,5 +160,5 @@ export async function session({ name, artifacts, ignoreHttp = () => false, timeo
     process.stdout.write(`${JSON.stringify(summary)}\n`);
     process.exit(exitCode);
   };
-  return { page, summary, requests, check, shot, lap, log, login, logout, accessibility, run };
+  return { page, summary, requests, check, shot, visibleText, lap, log, login, logout, accessibility, run };
 }

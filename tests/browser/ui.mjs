@@ -3,15 +3,19 @@
 //
 //   node ui.mjs --server http://127.0.0.1:8080 --artifacts DIR \
 //        --admin USER:PASSWORD --referrer USER:PASSWORD \
-//        --search PREFIX --expect-study UID... --open-study UID
+//        --search PREFIX --expect-study UID... --open-study UID --report-line TEXT... \
+//        --given-name WORD --given-study UID
 //
 // Drives Debian's Chromium (headless, playwright-core) through the UI served by --server:
 // logs in as the administrator, searches by the beginning of a patient name (as typed, no
-// wildcard) and checks that exactly the --expect-study studies are listed, opens --open-study
-// from the keyboard and checks that every series thumbnail loads, that the ZIP and delete
-// controls are there and that the delete confirmation can be cancelled; logs out; logs in as
-// the referrer and checks that neither control is shown; switches to French and checks
-// translated labels. Requests to hosts other than 127.0.0.1 are blocked and recorded.
+// wildcard) and checks that exactly the --expect-study studies are listed, searches by a given
+// name (--given-name finds exactly --given-study, "1 study shown"), opens --open-study
+// from the keyboard and checks that every series thumbnail loads, that its report shows the
+// --report-line lines as text, that the ZIP and delete controls are there and that the delete
+// confirmation can be cancelled; logs out; logs in as the referrer and checks that neither
+// control is shown and that the report is there too; switches to French and checks
+// translated labels and plurals. Every screenshot also checks the page's visible text for
+// "[object", "undefined" and "NaN" (lib.mjs). Requests to hosts other than 127.0.0.1 are blocked and recorded.
 // Screenshots go to --artifacts. A JSON summary is printed on stdout; the exit code is 0 when
 // every check passed, 1 when one failed, 2 on a usage error.
 
@@ -34,12 +38,15 @@ try {
       search: { type: 'string' },
       'expect-study': { type: 'string', multiple: true, default: [] },
       'open-study': { type: 'string' },
+      'report-line': { type: 'string', multiple: true, default: [] },
+      'given-name': { type: 'string' },
+      'given-study': { type: 'string' },
     },
   }).values;
 } catch (e) {
   usage(e.message);
 }
-for (const required of ['server', 'artifacts', 'admin', 'referrer', 'search', 'open-study']) {
+for (const required of ['server', 'artifacts', 'admin', 'referrer', 'search', 'open-study', 'given-name', 'given-study']) {
   if (!options[required]) usage(`--${required} is required`);
 }
 const credentials = spec => {
@@ -67,8 +74,8 @@ await t.run(async () => {
 
   async function searchByName(prefix) {
     const answered = page.waitForResponse(r => r.url().includes('/api/studies?') && r.url().includes('PatientName='));
-    await page.getByLabel('Patient name').fill(prefix);
-    await page.getByLabel('Patient name').press('Enter');
+    await page.locator('#q-name').fill(prefix);
+    await page.locator('#q-name').press('Enter');
     const response = await answered;
     await page.locator('#results:not([aria-busy])').waitFor();
     const rows = await page.locator('tr.study-row').evaluateAll(trs => trs.map(tr => tr.dataset.uid));
@@ -91,6 +98,17 @@ await t.run(async () => {
         return { series: card.dataset.uid, naturalWidth: img ? img.naturalWidth : 0 };
       });
     });
+  }
+
+  /** The study page's report, read as the user reads it: every --report-line. */
+  async function reportShown(who) {
+    await page.locator('section.reports:not([hidden])').waitFor();
+    const text = await page.locator('section.reports').innerText();
+    summary.reportText = text;
+    for (const line of options['report-line']) {
+      check(text.includes(line), `${who}: the report shows "${line}": ${JSON.stringify(text)}`);
+    }
+    check(!text.includes('[object'), `${who}: the report is text, not an object: ${JSON.stringify(text)}`);
   }
 
   // --- The page itself -----------------------------------------------------------------------
@@ -122,8 +140,8 @@ await t.run(async () => {
   const expected = [...options['expect-study']].sort();
   const found = await searchByName(options.search);
   summary.search = { ...found, expected };
-  check(found.query.includes(`PatientName=${encodeURIComponent(options.search)}*`) || found.query.includes(`PatientName=${options.search}*`),
-    `the name typed is searched as a prefix: ${found.query}`);
+  check(found.query.includes(`PatientName=${encodeURIComponent(options.search)}&`) && found.query.includes('fuzzymatching=true'),
+    `the name typed is searched by words: ${found.query}`);
   check(JSON.stringify([...found.rows].sort()) === JSON.stringify(expected),
     `studies listed for "${options.search}": ${JSON.stringify(found.rows)}, expected ${JSON.stringify(expected)}`);
   await shot('02-admin-search');
@@ -133,6 +151,15 @@ await t.run(async () => {
   check(a11y.unnamed.length === 0, `list controls without a name: ${a11y.unnamed.join(' | ')}`);
   check(a11y.invisibleFocus.length === 0, `list controls without a visible focus: ${a11y.invisibleFocus.join(' | ')}`);
   lap('searched');
+
+  // A given name finds its patient (any component of the name, from its start).
+  const given = await searchByName(options['given-name']);
+  check(JSON.stringify(given.rows) === JSON.stringify([options['given-study']]),
+    `studies listed for "${options['given-name']}": ${JSON.stringify(given.rows)}, expected ${options['given-study']}`);
+  const oneShown = await page.locator('#result-count').textContent();
+  check(oneShown === '1 study shown', `one result in the singular: "${oneShown}"`);
+  await shot('02b-admin-given-name');
+  await searchByName(options.search);
 
   const thumbs = await openStudy(options['open-study']);
   summary.thumbnails = thumbs;
@@ -144,6 +171,7 @@ await t.run(async () => {
   check(await page.locator('#delete-study').isVisible(), 'admin sees the delete button');
   const zipHref = await page.locator('#download-zip').getAttribute('href');
   check(zipHref === `/api/studies/${encodeURIComponent(options['open-study'])}/archive`, `ZIP link ${zipHref}`);
+  await reportShown('admin');
   await shot('03-admin-study');
   // The confirmation dialog opens and cancelling keeps the study.
   await page.locator('#delete-study').click();
@@ -174,6 +202,7 @@ await t.run(async () => {
   check(await page.locator('#download-zip').count() === 0, 'the referrer has no ZIP download');
   check(await page.locator('#delete-study').count() === 0, 'the referrer has no delete button');
   check((await page.locator('#whoami').textContent()).includes(referrer.user), 'the header names the user');
+  await reportShown('referrer');
   await shot('05-referrer-study');
   lap('referrer');
 
@@ -195,5 +224,10 @@ await t.run(async () => {
   await page.locator('label[for="q-name"]').waitFor();
   check(await page.locator('label[for="q-name"]').textContent() === 'Nom du patient', 'French survives a reload');
   await shot('07-list-fr');
+  const givenFr = await searchByName(options['given-name']);
+  check(givenFr.rows.length === 1, `the given name searched in French: ${JSON.stringify(givenFr.rows)}`);
+  const oneFr = await page.locator('#result-count').textContent();
+  check(oneFr === '1 examen affiché', `one result in the French singular: "${oneFr}"`);
+  await shot('08-given-name-fr');
   lap('french');
 });

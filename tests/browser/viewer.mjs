@@ -7,7 +7,8 @@
 // FILE (written by crates/openpacs/tests/ui_viewer.rs) holds what the screen must show,
 // computed from the DICOM files: grey levels of known pixels of each slice under the object's
 // window and a chosen one, an ROI's mean and SD, the pixel spacing, a MONOCHROME1 pixel, an
-// RGB pixel, a multi-frame object's frame count. The script reads the viewer's canvas (its
+// RGB pixel, a multi-frame object's frame count, the orientation markers of each series (from
+// its Image Orientation or Patient Orientation). The script reads the viewer's canvas (its
 // data-* attributes say where the image is drawn and at what scale; enlarged images are drawn
 // without smoothing, so a pixel's centre shows exactly its value) and compares. It also times
 // the click on "Open the viewer" to the first image. JSON summary on stdout; exit 0 when every
@@ -128,6 +129,19 @@ function roiStats(p, q) {
 }
 
 const number = s => Number(String(s).replace(/[,\u202f\u00a0]/g, ''));
+
+/** The orientation letters shown at the edges of viewport `n`, as the user reads them. */
+function markersShown(n) {
+  return page.locator(`.viewport[data-viewport="${n}"] .marker`).evaluateAll(els => Object.fromEntries(
+    els.map(el => [el.dataset.edge, el.innerText.trim()])));
+}
+
+/** Checks viewport `n`'s markers against `want` ({left, right, top, bottom}). */
+async function checkMarkers(n, want, what) {
+  const shown = await markersShown(n);
+  check(['left', 'right', 'top', 'bottom'].every(edge => shown[edge] === want[edge]),
+    `${what}: viewport ${n} shows markers ${JSON.stringify(shown)}, expected ${JSON.stringify(want)}`);
+}
 
 await t.run(async () => {
   await page.goto(`${server}/`);
@@ -263,6 +277,8 @@ await t.run(async () => {
   const s2 = expected.instances[d2.instance]?.series;
   check(s1 && s2 && s1 !== s2, `1×2 shows the two series side by side: ${s1} | ${s2}`);
   check(await page.locator('.viewport').count() === 2, 'two viewports');
+  await checkMarkers(1, expected.orientation.ct, 'CT, 1×2');
+  await checkMarkers(2, expected.orientation.ct, 'CT, 1×2');
   await shot('04-ct-1x2');
   await page.locator('[data-layout="2x2"]').click();
   check(await page.locator('.viewport').count() === 4, 'four viewports in 2×2');
@@ -282,6 +298,52 @@ await t.run(async () => {
   await page.getByLabel('Langue').selectOption('en');
   await page.locator('[data-tool="window"]', { hasText: 'Window' }).waitFor();
   lap('ct');
+
+  // --- Orientation markers: axial, sagittal, coronal, oblique, projection ------------------------
+  const oriented = expected.orientation;
+  for (const series of oriented.series) {
+    await page.goto(`${server}/viewer/${encodeURIComponent(oriented.study)}?series=${encodeURIComponent(series.series)}`);
+    await waitFor(1, ds => ds.orientation !== undefined && ds.orientation !== '', `the ${series.name} image with its markers`);
+    await checkMarkers(1, series.markers, series.name);
+    if (series.name === 'oblique' || series.name === 'sagittal') await shot(`04c-markers-${series.name}`);
+  }
+  // Turned a quarter clockwise, the top's letters go to the right and the left's to the top;
+  // flipped left-right, left and right swap; Reset puts everything back.
+  const last = oriented.series[oriented.series.length - 2]; // the oblique, shown before the projection
+  await page.goto(`${server}/viewer/${encodeURIComponent(oriented.study)}?series=${encodeURIComponent(last.series)}`);
+  await waitFor(1, ds => !!ds.orientation, 'the oblique image again');
+  const m = last.markers;
+  // An image pixel whose grey differs from the one shown where a quarter turn takes it:
+  // (x, y) goes to the displayed (rows − 1 − y, x).
+  const rows = last.rows;
+  const candidates = [[40, 20], [64, 30], [30, 64], [20, 90], [64, 64], [100, 40]];
+  let probe = null;
+  for (const [x, y] of candidates) {
+    const [here, there] = [await pixel(1, x, y), await pixel(1, rows - 1 - y, x)];
+    if (here.join() !== there.join()) {
+      probe = { x, y, grey: here };
+      break;
+    }
+  }
+  check(probe, 'a pixel to follow through the turn');
+  await page.locator('#vw-rotate').click();
+  await checkMarkers(1, { left: m.bottom, right: m.top, top: m.left, bottom: m.right }, `${last.name} turned a quarter clockwise`);
+  d = await data(1);
+  if (probe) {
+    // `pixel` reads displayed positions: where the turn put the probe.
+    const turned = await pixel(1, rows - 1 - probe.y, probe.x);
+    check(d.view === '90' && turned.join() === probe.grey.join(),
+      `turned (view ${d.view}): image pixel (${probe.x}, ${probe.y}) ${probe.grey} shows at (${rows - 1 - probe.y}, ${probe.x}): ${turned}`);
+  }
+  await shot('04d-markers-turned');
+  await page.locator('.viewport[data-viewport="1"]').focus();
+  await page.keyboard.press('h');
+  await checkMarkers(1, { left: m.top, right: m.bottom, top: m.left, bottom: m.right }, `${last.name} turned, then flipped left-right (key H)`);
+  await page.locator('#vw-flip-v').click();
+  await checkMarkers(1, { left: m.top, right: m.bottom, top: m.right, bottom: m.left }, `${last.name} turned, flipped both ways`);
+  await page.locator('#vw-reset').click();
+  await checkMarkers(1, m, `${last.name} after Reset`);
+  lap('orientation');
 
   // --- MONOCHROME1, RGB, multi-frame cine -------------------------------------------------------
   const m1 = expected.monochrome1;
@@ -362,6 +424,7 @@ await t.run(async () => {
   await page.locator('#vw-preview-banner').waitFor();
   const samples = await Promise.all([[100, 100], [256, 256], [300, 200], [200, 330]].map(([x, y]) => pixel(1, x, y)));
   check(new Set(samples.map(s => s.join())).size > 1, `the referrer's preview shows an image: ${JSON.stringify(samples)}`);
+  await checkMarkers(1, expected.orientation.ct, 'the referrer\'s preview');
   const asked = t.requests.slice(mark);
   check(asked.some(p => p.endsWith('/rendered')), 'the preview uses rendered images');
   check(!asked.some(p => /\/frames\/\d+$/.test(p) || p.endsWith('/metadata')), `the referrer's viewer never asks for originals: ${asked.filter(p => /frames\/\d+$|metadata$/.test(p))}`);

@@ -356,3 +356,134 @@ fn numbers_kept_as_text_sort_as_numbers() {
     let descending = numbers("-SeriesNumber");
     assert!(descending.windows(2).all(|w| w[0] > w[1]), "{descending:?}");
 }
+
+/// Issue 15 §3: "elodie" found nothing, as names matched only from the start of the whole
+/// value. With `fuzzymatching=true` (what the UI sends) each word typed matches the start of
+/// any name component, or of a word inside one; without it, and in C-FIND, the standard's
+/// whole-value matching stays.
+#[test]
+fn a_given_name_finds_the_patient_with_fuzzy_matching() {
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            users: vec![("reader".into(), "reader".into(), "reader-password".into())],
+            ..ServerOptions::default()
+        },
+    );
+    let reader = Client {
+        server: &server,
+        auth: basic("reader"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        ("durand", "DURAND^ÉLODIE"),
+        ("martin", "MARTIN^MARIE-ELODIE"),
+        ("elodie-family", "ELODIE^PAUL"),
+        ("belodie", "BELODIE^JEAN"),
+    ];
+    let mut files = Vec::new();
+    let mut study_of = std::collections::BTreeMap::new();
+    for (i, (key, name)) in names.iter().enumerate() {
+        let study = format!("1.2.826.0.1.3680043.10.543.1515.{i}");
+        files.push(pacs_testkit::server::modality_image(
+            dir.path(),
+            &format!("{key}.dcm"),
+            &[
+                ("PatientName", name),
+                ("PatientID", &format!("PN15-{i}")),
+                ("StudyInstanceUID", &study),
+                ("SpecificCharacterSet", "ISO_IR 192"),
+            ],
+        ));
+        study_of.insert(*key, study);
+    }
+    let port = server.dicom_port.to_string();
+    let mut args = vec!["store", "--port", port.as_str()];
+    args.extend(files.iter().map(String::as_str));
+    let stored = pacs_testkit::server::pynetdicom(&args);
+    assert!(
+        stored["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == 0)),
+        "{stored}"
+    );
+    let found = |path: &str| -> BTreeSet<String> {
+        reader.json(path)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["StudyInstanceUID"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let studies = |keys: &[&str]| -> BTreeSet<String> { keys.iter().map(|k| study_of[k].clone()).collect() };
+
+    assert_eq!(
+        found("/api/studies?PatientName=elodie&fuzzymatching=true"),
+        studies(&["durand", "martin", "elodie-family"])
+    );
+    assert_eq!(
+        found("/api/studies?PatientName=%C3%89lo%20dur&fuzzymatching=true"),
+        studies(&["durand"])
+    );
+    // Wildcards still work: inside a word, or on the whole value when it has a '^'.
+    assert_eq!(
+        found("/api/studies?PatientName=*lodie&fuzzymatching=true"),
+        studies(&["durand", "martin", "elodie-family", "belodie"])
+    );
+    assert_eq!(
+        found("/api/studies?PatientName=durand%5Eel*&fuzzymatching=true"),
+        studies(&["durand"])
+    );
+    // Without fuzzy matching: the whole value, as PS3.4 C.2.2.2.4 says.
+    assert_eq!(found("/api/studies?PatientName=elodie"), BTreeSet::new());
+    assert_eq!(
+        found("/api/studies?PatientName=elodie*"),
+        studies(&["elodie-family"])
+    );
+    assert_eq!(
+        reader
+            .request("GET", "/api/studies?PatientName=elodie&fuzzymatching=maybe")
+            .0,
+        400
+    );
+
+    // QIDO-RS: the same rule with fuzzymatching=true, the standard's without.
+    let qido = |query: &str| -> (u16, BTreeSet<String>) {
+        let (status, body) = reader.request("GET", &format!("/dicom-web/studies?{query}"));
+        let uids = if status == 200 {
+            serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                .unwrap()
+                .iter()
+                .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        (status, uids)
+    };
+    assert_eq!(
+        qido("PatientName=elodie&fuzzymatching=true"),
+        (200, studies(&["durand", "martin", "elodie-family"]))
+    );
+    assert_eq!(qido("PatientName=elodie").1, BTreeSet::new());
+
+    // C-FIND (pynetdicom): whole-value matching.
+    let find = |name: &str| {
+        let key = format!("PatientName={name}");
+        let found = pacs_testkit::server::pynetdicom(&[
+            "find",
+            "--port",
+            port.as_str(),
+            "--level",
+            "STUDY",
+            "-k",
+            key.as_str(),
+            "-k",
+            "StudyInstanceUID=",
+        ]);
+        assert_eq!(found["status"], 0, "{found}");
+        found["matches"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(find("elodie"), 0);
+    assert_eq!(find("ELODIE*"), 1);
+}

@@ -1,8 +1,10 @@
 //! The embedded web UI (`web/`, served by `pacs-web`'s `ui.rs`): its HTTP answers (public,
 //! typed, strict Content-Security-Policy, client-side routes answered with the page), and, in
 //! headless Chromium driven by `tests/browser/ui.mjs`, log in and out, a patient-name search
-//! listing exactly the studies the fixtures say it should, a study page with its series
-//! thumbnails, role-aware controls (administrator versus referrer) and the French translation.
+//! listing exactly the studies the fixtures say it should (by any word of the name: a given
+//! name finds its patient), a study page with its series thumbnails and the RIS's report read as
+//! text (it once showed `[object HTMLElement]` while this test passed), role-aware controls
+//! (administrator versus referrer) and the French translation with its plurals.
 //! Screenshots and the script's summary are kept in `target/browser-artifacts/ui/`.
 
 use std::collections::BTreeSet;
@@ -10,7 +12,8 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 use pacs_testkit::server::{
-    fixture_file, repo_root, run_browser_script, valid_fixtures, ServerOptions, TestServer,
+    fixture_file, modality_image, pynetdicom, repo_root, run_browser_script, send_hl7, valid_fixtures,
+    ServerOptions, TestServer,
 };
 
 fn binary() -> &'static Path {
@@ -31,6 +34,12 @@ const FIXTURES: &[&str] = &[
 ];
 /// What the user types: the lowercase beginning of a family name, no wildcard.
 const SEARCH: &str = "doe";
+/// A given name typed alone, and the patient it must find (stored by the test).
+const GIVEN: &str = "elodie";
+const GIVEN_PATIENT: &str = "DURAND^ÉLODIE";
+const GIVEN_STUDY: &str = "1.2.826.0.1.3680043.10.543.1503";
+/// The report's lines, sent by the RIS as ORU^R01 OBX segments.
+const REPORT: [&str; 2] = ["Pas d'anomalie décelable.", "Conclusion : examen normal."];
 /// The study opened in the browser (the one of this fixture).
 const OPEN: &str = "valid/ct_series_a_1_explicit_le.dcm";
 
@@ -76,11 +85,30 @@ fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
         })
         .collect();
     server.store_fixtures(entries.iter().copied());
+    let dir = tempfile::tempdir().unwrap();
+    let durand = modality_image(
+        dir.path(),
+        "durand.dcm",
+        &[
+            ("PatientName", GIVEN_PATIENT),
+            ("PatientID", "UI-1503"),
+            ("StudyInstanceUID", GIVEN_STUDY),
+            ("SpecificCharacterSet", "ISO_IR 192"),
+        ],
+    );
+    let stored = pynetdicom(&["store", "--port", &server.dicom_port.to_string(), &durand]);
+    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
 
-    // The studies a case-insensitive prefix search must list, from the manifest and the files.
+    // The studies the search must list, from the manifest and the files: a word of the name
+    // (family, given…, or a word inside one) starts with what was typed, case aside.
     let expected: BTreeSet<String> = entries
         .iter()
-        .filter(|e| patient_name(&fixture_file(e)).to_lowercase().starts_with(SEARCH))
+        .filter(|e| {
+            patient_name(&fixture_file(e))
+                .to_lowercase()
+                .split(['^', '=', ' ', '-'])
+                .any(|word| word.starts_with(SEARCH))
+        })
         .map(|e| e["study_instance_uid"].as_str().unwrap().to_string())
         .collect();
     assert!(
@@ -94,6 +122,22 @@ fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
         .unwrap()
         .to_string();
     assert!(expected.contains(&open));
+
+    // The RIS's report on the study opened (ZDS-1: its Study Instance UID).
+    let acks = send_hl7(
+        server.hl7_port,
+        dir.path(),
+        &[&format!(
+            "MSH|^~\\&|RIS|HOSP|OPENPACS|HOSP|20261128090000||ORU^R01^ORU_R01|UI1|P|2.5|||AL|NE||UNICODE UTF-8\n\
+             PID|1||UI-1||DOE^JOHN\n\
+             OBR|1|PO1|FO1|CT^CT^L|||20261128100000|||||||||||||||||CT|F\n\
+             OBX|1|TX|REPORT^Report^L|1|{}||||||F\n\
+             OBX|2|TX|REPORT^Report^L|1|{}||||||F\n\
+             ZDS|{open}^^Application^DICOM",
+            REPORT[0], REPORT[1]
+        )],
+    );
+    assert_eq!(acks[0]["code"], "AA", "{acks:?}");
 
     // Plain HTTP: the UI is public, typed, and under a strict policy; routes get the page.
     let (status, head, body) = server.http("/");
@@ -135,7 +179,14 @@ fn web_ui_logs_in_searches_opens_a_study_and_speaks_french() {
         SEARCH.into(),
         "--open-study".into(),
         open,
+        "--given-name".into(),
+        GIVEN.into(),
+        "--given-study".into(),
+        GIVEN_STUDY.into(),
     ];
+    for line in REPORT {
+        args.extend(["--report-line".into(), line.into()]);
+    }
     for uid in &expected {
         args.extend(["--expect-study".into(), uid.clone()]);
     }

@@ -65,6 +65,25 @@ fn api(server: &TestServer, path: &str) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// What the upload page reads from a file before sending it (`web/dicom-header.js`), on every
+/// valid fixture against pydicom, under `node --test`.
+#[test]
+fn upload_header_reader_unit_tests_pass_under_node() {
+    let output = std::process::Command::new("node")
+        .args(["--test", "dicom-header.test.mjs"])
+        .current_dir(repo_root().join("tests/browser"))
+        .output()
+        .expect("run node --test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+    assert!(!stdout.contains("# pass 0"), "{stdout}");
+}
+
 #[test]
 fn web_ui_uploads_files_and_folders_and_administers_the_archive() {
     let root = repo_root();
@@ -106,8 +125,25 @@ fn web_ui_uploads_files_and_folders_and_administers_the_archive() {
         if state == "refused" {
             refused_sops.push(e["sop_instance_uid"].as_str().unwrap().to_string());
         }
+        // What the page names the study after, read here with dicom-rs.
+        let (family, description) = if state == "stored" {
+            let object = dicom_object::open_file(&file).expect("fixture opens");
+            let text = |tag| {
+                object
+                    .element(tag)
+                    .ok()
+                    .and_then(|e| e.to_str().ok().map(|v| v.trim().to_string()))
+                    .unwrap_or_default()
+            };
+            let name = text(dicom_dictionary_std::tags::PATIENT_NAME);
+            let family = name.split(['^', '=']).next().unwrap_or_default().to_string();
+            (family, text(dicom_dictionary_std::tags::STUDY_DESCRIPTION))
+        } else {
+            Default::default()
+        };
         expected_files.push(serde_json::json!({
             "path": file.display().to_string(), "state": state, "study": study,
+            "family": family, "description": description,
         }));
     }
     for state in ["stored", "refused", "skipped"] {

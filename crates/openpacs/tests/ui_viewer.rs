@@ -1,5 +1,6 @@
 //! The web UI's image viewer in headless Chromium (`tests/browser/viewer.mjs`), and the unit
-//! tests of its pixel arithmetic under Node (`tests/browser/viewer-image.test.mjs`).
+//! tests of its pixel arithmetic and orientation markers under Node
+//! (`tests/browser/viewer-image.test.mjs`, `viewer-orientation.test.mjs`).
 //!
 //! What the browser must show is computed here, from the DICOM files themselves: for known
 //! pixels of every slice of a generated two-series CT, the grey level under the object's own
@@ -7,7 +8,9 @@
 //! C.11.2.1.2.1); the first slice in reading order and the HU values around an ROI; the pixel
 //! spacing for a length;
 //! a MONOCHROME1 pixel (inverted); an RGB pixel of a planar-configuration file; the frame count
-//! of a multi-frame JPEG for cine. The referrer's preview mode must never touch originals.
+//! of a multi-frame JPEG for cine; the orientation markers at the four edges of every
+//! viewport, from each file's Image Orientation (Patient) — axial, sagittal, coronal, a double
+//! oblique — or Patient Orientation. The referrer's preview mode must never touch originals.
 //!
 //! `VIEWER_TEST_SLICES` (default 40) sets the CT series' length; the time from the click to
 //! the first image is printed and kept in `target/browser-artifacts/viewer/summary.json` (it is
@@ -20,7 +23,8 @@ use std::process::{Command, Stdio};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use pacs_testkit::server::{
-    dcmtk, fixture_file, repo_root, run_browser_script, valid_fixtures, ServerOptions, TestServer,
+    dcmtk, fixture_file, modality_image, pynetdicom, repo_root, run_browser_script, valid_fixtures,
+    ServerOptions, TestServer,
 };
 use pacs_testkit::{write_study, StudySpec};
 use serde_json::json;
@@ -35,7 +39,7 @@ const REFERRER: (&str, &str) = ("vw-referrer", "referrer-secret-pw");
 #[test]
 fn viewer_pixel_arithmetic_unit_tests_pass_under_node() {
     let output = Command::new("node")
-        .args(["--test", "viewer-image.test.mjs"])
+        .args(["--test", "viewer-image.test.mjs", "viewer-orientation.test.mjs"])
         .current_dir(repo_root().join("tests/browser"))
         .output()
         .expect("run node --test");
@@ -102,6 +106,73 @@ fn linear(center: f64, width: f64, x: f64) -> u8 {
     y.round() as u8
 }
 
+/// The letters of a direction in patient coordinates (+x left, +y posterior, +z head: PS3.3
+/// C.7.6.2.1.1): the largest component's first, then every other component of magnitude 0.25
+/// or more (the rule the viewer states), largest first.
+fn letters(v: [f64; 3]) -> String {
+    let names = [('L', 'R'), ('P', 'A'), ('H', 'F')];
+    let mut axes: Vec<usize> = vec![0, 1, 2];
+    axes.sort_by(|&a, &b| v[b].abs().total_cmp(&v[a].abs()));
+    axes.iter()
+        .enumerate()
+        .filter(|&(k, &axis)| k == 0 || v[axis].abs() >= 0.25)
+        .map(|(_, &axis)| {
+            if v[axis] > 0.0 {
+                names[axis].0
+            } else {
+                names[axis].1
+            }
+        })
+        .collect()
+}
+
+/// The markers a viewport must show at its left, right, top and bottom edges for an image
+/// shown as stored: rows run to the right (the first three direction cosines), columns down.
+fn markers_of(object: &DefaultDicomObject) -> serde_json::Value {
+    let iop = object
+        .element(tags::IMAGE_ORIENTATION_PATIENT)
+        .ok()
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| v.len() == 6);
+    let [left, right, top, bottom] = match iop {
+        Some(v) => {
+            let row = [v[0], v[1], v[2]];
+            let column = [v[3], v[4], v[5]];
+            let minus = |d: [f64; 3]| d.map(|c| -c);
+            [
+                letters(minus(row)),
+                letters(row),
+                letters(minus(column)),
+                letters(column),
+            ]
+        }
+        None => {
+            // Patient Orientation: the directions of the rows and of the columns, in letters.
+            let po = text(object, tags::PATIENT_ORIENTATION);
+            let (row, column) = po.split_once('\\').expect("Patient Orientation");
+            let opposite = |s: &str| -> String {
+                s.chars()
+                    .map(|c| match c {
+                        'L' => 'R',
+                        'R' => 'L',
+                        'A' => 'P',
+                        'P' => 'A',
+                        'H' => 'F',
+                        _ => 'H',
+                    })
+                    .collect()
+            };
+            [
+                opposite(row),
+                row.to_string(),
+                opposite(column),
+                column.to_string(),
+            ]
+        }
+    };
+    json!({ "left": left, "right": right, "top": top, "bottom": bottom })
+}
+
 fn fixture(name: &str) -> serde_json::Value {
     valid_fixtures()
         .into_iter()
@@ -151,6 +222,42 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
         fixture("us_multiframe_jpeg_baseline.dcm"),
     ];
     server.store_fixtures(fixtures.iter());
+
+    // One study, one series per orientation: written by pydicom, stored with pynetdicom.
+    let oriented_dir = tempfile::tempdir().unwrap();
+    let oriented_study = "1.2.826.0.1.3680043.10.543.1520";
+    let orientations = [
+        ("axial", "1\\0\\0\\0\\1\\0", ""),
+        ("sagittal", "0\\1\\0\\0\\0\\-1", ""),
+        ("coronal", "1\\0\\0\\0\\0\\-1", ""),
+        ("oblique", "0.866025\\0.5\\0\\-0.433013\\0.75\\-0.5", ""),
+        ("projection", "", "A\\F"),
+    ];
+    let mut oriented = Vec::new();
+    for (number, (name, iop, po)) in orientations.iter().enumerate() {
+        let series_number = (number + 1).to_string();
+        let file = modality_image(
+            oriented_dir.path(),
+            &format!("{name}.dcm"),
+            &[
+                ("StudyInstanceUID", oriented_study),
+                ("SeriesNumber", &series_number),
+                ("SeriesDescription", name),
+                ("ImageOrientationPatient", iop),
+                ("PatientOrientation", po),
+            ],
+        );
+        let object = dicom_object::open_file(&file).unwrap();
+        oriented.push(json!({
+            "name": name,
+            "series": text(&object, tags::SERIES_INSTANCE_UID),
+            "markers": markers_of(&object),
+            "rows": uint(&object, tags::ROWS),
+        }));
+        let port = server.dicom_port.to_string();
+        let stored = pynetdicom(&["store", "--port", &port, &file]);
+        assert_eq!(stored["results"][0]["status"], 0, "{stored}");
+    }
 
     // Expected pixels of every CT slice, from the files.
     let objects: Vec<DefaultDicomObject> = files
@@ -342,6 +449,7 @@ fn viewer_shows_the_right_pixels_scrolls_measures_and_keeps_referrers_on_preview
             "study": uid(us, "study_instance_uid"), "series": uid(us, "series_instance_uid"),
             "pixel": {"x": us_pixel.0, "y": us_pixel.1}, "rgb": us_rgb,
         },
+        "orientation": { "study": oriented_study, "series": oriented, "ct": markers_of(first) },
         "multiframe": {
             "study": uid(multi, "study_instance_uid"), "series": uid(multi, "series_instance_uid"),
             "frames": frames,

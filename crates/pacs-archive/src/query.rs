@@ -226,6 +226,15 @@ impl FindQuery {
         self.level
     }
 
+    /// Person-name keys match by words from then on (`pacs_model::name_words`: "elodie"
+    /// finds `DURAND^ELODIE`), for searches that ask for it (QIDO-RS and REST
+    /// `fuzzymatching=true`); C-FIND never does.
+    pub fn match_names_by_words(&mut self) {
+        for key in self.keys.iter_mut().filter(|k| k.kind == ValueKind::PersonName) {
+            key.matcher = std::mem::replace(&mut key.matcher, Matcher::Universal).into_name_words();
+        }
+    }
+
     /// Value of a key in the query, if it is a single value (used for audit).
     pub fn single_value(&self, tag: Tag) -> Option<&str> {
         self.keys

@@ -233,6 +233,7 @@ fn prefilter(identifier: &InMemDicomObject) -> WorklistFilter {
         station_ae: single(tags::SCHEDULED_STATION_AE_TITLE),
         date_from,
         date_to,
+        ..WorklistFilter::default()
     }
 }
 

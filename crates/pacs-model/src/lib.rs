@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod matching;
+pub mod name_words;
 
 pub use matching::{
     check_temporal_key, fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time,

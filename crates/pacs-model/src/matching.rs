@@ -56,6 +56,11 @@ pub enum Matcher {
     },
     /// Backslash-separated list of UIDs (only for ValueKind::Uid).
     UidList(Vec<String>),
+    /// Person names by their words (see [`crate::name_words`]): each folded word must match
+    /// the start of a component of the name or of a word inside one. Never produced by
+    /// [`Matcher::parse`]: C-FIND keeps the standard's whole-value matching; searches that
+    /// ask for it (QIDO-RS `fuzzymatching=true`) get it from [`Matcher::name_words`].
+    NameWords(Vec<String>),
 }
 
 impl Matcher {
@@ -114,6 +119,7 @@ impl Matcher {
             Matcher::Universal => true,
             Matcher::Single(query) => single_matches(kind, query, value),
             Matcher::UidList(queries) => queries.iter().any(|q| single_matches(kind, q, value)),
+            Matcher::NameWords(words) => crate::name_words::matches(words, &fold_person_name(value)),
             Matcher::Wildcard(pattern) => {
                 if kind == ValueKind::PersonName {
                     // Folding is idempotent, so re-folding a pattern produced by `parse` is
@@ -287,7 +293,7 @@ fn single_matches(kind: ValueKind, query: &str, value: &str) -> bool {
 ///
 /// Only the most recent '*' is ever revisited: any earlier star can absorb whatever a later
 /// one would, so the worst case is O(pattern × text) instead of exponential.
-fn wildcard_matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_matches(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);

@@ -302,6 +302,13 @@ pub trait Index: Send + Sync + 'static {
         filter: WorklistFilter,
     ) -> Result<Vec<WorklistItem>, IndexError>;
     async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError>;
+    /// The status of the latest performed procedure step of each of these accession numbers
+    /// that has one: `(accession number, status)`.
+    async fn mpps_states(
+        &self,
+        tenant: TenantId,
+        accessions: &[String],
+    ) -> Result<Vec<(String, String)>, IndexError>;
     async fn reports(&self, tenant: TenantId, study_uid: &str) -> Result<Vec<Report>, IndexError>;
     async fn unmatched_studies(&self, tenant: TenantId, limit: u32) -> Result<Vec<StudySummary>, IndexError>;
     async fn stable_studies(
@@ -323,6 +330,9 @@ pub struct WorklistFilter {
     pub station_ae: Option<String>,
     pub date_from: Option<String>,
     pub date_to: Option<String>,
+    /// Completed and discontinued orders too (the technologists' page); the Modality
+    /// Worklist answers only what is still to be done.
+    pub any_status: bool,
 }
 
 /// An audit line as stored, with its key and time.
@@ -800,6 +810,14 @@ fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition
                 sql.push_str(&format!(" AND {expr} IS NOT NULL"));
             }
         }
+        Matcher::NameWords(words) => {
+            // A match contains each word's literal start somewhere: no index serves that,
+            // but it keeps the matching engine's work to the rows that may match.
+            for prefix in pacs_model::name_words::literal_prefixes(words) {
+                sql.push_str(&format!(" AND {expr} LIKE ? ESCAPE '\\'"));
+                binds.push(Bind::Text(format!("%{}%", like_pattern(prefix))));
+            }
+        }
         Matcher::UidList(uids) => {
             if uids.is_empty() {
                 return;
@@ -1230,8 +1248,17 @@ impl Index for SqliteIndex {
             f.station_ae.as_deref(),
             f.date_from.as_deref(),
             f.date_to.as_deref(),
+            f.any_status,
         )
         .await
+    }
+
+    async fn mpps_states(
+        &self,
+        tenant: TenantId,
+        accessions: &[String],
+    ) -> Result<Vec<(String, String)>, IndexError> {
+        workflow::mpps_states(&self.pool, tenant.0, accessions).await
     }
 
     async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError> {

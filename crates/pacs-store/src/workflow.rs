@@ -746,6 +746,7 @@ pub(crate) async fn worklist(
     station_ae: Option<&str>,
     date_from: Option<&str>,
     date_to: Option<&str>,
+    any_status: bool,
 ) -> Result<Vec<WorklistItem>, IndexError> {
     let rows = sqlx::query(
         "SELECT o.placer_order, o.filler_order, o.accession_number, o.requested_procedure_id,
@@ -755,12 +756,13 @@ pub(crate) async fn worklist(
                 p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
                 p.ris_fields
          FROM procedure_order o JOIN patient p ON p.pk = o.patient_pk
-         WHERE o.tenant_pk = ? AND o.status IN ('SCHEDULED', 'IN PROGRESS')
+         WHERE o.tenant_pk = ? AND (? OR o.status IN ('SCHEDULED', 'IN PROGRESS'))
            AND (? IS NULL OR o.modality = ?) AND (? IS NULL OR o.station_ae = ?)
            AND (? IS NULL OR o.start_date >= ?) AND (? IS NULL OR o.start_date <= ?)
          ORDER BY o.start_date, o.start_time, o.pk LIMIT 10000",
     )
     .bind(tenant)
+    .bind(any_status)
     .bind(modality)
     .bind(modality)
     .bind(station_ae)
@@ -831,6 +833,34 @@ pub(crate) async fn mpps(
         })
     })
     .transpose()
+}
+
+/// The latest MPPS status of each accession number that has one. The table has no index on
+/// accession numbers: one scan per call, which a page of orders makes once.
+pub(crate) async fn mpps_states(
+    pool: &sqlx::SqlitePool,
+    tenant: i64,
+    accessions: &[String],
+) -> Result<Vec<(String, String)>, IndexError> {
+    if accessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(accessions).unwrap_or_else(|_| "[]".into());
+    let rows = sqlx::query(
+        "SELECT accession_number, status FROM mpps
+         WHERE tenant_pk = ? AND accession_number IN (SELECT value FROM json_each(?))
+         ORDER BY updated_at, pk",
+    )
+    .bind(tenant)
+    .bind(list)
+    .fetch_all(pool)
+    .await?;
+    // Oldest first, so the latest step of an accession number is the one kept.
+    let mut latest = std::collections::BTreeMap::new();
+    for row in &rows {
+        latest.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+    }
+    Ok(latest.into_iter().collect())
 }
 
 /// Reports of a study, by its UID or its accession number, oldest first.
@@ -1201,7 +1231,15 @@ mod tests {
             status: "DISCONTINUED".into(),
         };
         assert_eq!(write(cancel).await.unwrap(), 1);
-        assert!(index.worklist(T, ct_today).await.unwrap().is_empty());
+        assert!(index.worklist(T, ct_today.clone()).await.unwrap().is_empty());
+        // The technologists' page still lists it, with its state.
+        let every_state = WorklistFilter {
+            any_status: true,
+            ..ct_today
+        };
+        let items = index.worklist(T, every_state).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].order.status, "DISCONTINUED");
 
         // Images with A2's accession but another patient ID: moved under the order's patient.
         index
@@ -1270,6 +1308,9 @@ mod tests {
             0
         );
         assert_eq!(index.mpps(T, "1.2.9").await.unwrap().unwrap().status, "COMPLETED");
+        let states = index.mpps_states(T, &["A1".into(), "A404".into()]).await.unwrap();
+        assert_eq!(states, [("A1".to_string(), "COMPLETED".to_string())]);
+        assert!(index.mpps_states(T, &[]).await.unwrap().is_empty());
 
         index
             .add_instance(image("1", "P1", "A^B", "7.1", "A1"))

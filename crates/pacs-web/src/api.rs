@@ -5,7 +5,8 @@
 //! Search parameters are those of QIDO-RS (`PatientName=DOE*`, `StudyDate=20240101-20241231`,
 //! `ModalitiesInStudy=CT`, tags as `00100020=…`), plus `limit` (default 100, at most 1000),
 //! `offset` and `sort` (`-StudyDate,PatientName`: indexed attributes, `-` for descending; in
-//! index order without it).
+//! index order without it). With `fuzzymatching=true`, as in QIDO-RS, person names match by
+//! words (`pacs_model::name_words`: "elodie" finds `DURAND^ELODIE`), which the UI asks for.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -242,6 +243,7 @@ async fn search(
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0;
     let mut sort = Vec::new();
+    let mut by_words = false;
     let number = |name: &str, value: &str| {
         value
             .parse::<usize>()
@@ -252,6 +254,7 @@ async fn search(
             "limit" => limit = number(name, value)?.clamp(1, MAX_LIMIT),
             "offset" => offset = number(name, value)?,
             "sort" => sort = sort_keys(level, value)?,
+            "fuzzymatching" => by_words = crate::qido::fuzzy_matching(value)?,
             other => {
                 let (tag, vr) = attribute(other)
                     .ok_or_else(|| ApiError::BadRequest(format!("unknown search parameter {other:?}")))?;
@@ -275,7 +278,10 @@ async fn search(
     } else {
         InformationModel::StudyRoot
     };
-    let query = FindQuery::parse(model, &identifier).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut query = FindQuery::parse(model, &identifier).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if by_words {
+        query.match_names_by_words();
+    }
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
     let expected = offset.saturating_add(limit).saturating_add(1);

@@ -161,6 +161,7 @@ fn api_access(method: &Method, rest: &[&str]) -> Access {
         // Reports are for referrers too (they see previews and reports).
         ["studies", _, "reports"] if method == Method::GET => Access::Need(Permission::Search),
         ["review", ..] if method == Method::GET => Access::Need(Permission::Search),
+        ["worklist"] if method == Method::GET => Access::Need(Permission::Search),
         ["patients" | "studies" | "series" | "instances" | "stats", ..] if method == Method::GET => {
             Access::Need(Permission::Search)
         }

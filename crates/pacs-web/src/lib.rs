@@ -19,6 +19,7 @@ pub mod throttle;
 mod ui;
 mod wado;
 mod wado_uri;
+mod worklist;
 
 use std::sync::Arc;
 
@@ -268,6 +269,7 @@ fn api_router(state: WebState) -> Router {
         .route("/studies/{study}/archive", get(api::archive))
         .route("/studies/{study}/reports", get(api::reports))
         .route("/review/studies", get(api::review))
+        .route("/worklist", get(worklist::worklist))
         .route("/merges", get(api::merges))
         .route("/merges/{id}/undo", axum::routing::post(api::undo_merge))
         .route("/studies/{study}/series", get(api::study_series))

@@ -146,6 +146,8 @@ struct Request {
     limit: usize,
     offset: usize,
     warnings: Vec<String>,
+    /// `fuzzymatching=true`: person names match by words.
+    by_words: bool,
 }
 
 /// An attribute named by keyword (`PatientID`) or by tag (`00100020`), with its dictionary VR.
@@ -194,6 +196,17 @@ pub(crate) fn put_key(identifier: &mut InMemDicomObject, tag: Tag, vr: VR, value
     identifier.put(DataElement::new(tag, vr, value));
 }
 
+/// The value of `fuzzymatching` (PS3.18 8.3.4.1: `true` or `false`).
+pub(crate) fn fuzzy_matching(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(ApiError::BadRequest(format!(
+            "fuzzymatching is true or false, not {other:?}"
+        ))),
+    }
+}
+
 fn parse_request(level: QueryLevel, scope: &Scope, params: &[(String, String)]) -> Result<Request, ApiError> {
     let mut identifier = InMemDicomObject::new_empty();
     put_key(
@@ -219,6 +232,7 @@ fn parse_request(level: QueryLevel, scope: &Scope, params: &[(String, String)]) 
         limit: DEFAULT_LIMIT,
         offset: 0,
         warnings: Vec::new(),
+        by_words: false,
     };
     for (name, value) in params {
         match name.as_str() {
@@ -233,8 +247,9 @@ fn parse_request(level: QueryLevel, scope: &Scope, params: &[(String, String)]) 
                     .parse()
                     .map_err(|_| ApiError::BadRequest(format!("offset {value:?} is not a number")))?
             }
-            // Person names are always matched case- and accent-insensitively.
-            "fuzzymatching" => {}
+            // Person names are always matched case- and accent-insensitively; fuzzy
+            // matching also matches them by words (pacs_model::name_words).
+            "fuzzymatching" => request.by_words = fuzzy_matching(value)?,
             "includefield" => {
                 for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
                     if field == "all" {
@@ -295,10 +310,13 @@ async fn search(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let query = match FindQuery::parse(InformationModel::StudyRoot, &request.identifier) {
+    let mut query = match FindQuery::parse(InformationModel::StudyRoot, &request.identifier) {
         Ok(q) => q,
         Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
     };
+    if request.by_words {
+        query.match_names_by_words();
+    }
     let base = base_url(&headers);
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
