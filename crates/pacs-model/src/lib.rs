@@ -5,10 +5,12 @@
 //! depend on it without pulling in a runtime.
 
 pub mod matching;
+pub mod uid;
 
 pub use matching::{
     fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time, Matcher, ValueKind,
 };
+pub use uid::{check_uid, has_leading_zero, url_segment};
 
 /// Tenant identifier; every index row carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
