@@ -273,4 +273,23 @@ fn retrieve_urls_never_name_a_forged_host() {
             "{url}"
         );
     }
+    // Both are pasted into JSON and URLs: values that could end a string are refused.
+    for (key, value) in [
+        ("OPENPACS_PUBLIC_BASE_URL", "https://pacs.example.org/\"x"),
+        ("OPENPACS_PUBLIC_BASE_URL", "javascript:alert(1)"),
+        ("OPENPACS_ALLOWED_HOSTS", "[\"evil.example/x\"]"),
+    ] {
+        let refused = Command::new(binary())
+            .arg("serve")
+            .current_dir(&server.work_dir)
+            .env(key, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        let name = key.trim_start_matches("OPENPACS_").to_ascii_lowercase();
+        assert!(
+            !refused.status.success() && err.contains(&name),
+            "{key}={value}: {err}"
+        );
+    }
 }
