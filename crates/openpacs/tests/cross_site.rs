@@ -147,6 +147,19 @@ fn admin_endpoints_refuse_foreign_origins_and_non_json_bodies() {
         let (status, _) = curl(&["-H", &cookie, "-H", &header, "-d", &new_user("plain"), &users]);
         assert_eq!(status, 415, "{content_type}");
     }
+    // However the body is framed (chunked: no Content-Length).
+    let (status, _) = curl(&[
+        "-H",
+        &cookie,
+        "-H",
+        "Content-Type: text/plain",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-d",
+        &new_user("plain"),
+        &users,
+    ]);
+    assert_eq!(status, 415, "chunked");
     assert!(!user_exists(&server, "plain"));
 
     // Our own origin, a configured one, and clients that send no Origin at all succeed.

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -98,14 +99,6 @@ fn changes_state(method: &Method) -> bool {
     )
 }
 
-fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     let media_type = headers
         .get(header::CONTENT_TYPE)
@@ -155,7 +148,8 @@ pub(crate) async fn same_origin_guard(
         }
     }
     let api = request.uri().path().starts_with("/api/");
-    if api && has_body(headers) && !is_json(headers) {
+    // From the body itself, not its headers: an HTTP/2 body need not announce its length.
+    if api && !request.body().is_end_stream() && !is_json(headers) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the REST API takes JSON bodies (Content-Type: application/json)\n",
