@@ -280,4 +280,11 @@ fn c_store_of_a_study_uid_that_is_a_route_word_is_refused_with_a900() {
         out.contains("refused (StudyInstanceUID must be digits and dots: \"thumbnail\")"),
         "{out}"
     );
+
+    // A leading zero in a component breaks PS3.5 but is what some modalities send: stored (the
+    // log warns), since digits and dots cannot change what a URL means.
+    let file = ct_with(dir.path(), "StudyInstanceUID", "1.2.03.4");
+    let stored = pynetdicom(&["store", "--port", &port, &file]);
+    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
+    assert!(server.log().contains("leading zero"), "the warning is logged");
 }
