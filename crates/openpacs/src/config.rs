@@ -87,6 +87,12 @@ pub struct Config {
     pub login_failure_delay_ms: u64,
     /// Browser origins allowed to call the HTTP API (CORS); empty keeps CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// The root clients reach the HTTP server at (`https://pacs.example.org`), used in the URLs
+    /// it hands out (RetrieveURL, BulkDataURI); unset: the request's Host when it is the
+    /// listen address or in `allowed_hosts`, else the listen address.
+    pub public_base_url: Option<String>,
+    /// Host header values (`host` or `host:port`) trusted for those URLs.
+    pub allowed_hosts: Vec<String>,
     /// PEM certificate chain and private key: with both, HTTP is served over TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -173,6 +179,8 @@ impl Default for Config {
             login_lockout_window_secs: 900,
             login_failure_delay_ms: 1000,
             cors_allowed_origins: Vec::new(),
+            public_base_url: None,
+            allowed_hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,
             http_header_timeout_secs: 10,
@@ -444,6 +452,34 @@ impl Config {
                     "cors_allowed_origins entry {origin_value:?} from {} must be an origin such as \
                      https://viewer.example.org (\"*\" is not allowed: requests carry credentials)",
                     origin("cors_allowed_origins")
+                );
+            }
+        }
+        if let Some(base) = &config.public_base_url {
+            // It is pasted into JSON and URLs as it is: nothing that could end a string.
+            let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+            if !scheme_ok
+                || base
+                    .chars()
+                    .any(|c| !c.is_ascii_graphic() || "\"\\<>'`".contains(c))
+            {
+                bail!(
+                    "public_base_url {base:?} from {} must be an http:// or https:// URL such as \
+                     https://pacs.example.org",
+                    origin("public_base_url")
+                );
+            }
+        }
+        for host in &config.allowed_hosts {
+            if host.is_empty()
+                || host
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+            {
+                bail!(
+                    "allowed_hosts entry {host:?} from {} must be a host name or address, with \
+                     its port unless it is the scheme's default (pacs.example.org:8080)",
+                    origin("allowed_hosts")
                 );
             }
         }

@@ -102,6 +102,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }),
         _ => None,
     };
+    if config.http_addr.is_unspecified()
+        && config.public_base_url.is_none()
+        && config.allowed_hosts.is_empty()
+    {
+        tracing::warn!(http_addr = %config.http_addr, "no public_base_url nor allowed_hosts: RetrieveURLs and BulkDataURIs will name the listen address, which clients cannot reach; set public_base_url");
+    }
     let http = tokio::spawn(pacs_web::serve(
         http_listener,
         pacs_web::router(
@@ -122,6 +128,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
                     },
                 },
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
+                public_base_url: config.public_base_url.clone(),
+                allowed_hosts: config.allowed_hosts.clone(),
+                listen: http_addr,
+                tls: tls.is_some(),
             },
             render,
         ),

@@ -255,12 +255,13 @@ fn browser_sessions_log_in_and_out() {
     // Nothing stored: QIDO answers 204, past the authentication.
     assert_eq!(with_cookie("/dicom-web/studies").0, 204);
 
-    // A form log-in works too (plain HTML forms, scripts with curl -d).
+    // A form log-in is refused: another site's HTML form could otherwise log the browser in
+    // as an account of its choosing (login CSRF). The UI and scripts send JSON.
     let (status, _, _) = login(
         "username=referrer1&password=referrer-secret-pw",
         "application/x-www-form-urlencoded",
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 415);
 
     // Changing the password closes the sessions.
     let changed = server.cli_stdin(&["user", "passwd", "reader1"], "another-password");
@@ -389,6 +390,11 @@ fn https_with_a_configured_certificate() {
     };
     let (ok, out, err) = curl(&[&format!("{base}/healthz")]);
     assert!(ok && out.contains("200"), "{out}{err}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "HSTS over TLS: {out}"
+    );
     let (ok, out, err) = curl(&[
         "-u",
         "reader1:reader-secret-pw",

@@ -662,3 +662,35 @@ fn worklist_items_carry_a_study_instance_uid_that_links_the_images() {
     let found = dicomweb_client(&url, &["search", "studies", "--filter", "PatientID=P300"]);
     assert_eq!(found[0]["0020000D"]["Value"][0], first[0].as_str(), "{found}");
 }
+
+/// A Study Instance UID from the RIS ends up in the worklist, the reports and URLs: one that
+/// is not a UID (`thumbnail`, a route word) is refused with an AE pointing at its field.
+#[test]
+fn hl7_study_uids_that_are_not_uids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let acks = send_hl7(
+        &server,
+        dir.path(),
+        &[
+            &format!(
+                "{}\nPID|1||P400^^^HOSP^PI||MARTIN^LUC||19800315|M\n\
+                 ORC|NW|PO400|FO400||SC\nOBR|1|PO400|FO400|CT^CT^L\nZDS|thumbnail^^Application^DICOM",
+                msh("ORM^O01^ORM_O01", "U1")
+            ),
+            &format!(
+                "{}\nPID|1||P400^^^HOSP^PI||MARTIN^LUC\nOBR|1|PO400|FO400|CT^CT^L||||||||||||||ACC400\n\
+                 OBX|1|TX|REPORT||Normal.||||||F\nZDS|1.2/3^^Application^DICOM",
+                msh("ORU^R01^ORU_R01", "U2")
+            ),
+        ],
+    );
+    for (ack, field, value) in [(&acks[0], "ZDS-1", "thumbnail"), (&acks[1], "ZDS-1", "1.2/3")] {
+        assert_eq!(ack["code"], "AE", "{ack}");
+        let text = ack["ack"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("|102") && text.contains(field) && text.contains(value),
+            "{text}"
+        );
+    }
+}

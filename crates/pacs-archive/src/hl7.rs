@@ -50,6 +50,29 @@ fn missing(path: &str, what: &str) -> Outcome {
     )
 }
 
+/// The Study Instance UID a message carries (the first of `paths` present), or an `AE`
+/// answer when it is not a UID (`pacs_model::check_uid`): it would reach the worklist, the
+/// reports and from there URLs. The ERR segment points at the field it came from.
+fn study_uid(msg: &Message, paths: &[&str]) -> Result<Option<String>, Outcome> {
+    let Some((path, uid)) = paths.iter().find_map(|p| msg.value(p).map(|v| (*p, v))) else {
+        return Ok(None);
+    };
+    match pacs_model::check_uid(&uid) {
+        Ok(()) => Ok(Some(uid)),
+        Err(why) => {
+            let shown: String = uid.chars().take(pacs_model::uid::MAX_UID_LEN).collect();
+            let field = path.split('.').next().unwrap_or(path);
+            Err(Outcome::Error(
+                ErrorDetail::new(
+                    ErrorCode::DATA_TYPE,
+                    format!("Study Instance UID ({field}) {why}: {shown:?}"),
+                )
+                .at(field),
+            ))
+        }
+    }
+}
+
 fn unknown(path: &str, what: String) -> Outcome {
     Outcome::Error(ErrorDetail::new(ErrorCode::UNKNOWN_KEY, what).at(path))
 }
@@ -296,6 +319,9 @@ impl Hl7Archive {
             return Ok(missing("ORC-2", "placer order number"));
         };
         let control = msg.value("ORC-1").unwrap_or_default();
+        if let Err(refused) = study_uid(msg, &["IPC-3.1", "ZDS-1.1"]) {
+            return Ok(refused);
+        }
         match control.as_str() {
             "NW" | "XO" | "SC" => {
                 let order = order(msg, placer.clone());
@@ -353,7 +379,10 @@ impl Hl7Archive {
             return Ok(missing("OBX-5", "report text"));
         }
         let accession = first_of(msg, &["OBR-18.1", "ORC-3.1", "OBR-3.1"]);
-        let study_uid = first_of(msg, &["ZDS-1.1", "IPC-3.1"]);
+        let study_uid = match study_uid(msg, &["ZDS-1.1", "IPC-3.1"]) {
+            Ok(uid) => uid,
+            Err(refused) => return Ok(refused),
+        };
         if accession.is_none() && study_uid.is_none() {
             return Ok(missing("OBR-18", "accession number or Study Instance UID"));
         }
@@ -558,6 +587,25 @@ mod tests {
         assert_eq!(d.name.as_deref(), Some("LEFEVRE^ELODIE"));
         assert_eq!(d.birth_date.as_deref(), Some("19920704"));
         assert_eq!(d.sex.as_deref(), Some("F"));
+    }
+
+    #[test]
+    fn a_study_uid_that_is_not_a_uid_is_refused_where_it_was_read() {
+        let m = msg("MSH|^~\\&|RIS|H|PACS|H|2024||ORU^R01|1|P|2.5\n\
+             OBR|1|PO2|FO2\n\
+             ZDS|thumbnail^RIS^Application^DICOM");
+        let Err(Outcome::Error(e)) = study_uid(&m, &["ZDS-1.1", "IPC-3.1"]) else {
+            panic!("accepted");
+        };
+        assert_eq!(e.code, ErrorCode::DATA_TYPE);
+        assert!(
+            e.text.contains("ZDS-1") && e.text.contains("thumbnail"),
+            "{}",
+            e.text
+        );
+        let m = msg("MSH|^~\\&|RIS|H|PACS|H|2024||ORU^R01|1|P|2.5\nZDS|1.2.840.99^RIS");
+        assert!(matches!(study_uid(&m, &["ZDS-1.1"]), Ok(Some(u)) if u == "1.2.840.99"));
+        assert!(matches!(study_uid(&m, &["IPC-3.1"]), Ok(None)));
     }
 
     #[test]

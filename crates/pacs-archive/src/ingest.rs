@@ -16,7 +16,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use pacs_dimse::dataset_check;
-use pacs_model::{fold_person_name, normalize_date};
+use pacs_model::{fold_person_name, normalize_date, url_segment};
 use pacs_store::{AuditEvent, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob};
 
 use crate::{Archive, ArchiveError};
@@ -552,6 +552,13 @@ pub(crate) fn parse_header(
     let sop_class = required(tags::SOP_CLASS_UID, "SOPClassUID")?;
     let study_uid = required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
     let series_uid = required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    for (name, uid) in [
+        ("StudyInstanceUID", &study_uid),
+        ("SeriesInstanceUID", &series_uid),
+        ("SOPInstanceUID", &sop_uid),
+    ] {
+        check_received_uid(name, uid)?;
+    }
     if let Some((class, instance)) = expected {
         if *class != sop_class {
             return Err(ArchiveError::Mismatch(format!(
@@ -570,7 +577,12 @@ pub(crate) fn parse_header(
     let header_json = header_json(
         &obj,
         pixel_data,
-        &format!("studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/"),
+        &format!(
+            "studies/{}/series/{}/instances/{}/bulkdata/",
+            url_segment(&study_uid),
+            url_segment(&series_uid),
+            url_segment(&sop_uid)
+        ),
     )?;
     let patient_id = text(&obj, tags::PATIENT_ID).unwrap_or_default();
     let unidentified_study = if patient_id.is_empty() {
@@ -616,6 +628,21 @@ pub(crate) fn parse_header(
         header_json,
         ..NewInstance::default()
     })
+}
+
+/// Refuses an identifying UID that is not one (`pacs_model::check_uid`): it would be indexed
+/// and become part of every URL naming the object. Every ingest path (C-STORE, STOW-RS,
+/// import, retrieval from a peer) parses through here, so this is the one check. A leading
+/// zero in a component is tolerated with a warning (some modalities send them).
+fn check_received_uid(name: &str, uid: &str) -> Result<(), ArchiveError> {
+    if let Err(why) = pacs_model::check_uid(uid) {
+        let shown: String = uid.chars().take(pacs_model::uid::MAX_UID_LEN).collect();
+        return Err(ArchiveError::Mismatch(format!("{name} {why}: {shown:?}")));
+    }
+    if pacs_model::has_leading_zero(uid) {
+        tracing::warn!(attribute = name, %uid, "UID component with a leading zero (PS3.5 9.1); accepted");
+    }
+    Ok(())
 }
 
 /// A trimmed, non-empty string value. Elements sent with VR UN (some writers do that for

@@ -7,11 +7,13 @@
 pub mod admission;
 pub mod matching;
 pub mod name_words;
+pub mod uid;
 
 pub use matching::{
     check_temporal_key, fold_person_name, like_pattern, normalize_date, normalize_datetime, normalize_time,
     Matcher, ValueKind,
 };
+pub use uid::{check_uid, has_leading_zero, url_segment};
 
 /// Tenant identifier; every index row carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

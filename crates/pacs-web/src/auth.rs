@@ -1,7 +1,7 @@
 //! Authentication and authorization for everything served over HTTP.
 //!
-//! One middleware sees every request. It decides from the method and path what the request
-//! needs ([`access`]), finds who is asking (session cookie, bearer token, or HTTP Basic when
+//! One middleware sees every request. It takes what the request needs from the route axum
+//! matched (the rule the route table of [`crate::routes`] gives that route), finds who is asking (session cookie, bearer token, or HTTP Basic when
 //! enabled), checks the caller's role, audits every refusal, and runs the handler with the
 //! caller's name in a task-local so that the handler's own audit lines name the user.
 //!
@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -105,68 +105,6 @@ pub enum Access {
     /// Any logged-in user (e.g. "who am I").
     AnyUser,
     Need(Permission),
-}
-
-/// Decides what a request needs from its method, path and query. Anything under the data
-/// roots that is not recognised needs the strongest permission: new routes are closed until
-/// someone classifies them here.
-pub fn access(method: &Method, path: &str, query: Option<&str>) -> Access {
-    if method == Method::OPTIONS {
-        return Access::Public; // CORS preflight carries no credentials by design.
-    }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["dicom-web", rest @ ..] => {
-            if method == Method::POST {
-                return Access::Need(Permission::Store);
-            }
-            if method != Method::GET && method != Method::HEAD {
-                return Access::Need(Permission::Admin);
-            }
-            match rest {
-                [.., "rendered" | "thumbnail"] => Access::Need(Permission::Render),
-                ["studies" | "series" | "instances"]
-                | ["studies", _, "series" | "instances"]
-                | ["studies", _, "series", _, "instances"] => Access::Need(Permission::Search),
-                _ => Access::Need(Permission::Retrieve),
-            }
-        }
-        ["wado"] => {
-            // Decoded exactly as the handler will decode it: an escaped "application%2Fdicom"
-            // must not slip past as a rendering request.
-            let wants_dicom = form_pairs(query.unwrap_or_default())
-                .iter()
-                .any(|(k, v)| k == "contentType" && v.contains("application/dicom"));
-            Access::Need(if wants_dicom {
-                Permission::Retrieve
-            } else {
-                Permission::Render
-            })
-        }
-        ["api", "login" | "logout"] => Access::Public,
-        ["api", "me"] => Access::AnyUser,
-        ["api", "openapi.json"] => Access::Public,
-        ["api", rest @ ..] => api_access(method, rest),
-        _ => Access::Public,
-    }
-}
-
-fn api_access(method: &Method, rest: &[&str]) -> Access {
-    if method == Method::DELETE {
-        return Access::Need(Permission::Admin);
-    }
-    match rest {
-        ["users" | "audit" | "aes", ..] => Access::Need(Permission::Admin),
-        ["studies", _, "archive"] => Access::Need(Permission::Retrieve),
-        // Reports are for referrers too (they see previews and reports).
-        ["studies", _, "reports"] if method == Method::GET => Access::Need(Permission::Search),
-        ["review", ..] if method == Method::GET => Access::Need(Permission::Search),
-        ["worklist"] if method == Method::GET => Access::Need(Permission::Search),
-        ["patients" | "studies" | "series" | "instances" | "stats", ..] if method == Method::GET => {
-            Access::Need(Permission::Search)
-        }
-        _ => Access::Need(Permission::Admin),
-    }
 }
 
 /// Who is making the request.
@@ -349,7 +287,11 @@ pub(crate) async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let needed = access(request.method(), request.uri().path(), request.uri().query());
+    // From the route axum matched (the route table's rule), never from the path's words.
+    let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let needed = state
+        .rules
+        .needed(request.method(), matched, request.uri().query());
     if needed == Access::Public {
         return next.run(request).await;
     }
@@ -635,79 +577,6 @@ pub(crate) fn state(config: AuthConfig) -> Arc<AuthState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn get(path: &str) -> Access {
-        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-        access(&Method::GET, path, query)
-    }
-
-    #[test]
-    fn requests_are_classified_by_what_they_reach() {
-        use Permission::*;
-        assert_eq!(get("/healthz"), Access::Public);
-        assert_eq!(get("/metrics"), Access::Public);
-        assert_eq!(get("/dicom-web/studies"), Access::Need(Search));
-        assert_eq!(get("/dicom-web/studies/1.2/series"), Access::Need(Search));
-        assert_eq!(
-            get("/dicom-web/studies/1.2/series/3/instances"),
-            Access::Need(Search)
-        );
-        assert_eq!(get("/dicom-web/studies/1.2"), Access::Need(Retrieve));
-        assert_eq!(get("/dicom-web/studies/1.2/metadata"), Access::Need(Retrieve));
-        assert_eq!(
-            get("/dicom-web/studies/1/series/2/instances/3/frames/1"),
-            Access::Need(Retrieve)
-        );
-        assert_eq!(
-            get("/dicom-web/studies/1/series/2/instances/3/rendered"),
-            Access::Need(Render)
-        );
-        assert_eq!(get("/dicom-web/studies/1/thumbnail"), Access::Need(Render));
-        assert_eq!(
-            access(&Method::POST, "/dicom-web/studies", None),
-            Access::Need(Store)
-        );
-        assert_eq!(
-            access(&Method::DELETE, "/dicom-web/studies/1", None),
-            Access::Need(Admin)
-        );
-        assert_eq!(
-            get("/wado?requestType=WADO&contentType=application/dicom"),
-            Access::Need(Retrieve)
-        );
-        assert_eq!(
-            get("/wado?requestType=WADO&contentType=application%2Fdicom"),
-            Access::Need(Retrieve)
-        );
-        assert_eq!(
-            get("/wado?requestType=WADO&contentType=image/jpeg,application/dicom"),
-            Access::Need(Retrieve)
-        );
-        assert_eq!(get("/wado?requestType=WADO"), Access::Need(Render));
-        assert_eq!(get("/api/studies"), Access::Need(Search));
-        assert_eq!(get("/api/studies/1/archive"), Access::Need(Retrieve));
-        assert_eq!(
-            access(&Method::DELETE, "/api/studies/1", None),
-            Access::Need(Admin)
-        );
-        assert_eq!(get("/api/users"), Access::Need(Admin));
-        assert_eq!(get("/api/aes"), Access::Need(Admin));
-        assert_eq!(
-            access(&Method::PUT, "/api/aes/STORESCP", None),
-            Access::Need(Admin)
-        );
-        assert_eq!(
-            access(&Method::POST, "/api/aes/STORESCP/echo", None),
-            Access::Need(Admin)
-        );
-        assert_eq!(
-            access(&Method::PUT, "/api/users/ana/role", None),
-            Access::Need(Admin)
-        );
-        assert_eq!(get("/api/something-new"), Access::Need(Admin));
-        assert_eq!(access(&Method::POST, "/api/login", None), Access::Public);
-        assert_eq!(get("/api/me"), Access::AnyUser);
-    }
 
     #[test]
     fn roles_grant_what_their_work_needs() {

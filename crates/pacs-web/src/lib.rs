@@ -1,6 +1,7 @@
 //! HTTP front end: `/healthz`, Prometheus `/metrics`, DICOMweb under `/dicom-web` (QIDO-RS,
 //! WADO-RS, STOW-RS), WADO-URI at `/wado` and the REST API under `/api`, all behind the
-//! authentication middleware of [`auth`]; the embedded web UI (`ui`) answers everything else.
+//! authentication middleware of [`auth`], which decides from the route table of [`routes`]
+//! what each needs; the embedded web UI (`ui`) answers everything else.
 
 mod access_audit;
 mod admin;
@@ -11,9 +12,11 @@ mod credentials;
 mod frames;
 mod listen;
 mod metadata;
+mod origin;
 pub mod password;
 mod qido;
 mod rendered;
+pub mod routes;
 mod stow;
 pub mod throttle;
 mod ui;
@@ -21,11 +24,11 @@ mod wado;
 mod wado_uri;
 mod worklist;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use pacs_archive::Archive;
 
@@ -43,8 +46,18 @@ pub struct WebConfig {
     /// Largest STOW-RS request accepted (413 beyond).
     pub stow_max_request_bytes: u64,
     pub auth: auth::AuthConfig,
-    /// Origins allowed to call us from a browser (CORS); empty means CORS stays off.
+    /// Origins allowed to call us from a browser (CORS), and to send state-changing requests
+    /// from a page of theirs; empty means CORS stays off.
     pub cors_allowed_origins: Vec<String>,
+    /// The root clients reach us at (`https://pacs.example.org`), for the URLs we hand out
+    /// (RetrieveURL, BulkDataURI); without it, see [`WebConfig::public_root`].
+    pub public_base_url: Option<String>,
+    /// Host header values trusted for those URLs when `public_base_url` is not set.
+    pub allowed_hosts: Vec<String>,
+    /// The address the HTTP listener is bound to.
+    pub listen: SocketAddr,
+    /// Whether HTTP is served over TLS (the scheme of the URLs we hand out).
+    pub tls: bool,
 }
 
 impl Default for WebConfig {
@@ -54,6 +67,10 @@ impl Default for WebConfig {
             stow_max_request_bytes: 16 << 30,
             auth: auth::AuthConfig::default(),
             cors_allowed_origins: Vec::new(),
+            public_base_url: None,
+            allowed_hosts: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: false,
         }
     }
 }
@@ -66,6 +83,8 @@ pub struct WebState {
     auth: Arc<auth::AuthState>,
     /// Viewing sessions, audited once each rather than per frame.
     accesses: access_audit::AccessSessions,
+    /// What each route needs, from the route table.
+    rules: Arc<routes::Rules>,
 }
 
 /// Failures of the HTTP front end, mapped to a status in one place. Client errors say what is
@@ -175,136 +194,37 @@ impl WebState {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes: the table of [`routes`], each behind the middleware of [`auth`], which
+/// decides from the matched route what the request needs; the same-origin guard of [`origin`]
+/// in front of them for state-changing requests; the UI as the fallback.
 pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
     let accesses = access_audit::AccessSessions::default();
     accesses.spawn_flusher(&archive);
+    let routes = routes::table(metrics);
     let state = WebState {
         archive,
         auth: auth::state(config.auth.clone()),
         config: Arc::new(config),
         accesses,
+        rules: Arc::new(routes::Rules::of(routes.iter().map(|r| r.spec.clone()))),
     };
-    let dicomweb = Router::new()
-        .route("/studies", get(qido::studies).post(stow::store))
-        .route("/series", get(qido::all_series))
-        .route("/instances", get(qido::all_instances))
-        .route("/studies/{study}/series", get(qido::study_series))
-        .route("/studies/{study}/instances", get(qido::study_instances))
-        .route("/studies/{study}", get(wado::study).post(stow::store_in_study))
-        .route("/studies/{study}/metadata", get(metadata::study))
-        .route("/studies/{study}/series/{series}/metadata", get(metadata::series))
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(metadata::instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
-            get(metadata::bulkdata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(frames::frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-            get(rendered::frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
-            get(rendered::frames_thumbnail),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(rendered::instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(rendered::instance_thumbnail),
-        )
-        .route(
-            "/studies/{study}/series/{series}/thumbnail",
-            get(rendered::series_thumbnail),
-        )
-        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
-        .route("/studies/{study}/series/{series}", get(wado::series))
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances",
-            get(qido::series_instances),
-        )
-        .with_state(state.clone());
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response() }
-            }),
-        )
-        .nest("/dicom-web", dicomweb)
-        .route("/wado", get(wado_uri::wado).with_state(state.clone()))
-        .nest("/api", api_router(state.clone()))
+    let mut router = Router::new();
+    for route in routes {
+        router = router.route(route.spec.path, route.handler);
+    }
+    router
         .fallback(ui::serve)
+        .with_state(state.clone())
+        // `Router::layer` wraps each route after matching, so the middleware sees `MatchedPath`.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::middleware,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_origin_guard,
+        ))
         .layer(cors_layer(&state.config.cors_allowed_origins))
-}
-
-/// The REST API under `/api`.
-fn api_router(state: WebState) -> Router {
-    Router::new()
-        .route("/login", axum::routing::post(auth::login))
-        .route("/logout", axum::routing::post(auth::logout))
-        .route("/me", get(auth::me))
-        .route("/patients", get(api::patients))
-        .route("/studies", get(api::studies))
-        .route("/studies/{study}", get(api::study).delete(api::delete))
-        .route("/studies/{study}/archive", get(api::archive))
-        .route("/studies/{study}/reports", get(api::reports))
-        .route("/review/studies", get(api::review))
-        .route("/worklist", get(worklist::worklist))
-        .route("/merges", get(api::merges))
-        .route("/merges/{id}/undo", axum::routing::post(api::undo_merge))
-        .route("/studies/{study}/series", get(api::study_series))
-        .route(
-            "/studies/{study}/series/{series}",
-            axum::routing::delete(api::delete),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances",
-            get(api::series_instances),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}",
-            axum::routing::delete(api::delete),
-        )
-        .route("/series", get(api::series))
-        .route("/instances", get(api::instances))
-        .route("/stats", get(api::stats))
-        .route("/users", get(admin::users).post(admin::add_user))
-        .route("/users/{username}", axum::routing::delete(admin::remove_user))
-        .route("/users/{username}/role", axum::routing::put(admin::set_role))
-        .route(
-            "/users/{username}/password",
-            axum::routing::put(admin::set_password),
-        )
-        .route("/users/{username}/unlock", axum::routing::post(admin::unlock))
-        .route("/aes", get(admin::aes))
-        .route(
-            "/aes/{aet}",
-            get(admin::ae).put(admin::put_ae).delete(admin::remove_ae),
-        )
-        .route("/aes/{aet}/echo", axum::routing::post(admin::echo))
-        .route("/audit", get(admin::audit))
-        .route("/openapi.json", get(api::openapi))
-        .with_state(state)
 }
 
 /// CORS for the configured origins only; with none configured the layer adds nothing, so a

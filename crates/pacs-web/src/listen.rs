@@ -63,7 +63,19 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     config: ServeConfig,
 ) -> io::Result<()> {
-    let router = crate::body_rate::layer(router, config.body_rate);
+    let mut router = crate::body_rate::layer(router, config.body_rate);
+    if config.tls.is_some() {
+        // Over TLS, browsers are told to come back over TLS only (a year; HSTS, RFC 6797).
+        router = router.layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+                response
+            },
+        ));
+    }
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::<SocketAddr>::new();
     let stopper = handle.clone();

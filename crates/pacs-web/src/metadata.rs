@@ -78,7 +78,7 @@ async fn metadata(
     if locations.is_empty() {
         return (StatusCode::NOT_FOUND, "no such study, series or instance\n").into_response();
     }
-    let base = crate::qido::base_url(&headers);
+    let base = crate::qido::base_url(&state.config, &headers);
     let pks: Vec<i64> = locations.iter().map(|l| l.pk).collect();
     // The stored transfer syntax of each instance, as Available Transfer Syntax UID
     // (0008,3002): a viewer needs it to know what decoded frames hold (a JPEG's YCbCr comes

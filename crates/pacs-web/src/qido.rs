@@ -14,7 +14,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use pacs_archive::query::FindQuery;
-use pacs_model::{InformationModel, QueryLevel};
+use pacs_model::{url_segment, InformationModel, QueryLevel};
 use pacs_store::AuditEvent;
 use tokio::sync::mpsc;
 
@@ -317,7 +317,7 @@ async fn search(
     if request.by_words {
         query.match_names_by_words();
     }
-    let base = base_url(&headers);
+    let base = base_url(&state.config, &headers);
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
     let search = tokio::spawn(async move { archive.find(&query, &tx).await });
@@ -385,14 +385,10 @@ async fn search(
     response
 }
 
-/// The service root as the client sees it, for RetrieveURL.
-pub(crate) fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}/dicom-web")
+/// The DICOMweb root as clients should reach it, for RetrieveURL and BulkDataURI (never a
+/// Host header we do not know: see [`WebConfig::public_root`]).
+pub(crate) fn base_url(config: &crate::WebConfig, headers: &HeaderMap) -> String {
+    format!("{}/dicom-web", config.public_root(headers))
 }
 
 fn uid(obj: &InMemDicomObject, tag: Tag) -> String {
@@ -406,17 +402,20 @@ fn uid(obj: &InMemDicomObject, tag: Tag) -> String {
 fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_json::Value {
     found.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     empty_values_as_absent(&mut found);
-    let study = uid(&found, tags::STUDY_INSTANCE_UID);
+    // Escaped, although ingest lets only digits and dots in: what was indexed before that
+    // check still cannot add a segment to the URL.
+    let segment = |tag| url_segment(&uid(&found, tag));
+    let study = segment(tags::STUDY_INSTANCE_UID);
     let url = match level {
         QueryLevel::Patient | QueryLevel::Study => format!("{base}/studies/{study}"),
         QueryLevel::Series => format!(
             "{base}/studies/{study}/series/{}",
-            uid(&found, tags::SERIES_INSTANCE_UID)
+            segment(tags::SERIES_INSTANCE_UID)
         ),
         QueryLevel::Image => format!(
             "{base}/studies/{study}/series/{}/instances/{}",
-            uid(&found, tags::SERIES_INSTANCE_UID),
-            uid(&found, tags::SOP_INSTANCE_UID)
+            segment(tags::SERIES_INSTANCE_UID),
+            segment(tags::SOP_INSTANCE_UID)
         ),
     };
     found.put(DataElement::new(

@@ -16,6 +16,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use pacs_archive::{ArchiveError, Refused, Source, StoredInstance};
+use pacs_model::url_segment;
 use pacs_store::AuditEvent;
 use tokio::task::JoinHandle;
 
@@ -257,7 +258,7 @@ async fn stow(
         });
     }
     settle_all(&mut pending, &mut outcomes).await;
-    let response = respond(&headers, study.as_deref(), &outcomes);
+    let response = respond(&state.config, &headers, study.as_deref(), &outcomes);
     audit_request(&state, &source, &outcomes, response.status()).await;
     response
 }
@@ -354,8 +355,13 @@ fn uid_element(tag: dicom_core::Tag, uid: &str) -> DataElement<InMemDicomObject>
 }
 
 /// The STOW-RS response: ReferencedSOPSequence and FailedSOPSequence, 200 / 202 / 409.
-fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: &[Outcome]) -> Response {
-    let base = crate::qido::base_url(headers);
+fn respond(
+    config: &crate::WebConfig,
+    headers: &HeaderMap,
+    study: Option<&str>,
+    outcomes: &[Outcome],
+) -> Response {
+    let base = crate::qido::base_url(config, headers);
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     for outcome in outcomes {
@@ -372,7 +378,9 @@ fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: &[Outcome]) -> Re
                     VR::UR,
                     PrimitiveValue::from(format!(
                         "{base}/studies/{}/series/{}/instances/{}",
-                        s.study_instance_uid, s.series_instance_uid, s.sop_instance_uid
+                        url_segment(&s.study_instance_uid),
+                        url_segment(&s.series_instance_uid),
+                        url_segment(&s.sop_instance_uid)
                     )),
                 ));
                 referenced.push(item);
@@ -408,7 +416,8 @@ fn respond(headers: &HeaderMap, study: Option<&str>, outcomes: &[Outcome]) -> Re
         response.put(DataElement::new(
             tags::RETRIEVE_URL,
             VR::UR,
-            PrimitiveValue::from(format!("{base}/studies/{study}")),
+            // The study named in the request's own URL: escaped like every UID we embed.
+            PrimitiveValue::from(format!("{base}/studies/{}", url_segment(study))),
         ));
     }
     if !referenced.is_empty() {
