@@ -4,23 +4,45 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: the DICOM peers, what the build compiles C/C++ with (CharLS, SQLite), the
+# browser, and what the tests and this script call (curl, openssl, Python's venv).
 missing=()
 [ -x /usr/bin/storescu ] || missing+=(dcmtk)
-[ -x /usr/bin/cmake ] || missing+=(cmake)        # CharLS (JPEG-LS) builds with cmake
+command -v cmake >/dev/null || missing+=(cmake)
+command -v make >/dev/null || missing+=(make)
+command -v g++ >/dev/null || missing+=(g++)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # browser tests (OHIF, web UI)
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the tests need ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+    exit 1
+  fi
   echo "installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! python3 -c "import pydicom, pynetdicom, dicomweb_client" 2>/dev/null || ! command -v dicomweb_client >/dev/null; then
-  echo "installing pydicom, pynetdicom and dicomweb-client"
-  python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4 dicomweb-client==0.61.2
-fi
+for tool in node npm; do
+  command -v $tool >/dev/null || { echo "the browser tests need Node.js 20 or newer ($tool not found)" >&2; exit 1; }
+done
+for component in rustfmt clippy; do
+  if ! cargo ${component/rustfmt/fmt} --version >/dev/null 2>&1; then
+    echo "installing the Rust component $component"
+    rustup component add $component || { echo "the tests need the Rust component $component (rustup component add $component)" >&2; exit 1; }
+  fi
+done
 
-if ! python3 -c "import hl7, hl7apy" 2>/dev/null; then
-  echo "installing python-hl7 and hl7apy"
-  python3 -m pip install -q --disable-pip-version-check hl7==0.4.5 hl7apy==1.3.5
+# Python peers in the project's own virtual environment (Debian 12 refuses system-wide pip
+# installs); the tests find python3 and dicomweb_client on PATH, so the venv goes first.
+venv=.venv
+[ -x $venv/bin/python3 ] || python3 -m venv $venv
+export PATH="$PWD/$venv/bin:$PATH"
+if ! python3 -c "import pydicom, pynetdicom, dicomweb_client, hl7, hl7apy" 2>/dev/null || ! command -v dicomweb_client >/dev/null; then
+  echo "installing pydicom, pynetdicom, dicomweb-client, python-hl7 and hl7apy in $venv"
+  python3 -m pip install -q --disable-pip-version-check pydicom==3.0.2 pynetdicom==3.0.4 \
+    dicomweb-client==0.61.2 hl7==0.4.5 hl7apy==1.3.5
 fi
 
 # Browser tests: playwright-core, pngjs and OHIF's prebuilt viewer, pinned in tests/browser

@@ -5,9 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::config_sources::{explain, Named};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,7 +203,8 @@ impl Default for Config {
     }
 }
 
-/// Values given on the command line; `None` leaves the lower sources in charge.
+/// Values given on the command line; `None` leaves the lower sources in charge. Only the
+/// flags every subcommand uses are global; the listeners' flags belong to `serve`.
 #[derive(Clone, Debug, Default, Serialize, clap::Args)]
 pub struct Overrides {
     /// Configuration file (default: ./openpacs.toml if present).
@@ -212,32 +215,41 @@ pub struct Overrides {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Set from `serve`'s own flags.
+    #[arg(skip)]
+    #[serde(flatten)]
+    pub listeners: ServeFlags,
+}
+
+/// `openpacs serve`'s flags.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct ServeFlags {
     /// DICOM port.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dicom_port: Option<u16>,
     /// DICOM listen address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dicom_addr: Option<IpAddr>,
     /// HTTP port.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
     /// HTTP listen address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<IpAddr>,
     /// HL7 (MLLP) port.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hl7_port: Option<u16>,
     /// HL7 (MLLP) listen address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hl7_addr: Option<IpAddr>,
     /// Our AE title.
-    #[arg(long, global = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ae_title: Option<String>,
 }
@@ -245,7 +257,7 @@ pub struct Overrides {
 impl Config {
     /// Loads and validates the configuration; errors name the value and where it came from.
     pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut figment = Figment::from(Named::defaults(Config::default()));
         match &overrides.config {
             Some(path) => {
                 if !path.is_file() {
@@ -262,36 +274,9 @@ impl Config {
                     .filter(|k| !k.as_str().eq_ignore_ascii_case("log"))
                     .split("__"),
             )
-            .merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract().map_err(|e| {
-            let mut msg = String::from("invalid configuration");
-            for err in e {
-                // Name the exact variable or key, e.g. OPENPACS_DICOM_PORT, not just its source.
-                let name = err.metadata.as_ref().map(|m| {
-                    if m.name.contains("environment") {
-                        format!("OPENPACS_{}", err.path.join("__").to_uppercase())
-                    } else {
-                        err.path.join(".")
-                    }
-                });
-                match name {
-                    Some(name) if !err.path.is_empty() => msg.push_str(&format!("\n  {name}: {err}")),
-                    _ => msg.push_str(&format!("\n  {err}")),
-                }
-            }
-            anyhow::anyhow!(msg)
-        })?;
-        let origin = |key: &str| {
-            figment
-                .find_metadata(key)
-                .map(|m| {
-                    m.source
-                        .as_ref()
-                        .map(|s| format!("{} ({s})", m.name))
-                        .unwrap_or_else(|| m.name.to_string())
-                })
-                .unwrap_or_else(|| "defaults".into())
-        };
+            .merge(Named::command_line(overrides));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(explain(e)))?;
+        let origin = |key: &str| crate::config_sources::origin(&figment, key);
         validate_ae(&config.ae_title)
             .with_context(|| format!("ae_title {:?} from {}", config.ae_title, origin("ae_title")))?;
         for ae in &config.allowed_calling_aes {

@@ -1,26 +1,41 @@
 //! `openpacs import`: files and folders into the archive, with the same durability and
 //! duplicate policy as C-STORE.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
 
 use futures::stream::{self, StreamExt};
 use pacs_archive::{Archive, ArchiveError, Source, StoreResult};
 
 use crate::config::Config;
 
-pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Result<ExitCode> {
+/// Past this many skipped or refused files, the terminal gets the first ones and the full list
+/// goes to a report file.
+const PRINTED_FILES: usize = 20;
+
+pub async fn run(
+    config: Config,
+    paths: Vec<PathBuf>,
+    jobs: usize,
+    report: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let files = crate::collect_files(&paths)?;
+    let total = files.len();
     let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
-    let bar = crate::progress_bar(files.len() as u64, "importing");
+    let bar = crate::progress_bar(total as u64, "importing");
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let mut stored = 0u64;
     let mut duplicates = 0u64;
     let mut replaced = 0u64;
     let mut kept_first = 0u64;
-    let mut skipped = 0u64;
-    let mut refused: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    // (file, reason), sorted by file at the end for a reproducible listing.
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let mut refused: Vec<(PathBuf, String)> = Vec::new();
     let mut results = stream::iter(files)
         .map(|path| {
             let archive = archive.clone();
@@ -42,27 +57,78 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> anyhow::Re
             Ok(StoreResult::Duplicate) => duplicates += 1,
             Ok(StoreResult::KeptFirst) => kept_first += 1,
             Ok(StoreResult::Replaced) => replaced += 1,
-            Err(ArchiveError::NotPart10(_)) => skipped += 1,
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "refused");
-                refused.entry(e.to_string()).or_default().push(path);
-            }
+            Err(ArchiveError::NotPart10(why)) => skipped.push((path, why)),
+            Err(e) => refused.push((path, e.to_string())),
         }
     }
     bar.finish_and_clear();
-    let refused_count: usize = refused.values().map(Vec::len).sum();
+    skipped.sort();
+    refused.sort();
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "stored {stored}, duplicates {duplicates}, replaced {replaced}, kept first (another object with a known SOP Instance UID, not indexed) {kept_first}, skipped (not DICOM) {skipped}, refused {refused_count}"
+        "{total} files in {seconds:.0} s ({rate} files/s): stored {stored}, duplicates {duplicates}, \
+         replaced {replaced}, kept first {kept_first} (another object with a SOP Instance UID \
+         already stored; not indexed), skipped {} (not DICOM files), refused {}",
+        skipped.len(),
+        refused.len(),
+        rate = (total as f64 / seconds.max(0.001)).round() as u64,
     );
-    for (reason, files) in &refused {
-        println!("refused ({reason}):");
-        for f in files {
-            println!("  {}", f.display());
+    let listed = skipped.len() + refused.len();
+    let report = match report {
+        Some(path) => Some(path),
+        None if listed > PRINTED_FILES => {
+            Some(PathBuf::from(format!("import-report-{}.txt", report_stamp())))
+        }
+        None => None,
+    };
+    print_files("skipped (not DICOM files)", &skipped, PRINTED_FILES);
+    print_files("refused", &refused, PRINTED_FILES);
+    if let Some(path) = &report {
+        write_report(path, &skipped, &refused)
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        println!(
+            "every skipped and refused file, with its reason: {}",
+            path.display()
+        );
+    }
+    Ok(if refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn print_files(heading: &str, files: &[(PathBuf, String)], at_most: usize) {
+    if files.is_empty() {
+        return;
+    }
+    println!("{heading}:");
+    for (path, reason) in files.iter().take(at_most) {
+        println!("  {}: {reason}", path.display());
+    }
+    if files.len() > at_most {
+        println!("  … and {} more (see the report)", files.len() - at_most);
+    }
+}
+
+fn write_report(
+    path: &Path,
+    skipped: &[(PathBuf, String)],
+    refused: &[(PathBuf, String)],
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (outcome, files) in [("skipped", skipped), ("refused", refused)] {
+        for (file, reason) in files {
+            writeln!(out, "{outcome}\t{}\t{reason}", file.display())?;
         }
     }
-    Ok(if refused_count > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    out.flush()
+}
+
+/// Seconds since the Unix epoch: a report name that sorts by time and does not overwrite the
+/// previous run's.
+fn report_stamp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

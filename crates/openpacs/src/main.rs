@@ -2,6 +2,7 @@
 //! signals, and runs the libraries' entry points.
 
 mod config;
+mod config_sources;
 mod import;
 mod send;
 mod serve;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, ServeFlags};
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +32,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (DICOM and HTTP listeners).
-    Serve,
+    Serve {
+        #[command(flatten)]
+        flags: ServeFlags,
+    },
     /// Import DICOM Part 10 files and folders (recursively) into the archive.
     Import {
         /// Files or folders.
@@ -40,6 +44,10 @@ enum Command {
         /// Files imported at once.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        /// Also write every skipped and refused file, with its reason, to this file (written
+        /// anyway, as import-report-<time>.txt, when there are too many to print).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Send DICOM files to a peer with C-STORE.
     Send {
@@ -63,7 +71,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Command::Serve { flags } = &cli.command {
+        cli.overrides.listeners = flags.clone();
+    }
     let config = match Config::load(&cli.overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -71,7 +82,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    // The server logs what it does; an interactive command prints its own summary and logs
+    // only warnings (no schema-migration lines before an import's result).
+    let default_log = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(&config, default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,8 +99,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(config).await,
-            Command::Import { paths, jobs } => import::run(config, paths, jobs).await,
+            Command::Serve { .. } => serve::run(config).await,
+            Command::Import { paths, jobs, report } => import::run(config, paths, jobs, report).await,
             Command::Send {
                 to,
                 calling_ae,
@@ -102,9 +120,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OPENPACS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("OPENPACS_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -143,9 +161,15 @@ pub(crate) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+        "{what} {{bar:40}} {{pos}}/{{len}} ({{rate}}, {{eta}} left)"
     )) {
-        bar.set_style(style);
+        // A whole number of files a second: "37/s", not indicatif's "37.1834/s".
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        ));
     }
     bar
 }

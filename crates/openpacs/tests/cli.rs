@@ -54,9 +54,35 @@ fn import_counts_refusals_then_verify_detects_a_corrupted_blob() {
     // truncated.dcm, bad_vr.dcm and missing_uids.dcm are refused with a reason each; the file
     // without meta header and the text file are not DICOM Part 10 and are skipped.
     assert!(text.contains("refused 3"), "{}", describe(&out));
-    assert!(text.contains("skipped (not DICOM) 2"), "{}", describe(&out));
+    assert!(text.contains("skipped 2 (not DICOM files)"), "{}", describe(&out));
+    // Each skipped and refused file is named with its reason, on its own line.
+    for (file, reason) in [
+        ("missing_uids.dcm", "missing required attribute StudyInstanceUID"),
+        ("not_dicom.txt", "not a DICOM Part 10 file"),
+        ("no_meta_header.dcm", "not a DICOM Part 10 file"),
+        ("truncated.dcm", "declares"),
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(file) && l.contains(reason)),
+            "{file} with {reason:?}: {}",
+            describe(&out)
+        );
+    }
+    // A whole number of files a second, and no log lines (schema migrations) before the
+    // summary of an interactive command.
+    let summary = text.lines().next().unwrap_or_default();
+    let rate = summary
+        .split(" files/s")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .unwrap_or_default();
     assert!(
-        text.contains("missing required attribute StudyInstanceUID"),
+        !rate.is_empty() && rate.chars().all(|c| c.is_ascii_digit()),
+        "rate {rate:?} in {summary:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("INFO") && !stderr.contains("migrated"),
         "{}",
         describe(&out)
     );
@@ -162,19 +188,6 @@ fn padded_dataset_sha256(path: &Path) -> String {
 #[test]
 fn a_bad_configuration_value_names_itself_and_its_source() {
     let server = TestServer::start(binary(), ServerOptions::default());
-    let env = std::process::Command::new(binary())
-        .arg("serve")
-        .current_dir(&server.work_dir)
-        .env("OPENPACS_DICOM_PORT", "eleven")
-        .output()
-        .unwrap();
-    assert_eq!(env.status.code(), Some(2), "{}", describe(&env));
-    let err = String::from_utf8_lossy(&env.stderr);
-    assert!(
-        err.contains("OPENPACS_DICOM_PORT") && err.contains("eleven"),
-        "{err}"
-    );
-
     std::fs::write(
         server.work_dir.join("bad.toml"),
         "ae_title = \"MUCH_TOO_LONG_AE_TITLE\"\n",
@@ -189,7 +202,7 @@ fn a_bad_configuration_value_names_itself_and_its_source() {
     );
 
     // No account exists: HTTP on the network would be open to anyone.
-    let http = server.cli(&["--http-addr", "0.0.0.0", "serve"]);
+    let http = server.cli(&["serve", "--http-addr", "0.0.0.0"]);
     assert!(!http.status.success(), "{}", describe(&http));
     let err = String::from_utf8_lossy(&http.stderr);
     assert!(
@@ -198,7 +211,7 @@ fn a_bad_configuration_value_names_itself_and_its_source() {
         describe(&http)
     );
     let off = std::process::Command::new(binary())
-        .args(["--http-addr", "0.0.0.0", "serve"])
+        .args(["serve", "--http-addr", "0.0.0.0"])
         .current_dir(&server.work_dir)
         .env("OPENPACS_HTTP_AUTH", "off")
         .output()
@@ -210,12 +223,129 @@ fn a_bad_configuration_value_names_itself_and_its_source() {
         "{}",
         describe(&off)
     );
-    let open = server.cli(&["--dicom-addr", "0.0.0.0", "serve"]);
+    let open = server.cli(&["serve", "--dicom-addr", "0.0.0.0"]);
     assert_eq!(open.status.code(), Some(2), "{}", describe(&open));
+    let err = String::from_utf8_lossy(&open.stderr);
+    // Which setting, which value, from where, in words: no Rust type or source location.
     assert!(
-        String::from_utf8_lossy(&open.stderr).contains("allowed_calling_aes"),
+        err.contains("allowed_calling_aes")
+            && err.contains("0.0.0.0")
+            && err.contains("the command line (--dicom-addr)"),
         "{}",
         describe(&open)
+    );
+    for leak in ["Overrides", "config.rs", "::", "`OPENPACS_`"] {
+        assert!(!err.contains(leak), "{leak:?} in {}", describe(&open));
+    }
+}
+
+#[test]
+fn start_up_errors_say_the_setting_the_value_and_the_source_in_words() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    let env = std::process::Command::new(binary())
+        .arg("serve")
+        .current_dir(&server.work_dir)
+        .env("OPENPACS_DICOM_PORT", "eleven")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&env.stderr);
+    assert!(
+        err.contains("dicom_port: the text \"eleven\" is not a whole number from 0 to 65535")
+            && err.contains("the environment variable OPENPACS_DICOM_PORT"),
+        "{}",
+        describe(&env)
+    );
+    assert!(
+        !err.contains("u16") && !err.contains("`OPENPACS_`"),
+        "{}",
+        describe(&env)
+    );
+
+    let path = server.work_dir.join("typo.toml");
+    std::fs::write(&path, "max_pdu = 10\n").unwrap();
+    let file = server.cli(&["--config", path.to_str().unwrap(), "serve"]);
+    assert_eq!(file.status.code(), Some(2), "{}", describe(&file));
+    let err = String::from_utf8_lossy(&file.stderr);
+    assert!(
+        err.contains("max_pdu 10") && err.contains(&format!("the configuration file {}", path.display())),
+        "{}",
+        describe(&file)
+    );
+    std::fs::write(&path, "dicom_prot = 104\n").unwrap();
+    let unknown = server.cli(&["--config", path.to_str().unwrap(), "serve"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", describe(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("\"dicom_prot\" is not a setting"),
+        "{}",
+        describe(&unknown)
+    );
+}
+
+#[test]
+fn each_subcommand_offers_only_the_flags_that_apply_to_it() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(binary()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        stdout(&out)
+    };
+    let import = help(&["import", "--help"]);
+    for flag in ["--dicom-port", "--http-port", "--hl7-addr", "--ae-title"] {
+        assert!(!import.contains(flag), "{flag} in import --help:\n{import}");
+    }
+    assert!(
+        import.contains("--report") && import.contains("--data-dir"),
+        "{import}"
+    );
+    let serve = help(&["serve", "--help"]);
+    for flag in [
+        "--dicom-port",
+        "--http-port",
+        "--hl7-addr",
+        "--ae-title",
+        "--data-dir",
+    ] {
+        assert!(serve.contains(flag), "{flag} missing from serve --help:\n{serve}");
+    }
+}
+
+#[test]
+fn import_writes_a_report_when_too_many_files_are_skipped_to_print() {
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    server.stop();
+    let folder = server.work_dir.join("not-dicom");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..25 {
+        std::fs::write(folder.join(format!("note-{i:02}.txt")), "not an image").unwrap();
+    }
+    let out = server.cli(&["import", folder.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "skipped files are not refusals: {}",
+        describe(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("skipped 25 (not DICOM files)"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("… and 5 more (see the report)"),
+        "{}",
+        describe(&out)
+    );
+    let report_name = text
+        .lines()
+        .find_map(|l| l.strip_prefix("every skipped and refused file, with its reason: "))
+        .expect("the report is named");
+    let report = std::fs::read_to_string(server.work_dir.join(report_name)).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 25, "{report}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("skipped\t")
+            && l.contains("note-")
+            && l.contains("not a DICOM Part 10 file")),
+        "{report}"
     );
 }
 

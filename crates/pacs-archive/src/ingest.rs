@@ -543,8 +543,13 @@ pub(crate) fn parse_header(
             .read_preamble(ReadPreamble::Never)
             .from_reader(bytes.get(128..).unwrap_or_default()),
     };
-    let obj: DefaultDicomObject =
-        opened.map_err(|e| ArchiveError::Invalid(format!("cannot parse data set: {e}")))?;
+    let obj: DefaultDicomObject = opened.map_err(|e| {
+        ArchiveError::Invalid(format!(
+            "the data set is damaged (an element's tag, VR or length, or a sequence's \
+                 item or delimiter, is not where or what it should be); the parser said: {}",
+            pacs_model::error_chain(&e)
+        ))
+    })?;
     let required = |tag: Tag, name: &str| {
         text(&obj, tag).ok_or_else(|| ArchiveError::MissingAttribute(name.to_string()))
     };

@@ -88,9 +88,12 @@ pub fn open_stored_object(
     if pacs_dimse::dataset_check::Layout::of(meta.transfer_syntax()).deflated {
         pacs_dimse::dataset_check::check_inflated_file(path, offset, limits)?;
     }
-    dicom_object::OpenFileOptions::new()
-        .open_file(path)
-        .map_err(|e| ArchiveError::Invalid(format!("cannot read stored object: {e}")))
+    dicom_object::OpenFileOptions::new().open_file(path).map_err(|e| {
+        ArchiveError::Invalid(format!(
+            "cannot read stored object: {}",
+            pacs_model::error_chain(&e)
+        ))
+    })
 }
 
 impl From<IndexError> for ArchiveError {

@@ -77,18 +77,6 @@ pub fn can_decode(transfer_syntax: &str) -> bool {
             .is_some_and(|ts| ts.can_decode_all())
 }
 
-/// The message of an error and of all its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Checks what can be checked before decoding: pixel data present, frame in range, a decoder
 /// for the transfer syntax, a frame of reasonable size.
 fn check_decodable(object: &DefaultDicomObject, frame_index: u32) -> Result<(), RenderError> {
@@ -139,7 +127,7 @@ pub fn render(
     // failure of this object, not of the server.
     let decoded = catch_unwind(AssertUnwindSafe(|| object.decode_pixel_data_frame(frame_index)))
         .map_err(|_| RenderError::Undecodable("the decoder failed on this pixel data".into()))?
-        .map_err(|e| RenderError::Undecodable(chain(&e)))?;
+        .map_err(|e| RenderError::Undecodable(pacs_model::error_chain(&e)))?;
     let width = decoded.columns();
     let height = decoded.rows();
     let pixels = width as usize * height as usize;
@@ -193,7 +181,7 @@ pub fn to_explicit_le(mut object: DefaultDicomObject) -> Result<DefaultDicomObje
         object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased())
     }))
     .map_err(|_| RenderError::Undecodable("the decoder failed on this pixel data".into()))?
-    .map_err(|e| RenderError::Undecodable(chain(&e)))?;
+    .map_err(|e| RenderError::Undecodable(pacs_model::error_chain(&e)))?;
     if encapsulated {
         object.remove_element(tags::ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH);
         if int(&object, tags::SAMPLES_PER_PIXEL).unwrap_or(1) > 1 {

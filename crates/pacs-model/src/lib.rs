@@ -15,6 +15,24 @@ pub use matching::{
 };
 pub use uid::{check_uid, has_leading_zero, url_segment};
 
+/// The message of an error and of all its sources, joined with ": ". dicom-rs's errors say
+/// little at the top ("Could not read data set token"); the cause (which element, at what
+/// offset, what was wrong) is in their sources, and an operator needs to read it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        // snafu errors often repeat their source's message in their own: say it once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Tenant identifier; every index row carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(pub i64);
