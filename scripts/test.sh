@@ -65,4 +65,9 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+
+# Slow tier (10 to 20 minutes): the README's run command on a fresh Debian 12 root.
+if [ "${OPENPACS_SLOW_TESTS:-}" = 1 ]; then
+  bash scripts/fresh-root-check.sh || status=1
+fi
 exit "$status"
