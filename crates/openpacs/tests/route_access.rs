@@ -277,7 +277,7 @@ fn c_store_of_a_study_uid_that_is_a_route_word_is_refused_with_a900() {
     let out = String::from_utf8_lossy(&import.stdout);
     assert!(!import.status.success(), "{out}");
     assert!(
-        out.contains("refused (StudyInstanceUID must be digits and dots: \"thumbnail\")"),
+        out.contains("StudyInstanceUID.dcm: StudyInstanceUID must be digits and dots: \"thumbnail\""),
         "{out}"
     );
 
