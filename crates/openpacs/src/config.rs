@@ -56,6 +56,9 @@ pub struct Config {
     /// Refused DICOM and HL7 connections are audited once per source address and reason per
     /// this many seconds, with a count.
     pub refusal_audit_secs: u64,
+    /// `/metrics` counts the archive's patients, studies, series, instances and bytes (a scan
+    /// of the index) at most once per this many seconds; 0 counts at every scrape.
+    pub metrics_count_secs: u64,
     /// Seconds shutdown waits for transfers in flight.
     pub shutdown_grace_secs: u64,
     /// Calling AE titles allowed to associate; empty means any.
@@ -167,6 +170,7 @@ impl Default for Config {
             max_pending_associations: 256,
             max_pending_per_source: 16,
             refusal_audit_secs: 60,
+            metrics_count_secs: 60,
             shutdown_grace_secs: 30,
             allowed_calling_aes: Vec::new(),
             accept_unknown_sop_classes: true,

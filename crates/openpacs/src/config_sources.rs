@@ -56,7 +56,11 @@ fn in_words(metadata: &Metadata, key: &str) -> String {
         return format!("{COMMAND_LINE} (--{})", key.replace('_', "-"));
     }
     if metadata.name.contains("environment") {
-        return format!("the environment variable OPENPACS_{}", key.to_uppercase());
+        // Nested keys come from `OPENPACS_PARENT__CHILD` (see `config::load`).
+        return format!(
+            "the environment variable OPENPACS_{}",
+            key.replace('.', "__").to_uppercase()
+        );
     }
     match &metadata.source {
         Some(Source::File(path)) => format!("the configuration file {}", path.display()),
@@ -168,5 +172,33 @@ mod tests {
         );
         let defaults = Figment::from(Named::defaults(Flags { port: 1 }));
         assert_eq!(origin(&defaults, "port"), "the built-in defaults");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Nested {
+        tls: Tls,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Tls {
+        port: u16,
+    }
+
+    #[test]
+    // figment::Jail's closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn a_nested_setting_names_its_environment_variable_as_it_is_spelt() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OPENPACS_TLS__PORT", "many");
+            let figment = Figment::new().merge(figment::providers::Env::prefixed("OPENPACS_").split("__"));
+            let text = explain(figment.extract::<Nested>().unwrap_err());
+            assert!(
+                text.contains("(from the environment variable OPENPACS_TLS__PORT)"),
+                "{text}"
+            );
+            Ok(())
+        });
     }
 }

@@ -4,6 +4,7 @@
 mod config;
 mod config_sources;
 mod import;
+mod scrape;
 mod send;
 mod serve;
 mod user;

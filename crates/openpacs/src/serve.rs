@@ -17,13 +17,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
+    let recorder = crate::scrape::install()?;
 
     let archive = Archive::open(&archive_config(&config))
         .await
@@ -94,7 +88,26 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         services,
         shutdown_rx.clone(),
     ));
-    let render = Arc::new(move || recorder.render());
+    let ris_queue = match &config.ris_address {
+        Some(ris) => Some(Arc::new(
+            pacs_hl7::RetryQueue::open(
+                config.data_dir.join("outbox").join("ris"),
+                pacs_hl7::QueueConfig::new(ris.clone()),
+            )
+            .context("cannot open the outbound HL7 queue")?,
+        )),
+        None => None,
+    };
+    let scrape = crate::scrape::Scrape::new(
+        recorder,
+        archive.clone(),
+        ris_queue.clone(),
+        Duration::from_secs(config.metrics_count_secs),
+    );
+    let render: pacs_web::MetricsRender = Arc::new(move || {
+        let scrape = scrape.clone();
+        Box::pin(async move { scrape.render().await })
+    });
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(pacs_web::TlsFiles {
             cert: cert.clone(),
@@ -161,13 +174,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_rx.clone(),
     ));
     let mut background = Vec::new();
-    if let Some(ris) = &config.ris_address {
-        let queue = pacs_hl7::RetryQueue::open(
-            config.data_dir.join("outbox").join("ris"),
-            pacs_hl7::QueueConfig::new(ris.clone()),
-        )
-        .context("cannot open the outbound HL7 queue")?;
-        let queue = Arc::new(queue);
+    if let Some(queue) = ris_queue {
         let runner = queue.clone();
         let stop = shutdown_rx.clone();
         background.push(tokio::spawn(async move { runner.run(stop).await }));

@@ -19,6 +19,7 @@ use pacs_hl7::{ack, AckCode, ErrorCode, ErrorDetail, Message, MessageHandler, Pa
 use pacs_model::fold_person_name;
 use pacs_store::{AuditEvent, Demographics, Order, PatientKey, Report, WorkflowWrite};
 
+use crate::metrics;
 use crate::workflow::{ExamEvent, ExamListener};
 use crate::Archive;
 
@@ -192,6 +193,56 @@ fn order(msg: &Message, placer: String) -> Order {
     }
 }
 
+/// What [`Hl7Archive`] does with a message of a handled type.
+#[derive(Clone, Copy)]
+enum Handling {
+    Register,
+    Update,
+    Merge,
+    ChangeId,
+    Order,
+    Report,
+}
+
+/// The message types (MSH-9.1^MSH-9.2) applied, and how; any other is refused (AR). Also the
+/// values of the type label of `openpacs_hl7_messages_total`.
+const HANDLED: [(&str, Handling); 11] = [
+    ("ADT^A01", Handling::Register),
+    ("ADT^A04", Handling::Register),
+    ("ADT^A05", Handling::Register),
+    ("ADT^A28", Handling::Register),
+    ("ADT^A08", Handling::Update),
+    ("ADT^A31", Handling::Update),
+    ("ADT^A40", Handling::Merge),
+    ("ADT^A47", Handling::ChangeId),
+    ("ORM^O01", Handling::Order),
+    ("OMI^O23", Handling::Order),
+    ("ORU^R01", Handling::Report),
+];
+
+pub const HANDLED_MESSAGE_TYPES: [&str; HANDLED.len()] = {
+    let mut types = [""; HANDLED.len()];
+    let mut i = 0;
+    while i < HANDLED.len() {
+        types[i] = HANDLED[i].0;
+        i += 1;
+    }
+    types
+};
+
+/// The handled type a message has, as its label and its handling.
+fn handled(msg: &Message) -> Option<(&'static str, Handling)> {
+    let t = msg.message_type();
+    HANDLED
+        .into_iter()
+        .find(|(name, _)| name.split_once('^') == Some((t.code.as_str(), t.trigger.as_str())))
+}
+
+/// The metrics label of a message's type: one of [`HANDLED_MESSAGE_TYPES`], or "other".
+fn type_label(msg: &Message) -> &'static str {
+    handled(msg).map_or(metrics::OTHER_TYPE, |(name, _)| name)
+}
+
 impl Hl7Archive {
     fn audit(&self, msg: &Message, peer: SocketAddr, outcome: &str, detail: String) -> AuditEvent {
         let t = msg.message_type();
@@ -218,23 +269,24 @@ impl Hl7Archive {
             })
     }
 
+    /// Applies a message of one of the [`HANDLED`] types; any other is refused.
     async fn apply(&self, msg: &Message, peer: SocketAddr) -> Outcome {
         let t = msg.message_type();
         let audit = self.audit(msg, peer, "success", String::new());
-        let result = match (t.code.as_str(), t.trigger.as_str()) {
-            ("ADT", "A01" | "A04" | "A05" | "A28") => self.register(msg, audit, false).await,
-            ("ADT", "A08" | "A31") => self.register(msg, audit, true).await,
-            ("ADT", "A40") => self.merge(msg, audit).await,
-            ("ADT", "A47") => self.change_id(msg, audit).await,
-            ("ORM", "O01") | ("OMI", "O23") => self.order(msg, audit).await,
-            ("ORU", "R01") => self.report(msg, audit).await,
-            ("ADT", other) => Ok(Outcome::Unsupported(ErrorDetail::new(
+        let result = match handled(msg) {
+            Some((_, Handling::Register)) => self.register(msg, audit, false).await,
+            Some((_, Handling::Update)) => self.register(msg, audit, true).await,
+            Some((_, Handling::Merge)) => self.merge(msg, audit).await,
+            Some((_, Handling::ChangeId)) => self.change_id(msg, audit).await,
+            Some((_, Handling::Order)) => self.order(msg, audit).await,
+            Some((_, Handling::Report)) => self.report(msg, audit).await,
+            None if t.code == "ADT" => Ok(Outcome::Unsupported(ErrorDetail::new(
                 ErrorCode::UNSUPPORTED_EVENT,
-                format!("ADT event {other} is not handled"),
+                format!("ADT event {} is not handled", t.trigger),
             ))),
-            (code, trigger) => Ok(Outcome::Unsupported(ErrorDetail::new(
+            None => Ok(Outcome::Unsupported(ErrorDetail::new(
                 ErrorCode::UNSUPPORTED_MESSAGE_TYPE,
-                format!("{code}^{trigger} is not handled"),
+                format!("{}^{} is not handled", t.code, t.trigger),
             ))),
         };
         result.unwrap_or_else(Outcome::Error)
@@ -438,6 +490,8 @@ impl MessageHandler for Hl7Archive {
         let msg = match message {
             ParsedOrRaw::Parsed(msg) => msg,
             ParsedOrRaw::Raw(raw) => {
+                let kind = raw.header.as_ref().map_or(metrics::UNREADABLE_TYPE, type_label);
+                metrics::hl7_message(kind, "rejected");
                 self.archive
                     .record(AuditEvent {
                         tenant: self.archive.tenant.0,
@@ -452,19 +506,23 @@ impl MessageHandler for Hl7Archive {
                 return raw.nak();
             }
         };
+        let kind = type_label(&msg);
         match self.apply(&msg, peer).await {
             // The audit line went in with the change.
             Outcome::Applied(what) => {
                 tracing::info!(control = %msg.control_id(), %what, "HL7 message applied");
+                metrics::hl7_message(kind, "accepted");
                 Some(ack(&msg, AckCode::AA, None))
             }
             Outcome::Error(error) => {
+                metrics::hl7_message(kind, "error");
                 self.archive
                     .record(self.audit(&msg, peer, "refused", error.text.clone()))
                     .await;
                 Some(ack(&msg, AckCode::AE, Some(&error)))
             }
             Outcome::Unsupported(error) => {
+                metrics::hl7_message(kind, "rejected");
                 self.archive
                     .record(self.audit(&msg, peer, "refused", error.text.clone()))
                     .await;
@@ -606,6 +664,17 @@ mod tests {
         let m = msg("MSH|^~\\&|RIS|H|PACS|H|2024||ORU^R01|1|P|2.5\nZDS|1.2.840.99^RIS");
         assert!(matches!(study_uid(&m, &["ZDS-1.1"]), Ok(Some(u)) if u == "1.2.840.99"));
         assert!(matches!(study_uid(&m, &["IPC-3.1"]), Ok(None)));
+    }
+
+    #[test]
+    fn only_handled_types_get_their_own_metrics_label() {
+        let of = |t: &str| type_label(&msg(&format!("MSH|^~\\&|RIS|H|PACS|H|2024||{t}|1|P|2.5")));
+        assert_eq!(of("ADT^A08^ADT_A01"), "ADT^A08");
+        assert_eq!(of("ORU^R01"), "ORU^R01");
+        assert_eq!(of("ADT^A99"), "other");
+        assert_eq!(of("ZZZ^Z42"), "other");
+        assert_eq!(HANDLED_MESSAGE_TYPES.len(), 11);
+        assert!(HANDLED_MESSAGE_TYPES.contains(&"OMI^O23"));
     }
 
     #[test]

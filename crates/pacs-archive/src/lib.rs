@@ -10,6 +10,7 @@ pub mod duplicates;
 pub mod hl7;
 pub mod ingest;
 pub mod maintenance;
+pub mod metrics;
 mod patch;
 pub mod peers;
 pub mod query;

@@ -185,10 +185,10 @@ pub async fn serve(
                 }
                 return;
             };
-            metrics::gauge!("openpacs_dimse_associations_active").increment(1.0);
-            metrics::counter!("openpacs_dimse_associations_total").increment(1);
+            metrics::gauge!(crate::metrics::ASSOCIATIONS_ACTIVE).increment(1.0);
+            metrics::counter!(crate::metrics::ASSOCIATIONS_TOTAL).increment(1);
             handle_connection(socket, peer, id, config, services, shutdown).await;
-            metrics::gauge!("openpacs_dimse_associations_active").decrement(1.0);
+            metrics::gauge!(crate::metrics::ASSOCIATIONS_ACTIVE).decrement(1.0);
             drop(permit);
         });
     }
@@ -207,7 +207,7 @@ pub async fn serve(
 /// Counts a refused connection; it is audited with the others from its source at the next
 /// report.
 fn refuse(refusals: &RefusalTally, peer: SocketAddr, reason: &'static str) {
-    metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::ASSOCIATIONS_REFUSED, "reason" => reason).increment(1);
     refusals.record(peer.ip(), reason);
 }
 
@@ -330,7 +330,7 @@ async fn handle_connection(
             let refusal = refusal.lock().ok().and_then(|slot| slot.clone());
             tracing::info!(%peer, error = %e, "association not established");
             if let Some((calling_ae, reason)) = refusal {
-                metrics::counter!("openpacs_dimse_associations_refused_total", "reason" => "calling_ae")
+                metrics::counter!(crate::metrics::ASSOCIATIONS_REFUSED, "reason" => "calling_ae")
                     .increment(1);
                 services
                     .association_refused(&RefusedAssociation {
@@ -634,7 +634,7 @@ impl Handler {
                 Err(Fatal::Gone) => return,
                 Err(Fatal::Protocol(m)) => {
                     tracing::warn!(assoc = self.info.id, peer = %self.info.peer, error = %m, "protocol error, aborting association");
-                    metrics::counter!("openpacs_dimse_protocol_errors_total").increment(1);
+                    metrics::counter!(crate::metrics::PROTOCOL_ERRORS).increment(1);
                     let _ = self.writer.send_abort(wr, pdu::ABORT_REASON_UNEXPECTED_PDU).await;
                     return;
                 }
@@ -942,9 +942,9 @@ impl Handler {
         } else {
             "failure"
         };
-        metrics::counter!("openpacs_dimse_stores_total", "outcome" => outcome).increment(1);
-        metrics::counter!("openpacs_dimse_store_bytes_total").increment(received);
-        metrics::histogram!("openpacs_dimse_store_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::STORES, "outcome" => outcome).increment(1);
+        metrics::counter!(crate::metrics::STORE_BYTES).increment(received);
+        metrics::histogram!(crate::metrics::STORE_SECONDS).record(started.elapsed().as_secs_f64());
         self.send_response(wr, context_id, rsp, None, &st).await
     }
 
@@ -1036,8 +1036,8 @@ impl Handler {
                 }
             }
         };
-        metrics::counter!("openpacs_dimse_finds_total").increment(1);
-        metrics::histogram!("openpacs_dimse_find_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::FINDS).increment(1);
+        metrics::histogram!(crate::metrics::FIND_SECONDS).record(started.elapsed().as_secs_f64());
         tracing::debug!(assoc = self.info.id, matches, "C-FIND done");
         self.send_response(wr, context_id, rsp, None, &st).await
     }
@@ -1167,9 +1167,9 @@ impl Handler {
             DimseStatus::SUCCESS
         };
         let identifier = progress.failed_identifier(ts_of(context));
-        metrics::counter!("openpacs_dimse_retrieves_total", "kind" => if is_get { "get" } else { "move" })
+        metrics::counter!(crate::metrics::RETRIEVES, "kind" => if is_get { "get" } else { "move" })
             .increment(1);
-        metrics::histogram!("openpacs_dimse_retrieve_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::RETRIEVE_SECONDS).record(started.elapsed().as_secs_f64());
         self.send_response(wr, context_id, final_rsp, identifier.as_deref(), &st)
             .await
     }
@@ -1337,15 +1337,14 @@ fn log_report(info: &AssociationInfo, report: &CommitmentReport, outcome: &Repor
                 requester = %info.calling_ae, %transaction, committed, failed, same_association,
                 status = format!("0x{status:04X}"), "storage commitment report delivered"
             );
-            metrics::counter!("openpacs_dimse_commitment_reports_total", "outcome" => "delivered")
-                .increment(1);
+            metrics::counter!(crate::metrics::COMMITMENT_REPORTS, "outcome" => "delivered").increment(1);
         }
         ReportOutcome::Failed { reason } => {
             tracing::warn!(
                 requester = %info.calling_ae, %transaction, committed, failed, %reason,
                 "storage commitment report not delivered"
             );
-            metrics::counter!("openpacs_dimse_commitment_reports_total", "outcome" => "failed").increment(1);
+            metrics::counter!(crate::metrics::COMMITMENT_REPORTS, "outcome" => "failed").increment(1);
         }
     }
 }
@@ -1453,8 +1452,7 @@ impl Handler {
             Ok(dataset) => dataset,
             Err((st, offending)) => {
                 rsp.offending_element = offending;
-                metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::metrics::MPPS, "op" => op, "outcome" => "refused").increment(1);
                 return self.send_response(wr, context_id, rsp, None, &st).await;
             }
         };
@@ -1478,12 +1476,11 @@ impl Handler {
             Ok(answer) => answer,
             Err(st) => {
                 tracing::info!(assoc = self.info.id, op, status = format!("0x{:04X}", st.code), comment = ?st.comment, "MPPS refused");
-                metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::metrics::MPPS, "op" => op, "outcome" => "refused").increment(1);
                 return self.send_response(wr, context_id, rsp, None, &st).await;
             }
         };
-        metrics::counter!("openpacs_dimse_mpps_total", "op" => op, "outcome" => "success").increment(1);
+        metrics::counter!(crate::metrics::MPPS, "op" => op, "outcome" => "success").increment(1);
         rsp.attribute_identifier_list = attributes
             .iter()
             .map(|t| (t.0 as u32) << 16 | t.1 as u32)
@@ -1579,8 +1576,7 @@ impl Handler {
             Ok(request) => request,
             Err((st, offending)) => {
                 rsp.offending_element = offending;
-                metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::metrics::COMMITMENT_REQUESTS, "outcome" => "refused").increment(1);
                 return self.send_response(wr, context_id, rsp, None, &st).await;
             }
         };
@@ -1593,12 +1589,11 @@ impl Handler {
         {
             Ok(work) => work,
             Err(st) => {
-                metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::metrics::COMMITMENT_REQUESTS, "outcome" => "refused").increment(1);
                 return self.send_response(wr, context_id, rsp, None, &st).await;
             }
         };
-        metrics::counter!("openpacs_dimse_commitment_requests_total", "outcome" => "accepted").increment(1);
+        metrics::counter!(crate::metrics::COMMITMENT_REQUESTS, "outcome" => "accepted").increment(1);
         tracing::info!(assoc = self.info.id, requester = %self.info.calling_ae, %transaction, instances, "storage commitment requested");
         // The work starts before the answer goes out, so that a requester closing the
         // association at once does not delay it.

@@ -26,6 +26,7 @@ mod client;
 mod error;
 mod escape;
 mod message;
+pub mod metrics;
 pub mod mllp;
 mod queue;
 mod server;

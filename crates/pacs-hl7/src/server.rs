@@ -173,7 +173,7 @@ pub async fn serve(
 
 fn refuse(refusals: &RefusalTally, peer: SocketAddr, reason: &'static str) {
     tracing::debug!(%peer, reason, "MLLP connection refused");
-    metrics::counter!("openpacs_hl7_connections_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
     refusals.record(peer.ip(), reason);
 }
 

@@ -287,6 +287,8 @@ pub trait Index: Send + Sync + 'static {
     async fn pending_blob_deletions(&self) -> Result<Vec<String>, IndexError>;
     async fn clear_blob_deletions(&self, keys: Vec<String>) -> Result<u64, IndexError>;
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError>;
+    /// Bytes the index occupies in its engine (all tenants), for the operator's metrics.
+    async fn footprint_bytes(&self) -> Result<u64, IndexError>;
     /// Applies a workflow change with its audit line; returns rows changed or the new key
     /// (0: nothing matched; see [`WorkflowWrite`]).
     async fn write_workflow(
@@ -514,7 +516,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        metrics::histogram!("openpacs_index_batch_size").record(batch.len() as f64);
+        metrics::histogram!(crate::metrics::INDEX_BATCH_SIZE).record(batch.len() as f64);
         written += batch
             .iter()
             .filter(|r| matches!(r, WriteRequest::Instance(..)))
@@ -1224,6 +1226,15 @@ impl Index for SqliteIndex {
 
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError> {
         admin::stats(&self.pool, tenant.0).await
+    }
+
+    async fn footprint_bytes(&self) -> Result<u64, IndexError> {
+        // The main database file; the write-ahead log is folded into it at each checkpoint.
+        let bytes: i64 =
+            sqlx::query_scalar("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(bytes.max(0) as u64)
     }
 
     async fn write_workflow(

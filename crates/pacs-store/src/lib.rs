@@ -10,6 +10,7 @@ pub mod blob;
 pub mod columns;
 pub mod index;
 mod instance_rows;
+pub mod metrics;
 pub mod workflow;
 
 pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};

@@ -137,7 +137,7 @@ impl HttpBody for MinRateBody {
                             min_bytes: this.rate.min_bytes,
                         };
                         tracing::info!(error = %slow, "request body cut");
-                        metrics::counter!("openpacs_http_bodies_cut_total").increment(1);
+                        metrics::counter!(crate::http_metrics::BODIES_CUT).increment(1);
                         return Poll::Ready(Some(Err(axum::Error::new(slow))));
                     }
                     // Enough came in this window: the next one starts (and its timer is

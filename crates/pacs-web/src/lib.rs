@@ -10,6 +10,7 @@ pub mod auth;
 mod body_rate;
 mod credentials;
 mod frames;
+pub mod http_metrics;
 mod listen;
 mod metadata;
 mod origin;
@@ -35,8 +36,9 @@ use pacs_archive::Archive;
 pub use body_rate::BodyRate;
 pub use listen::{serve, ServeConfig, TlsFiles};
 
-/// Renders the metrics exposition text; provided by the binary, which owns the recorder.
-pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+/// Renders the metrics exposition text; provided by the binary, which owns the recorder and
+/// refreshes the gauges it reads from the index and the disks at each scrape.
+pub type MetricsRender = Arc<dyn Fn() -> futures::future::BoxFuture<'static, String> + Send + Sync>;
 
 /// HTTP settings the binary passes in.
 #[derive(Clone, Debug)]
@@ -201,6 +203,7 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
     let accesses = access_audit::AccessSessions::default();
     accesses.spawn_flusher(&archive);
     let routes = routes::table(metrics);
+    http_metrics::register(routes.iter().map(|r| &r.spec));
     let state = WebState {
         archive,
         auth: auth::state(config.auth.clone()),
@@ -225,6 +228,8 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
             origin::same_origin_guard,
         ))
         .layer(cors_layer(&state.config.cors_allowed_origins))
+        // Outermost, so that requests refused by the layers above are counted too.
+        .layer(axum::middleware::from_fn(http_metrics::record))
 }
 
 /// CORS for the configured origins only; with none configured the layer adds nothing, so a

@@ -123,8 +123,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for CappedAcceptor {
         let permit = self.limit.clone().try_acquire_owned();
         Box::pin(async move {
             let Ok(permit) = permit else {
-                metrics::counter!("openpacs_http_connections_refused_total", "reason" => "limit")
-                    .increment(1);
+                metrics::counter!(crate::http_metrics::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
                 tracing::debug!(peer = ?stream.peer_addr().ok(), "HTTP connection refused: too many open");
                 return Err(io::Error::other("too many HTTP connections"));
             };

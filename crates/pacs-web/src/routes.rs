@@ -84,7 +84,7 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
     let admin = is(Need(Admin));
     let metrics = move || {
         let text = metrics();
-        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response() }
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text.await).into_response() }
     };
     const DW: &str = "/dicom-web/studies/{study}/series/{series}/instances/{instance}";
     vec![
@@ -253,7 +253,7 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
 
 /// The table without its handlers: what tests enumerate to try every route with every role.
 pub fn route_table() -> Vec<RouteSpec> {
-    table(std::sync::Arc::new(String::new))
+    table(std::sync::Arc::new(|| Box::pin(async { String::new() })))
         .into_iter()
         .map(|r| r.spec)
         .collect()
