@@ -111,7 +111,7 @@ impl Scrape {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the free space of the object store"),
         }
-        match self.archive.index().footprint_bytes().await {
+        match self.archive.system().footprint_bytes().await {
             Ok(bytes) => gauge!(INDEX_SIZE).set(bytes as f64),
             Err(e) => tracing::warn!(error = %e, "cannot read the size of the index"),
         }
@@ -135,7 +135,7 @@ impl Scrape {
     }
 
     async fn count_contents(&self) {
-        match self.archive.index().stats(self.archive.tenant()).await {
+        match self.archive.index().stats().await {
             Ok(stats) => {
                 gauge!(STORAGE_USED).set(stats.bytes as f64);
                 for (level, count) in [

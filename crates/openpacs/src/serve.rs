@@ -38,12 +38,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let accounts = archive
-        .index()
-        .users()
+    let any_account = archive
+        .system()
+        .any_user()
         .await
         .context("cannot read user accounts")?;
-    let auth_mode = auth_mode(&config, !accounts.is_empty())?;
+    let auth_mode = auth_mode(&config, any_account)?;
 
     let dicom_addr = SocketAddr::new(config.dicom_addr, config.dicom_port);
     let dicom_listener = TcpListener::bind(dicom_addr)

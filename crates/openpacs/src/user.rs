@@ -57,7 +57,6 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCod
     let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
     let index = archive.index();
     let audit = |event: &str, detail: String| AuditEvent {
-        tenant: archive.tenant().0,
         event: event.into(),
         actor: format!(
             "cli:{}",
@@ -79,7 +78,6 @@ pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCod
             let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
             index
                 .write_accounts(AccountWrite::AddUser {
-                    tenant: archive.tenant().0,
                     username: username.clone(),
                     password_hash,
                     role,

@@ -29,7 +29,7 @@ pub async fn audit(config: Config) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut after = 0;
     loop {
-        let page = archive.index().audit_page(after, 1000).await?;
+        let page = archive.system().audit_page(after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.pk;
         for record in page {

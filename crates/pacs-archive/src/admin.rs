@@ -27,7 +27,6 @@ impl Archive {
             (None, None) => format!("study {study_uid}"),
         };
         let audit = AuditEvent {
-            tenant: self.tenant.0,
             event: "delete".into(),
             actor,
             peer,
@@ -56,7 +55,7 @@ impl Archive {
         let _exclusive = self.blob_gc.write().await;
         let mut removed = 0;
         for key in &keys {
-            if self.index.blob_referenced(key).await? {
+            if self.system.blob_referenced(key).await? {
                 continue;
             }
             let Some(path) = self.blobs.path_of(key) else {
@@ -68,13 +67,13 @@ impl Archive {
                 .map_err(ArchiveError::from_io)?;
             removed += usize::from(done);
         }
-        self.index.clear_blob_deletions(keys).await?;
+        self.system.clear_blob_deletions(keys).await?;
         Ok(removed)
     }
 
     /// Finishes blob removals a crash interrupted (run by recovery before anything else).
     pub(crate) async fn finish_deletions(&self) -> Result<usize, ArchiveError> {
-        let pending = self.index.pending_blob_deletions().await?;
+        let pending = self.system.pending_blob_deletions().await?;
         self.remove_deleted_blobs(pending).await
     }
 }

@@ -47,7 +47,6 @@ impl DimseArchive {
 
     fn event(&self, assoc: &AssociationInfo, event: &str, outcome: &str) -> AuditEvent {
         AuditEvent {
-            tenant: self.archive.tenant.0,
             event: event.into(),
             actor: assoc.calling_ae.clone(),
             peer: assoc.peer.to_string(),
@@ -144,7 +143,6 @@ impl StoreSink for Sink {
 impl DimseServices for DimseArchive {
     async fn association_refused(&self, refused: &RefusedAssociation) {
         let mut event = AuditEvent {
-            tenant: self.archive.tenant.0,
             event: "association".into(),
             actor: refused.calling_ae.clone(),
             peer: refused.peer.to_string(),

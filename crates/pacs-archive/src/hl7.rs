@@ -247,7 +247,6 @@ impl Hl7Archive {
     fn audit(&self, msg: &Message, peer: SocketAddr, outcome: &str, detail: String) -> AuditEvent {
         let t = msg.message_type();
         AuditEvent {
-            tenant: self.archive.tenant.0,
             event: "hl7-receive".into(),
             actor: format!("hl7:{}", msg.value("MSH-3").unwrap_or_default()),
             peer: peer.to_string(),
@@ -261,7 +260,7 @@ impl Hl7Archive {
     async fn write(&self, write: WorkflowWrite, audit: AuditEvent) -> Result<i64, ErrorDetail> {
         self.archive
             .index
-            .write_workflow(self.archive.tenant, write, audit)
+            .write_workflow(write, audit)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "HL7 message could not be applied");
@@ -494,7 +493,6 @@ impl MessageHandler for Hl7Archive {
                 metrics::hl7_message(kind, "rejected");
                 self.archive
                     .record(AuditEvent {
-                        tenant: self.archive.tenant.0,
                         event: "hl7-receive".into(),
                         actor: "hl7".into(),
                         peer: peer.to_string(),
@@ -596,7 +594,6 @@ impl ExamListener for RisNotifier {
             }
             archive
                 .record(AuditEvent {
-                    tenant: archive.tenant.0,
                     event: "hl7-send".into(),
                     actor: "openpacs".into(),
                     peer: "ris".into(),
@@ -608,6 +605,7 @@ impl ExamListener for RisNotifier {
                         if event.discontinued { "DC" } else { "CM" },
                         event.accession_number.as_deref().unwrap_or("")
                     )),
+                    ..AuditEvent::default()
                 })
                 .await;
         });

@@ -359,7 +359,6 @@ impl Incoming {
         instance.dataset_offset = dataset_offset;
         instance.source_ae = Some(source.actor.clone());
         instance.audit = (!source.audited_by_caller).then(|| AuditEvent {
-            tenant: archive.tenant.0,
             event: "store".into(),
             actor: source.actor.clone(),
             peer: source.peer.clone(),
@@ -367,6 +366,7 @@ impl Incoming {
             study_uid: Some(instance.study.study_uid.clone()),
             outcome: "success".into(),
             detail: Some(instance.sop_uid.clone()),
+            ..AuditEvent::default()
         });
         let sop_uid = instance.sop_uid.clone();
         let mut stored = StoredInstance {
@@ -470,7 +470,6 @@ impl Archive {
             "store"
         };
         let event = AuditEvent {
-            tenant: self.tenant.0,
             event: event.into(),
             actor: source.actor.clone(),
             peer: source.peer.clone(),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pacs_model::TenantId;
-use pacs_store::{BlobStore, Index, IndexError, SqliteIndex};
+use pacs_store::{BlobStore, Index, IndexError, SqliteIndex, SystemIndex, TenantIndex};
 
 pub use ingest::{read_part10_meta, Incoming, Refused, Source, StoreResult, StoredInstance};
 pub use peers::{AeChange, AeEntry, AeSource, EchoOutcome};
@@ -138,7 +138,10 @@ pub struct ArchiveConfig {
 pub struct Archive {
     pub(crate) tenant: TenantId,
     pub(crate) blobs: BlobStore,
-    pub(crate) index: Arc<dyn Index>,
+    /// The index as this archive's tenant sees it; every tenant-data access goes through it.
+    pub(crate) index: TenantIndex,
+    /// The operations across tenants (recovery, fixity, blob garbage collection).
+    pub(crate) system: SystemIndex,
     pub(crate) ae_title: String,
     /// The configuration file's peers (read-only).
     pub(crate) config_peers: HashMap<String, Peer>,
@@ -165,11 +168,12 @@ impl Archive {
     pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
         std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
         let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
-        let index = SqliteIndex::open(&index_path(&config.data_dir)).await?;
+        let index: Arc<dyn Index> = Arc::new(SqliteIndex::open(&index_path(&config.data_dir)).await?);
         let archive = Arc::new(Archive {
             tenant: TenantId::DEFAULT,
             blobs,
-            index: Arc::new(index),
+            index: TenantIndex::new(index.clone(), TenantId::DEFAULT),
+            system: SystemIndex::new(index),
             ae_title: config.ae_title.clone(),
             config_peers: config
                 .peers
@@ -190,8 +194,14 @@ impl Archive {
         Ok(archive)
     }
 
-    pub fn index(&self) -> &Arc<dyn Index> {
+    /// The index scoped to this archive's tenant.
+    pub fn index(&self) -> &TenantIndex {
         &self.index
+    }
+
+    /// The index across every tenant, for the operations that span them by nature.
+    pub fn system(&self) -> &SystemIndex {
+        &self.system
     }
 
     pub fn blobs(&self) -> &BlobStore {
@@ -221,7 +231,6 @@ impl Archive {
             return Ok(());
         }
         let audit = pacs_store::AuditEvent {
-            tenant: self.tenant.0,
             event: "patient-domain".into(),
             actor: "system".into(),
             outcome: "success".into(),
@@ -234,7 +243,7 @@ impl Archive {
         let write = pacs_store::WorkflowWrite::AdoptIssuer {
             issuer: self.issuer_of_patient_id.clone(),
         };
-        let adopted = self.index.write_workflow(self.tenant, write, audit).await?;
+        let adopted = self.index.write_workflow(write, audit).await?;
         if adopted > 0 {
             tracing::info!(patients = adopted, issuer = %self.issuer_of_patient_id, "patients without issuer taken into the tenant's identifier domain");
         }
@@ -252,7 +261,7 @@ impl Archive {
     pub async fn record(&self, mut event: pacs_store::AuditEvent) {
         if event.patient_id.is_none() {
             if let Some(study) = event.study_uid.as_deref() {
-                match self.index.study_patient_id(self.tenant, study).await {
+                match self.index.study_patient_id(study).await {
                     Ok(patient) => event.patient_id = patient,
                     Err(e) => tracing::warn!(error = %e, "cannot name the patient of an audited access"),
                 }

@@ -48,7 +48,7 @@ impl Archive {
             let Some(prefix) = on_disk.first().map(|k| k[..4].to_string()) else {
                 continue;
             };
-            let referenced = self.index.blob_keys_with_prefix(&prefix).await?;
+            let referenced = self.system.blob_keys_with_prefix(&prefix).await?;
             for key in on_disk {
                 if referenced.binary_search(&key).is_ok() {
                     continue;
@@ -58,7 +58,7 @@ impl Archive {
         }
         let mut after = 0;
         loop {
-            let page = self.index.instances_page(after, 1000).await?;
+            let page = self.system.instances_page(after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.pk;
             for location in page {
@@ -96,7 +96,7 @@ impl Archive {
             // A re-send the duplicate policy did not index leaves its blob unreferenced too.
             Ok(StoreResult::Duplicate | StoreResult::KeptFirst) => {
                 // Nothing else runs during recovery, so the check and the removal cannot race.
-                if !self.index.blob_referenced(key).await? {
+                if !self.system.blob_referenced(key).await? {
                     std::fs::remove_file(&path).map_err(ArchiveError::from_io)?;
                     report.duplicates_removed += 1;
                 }
@@ -117,7 +117,7 @@ impl Archive {
         let mut n = 0;
         let mut after = 0;
         loop {
-            let page = self.index.instances_page(after, 10_000).await?;
+            let page = self.system.instances_page(after, 10_000).await?;
             let Some(last) = page.last() else { break };
             after = last.pk;
             n += page.len() as u64;
@@ -131,7 +131,7 @@ impl Archive {
         let mut after = 0;
         let mut done = 0;
         loop {
-            let page = self.index.instances_page(after, 500).await?;
+            let page = self.system.instances_page(after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.pk;
             for location in page {

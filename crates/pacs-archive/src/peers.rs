@@ -90,7 +90,7 @@ impl Archive {
             })
             .collect();
         entries.sort_by(|a, b| a.peer.ae_title.cmp(&b.peer.ae_title));
-        for record in self.index.aes(self.tenant).await? {
+        for record in self.index.aes().await? {
             // A configuration entry hides a table entry of the same title (the lookup does too).
             if self.config_peers.contains_key(&record.ae_title) {
                 continue;
@@ -132,7 +132,7 @@ impl Archive {
             description,
         };
         let _changing = self.ae_changes.lock().await;
-        let done = self.index.write_ae(self.tenant, write, audit).await?;
+        let done = self.index.write_ae(write, audit).await?;
         self.reload_ae_table().await?;
         Ok(if done == 1 {
             AeChange::Created
@@ -155,7 +155,7 @@ impl Archive {
             ae_title: ae_title.to_string(),
         };
         let _changing = self.ae_changes.lock().await;
-        let done = self.index.write_ae(self.tenant, write, audit).await?;
+        let done = self.index.write_ae(write, audit).await?;
         self.reload_ae_table().await?;
         Ok(if done == 0 {
             AeChange::NotFound
@@ -168,7 +168,7 @@ impl Archive {
     pub(crate) async fn reload_ae_table(&self) -> Result<(), ArchiveError> {
         let table: HashMap<String, Peer> = self
             .index
-            .aes(self.tenant)
+            .aes()
             .await?
             .into_iter()
             .map(|r| {

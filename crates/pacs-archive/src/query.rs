@@ -296,9 +296,7 @@ impl Archive {
         let mut sent = 0u64;
         loop {
             let rows = if sort.is_empty() {
-                self.index
-                    .query(self.tenant, query.level, &conditions, after, PAGE)
-                    .await?
+                self.index.query(query.level, &conditions, after, PAGE).await?
             } else {
                 // At most MAX_SORTED_PAGE rows at once: memory stays bounded.
                 let rows = if offset == 0 {
@@ -307,7 +305,7 @@ impl Archive {
                     PAGE
                 };
                 self.index
-                    .query_sorted(self.tenant, query.level, &conditions, sort, offset, rows)
+                    .query_sorted(query.level, &conditions, sort, offset, rows)
                     .await?
             };
             let Some(last) = rows.last() else { break };

@@ -192,10 +192,7 @@ impl Archive {
         series: Option<&str>,
         sop_instance: Option<&str>,
     ) -> Result<Vec<InstanceLocation>, ArchiveError> {
-        Ok(self
-            .index
-            .instances_in(self.tenant, study, series, sop_instance)
-            .await?)
+        Ok(self.index.instances_in(study, series, sop_instance).await?)
     }
 
     /// Current instances whose index columns satisfy every condition, page by page.
@@ -208,7 +205,7 @@ impl Archive {
         loop {
             let rows = self
                 .index
-                .query(self.tenant, QueryLevel::Image, conditions, after, PAGE)
+                .query(QueryLevel::Image, conditions, after, PAGE)
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.pk;

@@ -117,7 +117,7 @@ impl Archive {
     }
 
     async fn workflow_write(&self, write: WorkflowWrite, audit: AuditEvent) -> Result<i64, ArchiveError> {
-        Ok(self.index.write_workflow(self.tenant, write, audit).await?)
+        Ok(self.index.write_workflow(write, audit).await?)
     }
 
     /// MPPS N-CREATE: a new step, IN PROGRESS. Returns its UID and the data set as created.
@@ -198,7 +198,7 @@ impl Archive {
         modifications: InMemDicomObject,
         audit: AuditEvent,
     ) -> Result<Result<InMemDicomObject, MppsRefusal>, ArchiveError> {
-        let Some(current) = self.index.mpps(self.tenant, sop_instance_uid).await? else {
+        let Some(current) = self.index.mpps(sop_instance_uid).await? else {
             return Ok(Err(MppsRefusal::new(
                 NO_SUCH_SOP_INSTANCE,
                 format!("no Performed Procedure Step {sop_instance_uid}"),
@@ -282,7 +282,6 @@ impl Archive {
 
     fn system_audit(&self, event: &str) -> AuditEvent {
         AuditEvent {
-            tenant: self.tenant.0,
             event: event.into(),
             actor: "openpacs".into(),
             peer: "local".into(),
@@ -295,7 +294,7 @@ impl Archive {
     /// once and reported to the exam listener. Returns how many were.
     pub async fn notify_stable_studies(&self, quiet_secs: u64) -> Result<usize, ArchiveError> {
         let mut notified = 0;
-        for study in self.index.stable_studies(self.tenant, quiet_secs).await? {
+        for study in self.index.stable_studies(quiet_secs).await? {
             let mut audit = self.system_audit("exam-completed");
             audit.study_uid = Some(study.study_uid.clone());
             audit.patient_id = Some(study.patient_id.clone());
@@ -327,7 +326,7 @@ impl Archive {
         let mut committed = Vec::new();
         let mut failed = Vec::new();
         for (class, uid) in instances {
-            let reason = match self.index.current_instance(self.tenant, &uid).await {
+            let reason = match self.index.current_instance(&uid).await {
                 Ok(None) => Some(0x0112),
                 Ok(Some(location)) if location.sop_class != class => Some(0x0119),
                 Ok(Some(location)) => match self.blobs.path_of(&location.blob_key) {

@@ -243,7 +243,7 @@ impl Archive {
         &self,
         identifier: &InMemDicomObject,
     ) -> Result<Vec<InMemDicomObject>, ArchiveError> {
-        let candidates = self.index.worklist(self.tenant, prefilter(identifier)).await?;
+        let candidates = self.index.worklist(prefilter(identifier)).await?;
         Ok(candidates
             .iter()
             .map(item_dataset)

@@ -86,7 +86,6 @@ pub struct TokenInfo {
 #[derive(Clone, Debug)]
 pub enum AccountWrite {
     AddUser {
-        tenant: i64,
         username: String,
         password_hash: String,
         role: Role,
@@ -135,13 +134,14 @@ pub enum AccountWrite {
 /// What an account write changed: rows affected (0 means the user or credential was not found).
 pub type AccountOutcome = u64;
 
+/// Applies `write` to the accounts of `tenant` only: every statement names the tenant.
 pub(crate) async fn apply(
     conn: &mut SqliteConnection,
+    tenant: i64,
     write: &AccountWrite,
 ) -> Result<AccountOutcome, IndexError> {
     let done = match write {
         AccountWrite::AddUser {
-            tenant,
             username,
             password_hash,
             role,
@@ -163,18 +163,21 @@ pub(crate) async fn apply(
             revoke_tokens,
         } => {
             let changed = sqlx::query(&format!(
-                "UPDATE user_account SET password_hash = ?, password_changed_at = {NOW} WHERE username = ?"
+                "UPDATE user_account SET password_hash = ?, password_changed_at = {NOW}
+                 WHERE username = ? AND tenant_pk = ?"
             ))
             .bind(password_hash)
             .bind(username)
+            .bind(tenant)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
                 "DELETE FROM credential WHERE (kind = 'session' OR ?)
-                 AND user_pk = (SELECT pk FROM user_account WHERE username = ?)",
+                 AND user_pk = (SELECT pk FROM user_account WHERE username = ? AND tenant_pk = ?)",
             )
             .bind(revoke_tokens)
             .bind(username)
+            .bind(tenant)
             .execute(&mut *conn)
             .await?;
             changed
@@ -182,29 +185,33 @@ pub(crate) async fn apply(
         AccountWrite::Lock { username, secs } => {
             sqlx::query(
                 "UPDATE user_account SET locked_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds')
-                 WHERE username = ?",
+                 WHERE username = ? AND tenant_pk = ?",
             )
             .bind((*secs).max(0))
             .bind(username)
+            .bind(tenant)
             .execute(&mut *conn)
             .await?
         }
         AccountWrite::Unlock { username } => {
-            sqlx::query("UPDATE user_account SET locked_until = NULL WHERE username = ?")
+            sqlx::query("UPDATE user_account SET locked_until = NULL WHERE username = ? AND tenant_pk = ?")
                 .bind(username)
+                .bind(tenant)
                 .execute(&mut *conn)
                 .await?
         }
         AccountWrite::SetRole { username, role } => {
-            sqlx::query("UPDATE user_account SET role = ? WHERE username = ?")
+            sqlx::query("UPDATE user_account SET role = ? WHERE username = ? AND tenant_pk = ?")
                 .bind(role.as_str())
                 .bind(username)
+                .bind(tenant)
                 .execute(&mut *conn)
                 .await?
         }
         AccountWrite::RemoveUser { username } => {
-            sqlx::query("DELETE FROM user_account WHERE username = ?")
+            sqlx::query("DELETE FROM user_account WHERE username = ? AND tenant_pk = ?")
                 .bind(username)
+                .bind(tenant)
                 .execute(&mut *conn)
                 .await?
         }
@@ -221,7 +228,7 @@ pub(crate) async fn apply(
                  SELECT pk, ?, ?, ?, {NOW},
                  CASE WHEN ? IS NULL THEN NULL
                       ELSE COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds'), {NOW}) END
-                 FROM user_account WHERE username = ?"
+                 FROM user_account WHERE username = ? AND tenant_pk = ?"
             ))
             .bind(kind.as_str())
             .bind(secret_sha256)
@@ -230,29 +237,37 @@ pub(crate) async fn apply(
             .bind(ttl_secs.map(|t| t.max(0)))
             .bind(ttl_secs.map(|t| t.max(0)))
             .bind(username)
+            .bind(tenant)
             .execute(&mut *conn)
             .await?
         }
         AccountWrite::RemoveCredential { secret_sha256 } => {
-            sqlx::query("DELETE FROM credential WHERE secret_sha256 = ?")
-                .bind(secret_sha256)
+            sqlx::query(
+                "DELETE FROM credential WHERE secret_sha256 = ?
+                 AND user_pk IN (SELECT pk FROM user_account WHERE tenant_pk = ?)",
+            )
+            .bind(secret_sha256)
+            .bind(tenant)
                 .execute(&mut *conn)
                 .await?
         }
         AccountWrite::RevokeToken { username, pk } => {
             sqlx::query(
                 "DELETE FROM credential WHERE pk = ? AND kind = 'token'
-                 AND user_pk = (SELECT pk FROM user_account WHERE username = ?)",
+                 AND user_pk = (SELECT pk FROM user_account WHERE username = ? AND tenant_pk = ?)",
             )
             .bind(pk)
             .bind(username)
+            .bind(tenant)
             .execute(&mut *conn)
             .await?
         }
         AccountWrite::PurgeExpired => {
             sqlx::query(&format!(
-                "DELETE FROM credential WHERE expires_at IS NOT NULL AND expires_at < {NOW}"
+                "DELETE FROM credential WHERE expires_at IS NOT NULL AND expires_at < {NOW}
+                 AND user_pk IN (SELECT pk FROM user_account WHERE tenant_pk = ?)"
             ))
+            .bind(tenant)
             .execute(&mut *conn)
             .await?
         }
@@ -285,12 +300,14 @@ fn user(row: &sqlx::sqlite::SqliteRow) -> Result<UserAccount, IndexError> {
 
 pub(crate) async fn user_by_name(
     pool: &sqlx::SqlitePool,
+    tenant: i64,
     username: &str,
 ) -> Result<Option<UserAccount>, IndexError> {
     let row = sqlx::query(&format!(
-        "SELECT {USER_FIELDS} FROM user_account u WHERE u.username = ?"
+        "SELECT {USER_FIELDS} FROM user_account u WHERE u.username = ? AND u.tenant_pk = ?"
     ))
     .bind(username)
+    .bind(tenant)
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(user).transpose()
@@ -313,21 +330,28 @@ pub(crate) async fn credential_user(
     row.as_ref().map(user).transpose()
 }
 
-pub(crate) async fn users(pool: &sqlx::SqlitePool) -> Result<Vec<UserAccount>, IndexError> {
+pub(crate) async fn users(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<UserAccount>, IndexError> {
     let rows = sqlx::query(&format!(
-        "SELECT {USER_FIELDS} FROM user_account u ORDER BY u.username"
+        "SELECT {USER_FIELDS} FROM user_account u WHERE u.tenant_pk = ? ORDER BY u.username"
     ))
+    .bind(tenant)
     .fetch_all(pool)
     .await?;
     rows.iter().map(user).collect()
 }
 
-pub(crate) async fn tokens(pool: &sqlx::SqlitePool, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
+pub(crate) async fn tokens(
+    pool: &sqlx::SqlitePool,
+    tenant: i64,
+    username: &str,
+) -> Result<Vec<TokenInfo>, IndexError> {
     let rows = sqlx::query(
         "SELECT c.pk, c.name, c.created_at, c.expires_at FROM credential c
-         JOIN user_account u ON u.pk = c.user_pk WHERE u.username = ? AND c.kind = 'token' ORDER BY c.pk",
+         JOIN user_account u ON u.pk = c.user_pk
+         WHERE u.username = ? AND u.tenant_pk = ? AND c.kind = 'token' ORDER BY c.pk",
     )
     .bind(username)
+    .bind(tenant)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -346,20 +370,22 @@ pub(crate) async fn tokens(pool: &sqlx::SqlitePool, username: &str) -> Result<Ve
 mod tests {
     use super::*;
     use crate::{Index, SqliteIndex};
+    use pacs_model::TenantId;
+
+    const T: TenantId = TenantId(1);
 
     #[tokio::test]
     async fn credentials_expire_and_follow_their_user() {
         let dir = tempfile::tempdir().unwrap();
         let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
         let add = |name: &str| AccountWrite::AddUser {
-            tenant: 1,
             username: name.into(),
             password_hash: "$argon2id$placeholder".into(),
             role: Role::Reader,
         };
-        assert_eq!(index.write_accounts(add("ana")).await.unwrap(), 1);
+        assert_eq!(index.write_accounts(T, add("ana")).await.unwrap(), 1);
         assert!(
-            index.write_accounts(add("ana")).await.is_err(),
+            index.write_accounts(T, add("ana")).await.is_err(),
             "user names are unique"
         );
         let credential = |secret: &str, kind, ttl_secs| AccountWrite::AddCredential {
@@ -376,7 +402,10 @@ mod tests {
             ("negative", CredentialKind::Token, Some(-5)),
         ] {
             assert_eq!(
-                index.write_accounts(credential(secret, kind, ttl)).await.unwrap(),
+                index
+                    .write_accounts(T, credential(secret, kind, ttl))
+                    .await
+                    .unwrap(),
                 1
             );
         }
@@ -408,20 +437,20 @@ mod tests {
             password_hash: "$argon2id$other".into(),
             revoke_tokens: false,
         };
-        assert_eq!(index.write_accounts(set).await.unwrap(), 1);
+        assert_eq!(index.write_accounts(T, set).await.unwrap(), 1);
         assert_eq!(owner(CredentialKind::Session, "hour").await, None);
         assert_eq!(
             owner(CredentialKind::Token, "forever").await.as_deref(),
             Some("ana")
         );
-        assert_eq!(index.tokens("ana").await.unwrap().len(), 2);
+        assert_eq!(index.tokens(T, "ana").await.unwrap().len(), 2);
         // Removing the user removes everything they held.
         let remove = AccountWrite::RemoveUser {
             username: "ana".into(),
         };
-        assert_eq!(index.write_accounts(remove).await.unwrap(), 1);
+        assert_eq!(index.write_accounts(T, remove).await.unwrap(), 1);
         assert_eq!(owner(CredentialKind::Token, "forever").await, None);
-        assert!(index.users().await.unwrap().is_empty());
+        assert!(index.users(T).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -430,16 +459,15 @@ mod tests {
         let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
         let write = |w: AccountWrite| {
             let index = &index;
-            async move { index.write_accounts(w).await.unwrap() }
+            async move { index.write_accounts(T, w).await.unwrap() }
         };
         write(AccountWrite::AddUser {
-            tenant: 1,
             username: "ana".into(),
             password_hash: "$argon2id$placeholder".into(),
             role: Role::Reader,
         })
         .await;
-        let lock = || async { index.user("ana").await.unwrap().unwrap().lock };
+        let lock = || async { index.user(T, "ana").await.unwrap().unwrap().lock };
         assert_eq!(lock().await, None);
         let lock_for = |secs| AccountWrite::Lock {
             username: "ana".into(),
@@ -448,7 +476,7 @@ mod tests {
         assert_eq!(write(lock_for(900)).await, 1);
         let held = lock().await.expect("locked");
         assert!((899..=901).contains(&held.remaining_secs), "{held:?}");
-        assert!(index.users().await.unwrap()[0].lock.is_some());
+        assert!(index.users(T).await.unwrap()[0].lock.is_some());
         assert_eq!(
             write(AccountWrite::Unlock {
                 username: "ana".into()

@@ -201,14 +201,7 @@ mod tests {
         }
         // A second tenant, as tenancy management will create it.
         let path = dir.path().join("index.sqlite");
-        let mut conn =
-            <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap();
-        sqlx::query("INSERT INTO tenant (pk, name) VALUES (2, 'other')")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        crate::index::tests::add_tenant(&path, 2, "other").await;
         index
             .audit(AuditEvent {
                 tenant: 2,

@@ -229,18 +229,25 @@ pub trait Index: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueryRow>, IndexError>;
     /// An instance by key, current or superseded.
-    async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError>;
+    async fn instance(&self, tenant: TenantId, pk: i64) -> Result<Option<InstanceLocation>, IndexError>;
     /// An instance's location and, when its patient's identity changed since it was stored,
     /// the patient's current record (see [`Index::patient_patches`]), in one query.
     async fn instance_for_retrieval(
         &self,
+        tenant: TenantId,
         pk: i64,
     ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError>;
     /// Stored header (DICOM JSON) of an instance, or of one current instance of a
     /// series/study/patient given that level's key.
-    async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError>;
+    async fn header(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        pk: i64,
+    ) -> Result<Option<String>, IndexError>;
     /// Stored headers of these instances (DICOM JSON), in key order.
-    async fn instance_headers(&self, pks: &[i64]) -> Result<Vec<(i64, String)>, IndexError>;
+    async fn instance_headers(&self, tenant: TenantId, pks: &[i64])
+        -> Result<Vec<(i64, String)>, IndexError>;
     /// The current instances of a study, or of one of its series, or one instance, in key order
     /// (what WADO-RS, metadata and the study archive send): one query through the unique UID
     /// indexes, without the attribute columns a C-FIND row carries.
@@ -269,17 +276,23 @@ pub trait Index: Send + Sync + 'static {
     async fn write_ae(&self, tenant: TenantId, write: AeWrite, audit: AuditEvent) -> Result<u64, IndexError>;
     /// The tenant's AE table.
     async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError>;
-    /// Applies a change to user accounts; returns the rows it affected.
-    async fn write_accounts(&self, write: AccountWrite) -> Result<AccountOutcome, IndexError>;
-    async fn user(&self, username: &str) -> Result<Option<UserAccount>, IndexError>;
-    async fn users(&self) -> Result<Vec<UserAccount>, IndexError>;
+    /// Applies a change to the tenant's user accounts; returns the rows it affected.
+    async fn write_accounts(
+        &self,
+        tenant: TenantId,
+        write: AccountWrite,
+    ) -> Result<AccountOutcome, IndexError>;
+    async fn user(&self, tenant: TenantId, username: &str) -> Result<Option<UserAccount>, IndexError>;
+    async fn users(&self, tenant: TenantId) -> Result<Vec<UserAccount>, IndexError>;
+    /// Whether any account exists, in any tenant (HTTP then requires logging in).
+    async fn any_user(&self) -> Result<bool, IndexError>;
     /// The owner of a live session or token, by the SHA-256 of its secret.
     async fn credential_user(
         &self,
         kind: CredentialKind,
         secret_sha256: &str,
     ) -> Result<Option<UserAccount>, IndexError>;
-    async fn tokens(&self, username: &str) -> Result<Vec<TokenInfo>, IndexError>;
+    async fn tokens(&self, tenant: TenantId, username: &str) -> Result<Vec<TokenInfo>, IndexError>;
     /// Deletes a study, series or instance (every version), with `audit` in the same
     /// transaction; lists the blobs left unreferenced in `blob_deletion`.
     async fn delete(&self, scope: DeleteScope, audit: AuditEvent) -> Result<Deleted, IndexError>;
@@ -319,7 +332,11 @@ pub trait Index: Send + Sync + 'static {
         quiet_secs: u64,
     ) -> Result<Vec<StudySummary>, IndexError>;
     /// For instances whose stored patient attributes are out of date: the current ones.
-    async fn patient_patches(&self, instance_pks: &[i64]) -> Result<Vec<(i64, PatientRecord)>, IndexError>;
+    async fn patient_patches(
+        &self,
+        tenant: TenantId,
+        instance_pks: &[i64],
+    ) -> Result<Vec<(i64, PatientRecord)>, IndexError>;
     async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError>;
     /// Patient merges, newest first.
     async fn merges(&self, tenant: TenantId) -> Result<Vec<MergeRecord>, IndexError>;
@@ -371,7 +388,11 @@ enum WriteRequest {
         oneshot::Sender<Result<IndexOutcome, IndexError>>,
     ),
     Audit(AuditEvent, oneshot::Sender<Result<(), IndexError>>),
-    Account(AccountWrite, oneshot::Sender<Result<AccountOutcome, IndexError>>),
+    Account(
+        i64,
+        AccountWrite,
+        oneshot::Sender<Result<AccountOutcome, IndexError>>,
+    ),
     Delete(
         DeleteScope,
         AuditEvent,
@@ -534,7 +555,7 @@ async fn run_writer(
                         (WriteRequest::Audit(_, reply), r) => {
                             let _ = reply.send(r.map(|_| ()));
                         }
-                        (WriteRequest::Account(_, reply), r)
+                        (WriteRequest::Account(_, _, reply), r)
                         | (WriteRequest::ClearBlobDeletions(_, reply), r)
                         | (WriteRequest::Ae(_, _, _, reply), r) => {
                             let _ = reply.send(r.map(|w| match w {
@@ -582,7 +603,7 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Audit(_, reply) => {
             let _ = reply.send(Err(error));
         }
-        WriteRequest::Account(_, reply)
+        WriteRequest::Account(_, _, reply)
         | WriteRequest::ClearBlobDeletions(_, reply)
         | WriteRequest::Ae(_, _, _, reply) => {
             let _ = reply.send(Err(error));
@@ -656,7 +677,9 @@ async fn apply_batch(
                 .await
                 .map(Written::Instance),
             WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| Written::Audit),
-            WriteRequest::Account(write, _) => accounts::apply(&mut tx, write).await.map(Written::Rows),
+            WriteRequest::Account(tenant, write, _) => {
+                accounts::apply(&mut tx, *tenant, write).await.map(Written::Rows)
+            }
             WriteRequest::Delete(scope, audit, _) => {
                 admin::delete(&mut tx, scope, audit).await.map(Written::Deleted)
             }
@@ -1037,11 +1060,12 @@ impl Index for SqliteIndex {
             .await
     }
 
-    async fn instance(&self, pk: i64) -> Result<Option<InstanceLocation>, IndexError> {
+    async fn instance(&self, tenant: TenantId, pk: i64) -> Result<Option<InstanceLocation>, IndexError> {
         let row = sqlx::query(&format!(
-            "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk = ?"
+            "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk = ? AND i.tenant_pk = ?"
         ))
         .bind(pk)
+        .bind(tenant.0)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| location(&r, 0)).transpose()?)
@@ -1049,6 +1073,7 @@ impl Index for SqliteIndex {
 
     async fn instance_for_retrieval(
         &self,
+        tenant: TenantId,
         pk: i64,
     ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError> {
         let row = sqlx::query(&format!(
@@ -1057,9 +1082,10 @@ impl Index for SqliteIndex {
                     p.ris_fields
              FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study s ON s.pk = se.study_pk
              JOIN patient p ON p.pk = s.patient_pk
-             WHERE i.pk = ?"
+             WHERE i.pk = ? AND i.tenant_pk = ?"
         ))
         .bind(pk)
+        .bind(tenant.0)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -1074,26 +1100,38 @@ impl Index for SqliteIndex {
         Ok(Some((location(&row, 0)?, patch)))
     }
 
-    async fn header(&self, level: QueryLevel, pk: i64) -> Result<Option<String>, IndexError> {
+    async fn header(
+        &self,
+        tenant: TenantId,
+        level: QueryLevel,
+        pk: i64,
+    ) -> Result<Option<String>, IndexError> {
         let sql = match level {
-            QueryLevel::Image => "SELECT header FROM instance_header WHERE instance_pk = ?",
+            QueryLevel::Image => {
+                "SELECT h.header FROM instance_header h JOIN instance i ON i.pk = h.instance_pk
+                 WHERE h.instance_pk = ?1 AND i.tenant_pk = ?2"
+            }
             QueryLevel::Series => {
                 "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
-                 WHERE i.series_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+                 WHERE i.series_pk = ?1 AND i.tenant_pk = ?2 AND i.superseded_at IS NULL
+                 ORDER BY i.pk DESC LIMIT 1"
             }
             QueryLevel::Study => {
                 "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
                  JOIN series se ON i.series_pk = se.pk
-                 WHERE se.study_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+                 WHERE se.study_pk = ?1 AND i.tenant_pk = ?2 AND i.superseded_at IS NULL
+                 ORDER BY i.pk DESC LIMIT 1"
             }
             QueryLevel::Patient => {
                 "SELECT h.header FROM instance i JOIN instance_header h ON h.instance_pk = i.pk
                  JOIN series se ON i.series_pk = se.pk JOIN study st ON se.study_pk = st.pk
-                 WHERE st.patient_pk = ? AND i.superseded_at IS NULL ORDER BY i.pk DESC LIMIT 1"
+                 WHERE st.patient_pk = ?1 AND i.tenant_pk = ?2 AND i.superseded_at IS NULL
+                 ORDER BY i.pk DESC LIMIT 1"
             }
         };
         Ok(sqlx::query_scalar(sql)
             .bind(pk)
+            .bind(tenant.0)
             .fetch_optional(&self.pool)
             .await?)
     }
@@ -1126,15 +1164,20 @@ impl Index for SqliteIndex {
         Ok(rows.iter().map(|r| location(r, 0)).collect::<Result<_, _>>()?)
     }
 
-    async fn instance_headers(&self, pks: &[i64]) -> Result<Vec<(i64, String)>, IndexError> {
+    async fn instance_headers(
+        &self,
+        tenant: TenantId,
+        pks: &[i64],
+    ) -> Result<Vec<(i64, String)>, IndexError> {
         let mut out = Vec::with_capacity(pks.len());
         // SQLite accepts at most 32,766 parameters; stay far below.
         for chunk in pks.chunks(500) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
             let sql = format!(
-                "SELECT instance_pk, header FROM instance_header WHERE instance_pk IN ({placeholders}) ORDER BY instance_pk"
+                "SELECT h.instance_pk, h.header FROM instance_header h JOIN instance i ON i.pk = h.instance_pk
+                 WHERE i.tenant_pk = ? AND h.instance_pk IN ({placeholders}) ORDER BY h.instance_pk"
             );
-            let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+            let mut q = sqlx::query_as::<_, (i64, String)>(&sql).bind(tenant.0);
             for pk in chunk {
                 q = q.bind(pk);
             }
@@ -1173,21 +1216,31 @@ impl Index for SqliteIndex {
         .await?)
     }
 
-    async fn write_accounts(&self, write: AccountWrite) -> Result<AccountOutcome, IndexError> {
+    async fn write_accounts(
+        &self,
+        tenant: TenantId,
+        write: AccountWrite,
+    ) -> Result<AccountOutcome, IndexError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(WriteRequest::Account(write, tx))
+            .send(WriteRequest::Account(tenant.0, write, tx))
             .await
             .map_err(|_| IndexError::WriterGone)?;
         rx.await.map_err(|_| IndexError::WriterGone)?
     }
 
-    async fn user(&self, username: &str) -> Result<Option<UserAccount>, IndexError> {
-        accounts::user_by_name(&self.pool, username).await
+    async fn user(&self, tenant: TenantId, username: &str) -> Result<Option<UserAccount>, IndexError> {
+        accounts::user_by_name(&self.pool, tenant.0, username).await
     }
 
-    async fn users(&self) -> Result<Vec<UserAccount>, IndexError> {
-        accounts::users(&self.pool).await
+    async fn users(&self, tenant: TenantId) -> Result<Vec<UserAccount>, IndexError> {
+        accounts::users(&self.pool, tenant.0).await
+    }
+
+    async fn any_user(&self) -> Result<bool, IndexError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_account)")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn credential_user(
@@ -1198,8 +1251,8 @@ impl Index for SqliteIndex {
         accounts::credential_user(&self.pool, kind, secret_sha256).await
     }
 
-    async fn tokens(&self, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
-        accounts::tokens(&self.pool, username).await
+    async fn tokens(&self, tenant: TenantId, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
+        accounts::tokens(&self.pool, tenant.0, username).await
     }
 
     async fn delete(&self, scope: DeleteScope, audit: AuditEvent) -> Result<Deleted, IndexError> {
@@ -1292,8 +1345,12 @@ impl Index for SqliteIndex {
         workflow::stable_studies(&self.pool, tenant.0, quiet_secs).await
     }
 
-    async fn patient_patches(&self, instance_pks: &[i64]) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
-        workflow::patient_patches(&self.pool, instance_pks).await
+    async fn patient_patches(
+        &self,
+        tenant: TenantId,
+        instance_pks: &[i64],
+    ) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
+        workflow::patient_patches(&self.pool, tenant.0, instance_pks).await
     }
 
     async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError> {
@@ -1388,10 +1445,22 @@ macro_rules! audit_search_sql {
 use audit_search_sql;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn instance(sop: &str, dataset_sha: &str) -> NewInstance {
+    /// Adds a tenant row, as tenancy management will.
+    pub(crate) async fn add_tenant(index_file: &Path, pk: i64, name: &str) {
+        let url = format!("sqlite://{}", index_file.display());
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("INSERT INTO tenant (pk, name) VALUES (?, ?)")
+            .bind(pk)
+            .bind(name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    pub(crate) fn instance(sop: &str, dataset_sha: &str) -> NewInstance {
         NewInstance {
             tenant: 1,
             patient: PatientAttrs {
@@ -1476,7 +1545,7 @@ mod tests {
         assert!(pks.contains(&new_pk) && !pks.contains(&pk));
         // Both versions are kept for fixity checks.
         assert_eq!(index.instances_page(0, 100).await.unwrap().len(), 3);
-        let old = index.instance(pk).await.unwrap().unwrap();
+        let old = index.instance(TenantId(1), pk).await.unwrap().unwrap();
         assert!(old.superseded);
 
         // Study level counts current instances; name matching uses the folded column.
@@ -1646,7 +1715,7 @@ mod tests {
         assert_eq!(study_desc.as_deref(), Some("CT THORAX"));
         assert_eq!(sex.as_deref(), Some("F"));
         assert_eq!(series_count, 1);
-        let headers = index.instance_headers(&pks).await.unwrap();
+        let headers = index.instance_headers(TenantId(1), &pks).await.unwrap();
         let mut by_pk: Vec<(i64, String)> = headers;
         by_pk.sort();
         assert_eq!(

@@ -11,6 +11,7 @@ pub mod columns;
 pub mod index;
 mod instance_rows;
 pub mod metrics;
+pub mod scoped;
 pub mod workflow;
 
 pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
@@ -21,6 +22,7 @@ pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqliteIndex, StudyAttrs, WorklistFilter,
 };
+pub use scoped::{SystemIndex, TenantIndex};
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,
     WorkflowWrite, WorklistItem,

@@ -951,6 +951,7 @@ pub(crate) async fn stable_studies(
 /// update, merge or identifier change since they were stored): the patient's current ones.
 pub(crate) async fn patient_patches(
     pool: &sqlx::SqlitePool,
+    tenant: i64,
     pks: &[i64],
 ) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
     let mut out = Vec::new();
@@ -961,9 +962,9 @@ pub(crate) async fn patient_patches(
                     p.ris_fields, i.pk
              FROM instance i JOIN series se ON se.pk = i.series_pk JOIN study s ON s.pk = se.study_pk
              JOIN patient p ON p.pk = s.patient_pk
-             WHERE i.pk IN ({placeholders}) AND i.patient_revision <> p.revision"
+             WHERE i.tenant_pk = ? AND i.pk IN ({placeholders}) AND i.patient_revision <> p.revision"
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).bind(tenant);
         for pk in chunk {
             q = q.bind(pk);
         }
@@ -1072,7 +1073,7 @@ mod tests {
     }
 
     async fn patch_of(index: &SqliteIndex, pk: i64) -> Result<Option<PatientRecord>, IndexError> {
-        Ok(index.patient_patches(&[pk]).await?.pop().map(|(_, p)| p))
+        Ok(index.patient_patches(T, &[pk]).await?.pop().map(|(_, p)| p))
     }
 
     async fn pk_of(index: &SqliteIndex, sop: &str) -> i64 {

@@ -139,12 +139,7 @@ impl AccessSessions {
                     return;
                 };
                 for line in sessions.ended(SESSION_IDLE) {
-                    archive
-                        .record(AuditEvent {
-                            tenant: archive.tenant().0,
-                            ..line
-                        })
-                        .await;
+                    archive.record(line).await;
                 }
             }
         });

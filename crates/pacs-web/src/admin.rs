@@ -30,7 +30,6 @@ impl WebState {
 
     fn admin_event(&self, peer: SocketAddr, event: &str, outcome: &str, detail: String) -> AuditEvent {
         AuditEvent {
-            tenant: self.archive.tenant().0,
             event: event.into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),
@@ -192,7 +191,6 @@ pub(crate) async fn add_user(
         Err(e) => return e.into_response(),
     };
     let write = AccountWrite::AddUser {
-        tenant: state.archive.tenant().0,
         username: new.username.clone(),
         password_hash,
         role,
@@ -671,11 +669,7 @@ pub(crate) async fn audit(
         }
         Err(e) => return e.into_response(),
     };
-    let found = state
-        .archive
-        .index()
-        .audit_search(state.archive.tenant(), &filter)
-        .await;
+    let found = state.archive.index().audit_search(&filter).await;
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let outcome = if found.is_ok() { "success" } else { "failure" };
     state

@@ -306,7 +306,6 @@ async fn search(
     state
         .archive
         .record(AuditEvent {
-            tenant: state.archive.tenant().0,
             event: "query".into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),
@@ -428,7 +427,7 @@ fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
 
 /// `GET /api/stats`.
 pub(crate) async fn stats(State(state): State<WebState>) -> Response {
-    match state.archive.index().stats(state.archive.tenant()).await {
+    match state.archive.index().stats().await {
         Ok(stats) => Json(stats).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
     }
@@ -564,7 +563,6 @@ pub(crate) async fn archive(
     state
         .archive
         .record(AuditEvent {
-            tenant: state.archive.tenant().0,
             event: "retrieve-zip".into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),
@@ -640,15 +638,10 @@ pub(crate) async fn reports(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
 ) -> Response {
-    let found = state
-        .archive
-        .index()
-        .reports(state.archive.tenant(), &study)
-        .await;
+    let found = state.archive.index().reports(&study).await;
     state
         .archive
         .record(AuditEvent {
-            tenant: state.archive.tenant().0,
             event: "retrieve-reports".into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),
@@ -665,12 +658,7 @@ pub(crate) async fn reports(
 
 /// `GET /api/review/studies`: studies not reconciled with an order, or flagged for review.
 pub(crate) async fn review(State(state): State<WebState>) -> Response {
-    match state
-        .archive
-        .index()
-        .unmatched_studies(state.archive.tenant(), 1000)
-        .await
-    {
+    match state.archive.index().unmatched_studies(1000).await {
         Ok(studies) => Json(studies).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
     }
@@ -678,7 +666,7 @@ pub(crate) async fn review(State(state): State<WebState>) -> Response {
 
 /// `GET /api/merges` (admin): patient merges received from the RIS (A40), newest first.
 pub(crate) async fn merges(State(state): State<WebState>) -> Response {
-    match state.archive.index().merges(state.archive.tenant()).await {
+    match state.archive.index().merges().await {
         Ok(merges) => Json(merges).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
     }
@@ -691,7 +679,6 @@ pub(crate) async fn undo_merge(
     Path(id): Path<i64>,
 ) -> Response {
     let audit = AuditEvent {
-        tenant: state.archive.tenant().0,
         event: "merge-undo".into(),
         actor: crate::auth::current_actor(),
         peer: peer.to_string(),
@@ -700,12 +687,7 @@ pub(crate) async fn undo_merge(
         ..AuditEvent::default()
     };
     let write = pacs_store::WorkflowWrite::UndoMerge { merge: id };
-    match state
-        .archive
-        .index()
-        .write_workflow(state.archive.tenant(), write, audit)
-        .await
-    {
+    match state.archive.index().write_workflow(write, audit).await {
         Ok(0) => (StatusCode::NOT_FOUND, "no such merge, or already undone\n").into_response(),
         Ok(_) => Json(serde_json::json!({ "undone": id })).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),

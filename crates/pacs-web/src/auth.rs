@@ -196,16 +196,20 @@ enum Identified {
 }
 
 async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Result<Identified, ApiError> {
-    let index = state.archive.index();
+    // A session or token names its user, whichever tenant that is: looking it up is the one
+    // cross-tenant read here, and a user of another tenant than this archive's is refused.
+    let system = state.archive.system();
+    let tenant = state.archive.tenant().0;
     let internal = |e: pacs_store::IndexError| ApiError::Internal(e.to_string());
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            let user = index
+            let user = system
                 .credential_user(CredentialKind::Token, &secret_digest(credentials))
                 .await
-                .map_err(internal)?;
+                .map_err(internal)?
+                .filter(|u| u.tenant == tenant);
             return Ok(user.map_or(Identified::Invalid("unknown or expired token"), |u| {
                 Identified::User(Principal::of(&u))
             }));
@@ -230,10 +234,11 @@ async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Re
         return Ok(Identified::Invalid("unsupported authorization scheme"));
     }
     if let Some(session) = cookie_value(headers, SESSION_COOKIE) {
-        let user = index
+        let user = system
             .credential_user(CredentialKind::Session, &secret_digest(session))
             .await
-            .map_err(internal)?;
+            .map_err(internal)?
+            .filter(|u| u.tenant == tenant);
         return Ok(user.map_or(Identified::Invalid("session expired"), |u| {
             Identified::User(Principal::of(&u))
         }));
@@ -266,13 +271,7 @@ impl AuthState {
             return true;
         }
         // On error, fail closed: treat the server as having accounts.
-        let exist = state
-            .archive
-            .index()
-            .users()
-            .await
-            .map(|u| !u.is_empty())
-            .unwrap_or(true);
+        let exist = state.archive.system().any_user().await.unwrap_or(true);
         if exist {
             self.accounts_seen.store(true, Ordering::Relaxed);
         }
@@ -388,7 +387,6 @@ async fn refuse(
     state
         .archive
         .record(AuditEvent {
-            tenant: state.archive.tenant().0,
             event: "http-access".into(),
             actor: format!("http:{username}"),
             peer: peer.to_string(),
@@ -451,7 +449,6 @@ pub(crate) async fn login(
         Err(e) => return e.into_response(),
     };
     let audit = |outcome: &str| AuditEvent {
-        tenant: state.archive.tenant().0,
         event: "login".into(),
         actor: format!("http:{}", form.username),
         peer: peer.to_string(),

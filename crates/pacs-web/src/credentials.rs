@@ -169,7 +169,6 @@ impl Credentials {
         state
             .archive
             .record(AuditEvent {
-                tenant: state.archive.tenant().0,
                 event: "account-lockout".into(),
                 actor: format!("http:{username}"),
                 peer: peer.to_string(),

@@ -60,7 +60,6 @@ async fn metadata(
     };
     archive
         .record(AuditEvent {
-            tenant: archive.tenant().0,
             event: "retrieve-metadata".into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),

@@ -127,7 +127,6 @@ pub(crate) async fn same_origin_guard(
             state
                 .archive
                 .record(AuditEvent {
-                    tenant: state.archive.tenant().0,
                     event: "http-access".into(),
                     actor: "http:anonymous".into(),
                     peer: peer.to_string(),

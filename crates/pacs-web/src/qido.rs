@@ -338,7 +338,6 @@ async fn search(
     drop(rx);
     let outcome = search.await;
     let mut event = AuditEvent {
-        tenant: state.archive.tenant().0,
         event: "query".into(),
         actor: crate::auth::current_actor(),
         peer: peer.to_string(),

@@ -299,7 +299,7 @@ async fn representative(
     loop {
         let rows = archive
             .index()
-            .query(archive.tenant(), QueryLevel::Image, &conditions, after, 1000)
+            .query(QueryLevel::Image, &conditions, after, 1000)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let Some(last) = rows.last() else { break };
@@ -350,7 +350,6 @@ async fn representative_thumbnail(
         state
             .archive
             .record(pacs_store::AuditEvent {
-                tenant: state.archive.tenant().0,
                 event: "retrieve-thumbnail".into(),
                 actor: crate::auth::current_actor(),
                 peer: peer.to_string(),

@@ -314,7 +314,6 @@ async fn audit_request(state: &WebState, source: &Source, outcomes: &[Outcome], 
     state
         .archive
         .record(AuditEvent {
-            tenant: state.archive.tenant().0,
             event: if security { "security" } else { "store" }.into(),
             actor: source.actor.clone(),
             peer: source.peer.clone(),
@@ -322,6 +321,7 @@ async fn audit_request(state: &WebState, source: &Source, outcomes: &[Outcome], 
             study_uid: one(&studies),
             outcome: outcome.into(),
             detail: Some(detail),
+            ..AuditEvent::default()
         })
         .await;
 }

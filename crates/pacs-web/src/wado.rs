@@ -103,7 +103,6 @@ async fn retrieve(
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
     };
     let mut event = AuditEvent {
-        tenant: archive.tenant().0,
         event: "retrieve-wado".into(),
         actor: crate::auth::current_actor(),
         peer: peer.to_string(),

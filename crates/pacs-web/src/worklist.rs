@@ -94,15 +94,14 @@ pub(crate) async fn worklist(
         filter.station_ae.as_deref().unwrap_or("*"),
     );
     let index = state.archive.index();
-    let tenant = state.archive.tenant();
-    let found = match index.worklist(tenant, filter).await {
+    let found = match index.worklist(filter).await {
         Ok(items) => {
             let accessions: Vec<String> = items
                 .iter()
                 .filter_map(|i| i.order.accession_number.clone())
                 .collect();
             index
-                .mpps_states(tenant, &accessions)
+                .mpps_states(&accessions)
                 .await
                 .map(|states| (items, states.into_iter().collect::<HashMap<_, _>>()))
         }
@@ -111,7 +110,6 @@ pub(crate) async fn worklist(
     state
         .archive
         .record(AuditEvent {
-            tenant: tenant.0,
             event: "query".into(),
             actor: crate::auth::current_actor(),
             peer: peer.to_string(),
