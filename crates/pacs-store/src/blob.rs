@@ -94,6 +94,16 @@ impl BlobStore {
         })
     }
 
+    /// Whether the store can be read: its blob and temporary directories are there and
+    /// listable (for `/healthz`; blocking, call off the async threads).
+    pub fn check(&self) -> io::Result<()> {
+        fs::read_dir(&self.blobs)?.next().transpose()?;
+        if !fs::metadata(&self.tmp)?.is_dir() {
+            return Err(io::Error::other("the temporary directory is not a directory"));
+        }
+        Ok(())
+    }
+
     /// The data directory this store lives in.
     pub fn root(&self) -> &Path {
         self.blobs.parent().unwrap_or(&self.blobs)

@@ -302,6 +302,8 @@ pub trait Index: Send + Sync + 'static {
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError>;
     /// Bytes the index occupies in its engine (all tenants), for the operator's metrics.
     async fn footprint_bytes(&self) -> Result<u64, IndexError>;
+    /// One trivial statement: whether the engine answers (for `/healthz`).
+    async fn ping(&self) -> Result<(), IndexError>;
     /// Applies a workflow change with its audit line; returns rows changed or the new key
     /// (0: nothing matched; see [`WorkflowWrite`]).
     async fn write_workflow(
@@ -1279,6 +1281,11 @@ impl Index for SqliteIndex {
 
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError> {
         admin::stats(&self.pool, tenant.0).await
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn footprint_bytes(&self) -> Result<u64, IndexError> {

@@ -219,6 +219,9 @@ impl SystemIndex {
     pub async fn footprint_bytes(&self) -> R<u64> {
         self.index.footprint_bytes().await
     }
+    pub async fn ping(&self) -> R<()> {
+        self.index.ping().await
+    }
 }
 
 #[cfg(test)]

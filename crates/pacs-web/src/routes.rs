@@ -88,7 +88,7 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
     };
     const DW: &str = "/dicom-web/studies/{study}/series/{series}/instances/{instance}";
     vec![
-        route(M::GET, "/healthz", is(Public), || async { "ok\n" }),
+        route(M::GET, "/healthz", is(Public), crate::health::healthz),
         route(M::GET, "/metrics", is(Public), metrics),
         // DICOMweb: QIDO-RS searches.
         route(M::GET, "/dicom-web/studies", search, qido::studies),
