@@ -128,6 +128,9 @@ pub struct Config {
     /// The identifier domain of local patient IDs (IPP): their Issuer of Patient ID. Images
     /// and HL7 messages without an issuer are taken to be in it.
     pub issuer_of_patient_id: String,
+    /// The receiving facilities (MSH-6) whose HL7 messages this installation applies; empty
+    /// means any. Others are refused with AR, naming the facility.
+    pub hl7_facilities: Vec<String>,
     /// A re-send with a known SOP Instance UID and another content: "keep-first" (the first
     /// stays current) or "replace" (the newest is current, the previous kept superseded).
     pub duplicate_policy: String,
@@ -200,6 +203,7 @@ impl Default for Config {
             commitment_on_new_association: false,
             reconciliation: "correct".into(),
             issuer_of_patient_id: String::new(),
+            hl7_facilities: Vec::new(),
             duplicate_policy: "keep-first".into(),
             log_format: "text".into(),
             peers: Vec::new(),

@@ -270,6 +270,7 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
             .collect(),
         correct_from_orders: config.reconciliation == "correct",
         issuer_of_patient_id: config.issuer_of_patient_id.clone(),
+        hl7_facilities: config.hl7_facilities.clone(),
         duplicate_policy: if config.duplicate_policy == "replace" {
             pacs_archive::duplicates::DuplicatePolicy::Replace
         } else {

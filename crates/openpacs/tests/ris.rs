@@ -694,3 +694,55 @@ fn hl7_study_uids_that_are_not_uids_are_refused() {
         );
     }
 }
+
+#[test]
+fn messages_for_another_facility_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: "hl7_facilities = [\"HOSP\"]\n".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let to = |facility: &str, kind: &str, control: &str| {
+        format!("MSH|^~\\&|RIS|HOSP|OPENPACS|{facility}|20261207090000||{kind}|{control}|P|2.5")
+    };
+    let acks = send_hl7(
+        &server,
+        dir.path(),
+        &[
+            // For another hospital: refused, naming the facility, and not applied…
+            &format!(
+                "{}\nPID|1||P900^^^HOSP^PI||ROUX^ANNE||19700101|F",
+                to("CLINIQUE-SUD", "ADT^A01", "F1")
+            ),
+            // …so the update of that patient, now for our facility, finds no one.
+            &format!(
+                "{}\nPID|1||P900^^^HOSP^PI||ROUX^ANNE||19700101|F",
+                to("HOSP", "ADT^A08", "F2")
+            ),
+            // Ours, in another case: applied.
+            &format!(
+                "{}\nPID|1||P901^^^HOSP^PI||ROUX^JEAN||19700101|M",
+                to("hosp", "ADT^A01", "F3")
+            ),
+            // No MSH-6 at all: not addressed to us.
+            &format!("{}\nPID|1||P902^^^HOSP^PI||ROUX^LEA", to("", "ADT^A01", "F4")),
+        ],
+    );
+    let codes: Vec<&str> = acks
+        .iter()
+        .map(|a| a["code"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(codes, ["AR", "AE", "AA", "AR"], "{acks:?}");
+    let refusal = acks[0]["ack"].as_str().unwrap();
+    assert!(
+        refusal.contains("ERR|") && refusal.contains("CLINIQUE-SUD") && refusal.contains("MSH^1^6"),
+        "{refusal}"
+    );
+    assert!(
+        acks[1]["ack"].as_str().unwrap().contains("unknown patient P900"),
+        "{acks:?}"
+    );
+}

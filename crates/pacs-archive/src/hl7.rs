@@ -244,6 +244,28 @@ fn type_label(msg: &Message) -> &'static str {
 }
 
 impl Hl7Archive {
+    /// Whether the message is addressed to a facility this tenant declares (MSH-6.1,
+    /// compared without regard to case), when it declares any. Checked before anything is
+    /// applied: a message for another hospital must not touch this one's patients.
+    fn serves_facility(&self, msg: &Message) -> Result<(), ErrorDetail> {
+        let facilities = &self.archive.hl7_facilities;
+        if facilities.is_empty() {
+            return Ok(());
+        }
+        let receiving = msg.value("MSH-6.1").unwrap_or_default();
+        if facilities
+            .iter()
+            .any(|f| f.trim().eq_ignore_ascii_case(receiving.trim()))
+        {
+            return Ok(());
+        }
+        Err(ErrorDetail::new(
+            ErrorCode::TABLE_VALUE_NOT_FOUND,
+            format!("receiving facility {receiving:?} (MSH-6) is not served here"),
+        )
+        .at("MSH-6"))
+    }
+
     fn audit(&self, msg: &Message, peer: SocketAddr, outcome: &str, detail: String) -> AuditEvent {
         let t = msg.message_type();
         AuditEvent {
@@ -505,6 +527,13 @@ impl MessageHandler for Hl7Archive {
             }
         };
         let kind = type_label(&msg);
+        if let Err(error) = self.serves_facility(&msg) {
+            metrics::hl7_message(kind, "rejected");
+            self.archive
+                .record(self.audit(&msg, peer, "refused", error.text.clone()))
+                .await;
+            return Some(ack(&msg, AckCode::AR, Some(&error)));
+        }
         match self.apply(&msg, peer).await {
             // The audit line went in with the change.
             Outcome::Applied(what) => {

@@ -130,6 +130,9 @@ pub struct ArchiveConfig {
     /// The tenant's patient identifier domain: the Issuer of Patient ID of its local IDs
     /// (IPP). Images and HL7 messages that name no issuer are in this domain.
     pub issuer_of_patient_id: String,
+    /// The receiving facilities (MSH-6.1) the tenant declares; empty means any. HL7 messages
+    /// for another facility are refused (AR) and nothing of them is stored.
+    pub hl7_facilities: Vec<String>,
     /// What a re-send with a known SOP Instance UID and another content does.
     pub duplicate_policy: duplicates::DuplicatePolicy,
 }
@@ -158,6 +161,8 @@ pub struct Archive {
     pub(crate) limits: pacs_dimse::dataset_check::Limits,
     /// See [`ArchiveConfig::issuer_of_patient_id`].
     pub(crate) issuer_of_patient_id: String,
+    /// See [`ArchiveConfig::hl7_facilities`].
+    pub(crate) hl7_facilities: Vec<String>,
     pub(crate) duplicate_policy: duplicates::DuplicatePolicy,
     /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
     pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
@@ -186,6 +191,7 @@ impl Archive {
             correct_from_orders: config.correct_from_orders,
             limits: config.limits,
             issuer_of_patient_id: config.issuer_of_patient_id.clone(),
+            hl7_facilities: config.hl7_facilities.clone(),
             duplicate_policy: config.duplicate_policy,
             exam_listener: std::sync::RwLock::new(None),
         });
