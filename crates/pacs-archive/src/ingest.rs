@@ -350,7 +350,6 @@ impl Incoming {
             }
         };
         *identity = Some((instance.sop_class.clone(), instance.sop_uid.clone()));
-        instance.tenant = archive.tenant.0;
         instance.patient.issuer = archive.patient_domain(&instance.patient.issuer);
         instance.correct_from_orders = archive.correct_from_orders;
         instance.size = committed.size;

@@ -45,15 +45,13 @@ impl WebState {
         (status, format!("{why}\n")).into_response()
     }
 
-    /// The user named `username` if it belongs to this archive's tenant.
+    /// The user named `username` in this archive's tenant (the index handle is scoped to it).
     async fn tenant_user(&self, username: &str) -> Result<Option<UserAccount>, ApiError> {
-        let user = self
-            .archive
+        self.archive
             .index()
             .user(username)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(user.filter(|u| u.tenant == self.archive.tenant().0))
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// The user named `username` in this tenant, or the refusal to answer (404, audited).
@@ -92,16 +90,11 @@ impl WebState {
     }
 
     async fn tenant_users(&self) -> Result<Vec<UserAccount>, ApiError> {
-        let users = self
-            .archive
+        self.archive
             .index()
             .users()
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(users
-            .into_iter()
-            .filter(|u| u.tenant == self.archive.tenant().0)
-            .collect())
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 }
 

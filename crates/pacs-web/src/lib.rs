@@ -185,10 +185,7 @@ impl WebState {
             }]
         };
         for line in lines {
-            let tenant = self.archive.tenant().0;
-            self.archive
-                .record(pacs_store::AuditEvent { tenant, ..line })
-                .await;
+            self.archive.record(line).await;
         }
         found
             .into_iter()
