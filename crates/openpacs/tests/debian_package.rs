@@ -263,6 +263,7 @@ fn dpkg_installs_a_service_that_answers_echo_and_purge_keeps_the_archive() {
     assert_eq!(exec_start, format!("{BINARY} --config {CONFIG} serve"));
     for (key, value) in [
         ("Restart", "on-failure"),
+        ("RestartPreventExitStatus", "2"),
         ("StateDirectory", "openpacs"),
         ("StateDirectoryMode", "0750"),
         ("NoNewPrivileges", "yes"),
