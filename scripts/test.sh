@@ -15,6 +15,7 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)  # the Debian package test checks its unit
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "the tests need ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
@@ -23,6 +24,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The Debian package test builds the package from the test binary with cargo-deb, and
+# installs it with a system user: root only.
+if ! cargo-deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0'; then
+  echo "installing cargo-deb 3.8.0 (the Debian package test)"
+  cargo install cargo-deb --version 3.8.0 --locked
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "not root: the Debian package test is skipped (OPENPACS_SKIP_ROOT_TESTS=1)"
+  export OPENPACS_SKIP_ROOT_TESTS=1
 fi
 for tool in node npm; do
   command -v $tool >/dev/null || { echo "the browser tests need Node.js 20 or newer ($tool not found)" >&2; exit 1; }
@@ -69,5 +80,6 @@ awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d fai
 # Slow tier (10 to 20 minutes): the README's run command on a fresh Debian 12 root.
 if [ "${OPENPACS_SLOW_TESTS:-}" = 1 ]; then
   bash scripts/fresh-root-check.sh || status=1
+  bash scripts/deb-systemd-check.sh || status=1
 fi
 exit "$status"
