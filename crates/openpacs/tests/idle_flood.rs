@@ -372,9 +372,11 @@ fn idle_mllp_connections_do_not_keep_a_real_adt_out_and_unended_messages_are_dro
     assert!(took < Duration::from_secs(3), "real ADT took {took:?}");
     eprintln!("ADT during 70 idle MLLP connections: {took:?}");
     let closed = close_times(&mut idle, flood_started, Duration::from_secs(6));
-    // 8 per source at most (the rest closed at once), those at the idle timeout.
+    // 8 per source at most (the rest closed at once), those at the idle timeout (3 s). The
+    // times count from before the 300 ms pause and the real ADT, which a loaded machine slows:
+    // "at once" is anything well before the idle timeout.
     assert_eq!(
-        count_within(&closed, Duration::ZERO..Duration::from_secs(1)),
+        count_within(&closed, Duration::ZERO..Duration::from_secs(2)),
         62,
         "{closed:?}"
     );
