@@ -16,6 +16,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)  # the Debian package test checks its unit
+command -v psql >/dev/null || missing+=(postgresql-client)  # the PostgreSQL index tests make databases
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "the tests need ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
@@ -66,6 +67,17 @@ if [ ! -f $browser/node_modules/.package-lock.json ] \
   npm ci --prefix $browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+# The PostgreSQL index tests create databases named openpacs_test_… on this server (trust
+# authentication on 127.0.0.1, as on every development and CI machine); those of earlier runs
+# are dropped first.
+export OPENPACS_TEST_POSTGRES="${OPENPACS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! psql "$OPENPACS_TEST_POSTGRES" -Atc "SELECT 1" >/dev/null; then
+  echo "the tests need PostgreSQL at $OPENPACS_TEST_POSTGRES (set OPENPACS_TEST_POSTGRES to another server)" >&2
+  exit 1
+fi
+psql "$OPENPACS_TEST_POSTGRES" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'openpacs_test_%'" |
+  while read -r db; do psql "$OPENPACS_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS \"$db\""; done
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -74,7 +86,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# Every index test again, on PostgreSQL (the engine-neutral statements, dialect and migrations).
+OPENPACS_TEST_INDEX=postgres cargo test -p pacs-store --lib 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 
 # Slow tier (10 to 20 minutes): the README's run command on a fresh Debian 12 root.

@@ -16,6 +16,10 @@ use crate::config_sources::{explain, Named};
 pub struct Config {
     /// Where blobs and the index live.
     pub data_dir: PathBuf,
+    /// The index engine: unset for the embedded SQLite file in `data_dir`, or
+    /// `postgres://user@host:port/database`, which several openpacs nodes share. Give a
+    /// password through the environment (`OPENPACS_INDEX_URL`), not this file.
+    pub index_url: Option<String>,
     /// Our AE title.
     pub ae_title: String,
     pub dicom_addr: IpAddr,
@@ -152,6 +156,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./openpacs-data"),
+            index_url: None,
             ae_title: "OPENPACS".into(),
             dicom_addr: IpAddr::from([127, 0, 0, 1]),
             dicom_port: 11112,

@@ -258,6 +258,7 @@ async fn stable_study_timer(archive: Arc<Archive>, quiet_secs: u64, mut shutdown
 pub fn archive_config(config: &Config) -> ArchiveConfig {
     ArchiveConfig {
         data_dir: config.data_dir.clone(),
+        index_url: config.index_url.clone(),
         ae_title: config.ae_title.clone(),
         peers: config
             .peers

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pacs_model::TenantId;
-use pacs_store::{BlobStore, Index, IndexError, SqliteIndex, SystemIndex, TenantIndex};
+use pacs_store::{BlobStore, Index, IndexError, SqlIndex, SystemIndex, TenantIndex};
 
 pub use ingest::{read_part10_meta, Incoming, Refused, Source, StoreResult, StoredInstance};
 pub use peers::{AeChange, AeEntry, AeSource, EchoOutcome};
@@ -120,6 +120,9 @@ pub struct Peer {
 #[derive(Clone, Debug)]
 pub struct ArchiveConfig {
     pub data_dir: PathBuf,
+    /// The index: `None` for the embedded SQLite file in `data_dir`, or an engine URL
+    /// (`postgres://…`, shared by every node of an installation).
+    pub index_url: Option<String>,
     pub ae_title: String,
     pub peers: Vec<Peer>,
     /// Images whose accession number names another patient's order: move them under the
@@ -169,11 +172,15 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens the data directory: blob store under `blobs/`, SQLite index at `index.sqlite`.
+    /// Opens the data directory (blob store under `blobs/`) and the index: the SQLite file
+    /// `index.sqlite` there, or the engine `index_url` names.
     pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
         std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
         let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
-        let index: Arc<dyn Index> = Arc::new(SqliteIndex::open(&index_path(&config.data_dir)).await?);
+        let index: Arc<dyn Index> = Arc::new(match &config.index_url {
+            None => SqlIndex::open(&index_path(&config.data_dir)).await?,
+            Some(url) => SqlIndex::open_url(url).await?,
+        });
         let archive = Arc::new(Archive {
             tenant: TenantId::DEFAULT,
             blobs,

@@ -258,14 +258,23 @@ impl Archive {
             if let Some(accession) = accession_number.clone() {
                 self.set_order_status(accession, &status, audit).await?;
             }
-            if let Some(study) = &study_uid {
-                // One notice per study: the stable-study timer will not send another.
-                let claim = WorkflowWrite::ClaimCompletion {
-                    study_uid: study.clone(),
-                };
-                let mut claim_audit = self.system_audit("exam-completed");
-                claim_audit.study_uid = Some(study.clone());
-                self.workflow_write(claim, claim_audit).await?;
+            // One notice per study: whichever of this step and the stable-study timer claims
+            // the study first sends it. A timer that got there first (the modality took longer
+            // than `study_stable_secs` between its last image and this N-SET) already said
+            // "completed"; only a discontinuation still tells the RIS something new.
+            let first_notice = match &study_uid {
+                Some(study) => {
+                    let claim = WorkflowWrite::ClaimCompletion {
+                        study_uid: study.clone(),
+                    };
+                    let mut claim_audit = self.system_audit("exam-completed");
+                    claim_audit.study_uid = Some(study.clone());
+                    self.workflow_write(claim, claim_audit).await? == 1
+                }
+                None => true,
+            };
+            if !first_notice && status != DISCONTINUED {
+                return Ok(Ok(dataset));
             }
             self.exam_ended(ExamEvent {
                 accession_number,

@@ -4,9 +4,8 @@
 //! hashing itself is the web layer's job) and the SHA-256 of each session or token secret.
 //! Writes go through the index's single writer like every other write.
 
-use sqlx::{Row, SqliteConnection};
+use crate::sql::{self, Conn, Dialect};
 
-use crate::index::NOW;
 use crate::IndexError;
 
 /// The roles a user can hold. What each may do is decided by the web layer.
@@ -136,19 +135,20 @@ pub type AccountOutcome = u64;
 
 /// Applies `write` to the accounts of `tenant` only: every statement names the tenant.
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     write: &AccountWrite,
 ) -> Result<AccountOutcome, IndexError> {
+    let now = conn.dialect().now();
     let done = match write {
         AccountWrite::AddUser {
             username,
             password_hash,
             role,
         } => {
-            sqlx::query(&format!(
+            sql::query(&format!(
                 "INSERT INTO user_account (tenant_pk, username, password_hash, role, created_at,
-                 password_changed_at) VALUES (?, ?, ?, ?, {NOW}, {NOW})"
+                 password_changed_at) VALUES (?, ?, ?, ?, {now}, {now})"
             ))
             .bind(tenant)
             .bind(username)
@@ -162,8 +162,8 @@ pub(crate) async fn apply(
             password_hash,
             revoke_tokens,
         } => {
-            let changed = sqlx::query(&format!(
-                "UPDATE user_account SET password_hash = ?, password_changed_at = {NOW}
+            let changed = sql::query(&format!(
+                "UPDATE user_account SET password_hash = ?, password_changed_at = {now}
                  WHERE username = ? AND tenant_pk = ?"
             ))
             .bind(password_hash)
@@ -171,8 +171,8 @@ pub(crate) async fn apply(
             .bind(tenant)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "DELETE FROM credential WHERE (kind = 'session' OR ?)
+            sql::query(
+                "DELETE FROM credential WHERE (kind = 'session' OR ? <> 0)
                  AND user_pk = (SELECT pk FROM user_account WHERE username = ? AND tenant_pk = ?)",
             )
             .bind(revoke_tokens)
@@ -183,10 +183,11 @@ pub(crate) async fn apply(
             changed
         }
         AccountWrite::Lock { username, secs } => {
-            sqlx::query(
-                "UPDATE user_account SET locked_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds')
+            sql::query(&format!(
+                "UPDATE user_account SET locked_until = {}
                  WHERE username = ? AND tenant_pk = ?",
-            )
+                conn.dialect().now_plus_secs("?")
+            ))
             .bind((*secs).max(0))
             .bind(username)
             .bind(tenant)
@@ -194,14 +195,14 @@ pub(crate) async fn apply(
             .await?
         }
         AccountWrite::Unlock { username } => {
-            sqlx::query("UPDATE user_account SET locked_until = NULL WHERE username = ? AND tenant_pk = ?")
+            sql::query("UPDATE user_account SET locked_until = NULL WHERE username = ? AND tenant_pk = ?")
                 .bind(username)
                 .bind(tenant)
                 .execute(&mut *conn)
                 .await?
         }
         AccountWrite::SetRole { username, role } => {
-            sqlx::query("UPDATE user_account SET role = ? WHERE username = ? AND tenant_pk = ?")
+            sql::query("UPDATE user_account SET role = ? WHERE username = ? AND tenant_pk = ?")
                 .bind(role.as_str())
                 .bind(username)
                 .bind(tenant)
@@ -209,7 +210,7 @@ pub(crate) async fn apply(
                 .await?
         }
         AccountWrite::RemoveUser { username } => {
-            sqlx::query("DELETE FROM user_account WHERE username = ? AND tenant_pk = ?")
+            sql::query("DELETE FROM user_account WHERE username = ? AND tenant_pk = ?")
                 .bind(username)
                 .bind(tenant)
                 .execute(&mut *conn)
@@ -223,11 +224,12 @@ pub(crate) async fn apply(
             ttl_secs,
         } => {
             // Same text format as NOW, so expiry compares as strings.
-            sqlx::query(&format!(
+            let expiry = conn.dialect().now_plus_secs("?");
+            sql::query(&format!(
                 "INSERT INTO credential (user_pk, kind, secret_sha256, name, created_at, expires_at)
-                 SELECT pk, ?, ?, ?, {NOW},
-                 CASE WHEN ? IS NULL THEN NULL
-                      ELSE COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ? || ' seconds'), {NOW}) END
+                 SELECT pk, ?, ?, ?, {now},
+                 CASE WHEN CAST(? AS BIGINT) IS NULL THEN NULL
+                      ELSE COALESCE({expiry}, {now}) END
                  FROM user_account WHERE username = ? AND tenant_pk = ?"
             ))
             .bind(kind.as_str())
@@ -242,17 +244,17 @@ pub(crate) async fn apply(
             .await?
         }
         AccountWrite::RemoveCredential { secret_sha256 } => {
-            sqlx::query(
+            sql::query(
                 "DELETE FROM credential WHERE secret_sha256 = ?
                  AND user_pk IN (SELECT pk FROM user_account WHERE tenant_pk = ?)",
             )
             .bind(secret_sha256)
             .bind(tenant)
-                .execute(&mut *conn)
-                .await?
+            .execute(&mut *conn)
+            .await?
         }
         AccountWrite::RevokeToken { username, pk } => {
-            sqlx::query(
+            sql::query(
                 "DELETE FROM credential WHERE pk = ? AND kind = 'token'
                  AND user_pk = (SELECT pk FROM user_account WHERE username = ? AND tenant_pk = ?)",
             )
@@ -263,8 +265,8 @@ pub(crate) async fn apply(
             .await?
         }
         AccountWrite::PurgeExpired => {
-            sqlx::query(&format!(
-                "DELETE FROM credential WHERE expires_at IS NOT NULL AND expires_at < {NOW}
+            sql::query(&format!(
+                "DELETE FROM credential WHERE expires_at IS NOT NULL AND expires_at < {now}
                  AND user_pk IN (SELECT pk FROM user_account WHERE tenant_pk = ?)"
             ))
             .bind(tenant)
@@ -272,15 +274,20 @@ pub(crate) async fn apply(
             .await?
         }
     };
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 /// The account's columns; a lock that has run out reads as NULL.
-const USER_FIELDS: &str = "u.pk, u.tenant_pk, u.username, u.password_hash, u.role, u.created_at,
-    CASE WHEN u.locked_until > strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN u.locked_until END,
-    CAST((julianday(u.locked_until) - julianday('now')) * 86400.0 AS INTEGER) + 1";
+fn user_fields(dialect: Dialect) -> String {
+    format!(
+        "u.pk, u.tenant_pk, u.username, u.password_hash, u.role, u.created_at,
+         CASE WHEN u.locked_until > {} THEN u.locked_until END, {} + 1",
+        dialect.now(),
+        dialect.secs_until("u.locked_until")
+    )
+}
 
-fn user(row: &sqlx::sqlite::SqliteRow) -> Result<UserAccount, IndexError> {
+fn user(row: &sql::DbRow) -> Result<UserAccount, IndexError> {
     let role: String = row.try_get(4)?;
     let locked_until: Option<String> = row.try_get(6)?;
     let remaining: Option<i64> = row.try_get(7)?;
@@ -299,60 +306,64 @@ fn user(row: &sqlx::sqlite::SqliteRow) -> Result<UserAccount, IndexError> {
 }
 
 pub(crate) async fn user_by_name(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     username: &str,
 ) -> Result<Option<UserAccount>, IndexError> {
-    let row = sqlx::query(&format!(
-        "SELECT {USER_FIELDS} FROM user_account u WHERE u.username = ? AND u.tenant_pk = ?"
+    let fields = user_fields(conn.dialect());
+    let row = sql::query(&format!(
+        "SELECT {fields} FROM user_account u WHERE u.username = ? AND u.tenant_pk = ?"
     ))
     .bind(username)
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.as_ref().map(user).transpose()
 }
 
 /// The user a live (unexpired) credential belongs to.
 pub(crate) async fn credential_user(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     kind: CredentialKind,
     secret_sha256: &str,
 ) -> Result<Option<UserAccount>, IndexError> {
-    let row = sqlx::query(&format!(
-        "SELECT {USER_FIELDS} FROM credential c JOIN user_account u ON u.pk = c.user_pk
-         WHERE c.secret_sha256 = ? AND c.kind = ? AND (c.expires_at IS NULL OR c.expires_at > {NOW})"
+    let now = conn.dialect().now();
+    let fields = user_fields(conn.dialect());
+    let row = sql::query(&format!(
+        "SELECT {fields} FROM credential c JOIN user_account u ON u.pk = c.user_pk
+         WHERE c.secret_sha256 = ? AND c.kind = ? AND (c.expires_at IS NULL OR c.expires_at > {now})"
     ))
     .bind(secret_sha256)
     .bind(kind.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.as_ref().map(user).transpose()
 }
 
-pub(crate) async fn users(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<UserAccount>, IndexError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {USER_FIELDS} FROM user_account u WHERE u.tenant_pk = ? ORDER BY u.username"
+pub(crate) async fn users(conn: &mut dyn Conn, tenant: i64) -> Result<Vec<UserAccount>, IndexError> {
+    let fields = user_fields(conn.dialect());
+    let rows = sql::query(&format!(
+        "SELECT {fields} FROM user_account u WHERE u.tenant_pk = ? ORDER BY u.username"
     ))
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter().map(user).collect()
 }
 
 pub(crate) async fn tokens(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     username: &str,
 ) -> Result<Vec<TokenInfo>, IndexError> {
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT c.pk, c.name, c.created_at, c.expires_at FROM credential c
          JOIN user_account u ON u.pk = c.user_pk
          WHERE u.username = ? AND u.tenant_pk = ? AND c.kind = 'token' ORDER BY c.pk",
     )
     .bind(username)
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -369,7 +380,7 @@ pub(crate) async fn tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Index, SqliteIndex};
+    use crate::Index;
     use pacs_model::TenantId;
 
     const T: TenantId = TenantId(1);
@@ -377,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn credentials_expire_and_follow_their_user() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let add = |name: &str| AccountWrite::AddUser {
             username: name.into(),
             password_hash: "$argon2id$placeholder".into(),
@@ -456,7 +467,7 @@ mod tests {
     #[tokio::test]
     async fn lockouts_run_out_or_are_lifted_and_a_password_change_can_revoke_tokens() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let write = |w: AccountWrite| {
             let index = &index;
             async move { index.write_accounts(T, w).await.unwrap() }

@@ -6,9 +6,9 @@
 //! transaction; the archive removes the files after the commit and then clears the list, and
 //! start-up recovery finishes any removal a crash interrupted.
 
-use sqlx::{Row, SqliteConnection};
+use crate::sql::{self, Conn};
 
-use crate::index::{insert_audit, NOW};
+use crate::index::insert_audit;
 use crate::{AuditEvent, IndexError};
 
 /// What to delete: a study, one of its series, or one instance of that series.
@@ -53,21 +53,22 @@ pub struct ModalityStats {
 }
 
 pub(crate) async fn delete(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     scope: &DeleteScope,
     audit: &AuditEvent,
 ) -> Result<Deleted, IndexError> {
+    let now = conn.dialect().now();
     // The instances in scope, every version.
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS doomed (pk INTEGER PRIMARY KEY, blob_key TEXT NOT NULL)")
+    sql::query("CREATE TEMP TABLE IF NOT EXISTS doomed (pk BIGINT PRIMARY KEY, blob_key TEXT NOT NULL)")
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM doomed").execute(&mut *conn).await?;
-    sqlx::query(
+    sql::query("DELETE FROM doomed").execute(&mut *conn).await?;
+    sql::query(
         "INSERT INTO doomed (pk, blob_key)
          SELECT i.pk, i.blob_key FROM instance i
          JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk
          WHERE st.tenant_pk = ? AND st.study_uid = ?
-           AND (? IS NULL OR se.series_uid = ?) AND (? IS NULL OR i.sop_uid = ?)",
+           AND (CAST(? AS TEXT) IS NULL OR se.series_uid = ?) AND (CAST(? AS TEXT) IS NULL OR i.sop_uid = ?)",
     )
     .bind(scope.tenant)
     .bind(&scope.study_uid)
@@ -77,15 +78,14 @@ pub(crate) async fn delete(
     .bind(&scope.sop_uid)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM instance_header WHERE instance_pk IN (SELECT pk FROM doomed)")
+    sql::query("DELETE FROM instance_header WHERE instance_pk IN (SELECT pk FROM doomed)")
         .execute(&mut *conn)
         .await?;
-    let instances = sqlx::query("DELETE FROM instance WHERE pk IN (SELECT pk FROM doomed)")
+    let instances = sql::query("DELETE FROM instance WHERE pk IN (SELECT pk FROM doomed)")
         .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .await?;
     // Containers left empty go too.
-    sqlx::query(
+    sql::query(
         "DELETE FROM series WHERE study_pk IN (SELECT pk FROM study WHERE tenant_pk = ? AND study_uid = ?)
          AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.series_pk = series.pk)",
     )
@@ -94,12 +94,12 @@ pub(crate) async fn delete(
     .execute(&mut *conn)
     .await?;
     let patient: Option<i64> =
-        sqlx::query_scalar("SELECT patient_pk FROM study WHERE tenant_pk = ? AND study_uid = ?")
+        sql::query_scalar("SELECT patient_pk FROM study WHERE tenant_pk = ? AND study_uid = ?")
             .bind(scope.tenant)
             .bind(&scope.study_uid)
             .fetch_optional(&mut *conn)
             .await?;
-    sqlx::query(
+    sql::query(
         "DELETE FROM study WHERE tenant_pk = ? AND study_uid = ?
          AND NOT EXISTS (SELECT 1 FROM series se WHERE se.study_pk = study.pk)",
     )
@@ -108,7 +108,7 @@ pub(crate) async fn delete(
     .execute(&mut *conn)
     .await?;
     if let Some(patient) = patient {
-        sqlx::query(
+        sql::query(
             "DELETE FROM patient WHERE pk = ? AND NOT EXISTS (SELECT 1 FROM study s WHERE s.patient_pk = ?)",
         )
         .bind(patient)
@@ -117,21 +117,21 @@ pub(crate) async fn delete(
         .await?;
     }
     // Blobs are shared by identical objects: only those nothing else references are removed.
-    let blob_keys: Vec<String> = sqlx::query_scalar(
+    let blob_keys: Vec<String> = sql::query_scalar(
         "SELECT DISTINCT d.blob_key FROM doomed d
          WHERE NOT EXISTS (SELECT 1 FROM instance i WHERE i.blob_key = d.blob_key) ORDER BY 1",
     )
     .fetch_all(&mut *conn)
     .await?;
     for key in &blob_keys {
-        sqlx::query(&format!(
-            "INSERT OR IGNORE INTO blob_deletion (blob_key, requested_at) VALUES (?, {NOW})"
+        sql::query(&format!(
+            "INSERT INTO blob_deletion (blob_key, requested_at) VALUES (?, {now}) ON CONFLICT DO NOTHING"
         ))
         .bind(key)
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query("DELETE FROM doomed").execute(&mut *conn).await?;
+    sql::query("DELETE FROM doomed").execute(&mut *conn).await?;
     if instances > 0 {
         let mut audit = audit.clone();
         audit.detail = Some(format!(
@@ -144,49 +144,45 @@ pub(crate) async fn delete(
     Ok(Deleted { instances, blob_keys })
 }
 
-pub(crate) async fn clear_blob_deletions(
-    conn: &mut SqliteConnection,
-    keys: &[String],
-) -> Result<u64, IndexError> {
+pub(crate) async fn clear_blob_deletions(conn: &mut dyn Conn, keys: &[String]) -> Result<u64, IndexError> {
     let mut done = 0;
     for key in keys {
-        done += sqlx::query("DELETE FROM blob_deletion WHERE blob_key = ?")
+        done += sql::query("DELETE FROM blob_deletion WHERE blob_key = ?")
             .bind(key)
             .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .await?;
     }
     Ok(done)
 }
 
-pub(crate) async fn pending_blob_deletions(pool: &sqlx::SqlitePool) -> Result<Vec<String>, IndexError> {
+pub(crate) async fn pending_blob_deletions(conn: &mut dyn Conn) -> Result<Vec<String>, IndexError> {
     Ok(
-        sqlx::query_scalar("SELECT blob_key FROM blob_deletion ORDER BY blob_key")
-            .fetch_all(pool)
+        sql::query_scalar("SELECT blob_key FROM blob_deletion ORDER BY blob_key")
+            .fetch_all(conn)
             .await?,
     )
 }
 
-pub(crate) async fn stats(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Stats, IndexError> {
-    let row = sqlx::query(
+pub(crate) async fn stats(conn: &mut dyn Conn, tenant: i64) -> Result<Stats, IndexError> {
+    let row = sql::query(
         "SELECT (SELECT COUNT(*) FROM patient WHERE tenant_pk = ?1),
                 (SELECT COUNT(*) FROM study WHERE tenant_pk = ?1),
                 (SELECT COUNT(*) FROM series WHERE tenant_pk = ?1),
                 (SELECT COUNT(*) FROM instance WHERE tenant_pk = ?1 AND superseded_at IS NULL),
-                (SELECT COALESCE(SUM(size), 0) FROM instance WHERE tenant_pk = ?1 AND superseded_at IS NULL),
+                (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM instance WHERE tenant_pk = ?1 AND superseded_at IS NULL),
                 (SELECT COUNT(*) FROM instance WHERE tenant_pk = ?1 AND superseded_at IS NOT NULL)",
     )
     .bind(tenant)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
-    let modalities = sqlx::query(
+    let modalities = sql::query(
         "SELECT COALESCE(se.modality, ''), COUNT(DISTINCT se.study_pk), COUNT(DISTINCT se.pk),
-                COUNT(i.pk), COALESCE(SUM(i.size), 0)
+                COUNT(i.pk), CAST(COALESCE(SUM(i.size), 0) AS BIGINT)
          FROM series se LEFT JOIN instance i ON i.series_pk = se.pk AND i.superseded_at IS NULL
          WHERE se.tenant_pk = ? GROUP BY 1 ORDER BY 4 DESC, 1",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?
     .iter()
     .map(|r| {

@@ -4,9 +4,9 @@
 //!
 //! Writes go through the index writer with their audit line in the same transaction.
 
-use sqlx::{Row, SqliteConnection};
+use crate::sql::{self, Conn};
 
-use crate::index::{insert_audit, NOW};
+use crate::index::insert_audit;
 use crate::{AuditEvent, IndexError};
 
 /// An application entity as stored.
@@ -37,11 +37,12 @@ pub enum AeWrite {
 }
 
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     write: &AeWrite,
     audit: &AuditEvent,
 ) -> Result<u64, IndexError> {
+    let now = conn.dialect().now();
     let done = match write {
         AeWrite::Put {
             ae_title,
@@ -50,15 +51,15 @@ pub(crate) async fn apply(
             description,
         } => {
             let existed: Option<i64> =
-                sqlx::query_scalar("SELECT pk FROM application_entity WHERE tenant_pk = ? AND ae_title = ?")
+                sql::query_scalar("SELECT pk FROM application_entity WHERE tenant_pk = ? AND ae_title = ?")
                     .bind(tenant)
                     .bind(ae_title)
                     .fetch_optional(&mut *conn)
                     .await?;
-            sqlx::query(&format!(
+            sql::query(&format!(
                 "INSERT INTO application_entity (tenant_pk, ae_title, host, port, description, created_at,
                                                  updated_at)
-                 VALUES (?, ?, ?, ?, ?, {NOW}, {NOW})
+                 VALUES (?, ?, ?, ?, ?, {now}, {now})
                  ON CONFLICT (tenant_pk, ae_title) DO UPDATE SET
                    host = excluded.host, port = excluded.port, description = excluded.description,
                    updated_at = excluded.updated_at"
@@ -77,12 +78,11 @@ pub(crate) async fn apply(
             }
         }
         AeWrite::Remove { ae_title } => {
-            sqlx::query("DELETE FROM application_entity WHERE tenant_pk = ? AND ae_title = ?")
+            sql::query("DELETE FROM application_entity WHERE tenant_pk = ? AND ae_title = ?")
                 .bind(tenant)
                 .bind(ae_title)
                 .execute(&mut *conn)
                 .await?
-                .rows_affected()
         }
     };
     let mut audit = audit.clone();
@@ -94,13 +94,13 @@ pub(crate) async fn apply(
 }
 
 /// The tenant's AE table, by AE title.
-pub(crate) async fn list(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<AeRecord>, IndexError> {
-    let rows = sqlx::query(
+pub(crate) async fn list(conn: &mut dyn Conn, tenant: i64) -> Result<Vec<AeRecord>, IndexError> {
+    let rows = sql::query(
         "SELECT ae_title, host, port, description, created_at, updated_at FROM application_entity
          WHERE tenant_pk = ? ORDER BY ae_title",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -120,7 +120,7 @@ pub(crate) async fn list(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<AeR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditFilter, Index, SqliteIndex};
+    use crate::{AuditFilter, Index};
     use pacs_model::TenantId;
 
     fn audit(event: &str, actor: &str, patient: Option<&str>) -> AuditEvent {
@@ -138,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn ae_table_is_per_tenant_and_audited_with_each_change() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let put = |host: &str| AeWrite::Put {
             ae_title: "WS 1".into(),
             host: host.into(),
@@ -191,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn audit_search_filters_pages_and_stays_in_its_tenant() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         for i in 0..5 {
             index.audit(audit("query", "http:ana", Some("P1"))).await.unwrap();
             index
@@ -200,8 +200,7 @@ mod tests {
                 .unwrap();
         }
         // A second tenant, as tenancy management will create it.
-        let path = dir.path().join("index.sqlite");
-        crate::index::tests::add_tenant(&path, 2, "other").await;
+        crate::index::tests::add_tenant(&index, 2, "other").await;
         index
             .audit(AuditEvent {
                 tenant: 2,

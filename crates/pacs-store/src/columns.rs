@@ -60,7 +60,7 @@ pub const COLUMNS: &[Column] = &[
     col(
         (0x0020, 0x1204),
         Patient,
-        "(SELECT COALESCE(SUM(s2.num_instances), 0) FROM study s2 WHERE s2.patient_pk = p.pk)",
+        "(SELECT CAST(COALESCE(SUM(s2.num_instances), 0) AS BIGINT) FROM study s2 WHERE s2.patient_pk = p.pk)",
         None,
         Text,
     ),
@@ -74,7 +74,7 @@ pub const COLUMNS: &[Column] = &[
     col(
         (0x0008, 0x0061),
         Study,
-        "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT se2.modality AS m FROM series se2 WHERE se2.study_pk = st.pk AND se2.num_instances > 0 AND se2.modality IS NOT NULL ORDER BY 1))",
+        "(SELECT string_agg(m, '\\' ORDER BY m) FROM (SELECT DISTINCT se2.modality AS m FROM series se2 WHERE se2.study_pk = st.pk AND se2.num_instances > 0 AND se2.modality IS NOT NULL) AS modalities)",
         None,
         Text,
     ),

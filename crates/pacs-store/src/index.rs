@@ -11,9 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use pacs_model::{like_pattern, Matcher, QueryLevel, TenantId};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::{self, AccountOutcome, AccountWrite, CredentialKind, TokenInfo, UserAccount};
@@ -21,6 +24,7 @@ use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::ae::{self, AeRecord, AeWrite};
 use crate::columns::{self, Column};
 use crate::instance_rows::{self, RowCache};
+use crate::sql::{self, Conn, Dialect};
 use crate::workflow::{
     self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
     WorklistItem,
@@ -410,11 +414,45 @@ enum WriteRequest {
     ),
 }
 
-/// The SQLite index.
-pub struct SqliteIndex {
-    pub(crate) pool: SqlitePool,
+/// The index on either engine: SQLite (the embedded default, one file beside the blobs) or
+/// PostgreSQL (shared by several openpacs nodes). Both run the same statements through
+/// [`Conn`]; what differs is how connections are opened, the migrations, and the few pieces of
+/// SQL [`sql::Dialect`] gives.
+pub struct SqlIndex {
+    readers: Readers,
     writer: mpsc::Sender<WriteRequest>,
 }
+
+/// The embedded default's historical name.
+pub type SqliteIndex = SqlIndex;
+
+#[allow(clippy::large_enum_variant)] // one per index, never moved about
+enum Readers {
+    /// Read-only connections, and the options of a writable one (tests reach the file with it).
+    Sqlite(
+        SqlitePool,
+        #[cfg_attr(not(test), allow(dead_code))] SqliteConnectOptions,
+    ),
+    Postgres(PgPool),
+}
+
+/// A connection taken from the readers' pool, returned to it when dropped.
+pub(crate) enum Reader {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Reader {
+    pub(crate) fn conn(&mut self) -> &mut dyn Conn {
+        match self {
+            Reader::Sqlite(c) => &mut **c,
+            Reader::Postgres(c) => &mut **c,
+        }
+    }
+}
+
+/// Opens a fresh connection for the writer (at start and after a failed batch).
+type Connect = Box<dyn Fn() -> BoxFuture<'static, Result<Box<dyn Conn>, sqlx::Error>> + Send + Sync>;
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
@@ -428,9 +466,23 @@ fn connect_options(path: &Path) -> SqliteConnectOptions {
         .pragma("cache_size", "-16384")
 }
 
-impl SqliteIndex {
-    /// Opens (creating and migrating) the index at `path` and starts the writer task.
-    pub async fn open(path: &Path) -> Result<SqliteIndex, IndexError> {
+impl SqlIndex {
+    /// Opens the index an `[index] url` names: `sqlite://PATH` or `postgres://…`.
+    pub async fn open_url(url: &str) -> Result<SqlIndex, IndexError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            SqlIndex::open(Path::new(path)).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            SqlIndex::open_postgres(url).await
+        } else {
+            Err(IndexError::Schema(format!(
+                "unknown index engine in {:?}: use sqlite://PATH or postgres://…",
+                crate::pg::redacted(url)
+            )))
+        }
+    }
+
+    /// Opens (creating and migrating) the SQLite index at `path` and starts the writer task.
+    pub async fn open(path: &Path) -> Result<SqlIndex, IndexError> {
         let options = connect_options(path);
         let mut conn = SqliteConnection::connect_with(&options).await?;
         migrate(&mut conn).await?;
@@ -442,9 +494,60 @@ impl SqliteIndex {
             .max_connections(4)
             .connect_with(options.clone().read_only(true).pragma("cache_size", "-4096"))
             .await?;
+        let readers = Readers::Sqlite(pool, options.clone());
+        let connect: Connect = Box::new(move || {
+            let options = options.clone();
+            Box::pin(async move {
+                let conn = SqliteConnection::connect_with(&options).await?;
+                Ok(Box::new(conn) as Box<dyn Conn>)
+            })
+        });
+        Ok(SqlIndex::start(readers, Box::new(conn), connect))
+    }
+
+    /// Opens (creating and migrating) a PostgreSQL index and starts this node's writer.
+    pub async fn open_postgres(url: &str) -> Result<SqlIndex, IndexError> {
+        let unreachable = |error| IndexError::Unreachable {
+            url: crate::pg::redacted(url),
+            error,
+        };
+        let options: PgConnectOptions = url.parse().map_err(unreachable)?;
+        let mut conn = PgConnection::connect_with(&options).await.map_err(unreachable)?;
+        crate::pg::migrate(&mut conn).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.clone())
+            .await?;
+        let connect: Connect = Box::new(move || {
+            let options = options.clone();
+            Box::pin(async move {
+                let conn = PgConnection::connect_with(&options).await?;
+                Ok(Box::new(conn) as Box<dyn Conn>)
+            })
+        });
+        Ok(SqlIndex::start(Readers::Postgres(pool), Box::new(conn), connect))
+    }
+
+    fn start(readers: Readers, writer: Box<dyn Conn>, connect: Connect) -> SqlIndex {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run_writer(conn, options, rx));
-        Ok(SqliteIndex { pool, writer: tx })
+        tokio::spawn(run_writer(writer, connect, rx));
+        SqlIndex { readers, writer: tx }
+    }
+
+    pub(crate) async fn reader(&self) -> Result<Reader, IndexError> {
+        Ok(match &self.readers {
+            Readers::Sqlite(pool, _) => Reader::Sqlite(pool.acquire().await?),
+            Readers::Postgres(pool) => Reader::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// A connection that may write, beside the writer: for tests that set up or tamper with rows.
+    #[cfg(test)]
+    pub(crate) async fn test_conn(&self) -> Box<dyn Conn> {
+        match &self.readers {
+            Readers::Sqlite(_, options) => Box::new(SqliteConnection::connect_with(options).await.unwrap()),
+            Readers::Postgres(pool) => Box::new(pool.acquire().await.unwrap().detach()),
+        }
     }
 
     /// The schema version of an index file, without migrating it.
@@ -483,15 +586,18 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), IndexError> {
 /// `tenant_pk` (one value in practice), e.g. reading every study to sort them for a study list.
 /// `PRAGMA optimize` analyzes only the tables that changed a lot since their last analysis, and
 /// `analysis_limit` samples, so this takes milliseconds even on millions of rows. `at_open`
-/// also analyzes tables that have no statistics yet.
-async fn refresh_statistics(conn: &mut SqliteConnection, at_open: bool) {
+/// also analyzes tables that have no statistics yet. (PostgreSQL's autovacuum does this.)
+async fn refresh_statistics(conn: &mut dyn Conn, at_open: bool) {
+    if conn.dialect() != Dialect::Sqlite {
+        return;
+    }
     let optimize = if at_open {
         "PRAGMA optimize = 0x10002"
     } else {
         "PRAGMA optimize"
     };
     for sql in ["PRAGMA analysis_limit = 1000", optimize] {
-        if let Err(e) = sqlx::query(sql).execute(&mut *conn).await {
+        if let Err(e) = conn.execute(sql, Vec::new()).await {
             tracing::warn!(error = %e, "refreshing the index statistics failed");
             return;
         }
@@ -502,12 +608,12 @@ async fn refresh_statistics(conn: &mut SqliteConnection, at_open: bool) {
 /// the old connection cannot be trusted: when SQLite reports SQLITE_FULL mid-transaction, the
 /// connection was seen (disk_full test) to stay inside a transaction that sqlx no longer
 /// tracks, so every later "commit" only released a savepoint and nothing became durable.
-async fn reopen_writer(old: SqliteConnection, options: &SqliteConnectOptions) -> SqliteConnection {
+async fn reopen_writer(old: Box<dyn Conn>, connect: &Connect) -> Box<dyn Conn> {
     // Whatever the old connection holds uncommitted is abandoned with it.
     drop(old);
     let mut delay = Duration::from_millis(50);
     loop {
-        match SqliteConnection::connect_with(options).await {
+        match connect().await {
             Ok(conn) => return conn,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reopen the index for writing; retrying");
@@ -519,11 +625,7 @@ async fn reopen_writer(old: SqliteConnection, options: &SqliteConnectOptions) ->
 }
 
 /// The single writer: batches everything queued into one transaction.
-async fn run_writer(
-    mut conn: SqliteConnection,
-    options: SqliteConnectOptions,
-    mut rx: mpsc::Receiver<WriteRequest>,
-) {
+async fn run_writer(mut conn: Box<dyn Conn>, connect: Connect, mut rx: mpsc::Receiver<WriteRequest>) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut cache = RowCache::default();
@@ -544,7 +646,7 @@ async fn run_writer(
             .iter()
             .filter(|r| matches!(r, WriteRequest::Instance(..)))
             .count() as u64;
-        match write_batch(&mut conn, &mut batch, &mut cache).await {
+        match write_batch(&mut *conn, &mut batch, &mut cache).await {
             Ok(results) => {
                 for (request, result) in batch.drain(..).zip(results) {
                     match (request, result) {
@@ -587,12 +689,12 @@ async fn run_writer(
                 for request in batch.drain(..) {
                     fail(request, IndexError::Schema(msg.clone()));
                 }
-                conn = reopen_writer(conn, &options).await;
+                conn = reopen_writer(conn, &connect).await;
             }
         }
         if written >= next_refresh {
             next_refresh = written.saturating_mul(2);
-            refresh_statistics(&mut conn, false).await;
+            refresh_statistics(&mut *conn, false).await;
         }
     }
 }
@@ -635,7 +737,7 @@ type BatchResult = Result<Written, IndexError>;
 /// costs two per request); when a request fails, that transaction is rolled back and the batch
 /// applied again with each request in its own savepoint.
 async fn write_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     batch: &mut [WriteRequest],
     cache: &mut RowCache,
 ) -> Result<Vec<BatchResult>, IndexError> {
@@ -659,42 +761,45 @@ async fn write_batch(
 /// One attempt at a batch. Without savepoints, a failing request rolls everything back: `None`
 /// for a batch of several (to be retried with savepoints), its error for a batch of one.
 async fn apply_batch(
-    conn: &mut SqliteConnection,
+    tx: &mut dyn Conn,
     batch: &[WriteRequest],
     savepoints: bool,
     cache: &mut RowCache,
 ) -> Result<Option<Vec<BatchResult>>, IndexError> {
-    let mut tx = conn.begin().await?;
+    // Plain statements rather than sqlx's transaction guard: the connection is an engine-neutral
+    // `Conn`. A failure before the commit leaves the connection to `reopen_writer`, which
+    // abandons whatever it held.
+    tx.execute("BEGIN", Vec::new()).await?;
+    // Another node may change the rows the cache remembers: on PostgreSQL nothing is cached.
+    let cacheable = tx.dialect() == Dialect::Sqlite;
     let mut results = Vec::with_capacity(batch.len());
     for request in batch.iter() {
         if savepoints {
-            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+            tx.execute("SAVEPOINT item", Vec::new()).await?;
         }
-        if !matches!(request, WriteRequest::Instance(..)) {
+        if !cacheable || !matches!(request, WriteRequest::Instance(..)) {
             // Any other write may change what the cached rows say (a merge, a deletion…).
             cache.clear();
         }
         let result = match request {
-            WriteRequest::Instance(instance, _) => instance_rows::insert_instance(&mut tx, instance, cache)
+            WriteRequest::Instance(instance, _) => instance_rows::insert_instance(tx, instance, cache)
                 .await
                 .map(Written::Instance),
-            WriteRequest::Audit(event, _) => insert_audit(&mut tx, event).await.map(|_| Written::Audit),
+            WriteRequest::Audit(event, _) => insert_audit(tx, event).await.map(|_| Written::Audit),
             WriteRequest::Account(tenant, write, _) => {
-                accounts::apply(&mut tx, *tenant, write).await.map(Written::Rows)
+                accounts::apply(tx, *tenant, write).await.map(Written::Rows)
             }
             WriteRequest::Delete(scope, audit, _) => {
-                admin::delete(&mut tx, scope, audit).await.map(Written::Deleted)
+                admin::delete(tx, scope, audit).await.map(Written::Deleted)
             }
-            WriteRequest::ClearBlobDeletions(keys, _) => admin::clear_blob_deletions(&mut tx, keys)
-                .await
-                .map(Written::Rows),
+            WriteRequest::ClearBlobDeletions(keys, _) => {
+                admin::clear_blob_deletions(tx, keys).await.map(Written::Rows)
+            }
             WriteRequest::Ae(tenant, write, audit, _) => {
-                ae::apply(&mut tx, *tenant, write, audit).await.map(Written::Rows)
+                ae::apply(tx, *tenant, write, audit).await.map(Written::Rows)
             }
             WriteRequest::Workflow(tenant, write, audit, _) => {
-                workflow::apply(&mut tx, *tenant, write, audit)
-                    .await
-                    .map(Written::Key)
+                workflow::apply(tx, *tenant, write, audit).await.map(Written::Key)
             }
         };
         if result.is_err() {
@@ -702,11 +807,11 @@ async fn apply_batch(
         }
         if savepoints {
             if result.is_err() {
-                sqlx::query("ROLLBACK TO item").execute(&mut *tx).await?;
+                tx.execute("ROLLBACK TO SAVEPOINT item", Vec::new()).await?;
             }
-            sqlx::query("RELEASE item").execute(&mut *tx).await?;
+            tx.execute("RELEASE SAVEPOINT item", Vec::new()).await?;
         } else if result.is_err() {
-            tx.rollback().await?;
+            tx.execute("ROLLBACK", Vec::new()).await?;
             if batch.len() > 1 {
                 return Ok(None);
             }
@@ -715,23 +820,21 @@ async fn apply_batch(
         }
         results.push(result);
     }
-    tx.commit().await?;
+    tx.execute("COMMIT", Vec::new()).await?;
     Ok(Some(results))
 }
 
-/// The current UTC time as SQLite text; timestamps in the index all use this format.
-pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
 /// One audit line; its values are bound in the order of [`AuditEvent`]'s fields.
-pub(crate) const AUDIT_INSERT: &str =
-    "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
-     VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?, ?)";
+pub(crate) fn audit_insert(dialect: Dialect) -> String {
+    format!(
+        "INSERT INTO audit (tenant_pk, at, event, actor, peer, patient_id, study_uid, outcome, detail)
+         VALUES (?, {}, ?, ?, ?, ?, ?, ?, ?)",
+        dialect.now()
+    )
+}
 
-/// Binds the values of [`AUDIT_INSERT`].
-pub(crate) fn bind_audit<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    e: &'q AuditEvent,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+/// Binds the values of [`audit_insert`].
+pub(crate) fn bind_audit<'q>(query: sql::Query<'q>, e: &AuditEvent) -> sql::Query<'q> {
     query
         .bind(e.tenant)
         .bind(bounded(&e.event, 64))
@@ -758,22 +861,24 @@ fn bounded(value: &str, max: usize) -> String {
     format!("{}{mark}", &value[..end])
 }
 
-pub(crate) async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> Result<(), IndexError> {
-    bind_audit(sqlx::query(AUDIT_INSERT), e).execute(&mut *tx).await?;
+pub(crate) async fn insert_audit(tx: &mut dyn Conn, e: &AuditEvent) -> Result<(), IndexError> {
+    bind_audit(sql::query(&audit_insert(tx.dialect())), e)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
 const INSTANCE_FIELDS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.size, i.blob_key, i.dataset_offset, i.dataset_sha256, i.superseded_at IS NOT NULL";
 
-fn location(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<InstanceLocation, sqlx::Error> {
+fn location(row: &sql::DbRow, at: usize) -> Result<InstanceLocation, sqlx::Error> {
     Ok(InstanceLocation {
         pk: row.try_get(at)?,
         sop_uid: row.try_get(at + 1)?,
         sop_class: row.try_get(at + 2)?,
         transfer_syntax: row.try_get(at + 3)?,
-        size: row.try_get::<i64, _>(at + 4)? as u64,
+        size: row.try_get::<i64>(at + 4)? as u64,
         blob_key: row.try_get(at + 5)?,
-        dataset_offset: row.try_get::<i64, _>(at + 6)? as u64,
+        dataset_offset: row.try_get::<i64>(at + 6)? as u64,
         dataset_sha256: row.try_get(at + 7)?,
         superseded: row.try_get(at + 8)?,
     })
@@ -859,7 +964,7 @@ fn push_condition(sql: &mut String, binds: &mut Vec<Bind>, condition: &Condition
     }
 }
 
-impl SqliteIndex {
+impl SqlIndex {
     /// The rows of a query, one page of them (see [`Page`]).
     async fn query_rows(
         &self,
@@ -869,6 +974,8 @@ impl SqliteIndex {
         page: Page<'_>,
         limit: u32,
     ) -> Result<Vec<QueryRow>, IndexError> {
+        let mut reader = self.reader().await?;
+        let dialect = reader.conn().dialect();
         let selected: Vec<&Column> = columns::columns_for(level).collect();
         let mut sql = String::from("SELECT ");
         let key = match level {
@@ -934,42 +1041,36 @@ impl SqliteIndex {
                         continue;
                     }
                     let expr = k.column.filter.unwrap_or(k.column.select);
-                    let dir = if k.descending { "DESC" } else { "ASC" };
+                    let dir = dialect.order(k.descending);
                     if k.numeric {
-                        sql.push_str(&format!("CAST(COALESCE({expr}, '') AS REAL) {dir}, "));
+                        sql.push_str(&format!("{} {dir}, ", dialect.numeric_sort_key(expr)));
                     } else {
                         // Bare, so that an index on the column can give the order; empty
                         // values (NULL) come first ascending, last descending.
                         sql.push_str(&format!("{expr} {dir}, "));
                     }
                 }
-                let dir = if sort.first().is_some_and(|k| k.descending) {
-                    "DESC"
-                } else {
-                    "ASC"
-                };
+                let dir = dialect.order(sort.first().is_some_and(|k| k.descending));
                 sql.push_str(&format!("{key} {dir} LIMIT ? OFFSET ?"));
                 binds.push(Bind::Int(limit as i64));
                 binds.push(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
             }
         }
-        let mut q = sqlx::query(&sql);
+        let mut q = sql::query(&sql);
         for b in binds {
             q = match b {
                 Bind::Text(s) => q.bind(s),
                 Bind::Int(i) => q.bind(i),
             };
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(reader.conn()).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
+        for mut row in rows {
             let mut values = Vec::with_capacity(selected.len());
             for i in 0..selected.len() {
-                // Computed counts are integers, everything else text: SQLite gives integers as
-                // their decimal text. Unchecked: the checked decode of an integer column as text
-                // fails, and building that error for every count of every row cost more than
-                // the query (C-FIND, QIDO-RS, and every retrieval's instance list).
-                values.push(row.try_get_unchecked::<Option<String>, _>(i + 1)?);
+                // Computed counts are integers, everything else text: integers read as
+                // their decimal text.
+                values.push(row.take_text(i + 1)?);
             }
             let instance = if level == QueryLevel::Image {
                 Some(location(&row, selected.len() + 1)?)
@@ -987,7 +1088,7 @@ impl SqliteIndex {
 }
 
 #[async_trait]
-impl Index for SqliteIndex {
+impl Index for SqlIndex {
     async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError> {
         let (tx, rx) = oneshot::channel();
         self.writer
@@ -1011,13 +1112,13 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         study_uid: &str,
     ) -> Result<Option<String>, IndexError> {
-        Ok(sqlx::query_scalar(
+        Ok(sql::query_scalar(
             "SELECT p.patient_id FROM study s JOIN patient p ON p.pk = s.patient_pk
              WHERE s.tenant_pk = ? AND s.study_uid = ?",
         )
         .bind(tenant.0)
         .bind(study_uid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader().await?.conn())
         .await?)
     }
 
@@ -1026,13 +1127,13 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         sop_uid: &str,
     ) -> Result<Option<InstanceLocation>, IndexError> {
-        let row = sqlx::query(&format!(
+        let row = sql::query(&format!(
             "SELECT {INSTANCE_FIELDS} FROM instance i
              WHERE i.tenant_pk = ? AND i.sop_uid = ? AND i.superseded_at IS NULL"
         ))
         .bind(tenant.0)
         .bind(sop_uid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader().await?.conn())
         .await?;
         Ok(row.map(|r| location(&r, 0)).transpose()?)
     }
@@ -1063,12 +1164,12 @@ impl Index for SqliteIndex {
     }
 
     async fn instance(&self, tenant: TenantId, pk: i64) -> Result<Option<InstanceLocation>, IndexError> {
-        let row = sqlx::query(&format!(
+        let row = sql::query(&format!(
             "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk = ? AND i.tenant_pk = ?"
         ))
         .bind(pk)
         .bind(tenant.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader().await?.conn())
         .await?;
         Ok(row.map(|r| location(&r, 0)).transpose()?)
     }
@@ -1078,7 +1179,7 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         pk: i64,
     ) -> Result<Option<(InstanceLocation, Option<PatientRecord>)>, IndexError> {
-        let row = sqlx::query(&format!(
+        let row = sql::query(&format!(
             "SELECT {INSTANCE_FIELDS}, i.patient_revision <> p.revision,
                     p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
                     p.ris_fields
@@ -1088,7 +1189,7 @@ impl Index for SqliteIndex {
         ))
         .bind(pk)
         .bind(tenant.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.reader().await?.conn())
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -1131,10 +1232,10 @@ impl Index for SqliteIndex {
                  ORDER BY i.pk DESC LIMIT 1"
             }
         };
-        Ok(sqlx::query_scalar(sql)
+        Ok(sql::query_scalar(sql)
             .bind(pk)
             .bind(tenant.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader().await?.conn())
             .await?)
     }
 
@@ -1158,11 +1259,11 @@ impl Index for SqliteIndex {
             sql.push_str(" AND i.sop_uid = ?");
         }
         sql.push_str(" ORDER BY i.pk");
-        let mut q = sqlx::query(&sql).bind(tenant.0).bind(study_uid);
+        let mut q = sql::query(&sql).bind(tenant.0).bind(study_uid);
         for uid in [series_uid, sop_uid].into_iter().flatten() {
             q = q.bind(uid);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.reader().await?.conn()).await?;
         Ok(rows.iter().map(|r| location(r, 0)).collect::<Result<_, _>>()?)
     }
 
@@ -1179,42 +1280,42 @@ impl Index for SqliteIndex {
                 "SELECT h.instance_pk, h.header FROM instance_header h JOIN instance i ON i.pk = h.instance_pk
                  WHERE i.tenant_pk = ? AND h.instance_pk IN ({placeholders}) ORDER BY h.instance_pk"
             );
-            let mut q = sqlx::query_as::<_, (i64, String)>(&sql).bind(tenant.0);
+            let mut q = sql::query_as::<(i64, String)>(&sql).bind(tenant.0);
             for pk in chunk {
                 q = q.bind(pk);
             }
-            out.extend(q.fetch_all(&self.pool).await?);
+            out.extend(q.fetch_all(self.reader().await?.conn()).await?);
         }
         Ok(out)
     }
 
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError> {
-        let rows = sqlx::query(&format!(
+        let rows = sql::query(&format!(
             "SELECT {INSTANCE_FIELDS} FROM instance i WHERE i.pk > ? ORDER BY i.pk LIMIT ?"
         ))
         .bind(after_pk)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader().await?.conn())
         .await?;
         Ok(rows.iter().map(|r| location(r, 0)).collect::<Result<_, _>>()?)
     }
 
     async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instance WHERE blob_key = ?")
+        let n: i64 = sql::query_scalar("SELECT COUNT(*) FROM instance WHERE blob_key = ?")
             .bind(blob_key)
-            .fetch_one(&self.pool)
+            .fetch_one(self.reader().await?.conn())
             .await?;
         Ok(n > 0)
     }
 
     async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError> {
         // Keys are lowercase hex, so every key with this prefix sorts below prefix + 'g'.
-        Ok(sqlx::query_scalar(
+        Ok(sql::query_scalar(
             "SELECT DISTINCT blob_key FROM instance WHERE blob_key >= ? AND blob_key < ? ORDER BY blob_key",
         )
         .bind(prefix)
         .bind(format!("{prefix}g"))
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader().await?.conn())
         .await?)
     }
 
@@ -1232,16 +1333,16 @@ impl Index for SqliteIndex {
     }
 
     async fn user(&self, tenant: TenantId, username: &str) -> Result<Option<UserAccount>, IndexError> {
-        accounts::user_by_name(&self.pool, tenant.0, username).await
+        accounts::user_by_name(self.reader().await?.conn(), tenant.0, username).await
     }
 
     async fn users(&self, tenant: TenantId) -> Result<Vec<UserAccount>, IndexError> {
-        accounts::users(&self.pool, tenant.0).await
+        accounts::users(self.reader().await?.conn(), tenant.0).await
     }
 
     async fn any_user(&self) -> Result<bool, IndexError> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_account)")
-            .fetch_one(&self.pool)
+        Ok(sql::query_scalar("SELECT EXISTS (SELECT 1 FROM user_account)")
+            .fetch_one(self.reader().await?.conn())
             .await?)
     }
 
@@ -1250,11 +1351,11 @@ impl Index for SqliteIndex {
         kind: CredentialKind,
         secret_sha256: &str,
     ) -> Result<Option<UserAccount>, IndexError> {
-        accounts::credential_user(&self.pool, kind, secret_sha256).await
+        accounts::credential_user(self.reader().await?.conn(), kind, secret_sha256).await
     }
 
     async fn tokens(&self, tenant: TenantId, username: &str) -> Result<Vec<TokenInfo>, IndexError> {
-        accounts::tokens(&self.pool, tenant.0, username).await
+        accounts::tokens(self.reader().await?.conn(), tenant.0, username).await
     }
 
     async fn delete(&self, scope: DeleteScope, audit: AuditEvent) -> Result<Deleted, IndexError> {
@@ -1267,7 +1368,7 @@ impl Index for SqliteIndex {
     }
 
     async fn pending_blob_deletions(&self) -> Result<Vec<String>, IndexError> {
-        admin::pending_blob_deletions(&self.pool).await
+        admin::pending_blob_deletions(self.reader().await?.conn()).await
     }
 
     async fn clear_blob_deletions(&self, keys: Vec<String>) -> Result<u64, IndexError> {
@@ -1280,20 +1381,24 @@ impl Index for SqliteIndex {
     }
 
     async fn stats(&self, tenant: TenantId) -> Result<Stats, IndexError> {
-        admin::stats(&self.pool, tenant.0).await
+        admin::stats(self.reader().await?.conn(), tenant.0).await
     }
 
     async fn ping(&self) -> Result<(), IndexError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sql::query("SELECT 1")
+            .execute(self.reader().await?.conn())
+            .await?;
         Ok(())
     }
 
     async fn footprint_bytes(&self) -> Result<u64, IndexError> {
-        // The main database file; the write-ahead log is folded into it at each checkpoint.
-        let bytes: i64 =
-            sqlx::query_scalar("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
-                .fetch_one(&self.pool)
-                .await?;
+        let mut reader = self.reader().await?;
+        let sql = match reader.conn().dialect() {
+            // The main database file; the write-ahead log is folded into it at each checkpoint.
+            Dialect::Sqlite => "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            Dialect::Postgres => "SELECT pg_database_size(current_database())",
+        };
+        let bytes: i64 = sql::query_scalar(sql).fetch_one(reader.conn()).await?;
         Ok(bytes.max(0) as u64)
     }
 
@@ -1313,7 +1418,7 @@ impl Index for SqliteIndex {
 
     async fn worklist(&self, tenant: TenantId, f: WorklistFilter) -> Result<Vec<WorklistItem>, IndexError> {
         workflow::worklist(
-            &self.pool,
+            self.reader().await?.conn(),
             tenant.0,
             f.modality.as_deref(),
             f.station_ae.as_deref(),
@@ -1329,19 +1434,19 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         accessions: &[String],
     ) -> Result<Vec<(String, String)>, IndexError> {
-        workflow::mpps_states(&self.pool, tenant.0, accessions).await
+        workflow::mpps_states(self.reader().await?.conn(), tenant.0, accessions).await
     }
 
     async fn mpps(&self, tenant: TenantId, sop_uid: &str) -> Result<Option<MppsRecord>, IndexError> {
-        workflow::mpps(&self.pool, tenant.0, sop_uid).await
+        workflow::mpps(self.reader().await?.conn(), tenant.0, sop_uid).await
     }
 
     async fn reports(&self, tenant: TenantId, study_uid: &str) -> Result<Vec<Report>, IndexError> {
-        workflow::reports(&self.pool, tenant.0, study_uid).await
+        workflow::reports(self.reader().await?.conn(), tenant.0, study_uid).await
     }
 
     async fn unmatched_studies(&self, tenant: TenantId, limit: u32) -> Result<Vec<StudySummary>, IndexError> {
-        workflow::unmatched_studies(&self.pool, tenant.0, limit).await
+        workflow::unmatched_studies(self.reader().await?.conn(), tenant.0, limit).await
     }
 
     async fn stable_studies(
@@ -1349,7 +1454,7 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         quiet_secs: u64,
     ) -> Result<Vec<StudySummary>, IndexError> {
-        workflow::stable_studies(&self.pool, tenant.0, quiet_secs).await
+        workflow::stable_studies(self.reader().await?.conn(), tenant.0, quiet_secs).await
     }
 
     async fn patient_patches(
@@ -1357,25 +1462,25 @@ impl Index for SqliteIndex {
         tenant: TenantId,
         instance_pks: &[i64],
     ) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
-        workflow::patient_patches(&self.pool, tenant.0, instance_pks).await
+        workflow::patient_patches(self.reader().await?.conn(), tenant.0, instance_pks).await
     }
 
     async fn patient(&self, tenant: TenantId, key: &PatientKey) -> Result<Option<PatientRecord>, IndexError> {
-        workflow::patient(&self.pool, tenant.0, key).await
+        workflow::patient(self.reader().await?.conn(), tenant.0, key).await
     }
 
     async fn merges(&self, tenant: TenantId) -> Result<Vec<MergeRecord>, IndexError> {
-        workflow::merges(&self.pool, tenant.0).await
+        workflow::merges(self.reader().await?.conn(), tenant.0).await
     }
 
     async fn audit_page(&self, after_pk: i64, limit: u32) -> Result<Vec<AuditRecord>, IndexError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT pk, at, tenant_pk, event, actor, peer, patient_id, study_uid, outcome, detail
              FROM audit WHERE pk > ? ORDER BY pk LIMIT ?",
         )
         .bind(after_pk)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(self.reader().await?.conn())
         .await?;
         Ok(rows.iter().map(audit_record).collect::<Result<_, _>>()?)
     }
@@ -1387,7 +1492,7 @@ impl Index for SqliteIndex {
         } else {
             concat!(audit_search_sql!(), " ORDER BY pk LIMIT ?10")
         };
-        let rows = sqlx::query(sql)
+        let rows = sql::query(sql)
             .bind(tenant.0)
             .bind(&f.actor)
             .bind(&f.patient_id)
@@ -1398,7 +1503,7 @@ impl Index for SqliteIndex {
             .bind(f.after)
             .bind(f.before)
             .bind(i64::from(f.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader().await?.conn())
             .await?;
         Ok(rows.iter().map(audit_record).collect::<Result<_, _>>()?)
     }
@@ -1413,11 +1518,11 @@ impl Index for SqliteIndex {
     }
 
     async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError> {
-        ae::list(&self.pool, tenant.0).await
+        ae::list(self.reader().await?.conn(), tenant.0).await
     }
 }
 
-fn audit_record(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+fn audit_record(r: &sql::DbRow) -> Result<AuditRecord, sqlx::Error> {
     Ok(AuditRecord {
         pk: r.try_get(0)?,
         at: r.try_get(1)?,
@@ -1439,14 +1544,14 @@ macro_rules! audit_search_sql {
     () => {
         "SELECT pk, at, tenant_pk, event, actor, peer, patient_id, study_uid, outcome, detail
          FROM audit WHERE tenant_pk = ?1
-           AND (?2 IS NULL OR actor = ?2 OR actor = 'http:' || ?2)
-           AND (?3 IS NULL OR patient_id = ?3)
-           AND (?4 IS NULL OR event = ?4)
-           AND (?5 IS NULL OR outcome = ?5)
-           AND (?6 IS NULL OR at >= ?6)
-           AND (?7 IS NULL OR at < ?7)
-           AND (?8 IS NULL OR pk > ?8)
-           AND (?9 IS NULL OR pk < ?9)"
+           AND (CAST(?2 AS TEXT) IS NULL OR actor = ?2 OR actor = 'http:' || ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR patient_id = ?3)
+           AND (CAST(?4 AS TEXT) IS NULL OR event = ?4)
+           AND (CAST(?5 AS TEXT) IS NULL OR outcome = ?5)
+           AND (CAST(?6 AS TEXT) IS NULL OR at >= ?6)
+           AND (CAST(?7 AS TEXT) IS NULL OR at < ?7)
+           AND (CAST(?8 AS BIGINT) IS NULL OR pk > ?8)
+           AND (CAST(?9 AS BIGINT) IS NULL OR pk < ?9)"
     };
 }
 use audit_search_sql;
@@ -1455,14 +1560,38 @@ use audit_search_sql;
 pub(crate) mod tests {
     use super::*;
 
+    /// The index the tests run against: SQLite in `dir`, or with `OPENPACS_TEST_INDEX=postgres`
+    /// a new database of its own on the PostgreSQL server `OPENPACS_TEST_POSTGRES` names
+    /// (default: this machine's, 127.0.0.1:5432), so that every index test also runs on the
+    /// second engine (the test command runs them both ways). The databases are named
+    /// `openpacs_test_…`; the test command drops the previous run's before it starts.
+    pub(crate) async fn test_index(dir: &Path) -> SqlIndex {
+        if std::env::var("OPENPACS_TEST_INDEX").as_deref() != Ok("postgres") {
+            return SqlIndex::open(&dir.join("index.sqlite")).await.unwrap();
+        }
+        let server = std::env::var("OPENPACS_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "openpacs_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut admin = PgConnection::connect(&server).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        SqlIndex::open_postgres(&format!("{base}/{name}")).await.unwrap()
+    }
+
     /// Adds a tenant row, as tenancy management will.
-    pub(crate) async fn add_tenant(index_file: &Path, pk: i64, name: &str) {
-        let url = format!("sqlite://{}", index_file.display());
-        let mut conn = SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("INSERT INTO tenant (pk, name) VALUES (?, ?)")
+    pub(crate) async fn add_tenant(index: &SqlIndex, pk: i64, name: &str) {
+        sql::query("INSERT INTO tenant (pk, name) VALUES (?, ?)")
             .bind(pk)
             .bind(name)
-            .execute(&mut conn)
+            .execute(&mut *index.test_conn().await)
             .await
             .unwrap();
     }
@@ -1515,7 +1644,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn duplicates_are_recognised_and_changed_objects_supersede() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = test_index(dir.path()).await;
         let first = index.add_instance(instance("1.2.3.4.1", "aa")).await.unwrap();
         let IndexOutcome::Stored { pk } = first else {
             panic!("{first:?}")
@@ -1606,7 +1735,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn instances_in_lists_the_current_instances_of_a_study_series_or_instance() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = test_index(dir.path()).await;
         index.add_instance(instance("1.2.3.4.1", "aa")).await.unwrap();
         index.add_instance(instance("1.2.3.4.2", "bb")).await.unwrap();
         let mut other_series = instance("1.2.3.5.1", "cc");
@@ -1667,10 +1796,10 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn later_instances_of_a_series_still_update_its_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
-        let received_at = |pool: SqlitePool| async move {
-            sqlx::query_scalar::<_, String>("SELECT last_received_at FROM study WHERE study_uid = '1.2.3'")
-                .fetch_one(&pool)
+        let index = test_index(dir.path()).await;
+        let received_at = || async {
+            sql::query_scalar::<String>("SELECT last_received_at FROM study WHERE study_uid = '1.2.3'")
+                .fetch_one(index.reader().await.unwrap().conn())
                 .await
                 .unwrap()
         };
@@ -1683,7 +1812,7 @@ pub(crate) mod tests {
             };
             pks.push(pk);
         }
-        let first_received = received_at(index.pool.clone()).await;
+        let first_received = received_at().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut third = instance("1.2.3.4.3", "03");
         third.series.description = Some("AXIAL 1mm".into());
@@ -1700,7 +1829,7 @@ pub(crate) mod tests {
             panic!()
         };
         pks.push(pk);
-        let last_received = received_at(index.pool.clone()).await;
+        let last_received = received_at().await;
         assert!(
             last_received > first_received,
             "{first_received} then {last_received}"
@@ -1711,11 +1840,11 @@ pub(crate) mod tests {
             Option<String>,
             Option<String>,
             i64,
-        ) = sqlx::query_as(
+        ) = sql::query_as(
             "SELECT se.description, st.description, p.sex, (SELECT COUNT(*) FROM series)
                  FROM series se JOIN study st ON st.pk = se.study_pk JOIN patient p ON p.pk = st.patient_pk",
         )
-        .fetch_one(&index.pool)
+        .fetch_one(index.reader().await.unwrap().conn())
         .await
         .unwrap();
         assert_eq!(series_desc.as_deref(), Some("AXIAL 1mm"));
@@ -1741,8 +1870,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn audit_log_refuses_updates_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.sqlite");
-        let index = SqliteIndex::open(&path).await.unwrap();
+        let index = test_index(dir.path()).await;
         index
             .audit(AuditEvent {
                 tenant: 1,
@@ -1754,12 +1882,10 @@ pub(crate) mod tests {
             })
             .await
             .unwrap();
-        let mut conn = SqliteConnection::connect_with(&connect_options(&path))
-            .await
-            .unwrap();
-        assert!(sqlx::query("DELETE FROM audit").execute(&mut conn).await.is_err());
-        assert!(sqlx::query("UPDATE audit SET outcome = 'x'")
-            .execute(&mut conn)
+        let mut conn = index.test_conn().await;
+        assert!(sql::query("DELETE FROM audit").execute(&mut *conn).await.is_err());
+        assert!(sql::query("UPDATE audit SET outcome = 'x'")
+            .execute(&mut *conn)
             .await
             .is_err());
     }

@@ -14,10 +14,10 @@
 //! An instance of a cached series then costs four round trips (begin, audit + current object,
 //! instance + header, commit) instead of ten or more.
 
-use sqlx::{Row, SqliteConnection};
+use crate::sql::{self, Conn};
 
 use crate::index::{
-    bind_audit, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, AUDIT_INSERT, NOW,
+    audit_insert, bind_audit, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs,
 };
 use crate::workflow::{self, PatientRecord};
 use crate::IndexError;
@@ -69,13 +69,14 @@ const CURRENT_INSTANCE: &str = "SELECT pk, dataset_sha256 FROM instance
 
 /// Indexes one instance inside the writer's open transaction.
 pub(crate) async fn insert_instance(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn Conn,
     n: &NewInstance,
     cache: &mut RowCache,
 ) -> Result<IndexOutcome, IndexError> {
+    let now = tx.dialect().now();
     // Round trip 1: the current object with this SOP Instance UID. The audit line waits for
     // the outcome, which it names.
-    let current: Option<(i64, String)> = sqlx::query_as(CURRENT_INSTANCE)
+    let current: Option<(i64, String)> = sql::query_as(CURRENT_INSTANCE)
         .bind(n.tenant)
         .bind(&n.sop_uid)
         .fetch_optional(&mut *tx)
@@ -85,7 +86,7 @@ pub(crate) async fn insert_instance(
             if let Some(e) = &n.audit {
                 let mut e = e.clone();
                 e.outcome = "duplicate".into();
-                bind_audit(sqlx::query(AUDIT_INSERT), &e)
+                bind_audit(sql::query(&audit_insert(tx.dialect())), &e)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -106,29 +107,30 @@ pub(crate) async fn insert_instance(
     // ran), the object this one supersedes, the instance and its header.
     let mut sql = String::new();
     if n.audit.is_some() {
-        sql.push_str(AUDIT_INSERT);
+        sql.push_str(&audit_insert(tx.dialect()));
         sql.push_str(";\n");
     }
     if !study_written {
         sql.push_str(&format!(
-            "UPDATE study SET last_received_at = {NOW} WHERE pk = ?;\n"
+            "UPDATE study SET last_received_at = {now} WHERE pk = ?;\n"
         ));
     }
     if current.is_some() {
         sql.push_str(&format!(
-            "UPDATE instance SET superseded_at = {NOW} WHERE pk = ?;\n"
+            "UPDATE instance SET superseded_at = {now} WHERE pk = ?;\n"
         ));
     }
+    let last_key = tx.dialect().last_insert_key();
     sql.push_str(&format!(
         "INSERT INTO instance (tenant_pk, series_pk, sop_uid, sop_class, instance_number, rows, columns_,
                                bits_allocated, number_of_frames, transfer_syntax,
                                size, sha256, dataset_sha256, blob_key, dataset_offset, source_ae, received_at,
                                patient_revision)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, ?)
          RETURNING pk;
-         INSERT INTO instance_header (instance_pk, header) VALUES (last_insert_rowid(), ?)"
+         INSERT INTO instance_header (instance_pk, header) VALUES ({last_key}, ?)"
     ));
-    let mut query = sqlx::query(&sql);
+    let mut query = sql::query(&sql);
     if let Some(e) = &n.audit {
         query = bind_audit(query, e);
     }
@@ -173,10 +175,11 @@ pub(crate) async fn insert_instance(
 /// instance is indexed under, and whether the study row was written (false: taken from the
 /// cache, its reception time still to update).
 async fn study_rows(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn Conn,
     n: &NewInstance,
     cache: &mut RowCache,
 ) -> Result<(i64, i64, bool), IndexError> {
+    let now = tx.dialect().now();
     let p = &n.patient;
     let cached_patient = cache
         .patient
@@ -208,22 +211,22 @@ async fn study_rows(
         }
     };
     let s = &n.study;
-    let row = sqlx::query(&format!(
+    let row = sql::query(&format!(
         "INSERT INTO study (tenant_pk, patient_pk, study_uid, study_date, study_time, accession_number,
                             study_id, description, referring, referring_folded, last_received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now})
          ON CONFLICT (tenant_pk, study_uid) DO UPDATE SET
            last_received_at = excluded.last_received_at,
            -- A study reconciled with an order stays with the order's patient.
-           patient_pk = IIF(order_pk IS NULL, excluded.patient_pk, patient_pk),
-           study_date = COALESCE(excluded.study_date, study_date),
-           study_time = COALESCE(excluded.study_time, study_time),
-           accession_number = COALESCE(excluded.accession_number, accession_number),
-           study_id = COALESCE(excluded.study_id, study_id),
-           description = COALESCE(excluded.description, description),
-           referring = COALESCE(excluded.referring, referring),
-           referring_folded = COALESCE(excluded.referring_folded, referring_folded)
-         RETURNING pk, patient_pk, IFNULL(order_pk IS NULL, 0)"
+           patient_pk = CASE WHEN study.order_pk IS NULL THEN excluded.patient_pk ELSE study.patient_pk END,
+           study_date = COALESCE(excluded.study_date, study.study_date),
+           study_time = COALESCE(excluded.study_time, study.study_time),
+           accession_number = COALESCE(excluded.accession_number, study.accession_number),
+           study_id = COALESCE(excluded.study_id, study.study_id),
+           description = COALESCE(excluded.description, study.description),
+           referring = COALESCE(excluded.referring, study.referring),
+           referring_folded = COALESCE(excluded.referring_folded, study.referring_folded)
+         RETURNING pk, patient_pk, CASE WHEN order_pk IS NULL THEN 1 ELSE 0 END"
     ))
     .bind(n.tenant)
     .bind(patient_pk)
@@ -239,10 +242,10 @@ async fn study_rows(
     .await?;
     let study_pk: i64 = row.try_get(0)?;
     // A study linked to an order keeps the order's patient, whoever the images name.
-    if row.try_get::<i64, _>(1)? != patient_pk {
+    if row.try_get::<i64>(1)? != patient_pk {
         patient = None;
     }
-    if row.try_get::<bool, _>(2)? && workflow::reconcile_study(tx, study_pk, n.correct_from_orders).await? {
+    if row.try_get::<bool>(2)? && workflow::reconcile_study(tx, study_pk, n.correct_from_orders).await? {
         patient = None;
     }
     // The patient row is read again only when the one just written is not the study's.
@@ -265,22 +268,24 @@ async fn study_rows(
 /// Creates or updates the patient an instance names; returns the surviving patient's key and,
 /// when it was not merged into another, its row as written.
 async fn upsert_patient(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn Conn,
     tenant: i64,
     p: &PatientAttrs,
 ) -> Result<(i64, Option<PatientRecord>), IndexError> {
-    let row = sqlx::query(
+    let row = sql::query(
         // Later objects update the attributes they carry; an absent value never erases one;
         // demographics the RIS sent are never overwritten by images.
         "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
                               patient_name_folded, birth_date, sex)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
-           patient_name = IIF(ris_managed, patient_name, COALESCE(excluded.patient_name, patient_name)),
-           patient_name_folded = IIF(ris_managed, patient_name_folded,
-                                     COALESCE(excluded.patient_name_folded, patient_name_folded)),
-           birth_date = IIF(ris_managed, birth_date, COALESCE(excluded.birth_date, birth_date)),
-           sex = IIF(ris_managed, sex, COALESCE(excluded.sex, sex))
+           patient_name = CASE WHEN patient.ris_managed <> 0 THEN patient.patient_name
+                               ELSE COALESCE(excluded.patient_name, patient.patient_name) END,
+           patient_name_folded = CASE WHEN patient.ris_managed <> 0 THEN patient.patient_name_folded
+                                      ELSE COALESCE(excluded.patient_name_folded, patient.patient_name_folded) END,
+           birth_date = CASE WHEN patient.ris_managed <> 0 THEN patient.birth_date
+                             ELSE COALESCE(excluded.birth_date, patient.birth_date) END,
+           sex = CASE WHEN patient.ris_managed <> 0 THEN patient.sex ELSE COALESCE(excluded.sex, patient.sex) END
          RETURNING pk, issuer, patient_id, patient_name, birth_date, sex, revision, ris_fields,
                    merged_into",
     )
@@ -306,7 +311,7 @@ async fn upsert_patient(
 }
 
 async fn series_row(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn Conn,
     n: &NewInstance,
     study_pk: i64,
     cache: &mut RowCache,
@@ -319,14 +324,14 @@ async fn series_row(
     {
         return Ok(c.pk);
     }
-    let pk: i64 = sqlx::query_scalar(
+    let pk: i64 = sql::query_scalar(
         "INSERT INTO series (tenant_pk, study_pk, series_uid, modality, series_number, description, body_part)
          VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (tenant_pk, series_uid) DO UPDATE SET
-           modality = COALESCE(excluded.modality, modality),
-           series_number = COALESCE(excluded.series_number, series_number),
-           description = COALESCE(excluded.description, description),
-           body_part = COALESCE(excluded.body_part, body_part)
+           modality = COALESCE(excluded.modality, series.modality),
+           series_number = COALESCE(excluded.series_number, series.series_number),
+           description = COALESCE(excluded.description, series.description),
+           body_part = COALESCE(excluded.body_part, series.body_part)
          RETURNING pk",
     )
     .bind(n.tenant)

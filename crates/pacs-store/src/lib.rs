@@ -11,7 +11,9 @@ pub mod columns;
 pub mod index;
 mod instance_rows;
 pub mod metrics;
+mod pg;
 pub mod scoped;
+pub mod sql;
 pub mod workflow;
 
 pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
@@ -20,7 +22,7 @@ pub use ae::{AeRecord, AeWrite};
 pub use blob::{BlobStore, CommittedBlob, TempBlob};
 pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
-    PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqliteIndex, StudyAttrs, WorklistFilter,
+    PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,
 };
 pub use scoped::{SystemIndex, TenantIndex};
 pub use workflow::{
@@ -39,6 +41,8 @@ pub enum IndexError {
     Io(std::io::Error),
     #[error("the index writer has stopped")]
     WriterGone,
+    #[error("cannot reach the index at {url}: {error}")]
+    Unreachable { url: String, error: sqlx::Error },
 }
 
 impl IndexError {
@@ -58,7 +62,7 @@ impl IndexError {
                 .is_some_and(|c| c & 0xff == 13),
             // The writer reports a failed batch by message: keep the classification.
             IndexError::Schema(m) => m.contains("database or disk is full") || m.contains("No space left"),
-            IndexError::WriterGone => false,
+            IndexError::WriterGone | IndexError::Unreachable { .. } => false,
         }
     }
 }

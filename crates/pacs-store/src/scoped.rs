@@ -229,7 +229,6 @@ mod tests {
     use super::*;
     use crate::accounts::Role;
     use crate::index::tests::instance;
-    use crate::SqliteIndex;
 
     /// Two tenants on one index; tenant 2 holds a study, a user and audit lines. Through tenant
     /// 1's handle none of it can be read or changed, whatever tenant the caller writes into
@@ -237,9 +236,9 @@ mod tests {
     #[tokio::test]
     async fn one_tenants_handle_neither_reads_nor_changes_anothers_data() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.sqlite");
-        let engine: Arc<dyn Index> = Arc::new(SqliteIndex::open(&path).await.unwrap());
-        crate::index::tests::add_tenant(&path, 2, "other").await;
+        let index = crate::index::tests::test_index(dir.path()).await;
+        crate::index::tests::add_tenant(&index, 2, "other").await;
+        let engine: Arc<dyn Index> = Arc::new(index);
         let ours = TenantIndex::new(engine.clone(), TenantId(1));
         let theirs = TenantIndex::new(engine.clone(), TenantId(2));
 

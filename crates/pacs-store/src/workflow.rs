@@ -7,9 +7,9 @@
 //! indexed under, and retrieval patches the patient attributes of any instance whose revision
 //! differs from its patient's (see `pacs-archive`).
 
-use sqlx::{Row, SqliteConnection};
+use crate::sql::{self, Conn};
 
-use crate::index::{insert_audit, NOW};
+use crate::index::insert_audit;
 use crate::{AuditEvent, IndexError, PatientAttrs};
 
 /// A patient's key: issuer of patient ID (empty when none) and patient ID.
@@ -204,11 +204,12 @@ pub enum WorkflowWrite {
 }
 
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     write: &WorkflowWrite,
     audit: &AuditEvent,
 ) -> Result<i64, IndexError> {
+    let now = conn.dialect().now();
     let done = match write {
         WorkflowWrite::RegisterPatient { key, demographics } => {
             register(conn, tenant, key, demographics).await?;
@@ -244,9 +245,9 @@ pub(crate) async fn apply(
             placer_order,
             accession_number,
             status,
-        } => sqlx::query(&format!(
-            "UPDATE procedure_order SET status = ?, updated_at = {NOW}
-             WHERE tenant_pk = ? AND ((? IS NOT NULL AND placer_order = ?) OR (? IS NOT NULL AND accession_number = ?))"
+        } => sql::query(&format!(
+            "UPDATE procedure_order SET status = ?, updated_at = {now}
+             WHERE tenant_pk = ? AND ((CAST(? AS TEXT) IS NOT NULL AND placer_order = ?) OR (CAST(? AS TEXT) IS NOT NULL AND accession_number = ?))"
         ))
         .bind(status)
         .bind(tenant)
@@ -255,11 +256,10 @@ pub(crate) async fn apply(
         .bind(accession_number)
         .bind(accession_number)
         .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64,
-        WorkflowWrite::CreateMpps(m) => sqlx::query(&format!(
+        .await? as i64,
+        WorkflowWrite::CreateMpps(m) => sql::query(&format!(
             "INSERT INTO mpps (tenant_pk, sop_uid, status, accession_number, study_uid, dataset, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, {NOW}, {NOW}) ON CONFLICT (tenant_pk, sop_uid) DO NOTHING"
+             VALUES (?, ?, ?, ?, ?, ?, {now}, {now}) ON CONFLICT (tenant_pk, sop_uid) DO NOTHING"
         ))
         .bind(tenant)
         .bind(&m.sop_uid)
@@ -268,11 +268,10 @@ pub(crate) async fn apply(
         .bind(&m.study_uid)
         .bind(&m.dataset)
         .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64,
-        WorkflowWrite::UpdateMpps(m) => sqlx::query(&format!(
+        .await? as i64,
+        WorkflowWrite::UpdateMpps(m) => sql::query(&format!(
             "UPDATE mpps SET status = ?, dataset = ?, study_uid = COALESCE(?, study_uid),
-             accession_number = COALESCE(?, accession_number), updated_at = {NOW}
+             accession_number = COALESCE(?, accession_number), updated_at = {now}
              WHERE tenant_pk = ? AND sop_uid = ? AND status = 'IN PROGRESS'"
         ))
         .bind(&m.status)
@@ -282,12 +281,11 @@ pub(crate) async fn apply(
         .bind(tenant)
         .bind(&m.sop_uid)
         .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64,
-        WorkflowWrite::AddReport(r) => sqlx::query_scalar(&format!(
+        .await? as i64,
+        WorkflowWrite::AddReport(r) => sql::query_scalar(&format!(
             "INSERT INTO report (tenant_pk, study_uid, accession_number, status, text, author, observed_at,
                                  received_at, control_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, {NOW}, ?) RETURNING pk"
+             VALUES (?, ?, ?, ?, ?, ?, ?, {now}, ?) RETURNING pk"
         ))
         .bind(tenant)
         .bind(&r.study_uid)
@@ -299,15 +297,14 @@ pub(crate) async fn apply(
         .bind(&r.control_id)
         .fetch_one(&mut *conn)
         .await?,
-        WorkflowWrite::ClaimCompletion { study_uid } => sqlx::query(&format!(
-            "UPDATE study SET completion_notified_at = {NOW}
+        WorkflowWrite::ClaimCompletion { study_uid } => sql::query(&format!(
+            "UPDATE study SET completion_notified_at = {now}
              WHERE tenant_pk = ? AND study_uid = ? AND completion_notified_at IS NULL"
         ))
         .bind(tenant)
         .bind(study_uid)
         .execute(&mut *conn)
-        .await?
-        .rows_affected() as i64,
+        .await? as i64,
     };
     let mut audit = audit.clone();
     if done == 0 {
@@ -317,20 +314,20 @@ pub(crate) async fn apply(
     Ok(done)
 }
 
-async fn next_revision(conn: &mut SqliteConnection) -> Result<i64, IndexError> {
+async fn next_revision(conn: &mut dyn Conn) -> Result<i64, IndexError> {
     Ok(
-        sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 RETURNING value")
+        sql::query_scalar("UPDATE revision_counter SET value = value + 1 RETURNING value")
             .fetch_one(&mut *conn)
             .await?,
     )
 }
 
 async fn find_patient(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     key: &PatientKey,
 ) -> Result<Option<PatientRecord>, IndexError> {
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT pk, issuer, patient_id, patient_name, birth_date, sex, revision, ris_fields FROM patient
          WHERE tenant_pk = ? AND issuer = ? AND patient_id = ? AND unidentified_study = ''",
     )
@@ -342,16 +339,13 @@ async fn find_patient(
     row.as_ref().map(patient_record).transpose()
 }
 
-pub(crate) fn patient_record(row: &sqlx::sqlite::SqliteRow) -> Result<PatientRecord, IndexError> {
+pub(crate) fn patient_record(row: &sql::DbRow) -> Result<PatientRecord, IndexError> {
     patient_record_at(row, 0)
 }
 
 /// A patient record from eight columns of a row starting at `at`: pk, issuer, patient_id,
 /// patient_name, birth_date, sex, revision, ris_fields.
-pub(crate) fn patient_record_at(
-    row: &sqlx::sqlite::SqliteRow,
-    at: usize,
-) -> Result<PatientRecord, IndexError> {
+pub(crate) fn patient_record_at(row: &sql::DbRow, at: usize) -> Result<PatientRecord, IndexError> {
     Ok(PatientRecord {
         pk: row.try_get(at)?,
         key: PatientKey {
@@ -369,7 +363,7 @@ pub(crate) fn patient_record_at(
 /// Creates or updates a patient with the RIS's demographics; returns its key. A change of
 /// demographics gives it a new revision (its stored objects are patched at retrieval).
 async fn register(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     key: &PatientKey,
     d: &Demographics,
@@ -393,18 +387,18 @@ async fn register(
     .iter()
     .filter(|(set, _)| *set)
     .fold(0, |bits, (_, bit)| bits | bit);
-    let pk: i64 = sqlx::query_scalar(
+    let pk: i64 = sql::query_scalar(
         "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, patient_name,
                               patient_name_folded, birth_date, sex, ris_managed, revision, ris_fields)
          VALUES (?, ?, ?, '', ?, ?, ?, ?, 1, ?, ?)
          ON CONFLICT (tenant_pk, issuer, patient_id, unidentified_study) DO UPDATE SET
-           patient_name = COALESCE(excluded.patient_name, patient_name),
-           patient_name_folded = COALESCE(excluded.patient_name_folded, patient_name_folded),
-           birth_date = COALESCE(excluded.birth_date, birth_date),
-           sex = COALESCE(excluded.sex, sex),
+           patient_name = COALESCE(excluded.patient_name, patient.patient_name),
+           patient_name_folded = COALESCE(excluded.patient_name_folded, patient.patient_name_folded),
+           birth_date = COALESCE(excluded.birth_date, patient.birth_date),
+           sex = COALESCE(excluded.sex, patient.sex),
            ris_managed = 1,
            revision = excluded.revision,
-           ris_fields = ris_fields | excluded.ris_fields
+           ris_fields = patient.ris_fields | excluded.ris_fields
          RETURNING pk",
     )
     .bind(tenant)
@@ -421,9 +415,9 @@ async fn register(
     Ok(pk)
 }
 
-async fn touch_revision(conn: &mut SqliteConnection, patient: i64) -> Result<(), IndexError> {
+async fn touch_revision(conn: &mut dyn Conn, patient: i64) -> Result<(), IndexError> {
     let revision = next_revision(conn).await?;
-    sqlx::query("UPDATE patient SET revision = ? WHERE pk = ?")
+    sql::query("UPDATE patient SET revision = ? WHERE pk = ?")
         .bind(revision)
         .bind(patient)
         .execute(&mut *conn)
@@ -432,11 +426,12 @@ async fn touch_revision(conn: &mut SqliteConnection, patient: i64) -> Result<(),
 }
 
 async fn merge(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     survivor: &PatientKey,
     merged: &PatientKey,
 ) -> Result<i64, IndexError> {
+    let now = conn.dialect().now();
     let (Some(s), Some(m)) = (
         find_patient(conn, tenant, survivor).await?,
         find_patient(conn, tenant, merged).await?,
@@ -446,16 +441,16 @@ async fn merge(
     if s.pk == m.pk {
         return Ok(0);
     }
-    let studies: Vec<i64> = sqlx::query_scalar("SELECT pk FROM study WHERE patient_pk = ? ORDER BY pk")
+    let studies: Vec<i64> = sql::query_scalar("SELECT pk FROM study WHERE patient_pk = ? ORDER BY pk")
         .bind(m.pk)
         .fetch_all(&mut *conn)
         .await?;
-    sqlx::query("UPDATE study SET patient_pk = ? WHERE patient_pk = ?")
+    sql::query("UPDATE study SET patient_pk = ? WHERE patient_pk = ?")
         .bind(s.pk)
         .bind(m.pk)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE patient SET merged_into = ? WHERE pk = ?")
+    sql::query("UPDATE patient SET merged_into = ? WHERE pk = ?")
         .bind(s.pk)
         .bind(m.pk)
         .execute(&mut *conn)
@@ -465,9 +460,9 @@ async fn merge(
         "[{}]",
         studies.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
     );
-    Ok(sqlx::query_scalar(&format!(
+    Ok(sql::query_scalar(&format!(
         "INSERT INTO patient_merge (tenant_pk, survivor_pk, merged_pk, moved_studies, at, actor)
-         VALUES (?, ?, ?, ?, {NOW}, '') RETURNING pk"
+         VALUES (?, ?, ?, ?, {now}, '') RETURNING pk"
     ))
     .bind(tenant)
     .bind(s.pk)
@@ -477,11 +472,11 @@ async fn merge(
     .await?)
 }
 
-async fn adopt_issuer(conn: &mut SqliteConnection, tenant: i64, issuer: &str) -> Result<i64, IndexError> {
+async fn adopt_issuer(conn: &mut dyn Conn, tenant: i64, issuer: &str) -> Result<i64, IndexError> {
     if issuer.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = sqlx::query_scalar(
+    let ids: Vec<String> = sql::query_scalar(
         "SELECT patient_id FROM patient
          WHERE tenant_pk = ? AND issuer = '' AND unidentified_study = '' AND merged_into IS NULL",
     )
@@ -502,7 +497,7 @@ async fn adopt_issuer(conn: &mut SqliteConnection, tenant: i64, issuer: &str) ->
             // an A40, so the RIS's identity reaches every instance and the merge can be undone.
             merge(conn, tenant, &within, &without).await?;
         } else {
-            sqlx::query(
+            sql::query(
                 "UPDATE patient SET issuer = ?
                  WHERE tenant_pk = ? AND issuer = '' AND patient_id = ? AND unidentified_study = ''",
             )
@@ -516,8 +511,9 @@ async fn adopt_issuer(conn: &mut SqliteConnection, tenant: i64, issuer: &str) ->
     Ok(ids.len() as i64)
 }
 
-async fn undo_merge(conn: &mut SqliteConnection, tenant: i64, merge: i64) -> Result<i64, IndexError> {
-    let row: Option<(i64, i64, String)> = sqlx::query_as(
+async fn undo_merge(conn: &mut dyn Conn, tenant: i64, merge: i64) -> Result<i64, IndexError> {
+    let now = conn.dialect().now();
+    let row: Option<(i64, i64, String)> = sql::query_as(
         "SELECT survivor_pk, merged_pk, moved_studies FROM patient_merge
          WHERE pk = ? AND tenant_pk = ? AND undone_at IS NULL",
     )
@@ -531,21 +527,21 @@ async fn undo_merge(conn: &mut SqliteConnection, tenant: i64, merge: i64) -> Res
     let studies: Vec<i64> = serde_json::from_str(&moved)
         .map_err(|e| IndexError::Schema(format!("patient_merge.moved_studies: {e}")))?;
     for study in studies {
-        sqlx::query("UPDATE study SET patient_pk = ? WHERE pk = ? AND patient_pk = ?")
+        sql::query("UPDATE study SET patient_pk = ? WHERE pk = ? AND patient_pk = ?")
             .bind(merged)
             .bind(study)
             .bind(survivor)
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query("UPDATE patient SET merged_into = NULL WHERE pk = ?")
+    sql::query("UPDATE patient SET merged_into = NULL WHERE pk = ?")
         .bind(merged)
         .execute(&mut *conn)
         .await?;
     touch_revision(conn, survivor).await?;
     touch_revision(conn, merged).await?;
-    sqlx::query(&format!(
-        "UPDATE patient_merge SET undone_at = {NOW} WHERE pk = ?"
+    sql::query(&format!(
+        "UPDATE patient_merge SET undone_at = {now} WHERE pk = ?"
     ))
     .bind(merge)
     .execute(&mut *conn)
@@ -556,7 +552,7 @@ async fn undo_merge(conn: &mut SqliteConnection, tenant: i64, merge: i64) -> Res
 /// A47: the patient takes the new identifier; a placeholder keeps the old one, merged into it,
 /// so that late images carrying the old identifier join the same patient.
 async fn change_id(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     old: &PatientKey,
     new: &PatientKey,
@@ -567,13 +563,13 @@ async fn change_id(
     if find_patient(conn, tenant, new).await?.is_some() {
         return Ok(0);
     }
-    sqlx::query("UPDATE patient SET issuer = ?, patient_id = ? WHERE pk = ?")
+    sql::query("UPDATE patient SET issuer = ?, patient_id = ? WHERE pk = ?")
         .bind(&new.issuer)
         .bind(&new.patient_id)
         .bind(patient.pk)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    sql::query(
         "INSERT INTO patient (tenant_pk, issuer, patient_id, unidentified_study, merged_into, ris_managed)
          VALUES (?, ?, ?, '', ?, 1)",
     )
@@ -588,19 +584,20 @@ async fn change_id(
 }
 
 async fn upsert_order(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     tenant: i64,
     patient: i64,
     o: &Order,
     new_study_uid: &str,
 ) -> Result<i64, IndexError> {
-    Ok(sqlx::query_scalar(&format!(
+    let now = conn.dialect().now();
+    Ok(sql::query_scalar(&format!(
         "INSERT INTO procedure_order (tenant_pk, patient_pk, placer_order, filler_order, accession_number,
             requested_procedure_id, requested_procedure_description, study_uid, sps_id, sps_description,
             station_ae, station_name, modality, start_date, start_time, performing_physician,
             referring_physician, status, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(?8, ?19), ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, {NOW}, {NOW})
+                 ?17, ?18, {now}, {now})
          ON CONFLICT (tenant_pk, placer_order) DO UPDATE SET
             patient_pk = excluded.patient_pk, filler_order = excluded.filler_order,
             accession_number = excluded.accession_number,
@@ -640,9 +637,9 @@ async fn upsert_order(
 
 /// Follows `merged_into` from a patient to the one that survives (bounded: a cycle, which
 /// the merge code never makes, stops the walk).
-pub(crate) async fn surviving_patient(conn: &mut SqliteConnection, mut pk: i64) -> Result<i64, IndexError> {
+pub(crate) async fn surviving_patient(conn: &mut dyn Conn, mut pk: i64) -> Result<i64, IndexError> {
     for _ in 0..32 {
-        let next: Option<i64> = sqlx::query_scalar("SELECT merged_into FROM patient WHERE pk = ?")
+        let next: Option<i64> = sql::query_scalar("SELECT merged_into FROM patient WHERE pk = ?")
             .bind(pk)
             .fetch_one(&mut *conn)
             .await?;
@@ -658,13 +655,13 @@ pub(crate) async fn surviving_patient(conn: &mut SqliteConnection, mut pk: i64) 
 /// another patient's, the RIS wins: the study moves under the order's patient (`correct`), or
 /// it is flagged for review. True when the study's patient may have changed.
 pub(crate) async fn reconcile_study(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     study: i64,
     correct: bool,
 ) -> Result<bool, IndexError> {
     // The order whose Study Instance UID the images carry (the worklist gave it to the
     // modality), else the newest one with their accession number.
-    let order: Option<(i64, i64, i64)> = sqlx::query_as(
+    let order: Option<(i64, i64, i64)> = sql::query_as(
         "SELECT o.pk, o.patient_pk, s.patient_pk FROM study s
          JOIN procedure_order o ON o.pk = COALESCE(
            (SELECT pk FROM procedure_order
@@ -681,14 +678,14 @@ pub(crate) async fn reconcile_study(
         return Ok(false);
     };
     if order_patient == study_patient || correct {
-        sqlx::query("UPDATE study SET order_pk = ?, patient_pk = ?, review_reason = NULL WHERE pk = ?")
+        sql::query("UPDATE study SET order_pk = ?, patient_pk = ?, review_reason = NULL WHERE pk = ?")
             .bind(order)
             .bind(order_patient)
             .bind(study)
             .execute(&mut *conn)
             .await?;
     } else {
-        sqlx::query(
+        sql::query(
             "UPDATE study SET review_reason = 'the images name another patient than their order (same Study Instance UID or accession number)'
              WHERE pk = ?",
         )
@@ -702,11 +699,11 @@ pub(crate) async fn reconcile_study(
 /// The revision an instance is indexed under: its patient's, when the instance's own patient
 /// attributes agree with the patient's; -1 (patch at retrieval) when they do not.
 pub(crate) async fn revision_for(
-    conn: &mut SqliteConnection,
+    conn: &mut dyn Conn,
     study: i64,
     attrs: &PatientAttrs,
 ) -> Result<i64, IndexError> {
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
                 p.ris_fields
          FROM study s JOIN patient p ON p.pk = s.patient_pk WHERE s.pk = ?",
@@ -740,7 +737,7 @@ pub(crate) fn revision_at_ingest(p: &PatientRecord, attrs: &PatientAttrs) -> i64
 // Reads.
 
 pub(crate) async fn worklist(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     modality: Option<&str>,
     station_ae: Option<&str>,
@@ -748,7 +745,7 @@ pub(crate) async fn worklist(
     date_to: Option<&str>,
     any_status: bool,
 ) -> Result<Vec<WorklistItem>, IndexError> {
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT o.placer_order, o.filler_order, o.accession_number, o.requested_procedure_id,
                 o.requested_procedure_description, o.study_uid, o.sps_id, o.sps_description, o.station_ae,
                 o.station_name, o.modality, o.start_date, o.start_time, o.performing_physician,
@@ -756,9 +753,9 @@ pub(crate) async fn worklist(
                 p.pk, p.issuer, p.patient_id, p.patient_name, p.birth_date, p.sex, p.revision,
                 p.ris_fields
          FROM procedure_order o JOIN patient p ON p.pk = o.patient_pk
-         WHERE o.tenant_pk = ? AND (? OR o.status IN ('SCHEDULED', 'IN PROGRESS'))
-           AND (? IS NULL OR o.modality = ?) AND (? IS NULL OR o.station_ae = ?)
-           AND (? IS NULL OR o.start_date >= ?) AND (? IS NULL OR o.start_date <= ?)
+         WHERE o.tenant_pk = ? AND (? <> 0 OR o.status IN ('SCHEDULED', 'IN PROGRESS'))
+           AND (CAST(? AS TEXT) IS NULL OR o.modality = ?) AND (CAST(? AS TEXT) IS NULL OR o.station_ae = ?)
+           AND (CAST(? AS TEXT) IS NULL OR o.start_date >= ?) AND (CAST(? AS TEXT) IS NULL OR o.start_date <= ?)
          ORDER BY o.start_date, o.start_time, o.pk LIMIT 10000",
     )
     .bind(tenant)
@@ -771,7 +768,7 @@ pub(crate) async fn worklist(
     .bind(date_from)
     .bind(date_to)
     .bind(date_to)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -812,16 +809,16 @@ pub(crate) async fn worklist(
 }
 
 pub(crate) async fn mpps(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     sop_uid: &str,
 ) -> Result<Option<MppsRecord>, IndexError> {
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT sop_uid, status, accession_number, study_uid, dataset FROM mpps WHERE tenant_pk = ? AND sop_uid = ?",
     )
     .bind(tenant)
     .bind(sop_uid)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.map(|r| {
         Ok(MppsRecord {
@@ -838,7 +835,7 @@ pub(crate) async fn mpps(
 /// The latest MPPS status of each accession number that has one. The table has no index on
 /// accession numbers: one scan per call, which a page of orders makes once.
 pub(crate) async fn mpps_states(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     accessions: &[String],
 ) -> Result<Vec<(String, String)>, IndexError> {
@@ -846,30 +843,28 @@ pub(crate) async fn mpps_states(
         return Ok(Vec::new());
     }
     let list = serde_json::to_string(accessions).unwrap_or_else(|_| "[]".into());
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT accession_number, status FROM mpps
-         WHERE tenant_pk = ? AND accession_number IN (SELECT value FROM json_each(?))
+         WHERE tenant_pk = ? AND accession_number IN ({})
          ORDER BY updated_at, pk",
-    )
-    .bind(tenant)
-    .bind(list)
-    .fetch_all(pool)
-    .await?;
+        conn.dialect().json_text_values("?")
+    );
+    let rows = sql::query(&sql).bind(tenant).bind(list).fetch_all(conn).await?;
     // Oldest first, so the latest step of an accession number is the one kept.
     let mut latest = std::collections::BTreeMap::new();
     for row in &rows {
-        latest.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+        latest.insert(row.try_get::<String>(0)?, row.try_get::<String>(1)?);
     }
     Ok(latest.into_iter().collect())
 }
 
 /// Reports of a study, by its UID or its accession number, oldest first.
 pub(crate) async fn reports(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     study_uid: &str,
 ) -> Result<Vec<Report>, IndexError> {
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT r.study_uid, r.accession_number, r.status, r.text, r.author, r.observed_at, r.received_at, r.control_id
          FROM report r WHERE r.tenant_pk = ?1 AND (r.study_uid = ?2 OR (r.accession_number <> '' AND r.accession_number =
            (SELECT accession_number FROM study WHERE tenant_pk = ?1 AND study_uid = ?2)))
@@ -877,7 +872,7 @@ pub(crate) async fn reports(
     )
     .bind(tenant)
     .bind(study_uid)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -895,7 +890,7 @@ pub(crate) async fn reports(
         .collect()
 }
 
-fn summary(r: &sqlx::sqlite::SqliteRow) -> Result<StudySummary, IndexError> {
+fn summary(r: &sql::DbRow) -> Result<StudySummary, IndexError> {
     Ok(StudySummary {
         study_uid: r.try_get(0)?,
         accession_number: r.try_get(1)?,
@@ -911,38 +906,44 @@ const SUMMARY_FIELDS: &str =
 
 /// Studies not linked to any order, or flagged for review, newest first.
 pub(crate) async fn unmatched_studies(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     limit: u32,
 ) -> Result<Vec<StudySummary>, IndexError> {
-    let rows = sqlx::query(&format!(
+    let rows = sql::query(&format!(
         "SELECT {SUMMARY_FIELDS} FROM study s JOIN patient p ON p.pk = s.patient_pk
          WHERE s.tenant_pk = ? AND (s.order_pk IS NULL OR s.review_reason IS NOT NULL) AND s.num_instances > 0
          ORDER BY s.pk DESC LIMIT ?"
     ))
     .bind(tenant)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter().map(summary).collect()
 }
 
 /// Studies that received nothing for `quiet_secs` and whose completion was not notified.
 pub(crate) async fn stable_studies(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     quiet_secs: u64,
 ) -> Result<Vec<StudySummary>, IndexError> {
-    let rows = sqlx::query(&format!(
+    let quiet_since = conn.dialect().now_plus_secs("?");
+    let rows = sql::query(&format!(
         "SELECT {SUMMARY_FIELDS} FROM study s JOIN patient p ON p.pk = s.patient_pk
          WHERE s.tenant_pk = ? AND s.completion_notified_at IS NULL AND s.last_received_at IS NOT NULL
-           AND s.last_received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ? || ' seconds')
+           AND s.last_received_at < {quiet_since}
            AND s.num_instances > 0
+           -- A modality that reports its steps ends the exam itself: an exam in progress may
+           -- pause longer than the quiet time between two series.
+           AND NOT EXISTS (SELECT 1 FROM mpps m WHERE m.tenant_pk = s.tenant_pk
+                           AND m.status = 'IN PROGRESS'
+                           AND (m.study_uid = s.study_uid OR m.accession_number = s.accession_number))
          ORDER BY s.last_received_at LIMIT 1000"
     ))
     .bind(tenant)
-    .bind(quiet_secs as i64)
-    .fetch_all(pool)
+    .bind(-(quiet_secs.min(i64::MAX as u64) as i64))
+    .fetch_all(conn)
     .await?;
     rows.iter().map(summary).collect()
 }
@@ -950,7 +951,7 @@ pub(crate) async fn stable_studies(
 /// For the instances among `pks` whose stored patient attributes are out of date (an ADT
 /// update, merge or identifier change since they were stored): the patient's current ones.
 pub(crate) async fn patient_patches(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     pks: &[i64],
 ) -> Result<Vec<(i64, PatientRecord)>, IndexError> {
@@ -964,25 +965,25 @@ pub(crate) async fn patient_patches(
              JOIN patient p ON p.pk = s.patient_pk
              WHERE i.tenant_pk = ? AND i.pk IN ({placeholders}) AND i.patient_revision <> p.revision"
         );
-        let mut q = sqlx::query(&sql).bind(tenant);
+        let mut q = sql::query(&sql).bind(tenant);
         for pk in chunk {
             q = q.bind(pk);
         }
-        for row in q.fetch_all(pool).await? {
+        for row in q.fetch_all(conn).await? {
             out.push((row.try_get(8)?, patient_record(&row)?));
         }
     }
     Ok(out)
 }
 
-pub(crate) async fn merges(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<MergeRecord>, IndexError> {
-    let rows = sqlx::query(
+pub(crate) async fn merges(conn: &mut dyn Conn, tenant: i64) -> Result<Vec<MergeRecord>, IndexError> {
+    let rows = sql::query(
         "SELECT m.pk, s.patient_id, p.patient_id, m.at, m.undone_at FROM patient_merge m
          JOIN patient s ON s.pk = m.survivor_pk JOIN patient p ON p.pk = m.merged_pk
          WHERE m.tenant_pk = ? ORDER BY m.pk DESC LIMIT 1000",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -998,12 +999,11 @@ pub(crate) async fn merges(pool: &sqlx::SqlitePool, tenant: i64) -> Result<Vec<M
 }
 
 pub(crate) async fn patient(
-    pool: &sqlx::SqlitePool,
+    conn: &mut dyn Conn,
     tenant: i64,
     key: &PatientKey,
 ) -> Result<Option<PatientRecord>, IndexError> {
-    let mut conn = pool.acquire().await?;
-    find_patient(&mut conn, tenant, key).await
+    find_patient(conn, tenant, key).await
 }
 
 #[cfg(test)]
@@ -1081,11 +1081,11 @@ mod tests {
     }
 
     async fn patient_of_study(index: &SqliteIndex, study: &str) -> String {
-        sqlx::query_scalar(
+        sql::query_scalar(
             "SELECT p.patient_id FROM study s JOIN patient p ON p.pk = s.patient_pk WHERE s.study_uid = ?",
         )
         .bind(study)
-        .fetch_one(&index.pool)
+        .fetch_one(index.reader().await.unwrap().conn())
         .await
         .unwrap()
     }
@@ -1093,7 +1093,7 @@ mod tests {
     #[tokio::test]
     async fn adt_changes_reach_retrieval_without_touching_what_was_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let write = |w| index.write_workflow(T, w, audit());
         index
             .add_instance(image("1", "P1", "DOE^JOHN", "9.1", ""))
@@ -1191,7 +1191,7 @@ mod tests {
     #[tokio::test]
     async fn orders_feed_the_worklist_and_reconcile_studies() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let write = |w| index.write_workflow(T, w, audit());
         let order = |placer: &str, accession: &str, modality: &str, date: &str| Order {
             placer_order: placer.into(),
@@ -1276,7 +1276,7 @@ mod tests {
     #[tokio::test]
     async fn mpps_reports_and_completion() {
         let dir = tempfile::tempdir().unwrap();
-        let index = SqliteIndex::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let index = crate::index::tests::test_index(dir.path()).await;
         let write = |w| index.write_workflow(T, w, audit());
         let step = |status: &str| MppsRecord {
             sop_uid: "1.2.9".into(),
@@ -1328,11 +1328,33 @@ mod tests {
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].text, "No acute findings.");
 
+        // A study whose modality reports a step in progress is not ended by the quiet timer;
+        // one without (or once the step is final) is.
+        let mut other = step("IN PROGRESS");
+        other.sop_uid = "1.2.10".into();
+        other.accession_number = Some("A2".into());
+        write(WorkflowWrite::CreateMpps(other.clone())).await.unwrap();
+        index
+            .add_instance(image("2", "P2", "C^D", "7.2", "A2"))
+            .await
+            .unwrap();
+        async fn stable(index: &crate::SqlIndex) -> Vec<String> {
+            let studies = index.stable_studies(T, 0).await.unwrap();
+            studies.into_iter().map(|s| s.study_uid).collect()
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(stable(&index).await, ["7.1"]);
+        other.status = "COMPLETED".into();
+        write(WorkflowWrite::UpdateMpps(other)).await.unwrap();
+        let mut both = stable(&index).await;
+        both.sort();
+        assert_eq!(both, ["7.1", "7.2"]);
+
         let claim = || WorkflowWrite::ClaimCompletion {
             study_uid: "7.1".into(),
         };
         assert_eq!(write(claim()).await.unwrap(), 1);
         assert_eq!(write(claim()).await.unwrap(), 0, "notified once per study");
-        assert!(index.stable_studies(T, 0).await.unwrap().is_empty());
+        assert_eq!(stable(&index).await, ["7.2"]);
     }
 }

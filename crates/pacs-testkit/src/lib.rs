@@ -28,4 +28,5 @@ pub use generator::{
     IMPLEMENTATION_VERSION_NAME,
 };
 
+pub mod postgres;
 pub mod server;
