@@ -70,13 +70,13 @@ fi
 # The PostgreSQL index tests create databases named openpacs_test_… on this server (trust
 # authentication on 127.0.0.1, as on every development and CI machine); those of earlier runs
 # are dropped first.
-export OPENPACS_TEST_POSTGRES="${OPENPACS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
-if ! psql "$OPENPACS_TEST_POSTGRES" -Atc "SELECT 1" >/dev/null; then
-  echo "the tests need PostgreSQL at $OPENPACS_TEST_POSTGRES (set OPENPACS_TEST_POSTGRES to another server)" >&2
+export PACS_TEST_POSTGRES="${PACS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! psql "$PACS_TEST_POSTGRES" -Atc "SELECT 1" >/dev/null; then
+  echo "the tests need PostgreSQL at $PACS_TEST_POSTGRES (set PACS_TEST_POSTGRES to another server)" >&2
   exit 1
 fi
-psql "$OPENPACS_TEST_POSTGRES" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'openpacs_test_%'" |
-  while read -r db; do psql "$OPENPACS_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS \"$db\""; done
+psql "$PACS_TEST_POSTGRES" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'openpacs_test_%'" |
+  while read -r db; do psql "$PACS_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS \"$db\""; done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -88,7 +88,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # Every index test again, on PostgreSQL (the engine-neutral statements, dialect and migrations).
-OPENPACS_TEST_INDEX=postgres cargo test -p pacs-store --lib 2>&1 | tee -a "$log" || status=$?
+PACS_TEST_INDEX=postgres cargo test -p pacs-store --lib 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 
 # Slow tier (10 to 20 minutes): the README's run command on a fresh Debian 12 root.

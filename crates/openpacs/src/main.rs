@@ -4,6 +4,7 @@
 mod config;
 mod config_sources;
 mod import;
+mod migrate_index;
 mod scrape;
 mod send;
 mod serve;
@@ -69,6 +70,14 @@ enum Command {
     /// Manage user accounts and API tokens for the HTTP API.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Copy the embedded SQLite index (of the data directory) into an empty PostgreSQL
+    /// database, keys and audit log included; then set `index_url` to it.
+    MigrateIndex {
+        /// The PostgreSQL database, `postgres://user@host:port/database`; default: the
+        /// configured `index_url` (OPENPACS_INDEX_URL keeps a password off the command line).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
             Command::Verify => verify::run(config).await,
             Command::Audit => verify::audit(config).await,
             Command::User(command) => user::run(config, command).await,
+            Command::MigrateIndex { to } => migrate_index::run(config, to).await,
         }
     });
     match result {

@@ -187,3 +187,77 @@ fn an_unreachable_postgresql_index_stops_the_server_with_a_clear_error_and_no_pa
         "the password must not be printed: {all}"
     );
 }
+
+/// An installation that started on the embedded index moves to PostgreSQL: images, accounts
+/// and audit log come along, and new work continues after the copied keys.
+#[test]
+fn migrate_index_moves_an_embedded_installation_to_postgresql() {
+    let url = fresh_database("migrate");
+    let mut server = TestServer::start(
+        binary(),
+        ServerOptions {
+            users: vec![("ana".into(), "admin".into(), "correct horse battery".into())],
+            ..ServerOptions::default()
+        },
+    );
+    let port = server.dicom_port.to_string();
+    let store = |files: &[&str]| {
+        let out = dcmtk("storescu")
+            .args(["-aec", "OPENPACS", "127.0.0.1", &port])
+            .args(files.iter().map(|f| fixture(f)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    store(&["ct_series_a_1_explicit_le.dcm", "ct_series_a_2_explicit_le.dcm"]);
+    assert!(server.stop().success(), "{}", server.log());
+
+    let out = server.cli(&["migrate-index", "--to", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("instance\t2"), "{report}");
+    assert!(report.contains("user_account\t1"), "{report}");
+    let audit_rows: u64 = psql_on(&url, "SELECT count(*) FROM audit")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(audit_rows >= 2, "the audit log came along: {audit_rows} rows");
+
+    // A second run refuses: the database now holds an index.
+    let again = server.cli(&["migrate-index", "--to", &url]);
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("not empty"), "{}", text(&again));
+
+    // The server now runs on PostgreSQL: the study, the account, and new images.
+    let config = server.work_dir.join("openpacs.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!("index_url = {url:?}\n"));
+    std::fs::write(&config, toml).unwrap();
+    std::fs::remove_file(server.data_dir.join("index.sqlite")).unwrap();
+    server.restart();
+    store(&["mr_explicit_le.dcm"]);
+    assert_eq!(
+        psql_on(&url, "SELECT count(*) FROM instance").trim(),
+        "3",
+        "the new image got a key after the copied ones"
+    );
+    let found = findscu(
+        &server,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &format!("StudyInstanceUID={STUDY}"),
+            "NumberOfStudyRelatedInstances",
+        ],
+    );
+    assert!(found.contains("(0020,1208) IS [2 ]"), "{found}");
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ana:correct horse battery")
+    );
+    let (status, _, body) =
+        server.http_request("GET", "/dicom-web/studies", &[("Authorization", &basic)], &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let studies: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(studies.as_array().map(Vec::len), Some(2), "{studies}");
+}

@@ -454,7 +454,7 @@ impl Reader {
 /// Opens a fresh connection for the writer (at start and after a failed batch).
 type Connect = Box<dyn Fn() -> BoxFuture<'static, Result<Box<dyn Conn>, sqlx::Error>> + Send + Sync>;
 
-fn connect_options(path: &Path) -> SqliteConnectOptions {
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -1560,16 +1560,16 @@ use audit_search_sql;
 pub(crate) mod tests {
     use super::*;
 
-    /// The index the tests run against: SQLite in `dir`, or with `OPENPACS_TEST_INDEX=postgres`
-    /// a new database of its own on the PostgreSQL server `OPENPACS_TEST_POSTGRES` names
+    /// The index the tests run against: SQLite in `dir`, or with `PACS_TEST_INDEX=postgres`
+    /// a new database of its own on the PostgreSQL server `PACS_TEST_POSTGRES` names
     /// (default: this machine's, 127.0.0.1:5432), so that every index test also runs on the
     /// second engine (the test command runs them both ways). The databases are named
     /// `openpacs_test_…`; the test command drops the previous run's before it starts.
     pub(crate) async fn test_index(dir: &Path) -> SqlIndex {
-        if std::env::var("OPENPACS_TEST_INDEX").as_deref() != Ok("postgres") {
+        if std::env::var("PACS_TEST_INDEX").as_deref() != Ok("postgres") {
             return SqlIndex::open(&dir.join("index.sqlite")).await.unwrap();
         }
-        let server = std::env::var("OPENPACS_TEST_POSTGRES")
+        let server = std::env::var("PACS_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(

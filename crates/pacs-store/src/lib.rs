@@ -8,6 +8,7 @@ pub mod admin;
 pub mod ae;
 pub mod blob;
 pub mod columns;
+pub mod copy;
 pub mod index;
 mod instance_rows;
 pub mod metrics;

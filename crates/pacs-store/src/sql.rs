@@ -128,6 +128,11 @@ impl DbRow {
 }
 
 impl DbRow {
+    /// The value at `index` as it came (NULL past the end).
+    pub fn value(&self, index: usize) -> &Value {
+        self.0.get(index).unwrap_or(&Value::Null)
+    }
+
     /// The value at `index` as text, moved out of the row (NULL: `None`; an integer: its
     /// decimal text). For the wide rows of queries, where a copy of every value would cost.
     pub fn take_text(&mut self, index: usize) -> Result<Option<String>, sqlx::Error> {

@@ -3,10 +3,10 @@
 
 use std::process::Command;
 
-/// The server tests create their databases on: `OPENPACS_TEST_POSTGRES`, or the machine's
+/// The server tests create their databases on: `PACS_TEST_POSTGRES`, or the machine's
 /// own (127.0.0.1:5432, trust authentication).
 pub fn server_url() -> String {
-    std::env::var("OPENPACS_TEST_POSTGRES")
+    std::env::var("PACS_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
