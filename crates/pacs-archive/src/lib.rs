@@ -135,12 +135,14 @@ pub struct ArchiveConfig {
     pub hl7_facilities: Vec<String>,
     /// What a re-send with a known SOP Instance UID and another content does.
     pub duplicate_policy: duplicates::DuplicatePolicy,
+    /// Where blobs are kept (the data directory by default).
+    pub blobs: pacs_store::BlobLocation,
 }
 
 /// The archive of one tenant.
 pub struct Archive {
     pub(crate) tenant: TenantId,
-    pub(crate) blobs: BlobStore,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     /// The index as this archive's tenant sees it; every tenant-data access goes through it.
     pub(crate) index: TenantIndex,
     /// The operations across tenants (recovery, fixity, blob garbage collection).
@@ -172,7 +174,7 @@ impl Archive {
     /// Opens the data directory: blob store under `blobs/`, SQLite index at `index.sqlite`.
     pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
         std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
-        let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
+        let blobs = pacs_store::blob::open(&config.data_dir, &config.blobs).map_err(ArchiveError::from_io)?;
         let index: Arc<dyn Index> = Arc::new(SqliteIndex::open(&index_path(&config.data_dir)).await?);
         let archive = Arc::new(Archive {
             tenant: TenantId::DEFAULT,
@@ -210,8 +212,8 @@ impl Archive {
         &self.system
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    pub fn blobs(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
     }
 
     pub fn tenant(&self) -> TenantId {

@@ -28,4 +28,5 @@ pub use generator::{
     IMPLEMENTATION_VERSION_NAME,
 };
 
+pub mod garage;
 pub mod server;
