@@ -44,6 +44,8 @@ pub struct Programs {
     pub dicomweb_plugin: Option<PathBuf>,
     /// Start Orthanc without TCP_NODELAY in its environment (as the Debian service does).
     pub orthanc_nagle: bool,
+    /// Appended to openpacs's configuration (`[blobs]` in a bucket).
+    pub openpacs_extra_toml: String,
 }
 
 /// A C-MOVE destination the target must know.
@@ -124,6 +126,7 @@ impl Target {
                         p.ae_title, p.port
                     ));
                 }
+                toml.push_str(&programs.openpacs_extra_toml);
                 std::fs::write(dir.join("openpacs.toml"), toml)?;
                 let child = Command::new(&programs.openpacs)
                     .arg("serve")
