@@ -92,7 +92,7 @@ fn storescu(server: &TestServer, files: &[PathBuf]) {
 fn start_on(garage: &Garage, extra: &str) -> (TestServer, tempfile::TempDir) {
     let secrets = tempfile::tempdir().unwrap();
     let options = ServerOptions {
-        extra_toml: format!("{extra}\n{}", garage.openpacs_toml(secrets.path())),
+        extra_toml: format!("{extra}\n{}", garage.openpacs_toml(secrets.path(), "archive")),
         ..ServerOptions::default()
     };
     (TestServer::start(binary(), options), secrets)

@@ -296,7 +296,7 @@ fn main() -> Result<()> {
         orthanc_nagle: args.orthanc_nagle,
         openpacs_extra_toml: garage
             .as_ref()
-            .map(|g| g.openpacs_toml(&work))
+            .map(|g| g.openpacs_toml(&work, "{target}"))
             .unwrap_or_default(),
     };
     let machine = sys::machine(&work);

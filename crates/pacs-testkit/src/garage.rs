@@ -138,9 +138,9 @@ admin_token = "test-admin-token"
         self.spawn();
     }
 
-    /// Lines for `openpacs.toml` pointing `[blobs]` at this bucket, with the credentials in
-    /// a file of their own (mode 0600) written in `dir`.
-    pub fn openpacs_toml(&self, dir: &Path) -> String {
+    /// Lines for `openpacs.toml` pointing `[blobs]` at this bucket under `prefix`, with the
+    /// credentials in a file of their own (mode 0600) written in `dir`.
+    pub fn openpacs_toml(&self, dir: &Path, prefix: &str) -> String {
         use std::os::unix::fs::PermissionsExt;
         let credentials = dir.join("s3-credentials.toml");
         std::fs::write(
@@ -153,7 +153,7 @@ admin_token = "test-admin-token"
         .expect("write credentials");
         std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         format!(
-            "[blobs]\nurl = \"s3://{}/archive\"\nendpoint = {:?}\nregion = {:?}\ncredentials_file = {:?}\n",
+            "[blobs]\nurl = \"s3://{}/{prefix}\"\nendpoint = {:?}\nregion = {:?}\ncredentials_file = {:?}\n",
             self.bucket,
             self.endpoint,
             self.region,
