@@ -32,6 +32,13 @@ if ! cargo-deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0'; then
   echo "installing cargo-deb 3.8.0 (the Debian package test)"
   cargo install cargo-deb --version 3.8.0 --locked
 fi
+# The S3 blob-store tests run against a real Garage (AGPL-3.0: run as its own process, never
+# linked). Built once into ~/.cargo/bin: a long build (15 to 40 minutes on two cores), after
+# which the binary stays.
+if ! garage --version 2>/dev/null | grep -qE '(cargo:|v)2\.5\.0 '; then
+  echo "installing garage 2.5.0 (the S3 blob-store tests)"
+  cargo install garage --version 2.5.0 --locked
+fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "not root: the Debian package test is skipped (OPENPACS_SKIP_ROOT_TESTS=1)"
   export OPENPACS_SKIP_ROOT_TESTS=1

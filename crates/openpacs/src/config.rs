@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::blobs_config::BlobsConfig;
 use crate::config_sources::{explain, Named};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,6 +143,8 @@ pub struct Config {
     pub log_format: String,
     /// Known AEs (C-MOVE destinations).
     pub peers: Vec<PeerConfig>,
+    /// Where blobs are kept: the data directory (default) or an S3-compatible bucket.
+    pub blobs: BlobsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for Config {
             duplicate_policy: "keep-first".into(),
             log_format: "text".into(),
             peers: Vec::new(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -311,6 +315,10 @@ impl Config {
                 );
             }
         }
+        config
+            .blobs
+            .location_without_credentials()
+            .with_context(|| format!("blobs.url from {}", origin("blobs.url")))?;
         if config.max_associations == 0 {
             bail!(
                 "max_associations must be at least 1 (from {})",

@@ -26,7 +26,7 @@ pub async fn run(
     let started = Instant::now();
     let files = crate::collect_files(&paths)?;
     let total = files.len();
-    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
     let bar = crate::progress_bar(total as u64, "importing");
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let mut stored = 0u64;

@@ -1,6 +1,7 @@
 //! `openpacs`: the one binary. Reads configuration, installs logging and metrics, handles
 //! signals, and runs the libraries' entry points.
 
+mod blobs_config;
 mod config;
 mod config_sources;
 mod import;

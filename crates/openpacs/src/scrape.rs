@@ -103,13 +103,16 @@ impl Scrape {
     }
 
     async fn refresh(&self) {
-        match rustix::fs::statvfs(self.archive.blobs().root()) {
-            Ok(fs) => {
-                let block = fs.f_frsize as f64;
-                gauge!(STORAGE_FREE).set(fs.f_bavail as f64 * block);
-                gauge!(STORAGE_CAPACITY).set(fs.f_blocks as f64 * block);
+        // Blobs in a bucket: its free space is the object store's to report.
+        if let Some(root) = self.archive.blobs().local_root() {
+            match rustix::fs::statvfs(root) {
+                Ok(fs) => {
+                    let block = fs.f_frsize as f64;
+                    gauge!(STORAGE_FREE).set(fs.f_bavail as f64 * block);
+                    gauge!(STORAGE_CAPACITY).set(fs.f_blocks as f64 * block);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the free space of the object store"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the free space of the object store"),
         }
         match self.archive.system().footprint_bytes().await {
             Ok(bytes) => gauge!(INDEX_SIZE).set(bytes as f64),

@@ -19,7 +19,7 @@ use crate::config::Config;
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let recorder = crate::scrape::install()?;
 
-    let archive = Archive::open(&archive_config(&config))
+    let archive = Archive::open(&archive_config(&config)?)
         .await
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
     let report = archive.recover().await.context("recovery failed")?;
@@ -255,8 +255,9 @@ async fn stable_study_timer(archive: Arc<Archive>, quiet_secs: u64, mut shutdown
     }
 }
 
-pub fn archive_config(config: &Config) -> ArchiveConfig {
-    ArchiveConfig {
+/// The archive's settings; reads the bucket's credentials (environment or their file).
+pub fn archive_config(config: &Config) -> anyhow::Result<ArchiveConfig> {
+    Ok(ArchiveConfig {
         data_dir: config.data_dir.clone(),
         index_url: config.index_url.clone(),
         ae_title: config.ae_title.clone(),
@@ -281,7 +282,8 @@ pub fn archive_config(config: &Config) -> ArchiveConfig {
             max_inflated: config.max_inflated_bytes,
             max_header: config.max_header_bytes,
         },
-    }
+        blobs: config.blobs.location()?,
+    })
 }
 
 async fn wait_for_signal() {

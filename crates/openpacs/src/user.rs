@@ -54,7 +54,7 @@ pub enum UserCommand {
 }
 
 pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
-    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
     let index = archive.index();
     let audit = |event: &str, detail: String| AuditEvent {
         event: event.into(),

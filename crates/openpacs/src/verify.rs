@@ -7,7 +7,7 @@ use pacs_archive::Archive;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
     let total = archive.count_objects().await?;
     let bar = crate::progress_bar(total, "verifying");
     let problems = archive.verify(|done| bar.set_position(done)).await?;
@@ -25,7 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
 pub async fn audit(config: Config) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let archive = Archive::open(&crate::serve::archive_config(&config)).await?;
+    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut after = 0;
     loop {

@@ -58,13 +58,10 @@ impl Archive {
             if self.system.blob_referenced(key).await? {
                 continue;
             }
-            let Some(path) = self.blobs.path_of(key) else {
-                continue;
+            let done = match self.blobs.delete(key).await {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => continue,
+                done => done.map_err(ArchiveError::from_io)?,
             };
-            let done = tokio::task::spawn_blocking(move || pacs_store::blob::remove_durably(&path))
-                .await
-                .map_err(|e| ArchiveError::Internal(e.to_string()))?
-                .map_err(ArchiveError::from_io)?;
             removed += usize::from(done);
         }
         self.system.clear_blob_deletions(keys).await?;

@@ -290,7 +290,7 @@ impl Incoming {
         }
         let mut blob = blob;
         // Everything written must be in the file before it is parsed from disk; its fdatasync
-        // runs meanwhile (`BlobStore::commit` waits for it before the rename).
+        // runs meanwhile (the file backend's commit waits for it before the rename).
         if let Err(e) = blob.start_sync() {
             blob.discard();
             return Err(ArchiveError::from_io(e));
@@ -376,20 +376,20 @@ impl Incoming {
             series_instance_uid: instance.series.series_uid.clone(),
             patient_id: instance.patient.patient_id.clone(),
         };
-        let received_path = archive.blobs.path_of(&committed.key);
         let audit = instance.audit.clone();
         let mut outcome = archive.index.add_instance(instance.clone()).await?;
         if let IndexOutcome::Differs { pk, dataset_sha256 } = &outcome {
             // Known SOP Instance UID, other bytes: the same object re-encoded, or another one.
             let existing = archive.index.instance(*pk).await?;
-            let same = match (
-                existing.and_then(|l| archive.blobs.path_of(&l.blob_key)),
-                received_path,
-            ) {
-                (Some(stored_path), Some(received_path)) => {
+            let kept = match existing {
+                Some(l) => archive.blobs.local(&l.blob_key).await.ok(),
+                None => None,
+            };
+            let same = match (kept, archive.blobs.local(&committed.key).await.ok()) {
+                (Some(kept), Some(received)) => {
                     let limits = archive.limits;
                     tokio::task::spawn_blocking(move || {
-                        crate::duplicates::same_object(&stored_path, &received_path, limits)
+                        crate::duplicates::same_object(kept.path(), received.path(), limits)
                     })
                     .await
                     .map_err(|e| ArchiveError::Internal(e.to_string()))?

@@ -138,12 +138,14 @@ pub struct ArchiveConfig {
     pub hl7_facilities: Vec<String>,
     /// What a re-send with a known SOP Instance UID and another content does.
     pub duplicate_policy: duplicates::DuplicatePolicy,
+    /// Where blobs are kept (the data directory by default).
+    pub blobs: pacs_store::BlobLocation,
 }
 
 /// The archive of one tenant.
 pub struct Archive {
     pub(crate) tenant: TenantId,
-    pub(crate) blobs: BlobStore,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     /// The index as this archive's tenant sees it; every tenant-data access goes through it.
     pub(crate) index: TenantIndex,
     /// The operations across tenants (recovery, fixity, blob garbage collection).
@@ -176,7 +178,7 @@ impl Archive {
     /// `index.sqlite` there, or the engine `index_url` names.
     pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
         std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
-        let blobs = BlobStore::open(&config.data_dir).map_err(ArchiveError::from_io)?;
+        let blobs = pacs_store::blob::open(&config.data_dir, &config.blobs).map_err(ArchiveError::from_io)?;
         let index: Arc<dyn Index> = Arc::new(match &config.index_url {
             None => SqlIndex::open(&index_path(&config.data_dir)).await?,
             Some(url) => SqlIndex::open_url(url).await?,
@@ -217,8 +219,8 @@ impl Archive {
         &self.system
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    pub fn blobs(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
     }
 
     pub fn tenant(&self) -> TenantId {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pacs_store::BlobStore;
+use futures::StreamExt;
 
 use crate::ingest::Source;
 use crate::{Archive, ArchiveError, StoreResult};
@@ -42,30 +42,40 @@ impl Archive {
         };
         // Deleted blobs first, or the orphan scan below would index them again.
         report.deletions_finished = self.finish_deletions().await?;
-        // One blob directory at a time: memory stays bounded however large the store.
-        for leaf in self.blobs.leaf_dirs().map_err(ArchiveError::from_io)? {
-            let on_disk = self.blobs.keys_in(&leaf).map_err(ArchiveError::from_io)?;
-            let Some(prefix) = on_disk.first().map(|k| k[..4].to_string()) else {
-                continue;
+        // The store's keys come sorted: one group of keys sharing their first four digits (a
+        // directory of the file backend) at a time, so memory stays bounded however large
+        // the store, with one index look-up per group.
+        let mut listing = self.blobs.list();
+        let mut group: Vec<String> = Vec::new();
+        loop {
+            let next = listing.next().await.transpose().map_err(ArchiveError::from_io)?;
+            let same_group = match (&next, group.first()) {
+                (Some(key), Some(first)) => key[..4] == first[..4],
+                _ => true,
             };
-            let referenced = self.system.blob_keys_with_prefix(&prefix).await?;
-            for key in on_disk {
-                if referenced.binary_search(&key).is_ok() {
-                    continue;
+            if !same_group || next.is_none() {
+                if let Some(first) = group.first() {
+                    let referenced = self.system.blob_keys_with_prefix(&first[..4]).await?;
+                    for key in std::mem::take(&mut group) {
+                        if referenced.binary_search(&key).is_err() {
+                            self.recover_orphan(&key, &mut report).await?;
+                        }
+                    }
                 }
-                self.recover_orphan(&key, &mut report).await?;
+            }
+            match next {
+                Some(key) => group.push(key),
+                None => break,
             }
         }
+        drop(listing);
         let mut after = 0;
         loop {
             let page = self.system.instances_page(after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.pk;
             for location in page {
-                let present = self
-                    .blobs
-                    .path_of(&location.blob_key)
-                    .is_some_and(|p| p.is_file());
+                let present = matches!(self.blobs.size(&location.blob_key).await, Ok(Some(_)));
                 if !present {
                     tracing::error!(sop = %location.sop_uid, blob = %location.blob_key, "index row points to a missing blob");
                     report.missing_blobs.push(location.sop_uid);
@@ -83,29 +93,31 @@ impl Archive {
         key: &str,
         report: &mut RecoveryReport,
     ) -> Result<(), ArchiveError> {
-        let Some(path) = self.blobs.path_of(key) else {
-            return Ok(());
+        let local = match self.blobs.local(key).await {
+            Ok(local) => local,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ArchiveError::from_io(e)),
         };
         let source = Source {
             actor: "recovery".into(),
             peer: "local".into(),
             ..Source::default()
         };
-        match self.import_file(&path, source).await {
+        let imported = self.import_file(local.path(), source).await;
+        drop(local);
+        match imported {
             Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
             // A re-send the duplicate policy did not index leaves its blob unreferenced too.
             Ok(StoreResult::Duplicate | StoreResult::KeptFirst) => {
                 // Nothing else runs during recovery, so the check and the removal cannot race.
                 if !self.system.blob_referenced(key).await? {
-                    std::fs::remove_file(&path).map_err(ArchiveError::from_io)?;
+                    self.blobs.delete(key).await.map_err(ArchiveError::from_io)?;
                     report.duplicates_removed += 1;
                 }
             }
             Err(e) => {
                 tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
-                let quarantine = self.blobs.root().join("quarantine");
-                std::fs::create_dir_all(&quarantine).map_err(ArchiveError::from_io)?;
-                std::fs::rename(&path, quarantine.join(key)).map_err(ArchiveError::from_io)?;
+                self.blobs.quarantine(key).await.map_err(ArchiveError::from_io)?;
                 report.orphans_quarantined += 1;
             }
         }
@@ -135,24 +147,19 @@ impl Archive {
             let Some(last) = page.last() else { break };
             after = last.pk;
             for location in page {
-                let problem = match self.blobs.path_of(&location.blob_key) {
-                    None => Some("blob key is not a SHA-256".to_string()),
-                    Some(path) => {
-                        let hashed = tokio::task::spawn_blocking(move || BlobStore::hash_file(&path))
-                            .await
-                            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
-                        match hashed {
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("blob missing".into()),
-                            Err(e) => Some(format!("blob unreadable: {e}")),
-                            Ok((hash, _)) if hash != location.blob_key => {
-                                Some(format!("content changed: SHA-256 is now {hash}"))
-                            }
-                            Ok((_, size)) if size != location.size => {
-                                Some(format!("size {size} instead of {}", location.size))
-                            }
-                            Ok(_) => None,
-                        }
+                let problem = match self.blobs.hash(&location.blob_key).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        Some("blob key is not a SHA-256".to_string())
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("blob missing".into()),
+                    Err(e) => Some(format!("blob unreadable: {e}")),
+                    Ok((hash, _)) if hash != location.blob_key => {
+                        Some(format!("content changed: SHA-256 is now {hash}"))
+                    }
+                    Ok((_, size)) if size != location.size => {
+                        Some(format!("size {size} instead of {}", location.size))
+                    }
+                    Ok(_) => None,
                 };
                 if let Some(problem) = problem {
                     problems.push(FixityProblem {

@@ -108,14 +108,11 @@ fn encapsulated_frame(
     Ok(frame)
 }
 
-/// Bytes read from a blob file at a time when it is sent as it is stored.
-const RETRIEVE_READ_BUFFER: usize = 256 * 1024;
-
-/// What is read of a stored file when it is opened, in the same blocking task as the open and
-/// the seek: all of most instances (a 512×512 CT image is 0.5 MiB), so that sending one costs
-/// a single hand-over to the blocking pool instead of one per open, seek and 256 KiB read.
-/// Larger files continue from disk in [`RETRIEVE_READ_BUFFER`] pieces. One such buffer per
-/// instance being sent.
+/// What is read of a stored object when it is opened, on the file backend in the same
+/// blocking task as the open and the seek: all of most instances (a 512×512 CT image is
+/// 0.5 MiB), so that sending one costs a single hand-over to the blocking pool instead of one
+/// per open, seek and 256 KiB read. Larger objects continue in 256 KiB pieces. One such
+/// buffer per instance being sent.
 const RETRIEVE_HEAD: u64 = 1024 * 1024;
 
 /// An instance opened for sending: a reader over exactly `len` bytes of data set.
@@ -276,6 +273,18 @@ impl Archive {
         self.open_with(location, patch, target, framing).await
     }
 
+    /// A stored instance as a local file, for the DICOM parser (a downloaded copy, removed
+    /// when dropped, when blobs are not on a local disk).
+    pub async fn local_blob(
+        &self,
+        location: &InstanceLocation,
+    ) -> Result<pacs_store::LocalBlob, ArchiveError> {
+        self.blobs
+            .local(&location.blob_key)
+            .await
+            .map_err(ArchiveError::from_io)
+    }
+
     /// [`Archive::open_as`] once the patient patch (if any) is known.
     async fn open_with(
         &self,
@@ -284,10 +293,6 @@ impl Archive {
         target: &str,
         framing: Framing,
     ) -> Result<OpenedDataset, ArchiveError> {
-        let path = self
-            .blobs
-            .path_of(&location.blob_key)
-            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
         if location.transfer_syntax == target {
             let start = match framing {
                 Framing::DatasetOnly => location.dataset_offset,
@@ -296,43 +301,38 @@ impl Archive {
             // Where the data set starts in what is read.
             let dataset_at = (location.dataset_offset - start) as usize;
             let len = location.size.saturating_sub(start);
-            let stored = location.transfer_syntax.clone();
-            let spliced = patch.clone();
-            let file_path = path.clone();
-            let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                use std::io::{Read, Seek};
-                let mut file = std::fs::File::open(&file_path)?;
-                file.seek(std::io::SeekFrom::Start(start))?;
-                let mut head = Vec::with_capacity(len.min(RETRIEVE_HEAD) as usize);
-                (&mut file).take(RETRIEVE_HEAD).read_to_end(&mut head)?;
-                let read = head.len() as u64;
-                // A patch goes into the stored bytes, the rest of the object untouched.
-                let head = match &spliced {
-                    None => Some(head),
-                    Some(p) => head.get(dataset_at..).and_then(|dataset| {
-                        crate::patch::splice_patient(dataset, &stored, p).map(|(prefix, consumed)| {
-                            let mut out = head[..dataset_at].to_vec();
-                            out.extend_from_slice(&prefix);
-                            out.extend_from_slice(&dataset[consumed..]);
-                            out
+            let (head, rest) = self
+                .blobs
+                .open_head(&location.blob_key, start, RETRIEVE_HEAD)
+                .await
+                .map_err(ArchiveError::from_io)?;
+            let read = head.len() as u64;
+            // A patch goes into the stored bytes, the rest of the object untouched.
+            let head = match &patch {
+                None => Some(head),
+                Some(p) => {
+                    let stored = location.transfer_syntax.clone();
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || {
+                        head.get(dataset_at..).and_then(|dataset| {
+                            crate::patch::splice_patient(dataset, &stored, &p).map(|(prefix, consumed)| {
+                                let mut out = head[..dataset_at].to_vec();
+                                out.extend_from_slice(&prefix);
+                                out.extend_from_slice(&dataset[consumed..]);
+                                out
+                            })
                         })
-                    }),
-                };
-                Ok(head.map(|head| (head, read, file)))
-            })
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?
-            .map_err(ArchiveError::from_io)?;
-            if let Some((head, read, file)) = opened {
-                let rest = len.saturating_sub(read);
+                    })
+                    .await
+                    .map_err(|e| ArchiveError::Internal(e.to_string()))?
+                }
+            };
+            if let Some(head) = head {
                 // The rest, if any, in 256 KiB pieces: the sender asks for one PDU's worth at
-                // a time, and every read of a tokio file is a hop to the blocking pool.
-                let rest = tokio::io::BufReader::with_capacity(
-                    RETRIEVE_READ_BUFFER,
-                    tokio::fs::File::from_std(file).take(rest),
-                );
+                // a time.
+                let rest = rest.take(len.saturating_sub(read));
                 return Ok(OpenedDataset {
-                    len: head.len() as u64 + rest.get_ref().limit(),
+                    len: head.len() as u64 + rest.limit(),
                     reader: Box::new(Cursor::new(head).chain(rest)),
                 });
             }
@@ -350,8 +350,9 @@ impl Archive {
         let target = target.to_string();
         let stored = location.transfer_syntax.clone();
         let limits = self.limits;
+        let local = self.local_blob(location).await?;
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ArchiveError> {
-            let mut obj = crate::open_stored_object(&path, limits)?;
+            let mut obj = crate::open_stored_object(local.path(), limits)?;
             if let Some(p) = &patch {
                 patch_patient(&mut obj, p);
             }
@@ -391,13 +392,10 @@ impl Archive {
         group: u16,
         element: u16,
     ) -> Result<Option<Vec<u8>>, ArchiveError> {
-        let path = self
-            .blobs
-            .path_of(&location.blob_key)
-            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        let local = self.local_blob(location).await?;
         let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let obj = crate::open_stored_object(&path, limits)?;
+            let obj = crate::open_stored_object(local.path(), limits)?;
             let Some(e) = obj.get(dicom_core::Tag(group, element)) else {
                 return Ok(None);
             };
@@ -420,14 +418,11 @@ impl Archive {
         numbers: &[u32],
         decode: bool,
     ) -> Result<Frames, ArchiveError> {
-        let path = self
-            .blobs
-            .path_of(&location.blob_key)
-            .ok_or_else(|| ArchiveError::Internal("bad blob key in index".into()))?;
+        let local = self.local_blob(location).await?;
         let numbers = numbers.to_vec();
         let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let mut obj = crate::open_stored_object(&path, limits)?;
+            let mut obj = crate::open_stored_object(local.path(), limits)?;
             let encapsulated = obj
                 .get(tags::PIXEL_DATA)
                 .is_some_and(|p| p.value().fragments().is_some());

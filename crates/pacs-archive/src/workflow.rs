@@ -338,20 +338,12 @@ impl Archive {
             let reason = match self.index.current_instance(&uid).await {
                 Ok(None) => Some(0x0112),
                 Ok(Some(location)) if location.sop_class != class => Some(0x0119),
-                Ok(Some(location)) => match self.blobs.path_of(&location.blob_key) {
-                    Some(path) => {
-                        let hashed =
-                            tokio::task::spawn_blocking(move || pacs_store::BlobStore::hash_file(&path))
-                                .await;
-                        match hashed {
-                            Ok(Ok((hash, _))) if hash == location.blob_key => None,
-                            _ => {
-                                tracing::error!(sop = %uid, "storage commitment: stored object fails its fixity check");
-                                Some(0x0110)
-                            }
-                        }
+                Ok(Some(location)) => match self.blobs.hash(&location.blob_key).await {
+                    Ok((hash, _)) if hash == location.blob_key => None,
+                    _ => {
+                        tracing::error!(sop = %uid, "storage commitment: stored object fails its fixity check");
+                        Some(0x0110)
                     }
-                    None => Some(0x0110),
                 },
                 Err(e) => {
                     tracing::error!(error = %e, "storage commitment: index lookup failed");

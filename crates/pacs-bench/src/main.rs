@@ -100,6 +100,10 @@ struct Args {
     /// at the end).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Where openpacs keeps its blobs: `files` (its data directory) or `s3` (a bucket of a
+    /// single-node Garage the harness starts, `garage` 2.5.0 on PATH).
+    #[arg(long, default_value = "files", value_parser = ["files", "s3"])]
+    blobs: String,
 }
 
 fn log(msg: &str) {
@@ -268,14 +272,6 @@ fn main() -> Result<()> {
     for s in &skipped {
         log(&format!("skipping {s}"));
     }
-    let programs = Programs {
-        openpacs: openpacs.clone(),
-        storescp: dcmtk.tool("storescp"),
-        orthanc: args.orthanc_bin.clone(),
-        dicomweb_plugin: plugin.clone(),
-        orthanc_nagle: args.orthanc_nagle,
-    };
-
     let temp;
     let work = match &args.work_dir {
         Some(d) => {
@@ -286,6 +282,22 @@ fn main() -> Result<()> {
             temp = tempfile::Builder::new().prefix("pacs-bench-").tempdir()?;
             temp.path().to_path_buf()
         }
+    };
+    // Alive for the whole run: every openpacs target keeps its blobs in its bucket.
+    let garage = (args.blobs == "s3").then(|| {
+        log("starting Garage for openpacs's blobs");
+        pacs_testkit::garage::Garage::start()
+    });
+    let programs = Programs {
+        openpacs: openpacs.clone(),
+        storescp: dcmtk.tool("storescp"),
+        orthanc: args.orthanc_bin.clone(),
+        dicomweb_plugin: plugin.clone(),
+        orthanc_nagle: args.orthanc_nagle,
+        openpacs_extra_toml: garage
+            .as_ref()
+            .map(|g| g.openpacs_toml(&work, "{target}"))
+            .unwrap_or_default(),
     };
     let machine = sys::machine(&work);
     let (disk, disk_error) = if args.disk_mib > 0 {
@@ -405,6 +417,7 @@ fn main() -> Result<()> {
             query_iterations: ctx.query_iterations,
             targets: kinds.clone(),
             skipped_targets: skipped,
+            blobs: args.blobs.clone(),
             filesystem: if drop_caches {
                 "before each ingest repetition and scale probe: sync, page cache dropped, the input files read again (so that files deleted by the previous repetition do not slow inode allocation on ext4 without a journal)".into()
             } else {

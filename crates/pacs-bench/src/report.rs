@@ -97,6 +97,8 @@ pub struct Settings {
     pub network: String,
     /// What was done to the filesystem between ingest repetitions.
     pub filesystem: String,
+    /// Where openpacs kept its blobs: `files` or `s3` (a local single-node Garage).
+    pub blobs: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +318,15 @@ pub fn markdown(report: &Report) -> String {
         s.query_iterations
     );
     let _ = writeln!(md, "- Sockets: {}", s.network);
+    let _ = writeln!(
+        md,
+        "- openpacs's blobs: {}",
+        if s.blobs == "s3" {
+            "in an S3 bucket of a single-node Garage 2.5.0 on this machine (metadata_fsync, data_fsync); the disk cost then counts the index only"
+        } else {
+            "files in its data directory"
+        }
+    );
     let _ = writeln!(md, "- Between repetitions: {}", s.filesystem);
     for t in &s.skipped_targets {
         let _ = writeln!(md, "- Skipped: {t}");

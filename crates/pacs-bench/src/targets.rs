@@ -44,6 +44,10 @@ pub struct Programs {
     pub dicomweb_plugin: Option<PathBuf>,
     /// Start Orthanc without TCP_NODELAY in its environment (as the Debian service does).
     pub orthanc_nagle: bool,
+    /// Appended to openpacs's configuration (`[blobs]` in a bucket), `{target}` replaced by
+    /// the name of the target's directory: each server its own prefix, as each has its own
+    /// data directory (recovery would index another's objects as its own orphans).
+    pub openpacs_extra_toml: String,
 }
 
 /// A C-MOVE destination the target must know.
@@ -124,6 +128,12 @@ impl Target {
                         p.ae_title, p.port
                     ));
                 }
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                toml.push_str(
+                    &programs
+                        .openpacs_extra_toml
+                        .replace("{target}", &name.unwrap_or_default()),
+                );
                 std::fs::write(dir.join("openpacs.toml"), toml)?;
                 let child = Command::new(&programs.openpacs)
                     .arg("serve")

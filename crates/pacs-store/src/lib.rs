@@ -20,7 +20,9 @@ pub mod workflow;
 pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
 pub use admin::{DeleteScope, Deleted, ModalityStats, Stats};
 pub use ae::{AeRecord, AeWrite};
-pub use blob::{BlobStore, CommittedBlob, TempBlob};
+pub use blob::{
+    BlobLocation, BlobStore, CommittedBlob, FileBlobStore, LocalBlob, S3BlobStore, S3Settings, TempBlob,
+};
 pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,

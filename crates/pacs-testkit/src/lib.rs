@@ -28,5 +28,6 @@ pub use generator::{
     IMPLEMENTATION_VERSION_NAME,
 };
 
+pub mod garage;
 pub mod postgres;
 pub mod server;

@@ -85,16 +85,17 @@ pub(crate) async fn render_response(
     frame: u32,
     params: RenderParams,
 ) -> Response {
-    let Some(path) = state.archive.blobs().path_of(&location.blob_key) else {
-        return ApiError::Internal("bad blob key in index".into()).into_response();
-    };
     let Ok(_slot) = RENDER_SLOTS.acquire().await else {
         return ApiError::Internal("rendering is shut down".into()).into_response();
+    };
+    let local = match state.archive.local_blob(location).await {
+        Ok(local) => local,
+        Err(e) => return ApiError::Internal(format!("cannot read stored object: {e}")).into_response(),
     };
     let format = params.format;
     let limits = state.archive.limits();
     let rendered = tokio::task::spawn_blocking(move || {
-        let object = pacs_archive::open_stored_object(&path, limits).map_err(|e| match e {
+        let object = pacs_archive::open_stored_object(local.path(), limits).map_err(|e| match e {
             pacs_archive::ArchiveError::LimitExceeded(m) | pacs_archive::ArchiveError::Invalid(m) => {
                 RenderError::Undecodable(m)
             }
