@@ -484,7 +484,15 @@ fn walk<S: Source>(
                         }
                     }
                 }
-                _ => {}
+                // A delimiter's length means nothing where it ends something (above); elsewhere
+                // the parser reads any (FFFE,xxxx) as a value of that length, allocated first.
+                0xE00D if len == 0 => {}
+                _ => {
+                    return invalid(format!(
+                        "({:04X},{:04X}) of {len} bytes is not an item or a delimiter where it stands",
+                        tag.0, tag.1
+                    ))
+                }
             }
             continue;
         }
@@ -633,6 +641,22 @@ mod tests {
         assert!(run(&rows, IMPLICIT).unwrap_err().contains("2-byte values"));
         let rows = [0x28, 0x00, 0x10, 0x00, 2, 0, 0, 0, 1, 2];
         assert_eq!(run(&rows, IMPLICIT), Ok(()));
+    }
+
+    #[test]
+    fn an_item_tag_that_is_neither_item_nor_delimiter_is_refused() {
+        // (FFFE,FFFF) of 0xFFFF0400 bytes: the parser read it as a UN value and reserved
+        // 4 GiB for it (fuzz finding, dataset_check), implicit and explicit VR alike.
+        let b = [
+            0xFE, 0xFF, 0xFF, 0xFF, 0x00, 0x04, 0xFF, 0xFF, 0xBE, 0x08, 0x04, 0xA7, 0x08,
+        ];
+        for layout in [IMPLICIT, EXPLICIT] {
+            let error = run(&b, layout).unwrap_err();
+            assert!(error.contains("(FFFE,FFFF)"), "{error}");
+        }
+        // An item delimiter outside an item, with a length.
+        let b = [0xFE, 0xFF, 0x0D, 0xE0, 0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert!(run(&b, EXPLICIT).is_err());
     }
 
     #[test]
