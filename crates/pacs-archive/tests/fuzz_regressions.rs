@@ -53,3 +53,22 @@ fn a_binary_value_of_a_partial_length_is_refused_before_the_parser_loses_its_pla
         "peak RSS {peak} KiB, {before} KiB before"
     );
 }
+
+/// The part10_header campaign's findings (objects of 4 KB that made the parser allocate 1.0
+/// and 1.25 GiB, same cause as `dimse/item_tag_value_*`): refused before the parse.
+#[test]
+fn part10_campaign_findings_are_refused_with_memory_bounded() {
+    for name in ["part10/campaign_1.dcm", "part10/campaign_2.dcm"] {
+        let bytes = input(name);
+        let before = peak_rss_kib();
+        let started = Instant::now();
+        let error = check_and_parse_part10(&bytes, Limits::default()).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        assert!(matches!(error, ArchiveError::Invalid(_)), "{name}: {error:?}");
+        // Both are (FFFE,xxxx) elements of some 250 bytes, which the parser read as values and
+        // ran into a gigabyte "length" inside them.
+        assert!(error.to_string().contains("is not an item or a delimiter"), "{name}: {error}");
+        let peak = peak_rss_kib();
+        assert!(peak < before + 32 * 1024, "{name}: peak RSS {peak} KiB, {before} KiB before");
+    }
+}
