@@ -63,12 +63,22 @@ fn part10_campaign_findings_are_refused_with_memory_bounded() {
         let before = peak_rss_kib();
         let started = Instant::now();
         let error = check_and_parse_part10(&bytes, Limits::default()).unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{name}: {:?}",
+            started.elapsed()
+        );
         assert!(matches!(error, ArchiveError::Invalid(_)), "{name}: {error:?}");
         // Both are (FFFE,xxxx) elements of some 250 bytes, which the parser read as values and
         // ran into a gigabyte "length" inside them.
-        assert!(error.to_string().contains("is not an item or a delimiter"), "{name}: {error}");
+        assert!(
+            error.to_string().contains("is not an item or a delimiter"),
+            "{name}: {error}"
+        );
         let peak = peak_rss_kib();
-        assert!(peak < before + 32 * 1024, "{name}: peak RSS {peak} KiB, {before} KiB before");
+        assert!(
+            peak < before + 32 * 1024,
+            "{name}: peak RSS {peak} KiB, {before} KiB before"
+        );
     }
 }
