@@ -482,6 +482,24 @@ impl Archive {
     }
 }
 
+/// Checks and parses a whole Part 10 object held in memory, exactly as an object received by
+/// C-STORE, STOW-RS or import is before it is indexed: file meta group, structural check of the
+/// data set within `limits`, header parse up to Pixel Data, identifying UIDs, header JSON. For
+/// the fuzz targets and tests that feed it arbitrary bytes.
+pub fn check_and_parse_part10(
+    bytes: &[u8],
+    limits: dataset_check::Limits,
+) -> Result<NewInstance, ArchiveError> {
+    let (_, dataset_offset) = part10_meta_from(bytes)?;
+    check_then_parse(Object::Bytes(bytes), dataset_offset, None, limits)
+}
+
+/// The stored header JSON of any data set (DICOM JSON without Pixel Data and large binary
+/// values, those listed as `BulkDataURI`s under `bulk_prefix`), as ingest writes it.
+pub fn header_json_of(obj: &InMemDicomObject, bulk_prefix: &str) -> Result<String, ArchiveError> {
+    header_json(obj, None, bulk_prefix)
+}
+
 /// Reads the transfer syntax from the file meta group, walks the element lengths (so that a
 /// lying length cannot make the parser allocate it), then parses the header.
 fn check_then_parse(

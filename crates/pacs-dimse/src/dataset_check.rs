@@ -288,6 +288,28 @@ fn short_length(vr: [u8; 2]) -> bool {
     )
 }
 
+/// The VR the parser gives an element: the one written (an unknown one read as UN), or with
+/// implicit VR the dictionary's (OW for Pixel Data and overlays), as `dicom-encoding` decides.
+fn parsed_vr(tag: (u16, u16), written: Option<[u8; 2]>) -> VR {
+    match written {
+        Some(bytes) => VR::from_binary(bytes).unwrap_or(VR::UN),
+        None if tag == PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) => VR::OW,
+        None => StandardDataDictionary
+            .by_tag(Tag(tag.0, tag.1))
+            .map_or(VR::UN, |e| e.vr().relaxed()),
+    }
+}
+
+/// Size of one value of a binary numeric VR (1 for every other VR).
+fn value_size(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::OL | VR::FL | VR::OF | VR::AT => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FrameKind {
     Sequence,
@@ -462,7 +484,15 @@ fn walk<S: Source>(
                         }
                     }
                 }
-                _ => {}
+                // A delimiter's length means nothing where it ends something (above); elsewhere
+                // the parser reads any (FFFE,xxxx) as a value of that length, allocated first.
+                0xE00D if len == 0 => {}
+                _ => {
+                    return invalid(format!(
+                        "({:04X},{:04X}) of {len} bytes is not an item or a delimiter where it stands",
+                        tag.0, tag.1
+                    ))
+                }
             }
             continue;
         }
@@ -533,6 +563,16 @@ fn walk<S: Source>(
         // A length past the end is a lie, said as such; a true one may still be too much.
         w.fits(tag, len)?;
         held_in_memory(w.pos.saturating_add(u64::from(len)))?;
+        // The parser reads binary numbers in whole values and leaves the rest of the length
+        // unread, so from there on it would read headers out of the middle of values (and
+        // allocate the length it finds there), where this walk reads the next element.
+        let unit = value_size(parsed_vr(tag, vr));
+        if len % unit != 0 {
+            return invalid(format!(
+                "element ({:04X},{:04X}) has {len} bytes, not a whole number of {unit}-byte values",
+                tag.0, tag.1
+            ));
+        }
         w.skip(tag, len)?;
     }
 }
@@ -585,6 +625,37 @@ mod tests {
         let b = [
             0x09, 0x00, 0x10, 0x00, b'Z', b'Z', 0x00, 0x00, 0x00, 0x00, 0x00, 0xF0,
         ];
+        assert!(run(&b, EXPLICIT).is_err());
+    }
+
+    #[test]
+    fn a_binary_value_of_a_partial_length_is_refused() {
+        // FL of 255 bytes: the parser reads 63 floats and then headers 3 bytes off, where a
+        // "length" of 0x14000042 made it allocate 320 MiB (fuzz finding, stow_multipart).
+        let mut b = vec![0x27, 0x00, 0x4B, 0x10, b'F', b'L', 255, 0];
+        b.resize(b.len() + 255, 0);
+        let error = run(&b, EXPLICIT).unwrap_err();
+        assert!(error.contains("not a whole number of 4-byte values"), "{error}");
+        // Implicit VR: the dictionary's VR (Rows is US) decides the same way.
+        let rows = [0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3];
+        assert!(run(&rows, IMPLICIT).unwrap_err().contains("2-byte values"));
+        let rows = [0x28, 0x00, 0x10, 0x00, 2, 0, 0, 0, 1, 2];
+        assert_eq!(run(&rows, IMPLICIT), Ok(()));
+    }
+
+    #[test]
+    fn an_item_tag_that_is_neither_item_nor_delimiter_is_refused() {
+        // (FFFE,FFFF) of 0xFFFF0400 bytes: the parser read it as a UN value and reserved
+        // 4 GiB for it (fuzz finding, dataset_check), implicit and explicit VR alike.
+        let b = [
+            0xFE, 0xFF, 0xFF, 0xFF, 0x00, 0x04, 0xFF, 0xFF, 0xBE, 0x08, 0x04, 0xA7, 0x08,
+        ];
+        for layout in [IMPLICIT, EXPLICIT] {
+            let error = run(&b, layout).unwrap_err();
+            assert!(error.contains("(FFFE,FFFF)"), "{error}");
+        }
+        // An item delimiter outside an item, with a length.
+        let b = [0xFE, 0xFF, 0x0D, 0xE0, 0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
         assert!(run(&b, EXPLICIT).is_err());
     }
 

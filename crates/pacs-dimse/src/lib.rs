@@ -11,6 +11,7 @@ pub mod client;
 pub mod command;
 pub mod commitment;
 pub mod dataset_check;
+pub mod fuzzing;
 pub mod metrics;
 pub mod pdu;
 mod pending;

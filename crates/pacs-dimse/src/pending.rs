@@ -84,18 +84,20 @@ pub(crate) async fn wait_for_request(
             // Too long to check whole here: dicom-ul checks it while negotiating.
             return Ok(());
         }
-        return match dicom_ul::pdu::read_pdu(
-            &buf[..wanted],
-            max_pdu.max(dicom_ul::pdu::MINIMUM_PDU_SIZE),
-            true,
-        ) {
-            Ok(Some(Pdu::AssociationRQ(_))) => Ok(()),
-            _ => {
-                abort(socket, 6).await;
-                Err(NotRequested::Malformed)
-            }
-        };
+        if is_association_request(&buf[..wanted], max_pdu) {
+            return Ok(());
+        }
+        abort(socket, 6).await;
+        return Err(NotRequested::Malformed);
     }
+}
+
+/// Whether `pdu` (one whole PDU) parses as an A-ASSOCIATE-RQ.
+pub(crate) fn is_association_request(pdu: &[u8], max_pdu: u32) -> bool {
+    matches!(
+        dicom_ul::pdu::read_pdu(pdu, max_pdu.max(dicom_ul::pdu::MINIMUM_PDU_SIZE), true),
+        Ok(Some(Pdu::AssociationRQ(_)))
+    )
 }
 
 /// A-ABORT from the service provider with `reason` (1: unrecognized PDU, 6: invalid PDU

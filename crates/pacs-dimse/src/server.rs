@@ -50,7 +50,7 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 /// Command sets and query identifiers are small; anything beyond these is refused.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
-const MAX_IDENTIFIER_BYTES: usize = 1024 * 1024;
+pub const MAX_IDENTIFIER_BYTES: usize = 1024 * 1024;
 /// A storage commitment request names each instance in about 150 bytes: 8 MiB is some 50,000
 /// instances, more than the largest study.
 const MAX_ACTION_BYTES: usize = 8 * 1024 * 1024;
@@ -296,19 +296,16 @@ struct Context {
     transfer_syntax: String,
 }
 
-async fn handle_connection(
-    socket: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    config: Arc<ServerConfig>,
-    services: Arc<dyn DimseServices>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let refusal = Arc::new(Mutex::new(None));
+/// What an association request is negotiated against: our AE title, the calling-AE
+/// allow-list (a refusal's reason goes into `refusal`), the SOP classes and roles we accept.
+pub(crate) fn association_options(
+    config: &ServerConfig,
+    refusal: Arc<Mutex<Option<(String, String)>>>,
+) -> ServerAssociationOptions<'static, impl AccessControl, impl Negotiation> {
     let access = AllowList {
         allowed: config.allowed_calling_aes.clone(),
         called: config.check_called_ae_title.then(|| config.ae_title.clone()),
-        refusal: refusal.clone(),
+        refusal,
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
@@ -324,6 +321,19 @@ async fn handle_connection(
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
+    options
+}
+
+async fn handle_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    config: Arc<ServerConfig>,
+    services: Arc<dyn DimseServices>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let refusal = Arc::new(Mutex::new(None));
+    let options = association_options(&config, refusal.clone());
     let mut assoc = match options.establish_async(socket).await {
         Ok(assoc) => assoc,
         Err(e) => {
@@ -412,6 +422,23 @@ async fn handle_connection(
         let _ = done_tx.send(true);
     };
     tokio::join!(reader, handling);
+}
+
+/// Parses a data set received whole in `transfer_syntax` (an identifier, an N-CREATE or N-SET
+/// data set, at most `limit` bytes on the wire) once `dataset_check` has bounded its lengths.
+pub fn parse_dataset(bytes: &[u8], transfer_syntax: &str, limit: usize) -> Result<InMemDicomObject, String> {
+    let Some(ts) = TransferSyntaxRegistry.get(transfer_syntax) else {
+        return Err("unknown transfer syntax".into());
+    };
+    let layout = crate::dataset_check::Layout::of(transfer_syntax);
+    // An identifier is held whole in memory: a deflated one may inflate to a few times the
+    // size accepted on the wire, no more.
+    let limits = crate::dataset_check::Limits {
+        max_inflated: (limit as u64).saturating_mul(16),
+        max_header: (limit as u64).saturating_mul(16),
+    };
+    crate::dataset_check::check_bytes(bytes, layout, false, limits).map_err(|e| e.to_string())?;
+    InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string())
 }
 
 /// What the reader hands to the handler.
@@ -782,21 +809,7 @@ impl Handler {
         if too_large {
             return Ok(Err(BadDataset::TooLarge));
         }
-        let Some(ts) = TransferSyntaxRegistry.get(&context.transfer_syntax) else {
-            return Ok(Err(BadDataset::Unreadable("unknown transfer syntax".into())));
-        };
-        let layout = crate::dataset_check::Layout::of(&context.transfer_syntax);
-        // An identifier is held whole in memory: a deflated one may inflate to a few times
-        // the size accepted on the wire, no more.
-        let limits = crate::dataset_check::Limits {
-            max_inflated: (limit as u64).saturating_mul(16),
-            max_header: (limit as u64).saturating_mul(16),
-        };
-        if let Err(e) = crate::dataset_check::check_bytes(&bytes, layout, false, limits) {
-            return Ok(Err(BadDataset::Unreadable(e.to_string())));
-        }
-        Ok(InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
-            .map_err(|e| BadDataset::Unreadable(e.to_string())))
+        Ok(parse_dataset(&bytes, &context.transfer_syntax, limit).map_err(BadDataset::Unreadable))
     }
 
     /// The identifier of a query or retrieve request on a context whose SOP class maps to

@@ -274,7 +274,11 @@ impl Message {
             .and_then(|r| r.components().next())
             .map(|c| c.raw())
             .unwrap_or_default();
-        Charset::Latin1.decode(label)
+        // Escaped like any value: with `/` among the delimiters, `8859/1` can only be written
+        // `8859\T\1` (or `8859/E/1` when `/` is the escape character), as our own ACKs do.
+        let mut unescaped = Vec::with_capacity(label.len());
+        escape::unescape(label, &self.delimiters, &mut unescaped);
+        Charset::Latin1.decode(&unescaped)
     }
 
     /// The bytes the message was parsed from (for a header-only parse, up to the end of MSH).

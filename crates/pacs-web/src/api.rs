@@ -77,9 +77,9 @@ const INSTANCE_KEYS: &[Tag] = &[
 
 /// A search's path-given scope.
 #[derive(Default)]
-struct Scope<'a> {
-    study: Option<&'a str>,
-    series: Option<&'a str>,
+pub(crate) struct Scope<'a> {
+    pub(crate) study: Option<&'a str>,
+    pub(crate) series: Option<&'a str>,
 }
 
 pub(crate) async fn patients(
@@ -226,6 +226,76 @@ async fn search(
     scope: Scope<'_>,
     params: &[(String, String)],
 ) -> Result<Page, ApiError> {
+    let SearchRequest {
+        query,
+        limit,
+        offset,
+        sort,
+    } = parse_search(level, keys, &scope, params)?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let archive = state.archive.clone();
+    let expected = offset.saturating_add(limit).saturating_add(1);
+    let finding = tokio::spawn(async move { archive.find_sorted(&query, &sort, expected, &tx).await });
+    let mut items = Vec::new();
+    let mut skipped = 0;
+    let mut more = false;
+    while let Some(found) = rx.recv().await {
+        if skipped < offset {
+            skipped += 1;
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(plain_json(&found));
+    }
+    drop(rx);
+    let outcome = finding.await;
+    let succeeded = matches!(outcome, Ok(Ok(_)));
+    state
+        .archive
+        .record(AuditEvent {
+            event: "query".into(),
+            actor: crate::auth::current_actor(),
+            peer: peer.to_string(),
+            study_uid: scope.study.map(str::to_string),
+            outcome: if succeeded { "success" } else { "failure" }.into(),
+            detail: Some(format!("REST level={} matches={}", level.as_str(), items.len())),
+            ..AuditEvent::default()
+        })
+        .await;
+    match outcome {
+        Ok(Ok(_)) => {}
+        // A failure after we stopped reading (more results than the page) is not an error.
+        Ok(Err(_)) if more => {}
+        Ok(Err(e)) => return Err(ApiError::Internal(e.to_string())),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    }
+    Ok(Page {
+        items,
+        offset,
+        limit,
+        more,
+    })
+}
+
+/// A REST search's parameters, read.
+pub(crate) struct SearchRequest {
+    pub(crate) query: FindQuery,
+    pub(crate) limit: usize,
+    pub(crate) offset: usize,
+    pub(crate) sort: Vec<pacs_store::SortKey>,
+}
+
+/// Reads a REST search's parameters (attributes as keys, paging, sort, fuzzy matching) into
+/// the query the archive runs.
+pub(crate) fn parse_search(
+    level: QueryLevel,
+    keys: &[Tag],
+    scope: &Scope<'_>,
+    params: &[(String, String)],
+) -> Result<SearchRequest, ApiError> {
     let mut identifier = InMemDicomObject::new_empty();
     put_key(
         &mut identifier,
@@ -282,51 +352,11 @@ async fn search(
     if by_words {
         query.match_names_by_words();
     }
-    let (tx, mut rx) = mpsc::channel(64);
-    let archive = state.archive.clone();
-    let expected = offset.saturating_add(limit).saturating_add(1);
-    let finding = tokio::spawn(async move { archive.find_sorted(&query, &sort, expected, &tx).await });
-    let mut items = Vec::new();
-    let mut skipped = 0;
-    let mut more = false;
-    while let Some(found) = rx.recv().await {
-        if skipped < offset {
-            skipped += 1;
-            continue;
-        }
-        if items.len() == limit {
-            more = true;
-            break;
-        }
-        items.push(plain_json(&found));
-    }
-    drop(rx);
-    let outcome = finding.await;
-    let succeeded = matches!(outcome, Ok(Ok(_)));
-    state
-        .archive
-        .record(AuditEvent {
-            event: "query".into(),
-            actor: crate::auth::current_actor(),
-            peer: peer.to_string(),
-            study_uid: scope.study.map(str::to_string),
-            outcome: if succeeded { "success" } else { "failure" }.into(),
-            detail: Some(format!("REST level={} matches={}", level.as_str(), items.len())),
-            ..AuditEvent::default()
-        })
-        .await;
-    match outcome {
-        Ok(Ok(_)) => {}
-        // A failure after we stopped reading (more results than the page) is not an error.
-        Ok(Err(_)) if more => {}
-        Ok(Err(e)) => return Err(ApiError::Internal(e.to_string())),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    }
-    Ok(Page {
-        items,
-        offset,
+    Ok(SearchRequest {
+        query,
         limit,
-        more,
+        offset,
+        sort,
     })
 }
 
@@ -372,7 +402,7 @@ fn sort_keys(level: QueryLevel, value: &str) -> Result<Vec<pacs_store::SortKey>,
 
 /// A match as a flat JSON object keyed by attribute keyword: strings, numbers for IS/DS and
 /// the counts, arrays for multi-valued attributes, null for empty ones.
-fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
+pub(crate) fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
     use dicom_core::header::Header;
     let mut out = serde_json::Map::new();
     for element in found {

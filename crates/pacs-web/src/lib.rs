@@ -10,6 +10,7 @@ pub mod auth;
 mod body_rate;
 mod credentials;
 mod frames;
+pub mod fuzzing;
 mod health;
 pub mod http_metrics;
 mod listen;

@@ -67,8 +67,8 @@ const INSTANCE_DEFAULTS: &[Tag] = &[
 /// Path UIDs of a QIDO resource.
 #[derive(Default)]
 pub(crate) struct Scope {
-    study: Option<String>,
-    series: Option<String>,
+    pub(crate) study: Option<String>,
+    pub(crate) series: Option<String>,
 }
 
 pub(crate) async fn studies(
@@ -141,13 +141,13 @@ pub(crate) async fn series_instances(
 }
 
 /// A parsed QIDO request.
-struct Request {
-    identifier: InMemDicomObject,
+pub(crate) struct Request {
+    pub(crate) identifier: InMemDicomObject,
     limit: usize,
     offset: usize,
     warnings: Vec<String>,
     /// `fuzzymatching=true`: person names match by words.
-    by_words: bool,
+    pub(crate) by_words: bool,
 }
 
 /// An attribute named by keyword (`PatientID`) or by tag (`00100020`), with its dictionary VR.
@@ -207,7 +207,11 @@ pub(crate) fn fuzzy_matching(value: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn parse_request(level: QueryLevel, scope: &Scope, params: &[(String, String)]) -> Result<Request, ApiError> {
+pub(crate) fn parse_request(
+    level: QueryLevel,
+    scope: &Scope,
+    params: &[(String, String)],
+) -> Result<Request, ApiError> {
     let mut identifier = InMemDicomObject::new_empty();
     put_key(
         &mut identifier,
@@ -398,7 +402,7 @@ fn uid(obj: &InMemDicomObject, tag: Tag) -> String {
 }
 
 /// A C-FIND match as a QIDO-RS result: no QueryRetrieveLevel, a RetrieveURL.
-fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_json::Value {
+pub(crate) fn to_json(mut found: InMemDicomObject, level: QueryLevel, base: &str) -> serde_json::Value {
     found.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     empty_values_as_absent(&mut found);
     // Escaped, although ingest lets only digits and dots in: what was indexed before that

@@ -127,29 +127,10 @@ async fn stow(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let lowered = content_type.to_ascii_lowercase();
-    if !lowered.starts_with("multipart/related") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "STOW-RS takes multipart/related; type=\"application/dicom\"\n",
-        )
-            .into_response();
-    }
-    if lowered.contains("type=") && !lowered.contains("application/dicom") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "only application/dicom parts are accepted (no metadata + bulk data form yet)\n",
-        )
-            .into_response();
-    }
-    let Some(boundary) = content_type.split(';').find_map(|p| {
-        p.trim()
-            .strip_prefix("boundary=")
-            .map(|b| b.trim_matches('"').to_string())
-    }) else {
-        return ApiError::BadRequest("multipart/related without a boundary".into()).into_response();
+        .unwrap_or("");
+    let boundary = match boundary(content_type) {
+        Ok(boundary) => boundary,
+        Err(refusal) => return *refusal,
     };
     // A declared length past the limit is refused before a byte of the body is read.
     let declared = headers
@@ -166,14 +147,7 @@ async fn stow(
         )
             .into_response();
     }
-    let limits = multer::SizeLimit::new()
-        .whole_stream(state.config.stow_max_request_bytes)
-        .per_field(state.config.stow_max_part_bytes);
-    let mut multipart = multer::Multipart::with_constraints(
-        body.into_data_stream(),
-        boundary,
-        multer::Constraints::new().size_limit(limits),
-    );
+    let mut multipart = multipart(body.into_data_stream(), boundary, &state.config);
     let source = Source {
         actor: crate::auth::current_actor(),
         peer: peer.to_string(),
@@ -197,17 +171,13 @@ async fn stow(
                 return response;
             }
         };
-        let part_type = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
-        if part_type.as_deref().is_some_and(|t| t != "application/dicom") {
+        if let Some(part_type) = not_dicom(&field) {
             // Drain it; it is refused alone.
             while let Ok(Some(_)) = field.chunk().await {}
             pending.push_back(Pending::Settled(Outcome::Failed {
                 reason: NOT_DICOM,
                 security: false,
-                why: format!(
-                    "part of type {} is not application/dicom",
-                    part_type.unwrap_or_default()
-                ),
+                why: format!("part of type {part_type} is not application/dicom"),
                 identity: None,
             }));
             continue;
@@ -261,6 +231,65 @@ async fn stow(
     let response = respond(&state.config, &headers, study.as_deref(), &outcomes);
     audit_request(&state, &source, &outcomes, response.status()).await;
     response
+}
+
+/// The boundary of a STOW-RS body from its Content-Type, or the response that refuses it.
+pub(crate) fn boundary(content_type: &str) -> Result<String, Box<Response>> {
+    let lowered = content_type.to_ascii_lowercase();
+    if !lowered.starts_with("multipart/related") {
+        return Err(Box::new(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "STOW-RS takes multipart/related; type=\"application/dicom\"\n",
+            )
+                .into_response(),
+        ));
+    }
+    if lowered.contains("type=") && !lowered.contains("application/dicom") {
+        return Err(Box::new(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "only application/dicom parts are accepted (no metadata + bulk data form yet)\n",
+            )
+                .into_response(),
+        ));
+    }
+    content_type
+        .split(';')
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix("boundary=")
+                .map(|b| b.trim_matches('"').to_string())
+        })
+        .ok_or_else(|| {
+            Box::new(ApiError::BadRequest("multipart/related without a boundary".into()).into_response())
+        })
+}
+
+/// The streaming multipart reader of a STOW-RS body, within the request and part limits.
+pub(crate) fn multipart<S, O, E>(
+    stream: S,
+    boundary: String,
+    config: &crate::WebConfig,
+) -> multer::Multipart<'static>
+where
+    S: futures::Stream<Item = Result<O, E>> + Send + 'static,
+    O: Into<axum::body::Bytes> + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let limits = multer::SizeLimit::new()
+        .whole_stream(config.stow_max_request_bytes)
+        .per_field(config.stow_max_part_bytes);
+    multer::Multipart::with_constraints(stream, boundary, multer::Constraints::new().size_limit(limits))
+}
+
+/// The type of a part that declares one other than application/dicom (an undeclared type is
+/// taken as DICOM).
+pub(crate) fn not_dicom(field: &multer::Field<'_>) -> Option<String> {
+    let part_type = field
+        .content_type()
+        .map(|m| m.essence_str().to_ascii_lowercase())?;
+    (part_type != "application/dicom").then_some(part_type)
 }
 
 /// One audit line for the whole request — one request of 100,000 parts wrote 100,000 rows —

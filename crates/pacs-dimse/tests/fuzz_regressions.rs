@@ -1,0 +1,51 @@
+//! Data sets the fuzz targets found (tests/fuzz-regressions/dimse/), read as a DIMSE
+//! identifier is: each is refused cleanly, quickly, and without the memory its lengths claim.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pacs_dimse::server::{parse_dataset, MAX_IDENTIFIER_BYTES};
+
+fn input(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fuzz-regressions/dimse")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// This process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 13 bytes: a (FFFE,FFFF) element "of" about 4 GiB. The structural check skipped item tags it
+/// did not know; the parser reads them as values of their length and zero-filled 4 GiB first.
+#[test]
+fn an_item_tag_that_is_not_an_item_is_refused_without_allocating_its_length() {
+    for (name, transfer_syntax) in [
+        ("item_tag_value_implicit_le.bin", "1.2.840.10008.1.2"),
+        ("item_tag_value_jpeg2000.bin", "1.2.840.10008.1.2.4.90"),
+    ] {
+        let bytes = input(name);
+        assert!(bytes.len() < 64, "{name}");
+        let before = peak_rss_kib();
+        let started = Instant::now();
+        let error = parse_dataset(&bytes, transfer_syntax, MAX_IDENTIFIER_BYTES).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        assert!(error.contains("(FFFE,FFFF)"), "{name}: {error}");
+        let peak = peak_rss_kib();
+        assert!(
+            peak < before + 32 * 1024,
+            "{name}: peak RSS {peak} KiB, {before} KiB before"
+        );
+    }
+}
