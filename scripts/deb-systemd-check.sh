@@ -11,7 +11,7 @@
 #   - port 104 is refused, then served with the drop-in README.Debian documents;
 #   - purge stops it and keeps the archive; installing again serves the same archive.
 # Slow (debootstrap 1 to 2 minutes the first time, and a release build unless given a .deb):
-# run by test.sh with OPENPACS_SLOW_TESTS=1. Needs root.
+# run by test.sh with PACS_SLOW_TESTS=1. Needs root.
 # Usage: scripts/deb-systemd-check.sh [openpacs_VERSION_ARCH.deb]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

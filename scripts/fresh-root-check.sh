@@ -5,7 +5,7 @@
 # check that the server answers a real C-ECHO from DCMTK on this machine.
 #
 # Slow (debootstrap, apt, a cold release build: 10 to 20 minutes on 2 cores), so the test
-# command runs it only with OPENPACS_SLOW_TESTS=1. Needs root (debootstrap, chroot, mounts).
+# command runs it only with PACS_SLOW_TESTS=1. Needs root (debootstrap, chroot, mounts).
 # The Rust toolchain is this machine's, bind-mounted read-only: none other can be fetched here.
 set -euo pipefail
 cd "$(dirname "$0")/.."

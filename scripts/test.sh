@@ -32,6 +32,11 @@ if ! cargo-deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0'; then
   echo "installing cargo-deb 3.8.0 (the Debian package test)"
   cargo install cargo-deb --version 3.8.0 --locked
 fi
+# The fuzz targets (fuzz/, scripts/fuzz.sh) are built with cargo-fuzz.
+if ! cargo fuzz --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13\.2'; then
+  echo "installing cargo-fuzz 0.13.2 (the fuzz targets)"
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
 # The S3 blob-store tests run against a real Garage (AGPL-3.0: run as its own process, never
 # linked). Built once into ~/.cargo/bin: a long build (15 to 40 minutes on two cores), after
 # which the binary stays.
@@ -40,8 +45,8 @@ if ! garage --version 2>/dev/null | grep -qE '(cargo:|v)2\.5\.0 '; then
   cargo install garage --version 2.5.0 --locked
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "not root: the Debian package test is skipped (OPENPACS_SKIP_ROOT_TESTS=1)"
-  export OPENPACS_SKIP_ROOT_TESTS=1
+  echo "not root: the Debian package test is skipped (PACS_SKIP_ROOT_TESTS=1)"
+  export PACS_SKIP_ROOT_TESTS=1
 fi
 for tool in node npm; do
   command -v $tool >/dev/null || { echo "the browser tests need Node.js 20 or newer ($tool not found)" >&2; exit 1; }
@@ -87,6 +92,8 @@ psql "$PACS_TEST_POSTGRES" -Atc "SELECT datname FROM pg_database WHERE datname L
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz crate is its own workspace: formatted and linted on its own.
+(cd fuzz && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings)
 
 # cargo prints one "test result" line per test binary; the last one is often a crate's empty
 # doc-test run. Sum them all into one closing line so the total is what a reader sees last.
@@ -96,10 +103,12 @@ status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # Every index test again, on PostgreSQL (the engine-neutral statements, dialect and migrations).
 PACS_TEST_INDEX=postgres cargo test -p pacs-store --lib 2>&1 | tee -a "$log" || status=$?
+# Every fuzz target for 60 s (a finding fails the run and leaves its input in fuzz/artifacts/).
+bash scripts/fuzz.sh 60 || status=1
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 
 # Slow tier (10 to 20 minutes): the README's run command on a fresh Debian 12 root.
-if [ "${OPENPACS_SLOW_TESTS:-}" = 1 ]; then
+if [ "${PACS_SLOW_TESTS:-}" = 1 ]; then
   bash scripts/fresh-root-check.sh || status=1
   bash scripts/deb-systemd-check.sh || status=1
 fi

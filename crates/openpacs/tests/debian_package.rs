@@ -5,7 +5,7 @@
 //!
 //! It changes the system (a package, a system user, /var/lib/openpacs): it needs root, and
 //! it refuses to run where openpacs is already installed. Everything it adds is removed by a
-//! guard, also when it fails. Without root it fails, unless OPENPACS_SKIP_ROOT_TESTS=1.
+//! guard, also when it fails. Without root it fails, unless PACS_SKIP_ROOT_TESTS=1.
 
 use std::fs;
 use std::io::Write;
@@ -126,15 +126,15 @@ fn target_dir_and_profile() -> (PathBuf, String) {
 
 #[test]
 fn dpkg_installs_a_service_that_answers_echo_and_purge_keeps_the_archive() {
-    if std::env::var("OPENPACS_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("debian_package: skipped (OPENPACS_SKIP_ROOT_TESTS=1)");
+    if std::env::var("PACS_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("debian_package: skipped (PACS_SKIP_ROOT_TESTS=1)");
         return;
     }
     let uid = fs::metadata("/proc/self").expect("/proc/self").uid();
     assert!(
         uid == 0,
         "this test installs a Debian package and a system user: run it as root, \
-         or set OPENPACS_SKIP_ROOT_TESTS=1 to skip it"
+         or set PACS_SKIP_ROOT_TESTS=1 to skip it"
     );
     let cargo_deb = Command::new("cargo-deb").arg("--version").output();
     assert!(
