@@ -330,6 +330,9 @@ struct Walker<'a, S> {
     source: &'a mut S,
     pos: u64,
     total: u64,
+    /// Where the innermost item or sequence of defined length that holds `pos` ends (`total`
+    /// outside any): no element may run past it.
+    bound: u64,
     big_endian: bool,
 }
 
@@ -360,7 +363,7 @@ impl<S: Source> Walker<'_, S> {
     }
 
     fn remaining(&self) -> u64 {
-        self.total.saturating_sub(self.pos)
+        self.bound.saturating_sub(self.pos)
     }
 
     fn fits(&self, tag: (u16, u16), len: u32) -> Result<(), CheckError> {
@@ -420,6 +423,7 @@ fn walk<S: Source>(
         source,
         pos: 0,
         total,
+        bound: total,
         big_endian: layout.big_endian,
     };
     let mut frames: Vec<Frame> = Vec::new();
@@ -434,13 +438,41 @@ fn walk<S: Source>(
             }
             frames.pop();
         }
+        // An undefined length inside a defined one must end (at its delimiter) before the
+        // defined one does: the parser, which trusts the delimiters, would otherwise read on
+        // past that end while this walk stopped, and the two would no longer agree on where
+        // the next element starts (a fuzz finding: 851 bytes that made the parser allocate
+        // 540 MiB for a "length" the walk never read).
+        let enclosing_end = frames.iter().filter_map(|f| f.end).min();
+        w.bound = enclosing_end.unwrap_or(total);
+        if enclosing_end.is_some_and(|end| end <= w.pos) {
+            return invalid(
+                "a sequence or item of undefined length is not closed before the item or \
+                 sequence that holds it ends"
+                    .into(),
+            );
+        }
         // Fewer bytes than an element header: the parser stops there, allocating nothing.
-        if w.remaining() < 8 {
+        if w.total.saturating_sub(w.pos) < 8 {
             return Ok(None);
+        }
+        if w.remaining() < 8 {
+            return invalid("an item or sequence ends inside an element header".into());
         }
         let explicit_vr = frames.last().map_or(layout.explicit_vr, |f| f.explicit_vr);
         let start = w.pos;
         let tag = (w.u16()?, w.u16()?);
+        // A sequence holds items and nothing else (PS3.5 §7.5); the parser reads anything
+        // else there as it can, which this walk cannot follow.
+        let in_sequence = frames
+            .last()
+            .is_some_and(|f| matches!(f.kind, FrameKind::Sequence | FrameKind::Fragments));
+        if in_sequence && tag != (0xFFFE, 0xE000) && tag != (0xFFFE, 0xE0DD) {
+            return invalid(format!(
+                "element ({:04X},{:04X}) stands in a sequence where an item should begin",
+                tag.0, tag.1
+            ));
+        }
         if frames.is_empty() && tag.0 != 0xFFFE {
             if let Some(visit) = visit.as_mut() {
                 if !visit(tag, start) {
@@ -458,6 +490,9 @@ fn walk<S: Source>(
                         }
                         w.skip(tag, len)?;
                         continue;
+                    }
+                    if !in_sequence {
+                        return invalid("an item stands outside any sequence".into());
                     }
                     let end = if len == UNDEFINED {
                         None
@@ -657,6 +692,50 @@ mod tests {
         // An item delimiter outside an item, with a length.
         let b = [0xFE, 0xFF, 0x0D, 0xE0, 0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
         assert!(run(&b, EXPLICIT).is_err());
+    }
+
+    #[test]
+    fn a_sequence_holds_items_only() {
+        // An item at the top level, outside any sequence.
+        let b = [0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 0x41, 0x42];
+        assert!(run(&b, EXPLICIT).unwrap_err().contains("outside any sequence"));
+        // An element where the sequence's first item should begin.
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
+        let error = run(&b, EXPLICIT).unwrap_err();
+        assert!(error.contains("(0010,0010) stands in a sequence"), "{error}");
+    }
+
+    #[test]
+    fn an_undefined_length_must_close_before_the_defined_length_around_it_ends() {
+        // A sequence of 26 bytes whose item (undefined length) holds a PN of 2 bytes and is
+        // still open when the sequence's 26 bytes are used up: what follows would be read by
+        // the parser as part of the item, by this walk as the next top-level element.
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 18, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
+        b.extend_from_slice(&[0x10, 0, 0x20, 0, b'L', b'O', 2, 0, b'I', b'D']);
+        let error = run(&b, EXPLICIT).unwrap_err();
+        assert!(error.contains("not closed before"), "{error}");
+        // Closed in time, it passes.
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 26, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0x10, 0, 0x20, 0, b'L', b'O', 2, 0, b'I', b'D']);
+        assert_eq!(run(&b, EXPLICIT), Ok(()));
+        // An element running past its item's defined end.
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 10, 0, 0, 0]);
+        b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 4, 0, b'A', b'B', b'C', b'D']);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert!(run(&b, EXPLICIT)
+            .unwrap_err()
+            .contains("(0010,0010) declares 4 bytes"));
     }
 
     #[test]

@@ -49,3 +49,28 @@ fn an_item_tag_that_is_not_an_item_is_refused_without_allocating_its_length() {
         );
     }
 }
+
+/// 850 bytes, a mutation of an RT Plan: a top-level item (an item outside any sequence)
+/// holding a sequence of undefined length that its item's defined length cut short. The
+/// structural check walked it one way and the parser another, and the parser read a
+/// "length" of 540,147,712 bytes that the check never saw, and allocated it (fuzz finding,
+/// `dicom_json`, after 213,828 executions). Refused now by the check, before the parser.
+#[test]
+fn an_item_outside_a_sequence_is_refused_before_the_parser_reads_past_it() {
+    let bytes = input("stray_item_implicit_le.bin");
+    assert!(bytes.len() < 1024);
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let error = parse_dataset(&bytes, "1.2.840.10008.1.2", MAX_IDENTIFIER_BYTES).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(error.contains("an item stands outside any sequence"), "{error}");
+    let peak = peak_rss_kib();
+    assert!(
+        peak < before + 32 * 1024,
+        "peak RSS {peak} KiB, {before} KiB before"
+    );
+}
