@@ -6,6 +6,7 @@
 # and coverage per target. Needs cargo-fuzz (scripts/test.sh installs it).
 #   bash scripts/fuzz.sh 60        the test command's short run
 #   bash scripts/fuzz.sh 1800 1    a campaign: 30 minutes per target, one at a time
+#   FUZZ_TARGETS="dicom_json dataset_check" bash scripts/fuzz.sh 1800 2    some targets only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -33,7 +34,7 @@ run() {
 }
 
 status=0
-targets=$(cargo fuzz list --fuzz-dir fuzz)
+targets=${FUZZ_TARGETS:-$(cargo fuzz list --fuzz-dir fuzz)}
 pids=()
 names=()
 for target in $targets; do

@@ -512,7 +512,13 @@ fn walk<S: Source>(
                 0xE00D if frames.last().is_some_and(|f| f.kind == FrameKind::Item) => {
                     frames.pop();
                 }
-                0xE0DD => {
+                // Where it closes a sequence (an item left open included); elsewhere, as any
+                // stray delimiter, below.
+                0xE0DD
+                    if frames
+                        .iter()
+                        .any(|f| matches!(f.kind, FrameKind::Sequence | FrameKind::Fragments)) =>
+                {
                     while let Some(f) = frames.pop() {
                         if f.kind != FrameKind::Item {
                             break;
@@ -521,7 +527,9 @@ fn walk<S: Source>(
                 }
                 // A delimiter's length means nothing where it ends something (above); elsewhere
                 // the parser reads any (FFFE,xxxx) as a value of that length, allocated first.
-                0xE00D if len == 0 => {}
+                // Two fuzz findings: a stray (FFFE,E0DD) of 0xE0000000 and one of 0x25000000
+                // bytes, which the parser allocated.
+                0xE00D | 0xE0DD if len == 0 => {}
                 _ => {
                     return invalid(format!(
                         "({:04X},{:04X}) of {len} bytes is not an item or a delimiter where it stands",
@@ -689,9 +697,15 @@ mod tests {
             let error = run(&b, layout).unwrap_err();
             assert!(error.contains("(FFFE,FFFF)"), "{error}");
         }
-        // An item delimiter outside an item, with a length.
+        // An item delimiter outside an item, with a length; a sequence delimiter too.
         let b = [0xFE, 0xFF, 0x0D, 0xE0, 0x10, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
         assert!(run(&b, EXPLICIT).is_err());
+        let b = [0xFE, 0xFF, 0xDD, 0xE0, 0x00, 0, 0, 0xE0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let error = run(&b, EXPLICIT).unwrap_err();
+        assert!(error.contains("(FFFE,E0DD) of 3758096384 bytes"), "{error}");
+        // Without a length, a stray delimiter is a value of nothing, to the parser too.
+        let b = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        assert_eq!(run(&b, EXPLICIT), Ok(()));
     }
 
     #[test]

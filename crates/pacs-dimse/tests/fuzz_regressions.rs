@@ -74,3 +74,44 @@ fn an_item_outside_a_sequence_is_refused_before_the_parser_reads_past_it() {
         "peak RSS {peak} KiB, {before} KiB before"
     );
 }
+
+/// A sequence delimiter (FFFE,E0DD) outside any sequence, with a length: 0xE0000000 bytes in a
+/// mutated SR (explicit VR little endian, found by `dataset_check`) and 0x25000000 in a mutated
+/// JPEG Lossless image (found by `dicom_json`), both campaigns of 2026-12-07. The check let a
+/// stray delimiter pass whatever its length; the parser read it as a value of that length and
+/// allocated 3.5 GiB and 592 MiB.
+#[test]
+fn a_stray_sequence_delimiter_with_a_length_is_refused_before_the_parser_allocates_it() {
+    for (name, transfer_syntax, length) in [
+        (
+            "stray_sequence_delimiter_explicit_le.bin",
+            "1.2.840.10008.1.2.1",
+            0xE000_0000u32,
+        ),
+        (
+            "stray_sequence_delimiter_jpeg_lossless.bin",
+            "1.2.840.10008.1.2.4.70",
+            0x2500_0000,
+        ),
+    ] {
+        let bytes = input(name);
+        assert!(bytes.len() < 1024, "{name}");
+        let before = peak_rss_kib();
+        let started = Instant::now();
+        let error = parse_dataset(&bytes, transfer_syntax, MAX_IDENTIFIER_BYTES).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.contains(&format!("(FFFE,E0DD) of {length} bytes")),
+            "{name}: {error}"
+        );
+        let peak = peak_rss_kib();
+        assert!(
+            peak < before + 32 * 1024,
+            "{name}: peak RSS {peak} KiB, {before} KiB before"
+        );
+    }
+}
