@@ -174,6 +174,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_rx.clone(),
     ));
     let mut background = Vec::new();
+    // Other nodes on the same index (or the command line) change the AE table too.
+    background.push(tokio::spawn(
+        archive.clone().keep_ae_table_current(shutdown_rx.clone()),
+    ));
     if let Some(queue) = ris_queue {
         let runner = queue.clone();
         let stop = shutdown_rx.clone();

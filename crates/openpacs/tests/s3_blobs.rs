@@ -368,15 +368,32 @@ fn stores_fail_while_the_bucket_is_unreachable_and_succeed_again_without_a_resta
     garage.stop();
     let started = std::time::Instant::now();
     let status = store(&study[0].path);
-    assert_ne!(
-        status, 0,
-        "a store the bucket never acknowledged is not a success"
+    assert_eq!(
+        status, 0xA700,
+        "a store the bucket never acknowledged is refused, out of resources"
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "refused after {:?}",
         started.elapsed()
     );
+    // STOW-RS: the whole request is "try again later", the part's reason A700.
+    let mut body = b"--outage\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&std::fs::read(&study[0].path).unwrap());
+    body.extend_from_slice(b"\r\n--outage--\r\n");
+    let (code, _, answer) = server.http_request(
+        "POST",
+        "/dicom-web/studies",
+        &[(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=outage",
+        )],
+        &body,
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(code, 503, "{answer}");
+    // FailureReason (0008,1197) 0xA700 = 42752.
+    assert!(answer.contains("42752"), "{answer}");
     let (code, _, body) = server.http_bytes("/healthz", &[]);
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("blob store: unreachable"));

@@ -71,6 +71,15 @@ pub fn status_of(error: &ArchiveError) -> DimseStatus {
             DimseStatus::new(status::CANNOT_UNDERSTAND, m.clone())
         }
         ArchiveError::LimitExceeded(m) => DimseStatus::new(status::OUT_OF_RESOURCES, m.clone()),
+        // The engine's address and its error go to the log; the peer learns what to do.
+        ArchiveError::Unavailable(m) => {
+            tracing::error!(error = %m, "storage engine unavailable");
+            // An Error Comment holds 64 characters.
+            DimseStatus::new(
+                status::OUT_OF_RESOURCES,
+                "index or object store unreachable; nothing stored: retry later",
+            )
+        }
         ArchiveError::Index(_) | ArchiveError::Io(_) | ArchiveError::Internal(_) => {
             tracing::error!(error = %error, "storage failure");
             DimseStatus::new(status::PROCESSING_FAILURE, "processing failure")
@@ -231,9 +240,12 @@ impl DimseServices for DimseArchive {
             }
         }
         self.audit(event).await;
-        outcome.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "C-FIND failed");
-            DimseStatus::new(status::UNABLE_TO_PROCESS, "query failed")
+        outcome.map(|_| ()).map_err(|e| match e {
+            ArchiveError::Unavailable(_) => status_of(&e),
+            e => {
+                tracing::error!(error = %e, "C-FIND failed");
+                DimseStatus::new(status::UNABLE_TO_PROCESS, "query failed")
+            }
         })
     }
 
@@ -276,6 +288,10 @@ impl DimseServices for DimseArchive {
                 event.detail = Some(format!("{e}{destination}"));
                 self.audit(event).await;
                 Err(match e {
+                    ArchiveError::Unavailable(_) => DimseStatus {
+                        code: status::OUT_OF_RESOURCES_MATCHES,
+                        ..status_of(&e)
+                    },
                     ArchiveError::Index(_) | ArchiveError::Io(_) | ArchiveError::Internal(_) => {
                         tracing::error!(error = %e, "retrieve failed");
                         DimseStatus::new(status::UNABLE_TO_PROCESS, "retrieve failed")

@@ -48,6 +48,10 @@ pub enum ArchiveError {
     MissingAttribute(String),
     #[error("{0}")]
     Mismatch(String),
+    /// The index database or the blob store does not answer: nothing was saved, and the
+    /// same request may succeed later (A700, HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("index: {0}")]
     Index(IndexError),
     #[error("I/O: {0}")]
@@ -62,6 +66,9 @@ impl ArchiveError {
         use std::io::ErrorKind;
         match e.kind() {
             ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ArchiveError::OutOfResources(e.to_string()),
+            _ if pacs_store::blob::is_unavailable(&e) => {
+                ArchiveError::Unavailable(format!("the blob store does not answer: {e}"))
+            }
             _ => ArchiveError::Io(e),
         }
     }
@@ -101,6 +108,8 @@ impl From<IndexError> for ArchiveError {
     fn from(e: IndexError) -> Self {
         if e.is_storage_full() {
             ArchiveError::OutOfResources(e.to_string())
+        } else if e.is_unavailable() {
+            ArchiveError::Unavailable(e.to_string())
         } else {
             ArchiveError::Index(e)
         }

@@ -516,6 +516,9 @@ impl SqlIndex {
         crate::pg::migrate(&mut conn).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            // A query while the engine is away fails within seconds (the caller answers "try
+            // again later"), rather than after sqlx's default of 30.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await?;
         let connect: Connect = Box::new(move || {
@@ -608,19 +611,44 @@ async fn refresh_statistics(conn: &mut dyn Conn, at_open: bool) {
 /// the old connection cannot be trusted: when SQLite reports SQLITE_FULL mid-transaction, the
 /// connection was seen (disk_full test) to stay inside a transaction that sqlx no longer
 /// tracks, so every later "commit" only released a savepoint and nothing became durable.
-async fn reopen_writer(old: Box<dyn Conn>, connect: &Connect) -> Box<dyn Conn> {
+async fn reopen_writer(
+    old: Box<dyn Conn>,
+    connect: &Connect,
+    rx: &mut mpsc::Receiver<WriteRequest>,
+) -> Option<Box<dyn Conn>> {
     // Whatever the old connection holds uncommitted is abandoned with it.
     drop(old);
     let mut delay = Duration::from_millis(50);
+    let mut logged = false;
     loop {
-        match connect().await {
-            Ok(conn) => return conn,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reopen the index for writing; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        let error = match tokio::time::timeout(Duration::from_secs(5), connect()).await {
+            Ok(Ok(conn)) => {
+                if logged {
+                    tracing::info!("the index is open for writing again");
+                }
+                return Some(conn);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_string(),
+        };
+        if !logged {
+            tracing::error!(%error, "cannot reopen the index for writing; retrying, and refusing writes meanwhile");
+            logged = true;
+        }
+        // Writes arriving meanwhile are refused at once ("try again later"), not held until
+        // the engine is back: a modality waiting on its C-STORE would time out anyway, and
+        // would not know whether its object was saved.
+        let retry_at = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(retry_at) => break,
+                request = rx.recv() => match request {
+                    Some(request) => fail(request, IndexError::Unavailable(error.clone())),
+                    None => return None,
+                },
             }
         }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -686,10 +714,21 @@ async fn run_writer(mut conn: Box<dyn Conn>, connect: Connect, mut rx: mpsc::Rec
             Err(e) => {
                 tracing::error!(error = %e, "index transaction failed");
                 let msg = e.to_string();
+                let unavailable = e.is_unavailable();
                 for request in batch.drain(..) {
-                    fail(request, IndexError::Schema(msg.clone()));
+                    fail(
+                        request,
+                        if unavailable {
+                            IndexError::Unavailable(msg.clone())
+                        } else {
+                            IndexError::Schema(msg.clone())
+                        },
+                    );
                 }
-                conn = reopen_writer(conn, &connect).await;
+                match reopen_writer(conn, &connect, &mut rx).await {
+                    Some(reopened) => conn = reopened,
+                    None => return,
+                }
             }
         }
         if written >= next_refresh {

@@ -46,6 +46,34 @@ pub enum IndexError {
     WriterGone,
     #[error("cannot reach the index at {url}: {error}")]
     Unreachable { url: String, error: sqlx::Error },
+    /// The engine does not answer (connection lost, refused, or none free in time): nothing
+    /// was written. Transient: the same request succeeds once the engine is back.
+    #[error("the index database does not answer: {0}")]
+    Unavailable(String),
+}
+
+impl IndexError {
+    /// Whether the failure is the engine being out of reach rather than the request or the
+    /// data: the caller answers "try again later" (A700, HTTP 503), not "failed".
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            IndexError::Unreachable { .. } | IndexError::Unavailable(_) => true,
+            IndexError::Database(e) => engine_unreachable(e),
+            _ => false,
+        }
+    }
+}
+
+/// Connection-level sqlx failures (as opposed to a statement the engine refused).
+pub(crate) fn engine_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 impl IndexError {
@@ -65,7 +93,7 @@ impl IndexError {
                 .is_some_and(|c| c & 0xff == 13),
             // The writer reports a failed batch by message: keep the classification.
             IndexError::Schema(m) => m.contains("database or disk is full") || m.contains("No space left"),
-            IndexError::WriterGone | IndexError::Unreachable { .. } => false,
+            IndexError::WriterGone | IndexError::Unreachable { .. } | IndexError::Unavailable(_) => false,
         }
     }
 }

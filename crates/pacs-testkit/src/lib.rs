@@ -30,4 +30,5 @@ pub use generator::{
 
 pub mod garage;
 pub mod postgres;
+pub mod proxy;
 pub mod server;

@@ -47,11 +47,7 @@ impl WebState {
 
     /// The user named `username` in this archive's tenant (the index handle is scoped to it).
     async fn tenant_user(&self, username: &str) -> Result<Option<UserAccount>, ApiError> {
-        self.archive
-            .index()
-            .user(username)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        self.archive.index().user(username).await.map_err(ApiError::from)
     }
 
     /// The user named `username` in this tenant, or the refusal to answer (404, audited).
@@ -90,11 +86,7 @@ impl WebState {
     }
 
     async fn tenant_users(&self) -> Result<Vec<UserAccount>, ApiError> {
-        self.archive
-            .index()
-            .users()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        self.archive.index().users().await.map_err(ApiError::from)
     }
 }
 

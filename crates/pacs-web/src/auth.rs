@@ -200,7 +200,7 @@ async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Re
     // cross-tenant read here, and a user of another tenant than this archive's is refused.
     let system = state.archive.system();
     let tenant = state.archive.tenant().0;
-    let internal = |e: pacs_store::IndexError| ApiError::Internal(e.to_string());
+    let internal = ApiError::from;
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
         let credentials = credentials.trim();
@@ -265,17 +265,18 @@ impl AuthState {
 
     /// Whether any account exists; once one has, the answer stays yes for this process (so
     /// removing every account does not silently reopen the server).
-    async fn accounts_exist(&self, state: &WebState) -> bool {
+    /// Whether any account exists. An index that cannot say fails closed: the request is
+    /// answered 503 (an engine out of reach) or 500, never let in.
+    async fn accounts_exist(&self, state: &WebState) -> Result<bool, ApiError> {
         use std::sync::atomic::Ordering;
         if self.accounts_seen.load(Ordering::Relaxed) {
-            return true;
+            return Ok(true);
         }
-        // On error, fail closed: treat the server as having accounts.
-        let exist = state.archive.system().any_user().await.unwrap_or(true);
+        let exist = state.archive.system().any_user().await?;
         if exist {
             self.accounts_seen.store(true, Ordering::Relaxed);
         }
-        exist
+        Ok(exist)
     }
 }
 
@@ -302,7 +303,10 @@ pub(crate) async fn middleware(
     let open = match state.auth.config.mode {
         AuthMode::Open => true,
         AuthMode::Required => false,
-        AuthMode::OpenUntilAccounts => !state.auth.accounts_exist(&state).await,
+        AuthMode::OpenUntilAccounts => match state.auth.accounts_exist(&state).await {
+            Ok(exist) => !exist,
+            Err(e) => return e.into_response(),
+        },
     };
     let principal = if open {
         Principal::anonymous(tenant)
@@ -473,7 +477,7 @@ pub(crate) async fn login(
         })
         .await;
     if let Err(e) = written {
-        return ApiError::Internal(e.to_string()).into_response();
+        return ApiError::from(e).into_response();
     }
     state.archive.record(audit("success")).await;
     let secure = if state.auth.config.secure_cookies {

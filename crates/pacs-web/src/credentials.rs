@@ -107,7 +107,7 @@ impl Credentials {
                 .index()
                 .user(username)
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(ApiError::from)?;
             match user {
                 Some(u) if u.password_hash == verified_hash && u.lock.is_none() => return Ok(Some(u)),
                 _ => self.basic_cache.remove(&key),

@@ -88,7 +88,7 @@ pub(crate) async fn frames(
         Err(ArchiveError::Invalid(m)) => {
             return (StatusCode::NOT_ACCEPTABLE, format!("{m}\n")).into_response()
         }
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let (media, part_type, frames) = match frames {
         Frames::Native(f) => (

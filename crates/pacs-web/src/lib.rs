@@ -106,6 +106,26 @@ pub enum ApiError {
     /// Every password-hashing slot busy and the queue full.
     #[error("busy checking passwords")]
     Busy(std::time::Duration),
+    /// The index or the blob store does not answer (503, try again).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Archive failures as HTTP answers: an engine out of reach is 503 (a load balancer or client
+/// tries again), anything else 500 with the details in the log only.
+impl From<pacs_archive::ArchiveError> for ApiError {
+    fn from(e: pacs_archive::ArchiveError) -> ApiError {
+        match e {
+            pacs_archive::ArchiveError::Unavailable(m) => ApiError::Unavailable(m),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<pacs_store::IndexError> for ApiError {
+    fn from(e: pacs_store::IndexError) -> ApiError {
+        ApiError::from(pacs_archive::ArchiveError::from(e))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -131,6 +151,14 @@ impl IntoResponse for ApiError {
                 ),
                 Some(secs(wait)),
             ),
+            ApiError::Unavailable(m) => {
+                tracing::error!(error = %m, "storage engine unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the archive's database or object store does not answer: try again later".to_string(),
+                    Some(5),
+                )
+            }
             ApiError::Busy(wait) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("busy checking passwords: try again in {} s", secs(wait)),
@@ -164,7 +192,7 @@ impl WebState {
             .archive
             .instances_in(study, Some(series), Some(instance))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()).into_response())?;
+            .map_err(|e| ApiError::from(e).into_response())?;
         let lines = if !found.is_empty() && access_audit::aggregated(event) {
             self.accesses.record(access_audit::Access {
                 actor: crate::auth::current_actor(),

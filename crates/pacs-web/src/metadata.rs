@@ -56,7 +56,7 @@ async fn metadata(
         .await
     {
         Ok(l) => l,
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     archive
         .record(AuditEvent {
@@ -225,7 +225,7 @@ pub(crate) async fn bulkdata(
         Err(pacs_archive::ArchiveError::Invalid(m)) => {
             return (StatusCode::NOT_ACCEPTABLE, format!("{m}\n")).into_response()
         }
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let boundary = "openpacs-bulk";
     let mut body = format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();

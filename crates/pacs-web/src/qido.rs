@@ -360,7 +360,7 @@ async fn search(
     state.archive.record(event).await;
     match outcome {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return ApiError::Internal(e.to_string()).into_response(),
+        Ok(Err(e)) => return ApiError::from(e).into_response(),
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
     }
     let mut warnings = request.warnings;

@@ -302,7 +302,7 @@ async fn representative(
             .index()
             .query(QueryLevel::Image, &conditions, after, 1000)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let Some(last) = rows.last() else { break };
         after = last.pk;
         for row in rows {

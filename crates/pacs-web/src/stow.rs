@@ -73,12 +73,14 @@ impl Pending {
             Ok(Err(refused)) => Outcome::Failed {
                 reason: failure_reason(&refused.error),
                 security: matches!(refused.error, ArchiveError::LimitExceeded(_)),
+                unavailable: matches!(refused.error, ArchiveError::Unavailable(_)),
                 why: refused.error.to_string(),
                 identity: refused.identity,
             },
             Err(e) => Outcome::Failed {
                 reason: PROCESSING_FAILURE,
                 security: false,
+                unavailable: false,
                 why: format!("internal error: {e}"),
                 identity: None,
             },
@@ -102,6 +104,8 @@ enum Outcome {
         reason: u16,
         /// Past a memory bound (a decompression bomb): the request is audited as `security`.
         security: bool,
+        /// The database or the object store did not answer ([`ArchiveError::Unavailable`]).
+        unavailable: bool,
         why: String,
         identity: Option<(String, String)>,
     },
@@ -109,7 +113,9 @@ enum Outcome {
 
 fn failure_reason(e: &ArchiveError) -> u16 {
     match e {
-        ArchiveError::OutOfResources(_) | ArchiveError::LimitExceeded(_) => OUT_OF_RESOURCES,
+        ArchiveError::OutOfResources(_) | ArchiveError::LimitExceeded(_) | ArchiveError::Unavailable(_) => {
+            OUT_OF_RESOURCES
+        }
         ArchiveError::MissingAttribute(_) | ArchiveError::Mismatch(_) => DATASET_MISMATCH,
         ArchiveError::Invalid(_) => CANNOT_UNDERSTAND,
         ArchiveError::NotPart10(_) => NOT_DICOM,
@@ -177,6 +183,7 @@ async fn stow(
             pending.push_back(Pending::Settled(Outcome::Failed {
                 reason: NOT_DICOM,
                 security: false,
+                unavailable: false,
                 why: format!("part of type {part_type} is not application/dicom"),
                 identity: None,
             }));
@@ -217,6 +224,7 @@ async fn stow(
                 Pending::Settled(Outcome::Failed {
                     reason: failure_reason(&error),
                     security: matches!(error, ArchiveError::LimitExceeded(_)),
+                    unavailable: matches!(error, ArchiveError::Unavailable(_)),
                     why: error.to_string(),
                     identity: None,
                 })
@@ -393,6 +401,9 @@ fn respond(
     let base = crate::qido::base_url(config, headers);
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
+    // Every part refused because the database or the object store did not answer: the whole
+    // request is "try again later" (503), not a conflict in the data.
+    let mut unavailable = 0;
     for outcome in outcomes {
         match outcome {
             Outcome::Stored(s) => {
@@ -418,9 +429,11 @@ fn respond(
                 reason,
                 why,
                 identity,
+                unavailable: unavailable_part,
                 ..
             } => {
                 tracing::info!(reason = format!("0x{reason:04X}"), %why, "STOW-RS part refused");
+                unavailable += usize::from(*unavailable_part);
                 let mut item = InMemDicomObject::new_empty();
                 if let Some((class, instance)) = identity {
                     item.put(uid_element(tags::REFERENCED_SOP_CLASS_UID, class));
@@ -438,6 +451,7 @@ fn respond(
     let status = match (referenced.is_empty(), failed.is_empty()) {
         (false, true) => StatusCode::OK,
         (false, false) => StatusCode::ACCEPTED,
+        (true, _) if unavailable == failed.len() => StatusCode::SERVICE_UNAVAILABLE,
         (true, _) => StatusCode::CONFLICT,
     };
     let mut response = InMemDicomObject::new_empty();

@@ -100,7 +100,7 @@ async fn retrieve(
         .await
     {
         Ok(l) => l,
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let mut event = AuditEvent {
         event: "retrieve-wado".into(),

@@ -103,7 +103,7 @@ pub(crate) async fn wado(
         Err(ArchiveError::Invalid(m)) => {
             return (StatusCode::NOT_ACCEPTABLE, format!("{m}\n")).into_response()
         }
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let body = futures::stream::unfold((reader, len), |(mut reader, remaining)| async move {
         if remaining == 0 {

@@ -113,6 +113,17 @@ pub fn open(data_dir: &Path, location: &BlobLocation) -> io::Result<Arc<dyn Blob
     })
 }
 
+/// The error of a blob store that does not answer (an object store unreachable, or failing
+/// with a server error): nothing was written, and the same request may succeed later.
+pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, e)
+}
+
+/// Whether `e` is [`unavailable`]'s: a store out of reach, not a request or data at fault.
+pub fn is_unavailable(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotConnected
+}
+
 /// Whether `key` can be a blob key (a SHA-256 in lower-case hex), hence safe in a name.
 pub fn is_key(key: &str) -> bool {
     key.len() == 64

@@ -71,8 +71,13 @@ impl fmt::Debug for S3BlobStore {
     }
 }
 
+/// A missing object stays `NotFound`; a request the store did not answer, or answered with
+/// a server error, is [`super::unavailable`] (the caller says "try again later").
 fn io_error(e: object_store::Error) -> io::Error {
-    io::Error::from(e)
+    match e {
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. } => super::unavailable(e),
+        e => io::Error::from(e),
+    }
 }
 
 impl S3BlobStore {
