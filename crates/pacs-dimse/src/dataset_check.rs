@@ -482,6 +482,15 @@ fn walk<S: Source>(
         }
         if tag.0 == 0xFFFE {
             let len = w.u32()?;
+            // A delimiter's length is 0 (PS3.5 §7.5): where the parser does not take it for a
+            // delimiter it reads a value of that length, allocated first (four fuzz findings:
+            // 0xE0000000, 0x80000000, 0x37068600 and 0x25000000 bytes).
+            if matches!(tag.1, 0xE00D | 0xE0DD) && len != 0 {
+                return invalid(format!(
+                    "({:04X},{:04X}) of {len} bytes: a delimiter has no value",
+                    tag.0, tag.1
+                ));
+            }
             match tag.1 {
                 0xE000 => {
                     if frames.last().is_some_and(|f| f.kind == FrameKind::Fragments) {

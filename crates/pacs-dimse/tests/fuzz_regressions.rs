@@ -93,9 +93,21 @@ fn a_stray_sequence_delimiter_with_a_length_is_refused_before_the_parser_allocat
             "1.2.840.10008.1.2.4.70",
             0x2500_0000,
         ),
+        // The next campaign's (dataset_check, dicom_json): delimiters with a length inside a
+        // sequence, where the check took them for delimiters and the parser did not.
+        (
+            "delimiter_length_explicit_le_1.bin",
+            "1.2.840.10008.1.2.1",
+            0x8000_0000,
+        ),
+        (
+            "delimiter_length_explicit_le_2.bin",
+            "1.2.840.10008.1.2.1",
+            0x3706_8600,
+        ),
     ] {
         let bytes = input(name);
-        assert!(bytes.len() < 1024, "{name}");
+        assert!(bytes.len() < 2048, "{name}");
         let before = peak_rss_kib();
         let started = Instant::now();
         let error = parse_dataset(&bytes, transfer_syntax, MAX_IDENTIFIER_BYTES).unwrap_err();
