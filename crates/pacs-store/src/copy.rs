@@ -28,6 +28,7 @@ const TABLES: &[&str] = &[
     "mpps",
     "report",
     "application_entity",
+    "job",
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters in one statement.

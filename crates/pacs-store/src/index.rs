@@ -24,6 +24,7 @@ use crate::admin::{self, DeleteScope, Deleted, Stats};
 use crate::ae::{self, AeRecord, AeWrite};
 use crate::columns::{self, Column};
 use crate::instance_rows::{self, RowCache};
+use crate::jobs::{self, JobOutcome, JobWrite, Jobs};
 use crate::sql::{self, Conn, Dialect};
 use crate::workflow::{
     self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
@@ -39,6 +40,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_ae_table.sql"),
     include_str!("../migrations/sqlite/0005_identity_fields.sql"),
     include_str!("../migrations/sqlite/0006_account_lockout.sql"),
+    include_str!("../migrations/sqlite/0007_jobs.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.
@@ -196,9 +198,9 @@ pub struct QueryRow {
     pub instance: Option<InstanceLocation>,
 }
 
-/// The index operations the archive needs.
+/// The index operations the archive needs (the job queue's among them: see [`Jobs`]).
 #[async_trait]
-pub trait Index: Send + Sync + 'static {
+pub trait Index: Jobs + Send + Sync + 'static {
     /// Records a stored instance; resolves once the index transaction is durable.
     async fn add_instance(&self, instance: NewInstance) -> Result<IndexOutcome, IndexError>;
     /// Appends to the audit log; resolves once durable.
@@ -412,6 +414,7 @@ enum WriteRequest {
         AuditEvent,
         oneshot::Sender<Result<i64, IndexError>>,
     ),
+    Job(Box<JobWrite>, oneshot::Sender<Result<JobOutcome, IndexError>>),
 }
 
 /// The index on either engine: SQLite (the embedded default, one file beside the blobs) or
@@ -421,6 +424,18 @@ enum WriteRequest {
 pub struct SqlIndex {
     readers: Readers,
     writer: mpsc::Sender<WriteRequest>,
+}
+
+impl SqlIndex {
+    /// Applies a change to the job table through the writer (see `jobs.rs`).
+    pub(crate) async fn write_jobs(&self, write: JobWrite) -> Result<JobOutcome, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Job(Box::new(write), tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
 }
 
 /// The embedded default's historical name.
@@ -708,6 +723,12 @@ async fn run_writer(mut conn: Box<dyn Conn>, connect: Connect, mut rx: mpsc::Rec
                                 _ => Deleted::default(),
                             }));
                         }
+                        (WriteRequest::Job(_, reply), r) => {
+                            let _ = reply.send(r.and_then(|w| match w {
+                                Written::Job(outcome) => Ok(outcome),
+                                _ => Err(IndexError::Schema("a job write wrote no job".into())),
+                            }));
+                        }
                     }
                 }
             }
@@ -757,6 +778,9 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Workflow(_, _, _, reply) => {
             let _ = reply.send(Err(error));
         }
+        WriteRequest::Job(_, reply) => {
+            let _ = reply.send(Err(error));
+        }
     }
 }
 
@@ -767,6 +791,7 @@ enum Written {
     Rows(u64),
     Key(i64),
     Deleted(Deleted),
+    Job(JobOutcome),
 }
 
 type BatchResult = Result<Written, IndexError>;
@@ -816,8 +841,9 @@ async fn apply_batch(
         if savepoints {
             tx.execute("SAVEPOINT item", Vec::new()).await?;
         }
-        if !cacheable || !matches!(request, WriteRequest::Instance(..)) {
-            // Any other write may change what the cached rows say (a merge, a deletion…).
+        if !cacheable || !matches!(request, WriteRequest::Instance(..) | WriteRequest::Job(..)) {
+            // Any other write may change what the cached rows say (a merge, a deletion…);
+            // the job table is no part of them (workers claim every second or so).
             cache.clear();
         }
         let result = match request {
@@ -840,6 +866,7 @@ async fn apply_batch(
             WriteRequest::Workflow(tenant, write, audit, _) => {
                 workflow::apply(tx, *tenant, write, audit).await.map(Written::Key)
             }
+            WriteRequest::Job(write, _) => jobs::apply(tx, write).await.map(Written::Job),
         };
         if result.is_err() {
             cache.clear();
@@ -1605,8 +1632,14 @@ pub(crate) mod tests {
     /// second engine (the test command runs them both ways). The databases are named
     /// `openpacs_test_…`; the test command drops the previous run's before it starts.
     pub(crate) async fn test_index(dir: &Path) -> SqlIndex {
+        SqlIndex::open_url(&test_index_url(dir).await).await.unwrap()
+    }
+
+    /// Where [`test_index`] opens its index (a new, empty database), for tests that open it
+    /// twice, as two nodes would.
+    pub(crate) async fn test_index_url(dir: &Path) -> String {
         if std::env::var("PACS_TEST_INDEX").as_deref() != Ok("postgres") {
-            return SqlIndex::open(&dir.join("index.sqlite")).await.unwrap();
+            return format!("sqlite://{}", dir.join("index.sqlite").display());
         }
         let server = std::env::var("PACS_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -1622,7 +1655,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-        SqlIndex::open_postgres(&format!("{base}/{name}")).await.unwrap()
+        format!("{base}/{name}")
     }
 
     /// Adds a tenant row, as tenancy management will.

@@ -11,6 +11,7 @@ pub mod columns;
 pub mod copy;
 pub mod index;
 mod instance_rows;
+pub mod jobs;
 pub mod metrics;
 mod pg;
 pub mod scoped;
@@ -27,6 +28,7 @@ pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,
 };
+pub use jobs::{Backoff, ClaimedJob, Job, JobFilter, JobState, Jobs, NewJob};
 pub use scoped::{SystemIndex, TenantIndex};
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,

@@ -6,7 +6,10 @@ use sqlx::{Connection, PgConnection};
 use crate::IndexError;
 
 /// Migrations, applied in order; `openpacs_schema` records how many ran.
-const POSTGRES_MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_jobs.sql"),
+];
 
 /// The advisory lock the nodes of one installation take while migrating (any fixed number;
 /// this one spells "opacs").

@@ -12,6 +12,7 @@
 //! handle handed inward; engines implement [`Index`] and are reached only through these.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pacs_model::{QueryLevel, TenantId};
 
@@ -22,6 +23,7 @@ use crate::index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     QueryRow, SortKey, WorklistFilter,
 };
+use crate::jobs::{Backoff, ClaimedJob, Job, JobFilter, JobState, NewJob};
 use crate::workflow::{
     MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite, WorklistItem,
 };
@@ -146,6 +148,18 @@ impl TenantIndex {
             .write_workflow(self.tenant, write, self.own(audit))
             .await
     }
+    /// Enqueues jobs of this tenant, in order, in one transaction.
+    pub async fn enqueue_jobs(&self, jobs: Vec<NewJob>) -> R<Vec<i64>> {
+        let tenant = self.tenant.0;
+        let jobs = jobs.into_iter().map(|job| NewJob { tenant, ..job }).collect();
+        self.index.enqueue_jobs(jobs).await
+    }
+    pub async fn jobs(&self, filter: &JobFilter) -> R<Vec<Job>> {
+        self.index.jobs(self.tenant, filter).await
+    }
+    pub async fn retry_job(&self, id: i64, audit: AuditEvent) -> R<bool> {
+        self.index.retry_job(self.tenant, id, self.own(audit)).await
+    }
     pub async fn worklist(&self, filter: WorklistFilter) -> R<Vec<WorklistItem>> {
         self.index.worklist(self.tenant, filter).await
     }
@@ -218,6 +232,35 @@ impl SystemIndex {
     }
     pub async fn footprint_bytes(&self) -> R<u64> {
         self.index.footprint_bytes().await
+    }
+    /// Claims jobs of any tenant for this node (see [`crate::Jobs::claim_jobs`]).
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        kinds: &[&str],
+        lease: Duration,
+        limit: u32,
+    ) -> R<Vec<ClaimedJob>> {
+        self.index.claim_jobs(owner, kinds, lease, limit).await
+    }
+    pub async fn renew_job_lease(&self, id: i64, owner: &str, lease: Duration) -> R<bool> {
+        self.index.renew_job_lease(id, owner, lease).await
+    }
+    pub async fn complete_job(&self, id: i64, owner: &str) -> R<bool> {
+        self.index.complete_job(id, owner).await
+    }
+    pub async fn fail_job(
+        &self,
+        id: i64,
+        owner: &str,
+        error: &str,
+        retry: Option<Backoff>,
+    ) -> R<Option<JobState>> {
+        self.index.fail_job(id, owner, error, retry).await
+    }
+    /// Open jobs of a kind, every tenant's.
+    pub async fn open_jobs(&self, kind: &str) -> R<u64> {
+        self.index.open_jobs(kind).await
     }
     pub async fn ping(&self) -> R<()> {
         self.index.ping().await

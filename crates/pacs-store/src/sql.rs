@@ -104,6 +104,8 @@ pub enum Value {
     Real(f64),
     Text(String),
     Bool(bool),
+    /// A BLOB (SQLite) or BYTEA (PostgreSQL): bytes kept as they are (a job's payload).
+    Bytes(Vec<u8>),
 }
 
 /// One row of a result, its values in column order.
@@ -194,6 +196,15 @@ impl FromValue for String {
         match value {
             Value::Text(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Bytes(b) => Some(b.clone()),
             _ => None,
         }
     }
@@ -291,6 +302,16 @@ impl IntoValue for String {
 impl IntoValue for &String {
     fn into_value(self) -> Value {
         Value::Text(self.clone())
+    }
+}
+impl IntoValue for Vec<u8> {
+    fn into_value(self) -> Value {
+        Value::Bytes(self)
+    }
+}
+impl IntoValue for &[u8] {
+    fn into_value(self) -> Value {
+        Value::Bytes(self.to_vec())
     }
 }
 impl<T: IntoValue> IntoValue for Option<T> {
@@ -415,6 +436,7 @@ fn bind_sqlite<'q>(
             Value::Real(r) => q.bind(r),
             Value::Text(s) => q.bind(s),
             Value::Bool(b) => q.bind(b),
+            Value::Bytes(b) => q.bind(b),
         };
     }
     q
@@ -431,6 +453,7 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<DbRow, sqlx::Error> {
             match raw.type_info().name() {
                 "INTEGER" | "BOOLEAN" => Value::Int(row.try_get_unchecked(i)?),
                 "REAL" => Value::Real(row.try_get_unchecked(i)?),
+                "BLOB" => Value::Bytes(row.try_get_unchecked(i)?),
                 _ => Value::Text(row.try_get_unchecked(i)?),
             }
         };
@@ -575,6 +598,7 @@ fn bind_pg<'q>(
             Value::Real(v) => q.bind(v),
             Value::Text(v) => q.bind(v),
             Value::Bool(v) => q.bind(v),
+            Value::Bytes(v) => q.bind(v),
         };
     }
     q
@@ -594,6 +618,7 @@ fn pg_row(row: &sqlx::postgres::PgRow) -> Result<DbRow, sqlx::Error> {
                 "BOOL" => Value::Bool(row.try_get(i)?),
                 "FLOAT8" => Value::Real(row.try_get(i)?),
                 "FLOAT4" => Value::Real(f64::from(row.try_get::<f32, _>(i)?)),
+                "BYTEA" => Value::Bytes(row.try_get(i)?),
                 // SUM() of integers is NUMERIC, which sqlx reads only with a decimal crate:
                 // the statements CAST their sums to BIGINT instead.
                 "NUMERIC" => {

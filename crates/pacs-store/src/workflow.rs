@@ -201,6 +201,13 @@ pub enum WorkflowWrite {
     ClaimCompletion {
         study_uid: String,
     },
+    /// `write`, and `job` enqueued in the same transaction when `write` changed something
+    /// (a non-zero result): the job exists exactly when the change that decided it does.
+    /// The job gets the write's tenant.
+    WithJob {
+        write: Box<WorkflowWrite>,
+        job: crate::NewJob,
+    },
 }
 
 pub(crate) async fn apply(
@@ -297,6 +304,18 @@ pub(crate) async fn apply(
         .bind(&r.control_id)
         .fetch_one(&mut *conn)
         .await?,
+        WorkflowWrite::WithJob { write, job } => {
+            // The write's own audit line is its own; the job adds none.
+            let done = Box::pin(apply(conn, tenant, write, audit)).await?;
+            if done != 0 {
+                let job = crate::NewJob {
+                    tenant,
+                    ..job.clone()
+                };
+                crate::jobs::insert(conn, &[job]).await?;
+            }
+            return Ok(done);
+        }
         WorkflowWrite::ClaimCompletion { study_uid } => sql::query(&format!(
             "UPDATE study SET completion_notified_at = {now}
              WHERE tenant_pk = ? AND study_uid = ? AND completion_notified_at IS NULL"
