@@ -45,6 +45,9 @@ pub struct Config {
     /// Without MPPS, a study that received nothing for this many seconds is reported ended to
     /// the RIS (once); 0 turns this off.
     pub study_stable_secs: u64,
+    /// Seconds a node holds a claimed job (an outbound HL7 message…) before another node may
+    /// take it over; renewed while the job runs, so this is how long a dead node's work waits.
+    pub job_lease_secs: u64,
     /// Maximum concurrent DICOM associations.
     pub max_associations: usize,
     /// Largest PDU we accept, in bytes.
@@ -174,6 +177,7 @@ impl Default for Config {
             hl7_message_timeout_secs: 30,
             ris_address: None,
             study_stable_secs: 600,
+            job_lease_secs: 60,
             max_associations: 64,
             max_pdu: 128 * 1024,
             idle_timeout_secs: 60,
@@ -359,6 +363,12 @@ impl Config {
                  set hl7_open_to_any_host = true on a network only the RIS reaches",
                 config.hl7_addr,
                 origin("hl7_addr")
+            );
+        }
+        if config.job_lease_secs < 2 {
+            bail!(
+                "job_lease_secs from {} must be at least 2 (a lease is renewed a few times over its length)",
+                origin("job_lease_secs")
             );
         }
         if let Some(ris) = &config.ris_address {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use metrics::{describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pacs_archive::hl7_outbox::RisOutbox;
 use pacs_archive::Archive;
-use pacs_hl7::RetryQueue;
 
 pub const STORAGE_USED: &str = "openpacs_storage_used_bytes";
 pub const STORAGE_FREE: &str = "openpacs_storage_free_bytes";
@@ -71,7 +71,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 pub struct Scrape {
     recorder: PrometheusHandle,
     archive: Arc<Archive>,
-    queue: Option<Arc<RetryQueue>>,
+    queue: Option<Arc<RisOutbox>>,
     /// Counting the archive's contents reads the whole instance table, and scrapes come every
     /// 15 s or so: the counts are taken again at most this often (`metrics_count_secs`) and
     /// shown from the last count in between.
@@ -83,7 +83,7 @@ impl Scrape {
     pub fn new(
         recorder: PrometheusHandle,
         archive: Arc<Archive>,
-        queue: Option<Arc<RetryQueue>>,
+        queue: Option<Arc<RisOutbox>>,
         count_interval: Duration,
     ) -> Arc<Scrape> {
         Arc::new(Scrape {
@@ -119,7 +119,7 @@ impl Scrape {
             Err(e) => tracing::warn!(error = %e, "cannot read the size of the index"),
         }
         if let Some(queue) = &self.queue {
-            pacs_hl7::metrics::record_queue(queue.counts());
+            pacs_hl7::metrics::record_queue(queue.counts().await);
         }
         if self.contents_are_stale() {
             self.count_contents().await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pacs_archive::dimse::DimseArchive;
-use pacs_archive::hl7::{Hl7Archive, RisNotifier};
+use pacs_archive::hl7::Hl7Archive;
+use pacs_archive::hl7_outbox::{JobOutbox, RisNotifier, RisOutbox};
 use pacs_archive::{Archive, ArchiveConfig, Peer};
 use pacs_web::auth::{AuthConfig, AuthMode};
 use tokio::net::TcpListener;
@@ -88,20 +89,33 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         services,
         shutdown_rx.clone(),
     ));
-    let ris_queue = match &config.ris_address {
-        Some(ris) => Some(Arc::new(
-            pacs_hl7::RetryQueue::open(
-                config.data_dir.join("outbox").join("ris"),
-                pacs_hl7::QueueConfig::new(ris.clone()),
-            )
-            .context("cannot open the outbound HL7 queue")?,
-        )),
-        None => None,
-    };
+    // Versions before the job table kept outbound HL7 messages as files: moved, once.
+    let file_queue = config.data_dir.join("outbox").join("ris");
+    if let Some((count, renamed)) = pacs_archive::hl7_outbox::import_file_queue(&archive, &file_queue)
+        .await
+        .context("cannot move the old outbound HL7 file queue into the job table")?
+    {
+        tracing::info!(
+            messages = count,
+            from = %file_queue.display(),
+            renamed_to = %renamed.display(),
+            "pending outbound HL7 messages of the old file queue moved into the job table; the directory was renamed (messages the RIS had refused stay in its rejected/)"
+        );
+    }
+    let lease = Duration::from_secs(config.job_lease_secs);
+    let ris_outbox = config.ris_address.as_ref().map(|ris| {
+        Arc::new(RisOutbox::new(
+            JobOutbox::new(archive.clone(), lease),
+            pacs_hl7::OutboxConfig {
+                keep_every: lease / 3,
+                ..pacs_hl7::OutboxConfig::new(ris.clone())
+            },
+        ))
+    });
     let scrape = crate::scrape::Scrape::new(
         recorder,
         archive.clone(),
-        ris_queue.clone(),
+        ris_outbox.clone(),
         Duration::from_secs(config.metrics_count_secs),
     );
     let render: pacs_web::MetricsRender = Arc::new(move || {
@@ -178,13 +192,12 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     background.push(tokio::spawn(
         archive.clone().keep_ae_table_current(shutdown_rx.clone()),
     ));
-    if let Some(queue) = ris_queue {
-        let runner = queue.clone();
+    if let Some(outbox) = ris_outbox {
+        let runner = outbox.clone();
         let stop = shutdown_rx.clone();
         background.push(tokio::spawn(async move { runner.run(stop).await }));
         archive.set_exam_listener(Arc::new(RisNotifier::new(
-            archive.clone(),
-            queue,
+            outbox.waker(),
             config.ae_title.clone(),
         )));
         if config.study_stable_secs > 0 {
@@ -195,7 +208,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             )));
         }
     }
-    tracing::info!(%dicom_addr, %http_addr, %hl7_addr, https = tls.is_some(), auth = ?auth_mode, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), "openpacs ready");
+    tracing::info!(%dicom_addr, %http_addr, %hl7_addr, https = tls.is_some(), auth = ?auth_mode, ae_title = %config.ae_title, data_dir = %config.data_dir.display(), node = archive.node(), "openpacs ready");
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new associations, finishing transfers in flight");

@@ -1,6 +1,6 @@
 //! The RIS's HL7 v2 messages applied to the archive: ADT (patient identity), ORM^O01 and
 //! OMI^O23 (orders → Modality Worklist), ORU^R01 (reports); and the end-of-exam notice sent
-//! back (ORM^O01 with ORC-5 = CM) through the persisted outbound queue.
+//! back (ORM^O01 with ORC-5 = CM) as a durable job (see `hl7_outbox.rs`).
 //!
 //! An `AA` is sent only once the change and its audit line are committed. Semantic errors get
 //! `AE` with an ERR segment (unknown patient or order, required field missing); message types
@@ -20,7 +20,6 @@ use pacs_model::fold_person_name;
 use pacs_store::{AuditEvent, Demographics, Order, PatientKey, Report, WorkflowWrite};
 
 use crate::metrics;
-use crate::workflow::{ExamEvent, ExamListener};
 use crate::Archive;
 
 /// The archive as an HL7 message handler.
@@ -556,88 +555,6 @@ impl MessageHandler for Hl7Archive {
                 Some(ack(&msg, AckCode::AR, Some(&error)))
             }
         }
-    }
-}
-
-/// Tells the RIS that exams ended: an ORM^O01 (ORC-1 SC, ORC-5 CM, or DC when discontinued)
-/// per exam, put in the persisted outbound queue.
-pub struct RisNotifier {
-    archive: Arc<Archive>,
-    queue: Arc<pacs_hl7::RetryQueue>,
-    sending_application: String,
-}
-
-impl RisNotifier {
-    pub fn new(archive: Arc<Archive>, queue: Arc<pacs_hl7::RetryQueue>, sending_application: String) -> Self {
-        RisNotifier {
-            archive,
-            queue,
-            sending_application,
-        }
-    }
-
-    fn message(&self, event: &ExamEvent) -> Vec<u8> {
-        let mut b = pacs_hl7::MessageBuilder::message("ORM", "O01", "ORM_O01", "2.5");
-        let set = |b: &mut pacs_hl7::MessageBuilder, path: &str, value: &str| {
-            if let Err(e) = b.set(path, value) {
-                tracing::warn!(error = %e, path, "RIS notification: value left out");
-            }
-        };
-        set(&mut b, "MSH-3", &self.sending_application);
-        let accession = event.accession_number.clone().unwrap_or_default();
-        b.append("PID");
-        set(&mut b, "PID-1", "1");
-        set(&mut b, "PID-3.1", event.patient_id.as_deref().unwrap_or_default());
-        b.append("ORC");
-        set(&mut b, "ORC-1", "SC");
-        set(&mut b, "ORC-3.1", &accession);
-        set(&mut b, "ORC-5", if event.discontinued { "DC" } else { "CM" });
-        b.append("OBR");
-        set(&mut b, "OBR-1", "1");
-        set(&mut b, "OBR-3.1", &accession);
-        set(&mut b, "OBR-18", &accession);
-        if let Some(study) = &event.study_uid {
-            b.append("ZDS");
-            set(&mut b, "ZDS-1.1", study);
-            set(&mut b, "ZDS-1.2", "");
-            set(&mut b, "ZDS-1.3", "Application");
-            set(&mut b, "ZDS-1.4", "DICOM");
-        }
-        b.to_bytes_lossy()
-    }
-}
-
-impl ExamListener for RisNotifier {
-    fn exam_ended(&self, event: ExamEvent) {
-        let message = self.message(&event);
-        let queue = self.queue.clone();
-        let archive = self.archive.clone();
-        tokio::spawn(async move {
-            let outcome = queue.enqueue(message).await;
-            let (result, detail) = match &outcome {
-                Ok(id) => ("success", format!("queued {id}")),
-                Err(e) => ("failure", e.to_string()),
-            };
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "RIS notification could not be queued");
-            }
-            archive
-                .record(AuditEvent {
-                    event: "hl7-send".into(),
-                    actor: "openpacs".into(),
-                    peer: "ris".into(),
-                    patient_id: event.patient_id.clone(),
-                    study_uid: event.study_uid.clone(),
-                    outcome: result.into(),
-                    detail: Some(format!(
-                        "ORM^O01 {} accession={}: {detail}",
-                        if event.discontinued { "DC" } else { "CM" },
-                        event.accession_number.as_deref().unwrap_or("")
-                    )),
-                    ..AuditEvent::default()
-                })
-                .await;
-        });
     }
 }
 

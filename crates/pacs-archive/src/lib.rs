@@ -8,6 +8,7 @@ pub mod admin;
 pub mod dimse;
 pub mod duplicates;
 pub mod hl7;
+pub mod hl7_outbox;
 pub mod ingest;
 pub mod maintenance;
 pub mod metrics;
@@ -178,6 +179,10 @@ pub struct Archive {
     /// See [`ArchiveConfig::hl7_facilities`].
     pub(crate) hl7_facilities: Vec<String>,
     pub(crate) duplicate_policy: duplicates::DuplicatePolicy,
+    /// This process's name among the nodes sharing the index: the owner of the job leases it
+    /// holds (host name, process id and a random part, so that a restarted process never takes
+    /// its predecessor's leases for its own).
+    pub(crate) node: String,
     /// Told when an exam ends (MPPS COMPLETED/DISCONTINUED, or a study stayed quiet).
     pub(crate) exam_listener: std::sync::RwLock<Option<Arc<dyn workflow::ExamListener>>>,
 }
@@ -211,6 +216,7 @@ impl Archive {
             issuer_of_patient_id: config.issuer_of_patient_id.clone(),
             hl7_facilities: config.hl7_facilities.clone(),
             duplicate_policy: config.duplicate_policy,
+            node: node_name(),
             exam_listener: std::sync::RwLock::new(None),
         });
         archive.reload_ae_table().await?;
@@ -234,6 +240,11 @@ impl Archive {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// This process's name among the nodes (see the job table's leases).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The identifier domain a patient ID belongs to: the one it names, or the tenant's own
@@ -295,6 +306,15 @@ impl Archive {
             tracing::error!(error = %e, "cannot write audit record");
         }
     }
+}
+
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "openpacs".into());
+    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// Where the SQLite index lives inside a data directory.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use pacs_store::{AuditEvent, MppsRecord, WorkflowWrite};
+use pacs_store::{AuditEvent, MppsRecord, NewJob, WorkflowWrite};
 
 use crate::{Archive, ArchiveError};
 
@@ -32,9 +32,14 @@ pub struct ExamEvent {
     pub source: CompletionSource,
 }
 
-/// Receives end-of-exam events (the binary connects it to the outbound HL7 queue).
+/// Tells the outside world that exams ended (the binary connects the RIS's notifier,
+/// `hl7_outbox::RisNotifier`).
 pub trait ExamListener: Send + Sync {
-    fn exam_ended(&self, event: ExamEvent);
+    /// The job that carries the notice: the archive writes it in the transaction of the change
+    /// that decides the notice is due (a claim of the study's completion, a discontinuation).
+    fn notice(&self, event: &ExamEvent) -> NewJob;
+    /// A notice was committed: its sender may go.
+    fn queued(&self);
 }
 
 /// An MPPS refusal: a DIMSE status code and its comment.
@@ -104,14 +109,29 @@ impl Archive {
         *slot = Some(listener);
     }
 
-    fn exam_ended(&self, event: ExamEvent) {
-        let listener = self
-            .exam_listener
+    fn exam_listener(&self) -> Option<Arc<dyn ExamListener>> {
+        self.exam_listener
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match listener {
-            Some(l) => l.exam_ended(event),
+            .clone()
+    }
+
+    /// `write`, carrying the notice of `event` when someone is to be told: written with it,
+    /// in its transaction, if it changes something.
+    fn with_notice(&self, write: WorkflowWrite, event: &ExamEvent) -> WorkflowWrite {
+        match self.exam_listener() {
+            Some(listener) => WorkflowWrite::WithJob {
+                write: Box::new(write),
+                job: listener.notice(event),
+            },
+            None => write,
+        }
+    }
+
+    /// The notice of `event` was committed (or would have been, with a listener).
+    fn notice_committed(&self, event: &ExamEvent) {
+        match self.exam_listener() {
+            Some(listener) => listener.queued(),
             None => tracing::info!(?event, "exam ended; no RIS notification configured"),
         }
     }
@@ -243,48 +263,55 @@ impl Archive {
         audit.event = "mpps-set".into();
         audit.study_uid = study_uid.clone();
         audit.detail = Some(format!("{sop_instance_uid} status={status}"));
-        if self
-            .workflow_write(WorkflowWrite::UpdateMpps(record), audit.clone())
-            .await?
-            == 0
-        {
+        let ends = status != IN_PROGRESS;
+        let event = ExamEvent {
+            accession_number: accession_number.clone(),
+            study_uid: study_uid.clone(),
+            patient_id: text(&dataset, tags::PATIENT_ID),
+            discontinued: status == DISCONTINUED,
+            source: CompletionSource::Mpps {
+                sop_instance_uid: sop_instance_uid.to_string(),
+            },
+        };
+        // One notice per study: whichever of this step and the stable-study timer claims the
+        // study first sends it, in the claim's transaction. A timer that got there first (the
+        // modality took longer than `study_stable_secs` between its last image and this N-SET)
+        // already said "completed"; only a discontinuation still tells the RIS something new,
+        // and it goes with the step's own change, as does the notice of a step that names no
+        // study (nothing to claim).
+        let notice_with_step = ends && (event.discontinued || study_uid.is_none());
+        let mut update = WorkflowWrite::UpdateMpps(record);
+        if notice_with_step {
+            update = self.with_notice(update, &event);
+        }
+        if self.workflow_write(update, audit.clone()).await? == 0 {
             // Another N-SET made it final in between.
             return Ok(Err(MppsRefusal::new(
                 PROCESSING_FAILURE,
                 "Performed Procedure Step Object may no longer be updated",
             )));
         }
-        if status != IN_PROGRESS {
-            if let Some(accession) = accession_number.clone() {
+        if notice_with_step {
+            self.notice_committed(&event);
+        }
+        if ends {
+            if let Some(accession) = accession_number {
                 self.set_order_status(accession, &status, audit).await?;
             }
-            // One notice per study: whichever of this step and the stable-study timer claims
-            // the study first sends it. A timer that got there first (the modality took longer
-            // than `study_stable_secs` between its last image and this N-SET) already said
-            // "completed"; only a discontinuation still tells the RIS something new.
-            let first_notice = match &study_uid {
-                Some(study) => {
-                    let claim = WorkflowWrite::ClaimCompletion {
-                        study_uid: study.clone(),
-                    };
-                    let mut claim_audit = self.system_audit("exam-completed");
-                    claim_audit.study_uid = Some(study.clone());
-                    self.workflow_write(claim, claim_audit).await? == 1
+            if let Some(study) = &study_uid {
+                let mut claim = WorkflowWrite::ClaimCompletion {
+                    study_uid: study.clone(),
+                };
+                if !notice_with_step {
+                    claim = self.with_notice(claim, &event);
                 }
-                None => true,
-            };
-            if !first_notice && status != DISCONTINUED {
-                return Ok(Ok(dataset));
+                let mut claim_audit = self.system_audit("exam-completed");
+                claim_audit.study_uid = Some(study.clone());
+                let first = self.workflow_write(claim, claim_audit).await? == 1;
+                if first && !notice_with_step {
+                    self.notice_committed(&event);
+                }
             }
-            self.exam_ended(ExamEvent {
-                accession_number,
-                study_uid,
-                patient_id: text(&dataset, tags::PATIENT_ID),
-                discontinued: status == DISCONTINUED,
-                source: CompletionSource::Mpps {
-                    sop_instance_uid: sop_instance_uid.to_string(),
-                },
-            });
         }
         Ok(Ok(dataset))
     }
@@ -300,7 +327,7 @@ impl Archive {
     }
 
     /// Studies quiet for `quiet_secs` whose end was never notified (no MPPS): each is claimed
-    /// once and reported to the exam listener. Returns how many were.
+    /// once, its notice written with the claim. Returns how many were.
     pub async fn notify_stable_studies(&self, quiet_secs: u64) -> Result<usize, ArchiveError> {
         let mut notified = 0;
         for study in self.index.stable_studies(quiet_secs).await? {
@@ -308,18 +335,23 @@ impl Archive {
             audit.study_uid = Some(study.study_uid.clone());
             audit.patient_id = Some(study.patient_id.clone());
             audit.detail = Some(format!("no new instance for {quiet_secs} s"));
-            let claim = WorkflowWrite::ClaimCompletion {
-                study_uid: study.study_uid.clone(),
+            let event = ExamEvent {
+                accession_number: study.accession_number,
+                study_uid: Some(study.study_uid.clone()),
+                patient_id: Some(study.patient_id),
+                discontinued: false,
+                source: CompletionSource::StudyStable,
             };
-            if self.workflow_write(claim, audit).await? == 1 {
+            let claim = WorkflowWrite::ClaimCompletion {
+                study_uid: study.study_uid,
+            };
+            if self
+                .workflow_write(self.with_notice(claim, &event), audit)
+                .await?
+                == 1
+            {
                 notified += 1;
-                self.exam_ended(ExamEvent {
-                    accession_number: study.accession_number,
-                    study_uid: Some(study.study_uid),
-                    patient_id: Some(study.patient_id),
-                    discontinued: false,
-                    source: CompletionSource::StudyStable,
-                });
+                self.notice_committed(&event);
             }
         }
         Ok(notified)

@@ -5,8 +5,8 @@
 //! - [`MessageBuilder`] writes outbound messages; [`ack`] writes ACKs with an ERR segment
 //!   in the style the message's version expects.
 //! - [`mllp`] frames messages; [`serve`] is the inbound listener that hands every message to
-//!   a [`MessageHandler`]; [`send`] is the outbound client and [`RetryQueue`] the persisted
-//!   outbound queue that loses nothing while the peer is unreachable.
+//!   a [`MessageHandler`]; [`send`] is the outbound client and [`Outbox`] the sender that
+//!   delivers, in order and retrying, the messages an [`OutboxStore`] keeps durably.
 //!
 //! The parser is written here rather than taken from `hl7-parser` 0.3 (the alternative
 //! DESIGN.md allows): that crate parses `&str`, so the character set would have to be decoded
@@ -28,7 +28,7 @@ mod escape;
 mod message;
 pub mod metrics;
 pub mod mllp;
-mod queue;
+mod outbox;
 mod server;
 mod time;
 
@@ -37,6 +37,6 @@ pub use charset::Charset;
 pub use client::{send, ParsedAck};
 pub use error::Hl7Error;
 pub use message::{Component, Delimiters, Field, Limits, Message, MessageType, Path, Repetition, Segment};
+pub use outbox::{pending_in_file_queue, Attempt, Outbox, OutboxConfig, OutboxStore, Outgoing, QueueCounts};
 pub use pacs_model::admission::RefusalSummary;
-pub use queue::{QueueConfig, QueueCounts, RetryQueue};
 pub use server::{serve, MessageHandler, ParsedOrRaw, RawMessage, ServerConfig};

@@ -33,12 +33,12 @@ pub const OUTBOUND_FAILED_ATTEMPTS: &str = "openpacs_hl7_outbound_failed_attempt
 pub fn register_queue() {
     describe_gauge!(
         OUTBOUND_QUEUE_DEPTH,
-        "outbound HL7 messages waiting on disk for the RIS to acknowledge them"
+        "outbound HL7 messages waiting in the job table for the RIS to acknowledge them (every node's)"
     );
     describe_counter!(OUTBOUND_DELIVERED, "outbound HL7 messages the RIS accepted");
     describe_counter!(
         OUTBOUND_REJECTED,
-        "outbound HL7 messages the RIS rejected (given up, kept on disk)"
+        "outbound HL7 messages the RIS rejected (set aside as failed jobs, not retried)"
     );
     describe_counter!(
         OUTBOUND_FAILED_ATTEMPTS,

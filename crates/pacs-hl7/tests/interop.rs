@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, free_port, repo_root, sample, samples, start, TestHandler};
-use pacs_hl7::{send, AckCode, Limits, Message, QueueConfig, RetryQueue, ServerConfig};
+use common::{eventually, free_port, repo_root, sample, samples, start, MemoryStore, TestHandler};
+use pacs_hl7::{send, AckCode, Limits, Message, Outbox, OutboxConfig, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -182,41 +182,42 @@ async fn python_listener(port: u16, out: &Path, nak: bool) -> tokio::process::Ch
     child
 }
 
-fn queue_config(port: u16) -> QueueConfig {
-    QueueConfig {
+fn outbox_config(port: u16) -> OutboxConfig {
+    OutboxConfig {
         send_timeout: Duration::from_secs(5),
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(400),
-        ..QueueConfig::new(format!("127.0.0.1:{port}"))
+        poll: Duration::from_millis(50),
+        ..OutboxConfig::new(format!("127.0.0.1:{port}"))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_messages_reach_a_python_ris_that_appears_later() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
     let received = tempfile::tempdir().unwrap();
-    let queue = RetryQueue::open(dir.path().join("queue"), queue_config(port)).unwrap();
+    let store = std::sync::Arc::new(MemoryStore::default());
     let messages = [sample("orm_o01.hl7"), sample("oru_r01.hl7")];
     for m in &messages {
-        queue.enqueue(m.clone()).await.unwrap();
+        store.push(m.clone());
     }
+    let outbox = std::sync::Arc::new(Outbox::new(store.clone(), outbox_config(port)));
     let (stop, rx) = watch::channel(false);
     let worker = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run(rx).await }
+        let outbox = outbox.clone();
+        async move { outbox.run(rx).await }
     });
     // The port is closed: attempts fail and the messages wait.
-    assert!(eventually(10, || queue.counts().failed_attempts >= 2).await);
-    assert_eq!(queue.counts().pending, 2);
+    assert!(eventually(10, || store.errors().len() >= 2).await);
+    assert_eq!(store.waiting(), 2);
 
     let mut ris = python_listener(port, received.path(), false).await;
     assert!(
-        eventually(20, || queue.counts().delivered == 2).await,
+        eventually(20, || store.waiting() == 0).await,
         "{:?}",
-        queue.counts()
+        outbox.counts().await
     );
-    assert_eq!(queue.counts().pending, 0);
+    assert_eq!(outbox.counts().await.delivered, 2);
     // Received in order, byte for byte.
     for (i, m) in messages.iter().enumerate() {
         let got = std::fs::read(received.path().join(format!("{:04}.hl7", i + 1))).unwrap();
@@ -240,28 +241,27 @@ async fn outbound_messages_reach_a_python_ris_that_appears_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_ris_refusal_moves_the_message_to_rejected() {
+async fn a_python_ris_refusal_sets_the_message_aside() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
     let received = tempfile::tempdir().unwrap();
     let mut ris = python_listener(port, received.path(), true).await;
-    let queue = RetryQueue::open(dir.path(), queue_config(port)).unwrap();
-    let name = queue.enqueue(sample("orm_o01.hl7")).await.unwrap();
+    let store = std::sync::Arc::new(MemoryStore::default());
+    store.push(sample("orm_o01.hl7"));
+    let outbox = std::sync::Arc::new(Outbox::new(store.clone(), outbox_config(port)));
     let (stop, rx) = watch::channel(false);
     let worker = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run(rx).await }
+        let outbox = outbox.clone();
+        async move { outbox.run(rx).await }
     });
     assert!(
-        eventually(20, || queue.counts().rejected == 1).await,
+        eventually(20, || store.waiting() == 0).await,
         "{:?}",
-        queue.counts()
+        outbox.counts().await
     );
-    assert_eq!(queue.counts().pending, 0);
-    assert_eq!(
-        std::fs::read(dir.path().join("rejected").join(name)).unwrap(),
-        sample("orm_o01.hl7")
-    );
+    assert_eq!(outbox.counts().await.rejected, 1);
+    let aside = store.set_aside();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(aside[0].0, sample("orm_o01.hl7"));
     stop.send(true).unwrap();
     worker.await.unwrap();
     ris.kill().await.unwrap();

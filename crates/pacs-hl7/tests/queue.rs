@@ -1,20 +1,23 @@
-//! The persisted retry queue against our own listener.
+//! The outbound sender against our own listener, over a store in memory (openpacs's is the
+//! job table: see pacs-archive's `hl7_outbox`).
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, free_port, start, start_on, TestHandler};
-use pacs_hl7::{AckCode, Hl7Error, MessageBuilder, QueueConfig, RetryQueue, ServerConfig};
+use common::{eventually, free_port, start, start_on, MemoryStore, TestHandler};
+use pacs_hl7::{AckCode, MessageBuilder, Outbox, OutboxConfig, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-fn config(port: u16) -> QueueConfig {
-    QueueConfig {
+fn config(port: u16) -> OutboxConfig {
+    OutboxConfig {
         send_timeout: Duration::from_secs(5),
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
-        ..QueueConfig::new(format!("127.0.0.1:{port}"))
+        poll: Duration::from_millis(20),
+        ..OutboxConfig::new(format!("127.0.0.1:{port}"))
     }
 }
 
@@ -28,132 +31,99 @@ fn completion(accession: &str) -> (Vec<u8>, String) {
     (b.to_bytes().unwrap(), b.control_id().to_owned())
 }
 
-fn files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+fn start_sender(
+    outbox: &Arc<Outbox<Arc<MemoryStore>>>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, rx) = watch::channel(false);
+    let runner = outbox.clone();
+    (stop, tokio::spawn(async move { runner.run(rx).await }))
 }
 
 #[tokio::test]
-async fn unreachable_destination_keeps_the_message_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+async fn messages_wait_for_an_unreachable_destination_then_go_in_order() {
     let port = free_port();
-    let (message, control_id) = completion("ACC1");
+    let store = Arc::new(MemoryStore::default());
+    let (first, first_id) = completion("ACC1");
+    let (second, second_id) = completion("ACC2");
+    store.push(first);
+    store.push(second);
 
-    // First run: nobody listens; the message stays, attempts are counted.
-    let queue = RetryQueue::open(dir.path(), config(port)).unwrap();
-    let name = queue.enqueue(message.clone()).await.unwrap();
-    assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), message);
-    let (stop, rx) = watch::channel(false);
-    let worker = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run(rx).await }
-    });
-    assert!(eventually(10, || queue.counts().failed_attempts >= 3).await);
-    assert_eq!(queue.counts().pending, 1);
-    stop.send(true).unwrap();
-    worker.await.unwrap();
-    drop(queue);
-    assert_eq!(files(dir.path()), std::slice::from_ref(&name));
+    // Nobody listens: attempts fail with a growing wait, both messages stay, in order.
+    let outbox = Arc::new(Outbox::new(store.clone(), config(port)));
+    let (stop, worker) = start_sender(&outbox);
+    assert!(eventually(10, || store.errors().len() >= 3).await);
+    let counts = outbox.counts().await;
+    assert_eq!(counts.pending, 2);
+    assert!(counts.failed_attempts >= 3);
+    assert_eq!((counts.delivered, counts.rejected), (0, 0));
 
-    // Restart: the queue finds the message and delivers it once the peer is there.
+    // The peer appears: both are delivered, the first first.
     let handler = TestHandler::new(AckCode::AA);
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let server = start_on(listener, handler.clone(), ServerConfig::default()).await;
-    let queue = RetryQueue::open(dir.path(), config(port)).unwrap();
-    assert_eq!(queue.counts().pending, 1);
-    let (stop, rx) = watch::channel(false);
-    let worker = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run(rx).await }
-    });
-    assert!(eventually(10, || queue.counts().delivered == 1).await);
-    let counts = queue.counts();
-    assert_eq!((counts.pending, counts.rejected), (0, 0));
-    assert!(files(dir.path()).is_empty());
-    let seen = handler.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].control_id, control_id);
-    assert_eq!(seen[0].message_type, "ORM^O01^ORM_O01");
+    assert!(eventually(10, || store.waiting() == 0).await);
+    let seen: Vec<String> = handler.seen().into_iter().map(|s| s.control_id).collect();
+    assert_eq!(seen, [first_id, second_id]);
+    assert_eq!(handler.seen()[0].message_type, "ORM^O01^ORM_O01");
+    let counts = outbox.counts().await;
+    assert_eq!((counts.pending, counts.delivered, counts.rejected), (0, 2, 0));
 
-    // A message queued while the worker idles goes at once; names keep increasing.
-    let (second, _) = completion("ACC2");
-    let second_name = queue.enqueue(second).await.unwrap();
-    assert!(second_name > name);
-    assert!(eventually(10, || queue.counts().delivered == 2).await);
+    // A message queued while the sender idles goes at once when it is woken.
+    let (third, third_id) = completion("ACC3");
+    store.push(third);
+    outbox.waker().notify_one();
+    assert!(eventually(10, || handler.seen().len() == 3).await);
+    assert_eq!(handler.seen()[2].control_id, third_id);
     stop.send(true).unwrap();
     worker.await.unwrap();
     server.stop().await;
 }
 
 #[tokio::test]
-async fn refused_messages_go_to_rejected_and_the_rest_is_delivered() {
+async fn refused_messages_are_set_aside_and_the_rest_is_delivered() {
     for refusal in [AckCode::AR, AckCode::AE] {
-        let dir = tempfile::tempdir().unwrap();
         let server = start(TestHandler::new(refusal), ServerConfig::default()).await;
-        let queue = RetryQueue::open(dir.path(), config(server.addr.port())).unwrap();
+        let store = Arc::new(MemoryStore::default());
         let (message, _) = completion("ACC3");
-        let name = queue.enqueue(message.clone()).await.unwrap();
-        let (stop, rx) = watch::channel(false);
-        let worker = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.run(rx).await }
-        });
-        assert!(
-            eventually(10, || queue.counts().rejected == 1).await,
-            "{refusal:?}"
-        );
-        let counts = queue.counts();
+        store.push(message.clone());
+        let outbox = Arc::new(Outbox::new(store.clone(), config(server.addr.port())));
+        let (stop, worker) = start_sender(&outbox);
+        assert!(eventually(10, || store.waiting() == 0).await, "{refusal:?}");
+        let counts = outbox.counts().await;
         assert_eq!(
-            (counts.pending, counts.delivered, counts.failed_attempts),
-            (0, 0, 0)
+            (counts.rejected, counts.delivered, counts.failed_attempts),
+            (1, 0, 0)
         );
-        assert!(files(dir.path()).is_empty());
-        assert_eq!(
-            std::fs::read(dir.path().join("rejected").join(&name)).unwrap(),
-            message
-        );
+        let aside = store.set_aside();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(aside[0].0, message);
+        assert!(aside[0].1.starts_with(refusal.as_str()), "{}", aside[0].1);
         stop.send(true).unwrap();
         worker.await.unwrap();
         server.stop().await;
-
-        // Reopening counts only what is pending and numbers after the rejected file.
-        let queue = RetryQueue::open(dir.path(), config(1)).unwrap();
-        assert_eq!(queue.counts().pending, 0);
-        let (again, _) = completion("ACC4");
-        assert!(queue.enqueue(again).await.unwrap() > name);
     }
 }
 
 #[tokio::test]
-async fn enqueue_refuses_what_could_never_be_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = RetryQueue::open(dir.path(), config(1)).unwrap();
-    assert!(matches!(
-        queue.enqueue(b"PID|1\r".to_vec()).await,
-        Err(Hl7Error::MissingMsh)
-    ));
-    assert!(matches!(
-        queue
-            .enqueue(b"MSH|^~\\&|A|B|C|D|1||ORM^O01||P|2.5\r".to_vec())
-            .await,
-        Err(Hl7Error::MissingField("MSH-10"))
-    ));
-    assert_eq!(queue.counts().pending, 0);
-    assert!(files(dir.path()).is_empty());
-}
-
-#[tokio::test]
-async fn leftover_temporary_files_are_removed_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".00000000000000000007.tmp"), b"half").unwrap();
-    std::fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
-    let queue = RetryQueue::open(dir.path(), config(1)).unwrap();
-    assert_eq!(queue.counts().pending, 0);
-    assert_eq!(files(dir.path()), ["notes.txt"]);
+async fn a_message_that_could_never_be_accepted_is_set_aside_at_once() {
+    // A peer that would answer, were the message readable.
+    let server = start(TestHandler::new(AckCode::AA), ServerConfig::default()).await;
+    let store = Arc::new(MemoryStore::default());
+    store.push(b"PID|1\r".to_vec());
+    store.push(b"MSH|^~\\&|A|B|C|D|1||ORM^O01||P|2.5\r".to_vec());
+    let outbox = Arc::new(Outbox::new(store.clone(), config(server.addr.port())));
+    let (stop, worker) = start_sender(&outbox);
+    assert!(eventually(10, || store.waiting() == 0).await);
+    let reasons: Vec<String> = store.set_aside().into_iter().map(|(_, why)| why).collect();
+    // No MSH: never sent. No control id: the peer refuses it (and would again).
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons[0].starts_with("unsendable"), "{reasons:?}");
+    assert!(
+        reasons[1].starts_with("AR") && reasons[1].contains("MSH-10"),
+        "{reasons:?}"
+    );
+    assert!(store.errors().is_empty(), "never retried");
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    server.stop().await;
 }

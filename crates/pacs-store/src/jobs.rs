@@ -114,22 +114,6 @@ pub struct ClaimedJob {
     pub payload: Vec<u8>,
 }
 
-/// The wait before a failed job's next attempt: `initial` after the first failure, doubling
-/// after each, at most `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The wait after the `attempts`-th failed attempt (1 for the first).
-    pub fn after(self, attempts: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
-
 /// What to list. Newest first.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -159,15 +143,17 @@ pub trait Jobs: Send + Sync {
     async fn renew_job_lease(&self, id: i64, owner: &str, lease: Duration) -> Result<bool, IndexError>;
     /// Marks a job `owner` runs done; false when it runs it no more (taken over).
     async fn complete_job(&self, id: i64, owner: &str) -> Result<bool, IndexError>;
-    /// Records a failed attempt of a job `owner` runs: pending again after the back-off, or
-    /// failed when `retry` is `None` (the peer refused it: the same attempt would fail the same
-    /// way) or its attempts are used up. Returns the job's new state (`None`: not `owner`'s).
+    /// Records a failed attempt of a job `owner` runs: pending again once `retry_in` has
+    /// passed (the worker's back-off, which doubles from attempt to attempt up to a cap), or
+    /// failed when `retry_in` is `None` (the peer refused it: the same attempt would fail the
+    /// same way) or its attempts are used up. Returns the job's new state (`None`: not
+    /// `owner`'s).
     async fn fail_job(
         &self,
         id: i64,
         owner: &str,
         error: &str,
-        retry: Option<Backoff>,
+        retry_in: Option<Duration>,
     ) -> Result<Option<JobState>, IndexError>;
     /// An administrator's retry of a failed (or backing-off) job of the tenant: pending now,
     /// its attempts counted afresh; `audit` in the same transaction. False when no such job
@@ -202,7 +188,7 @@ pub(crate) enum JobWrite {
         id: i64,
         owner: String,
         error: String,
-        retry: Option<Backoff>,
+        retry_in: Option<Duration>,
     },
     Retry {
         tenant: i64,
@@ -326,8 +312,8 @@ pub(crate) async fn apply(conn: &mut dyn Conn, write: &JobWrite) -> Result<JobOu
             id,
             owner,
             error,
-            retry,
-        } => JobOutcome::State(fail(conn, *id, owner, error, *retry).await?),
+            retry_in,
+        } => JobOutcome::State(fail(conn, *id, owner, error, *retry_in).await?),
         JobWrite::Retry { tenant, id, audit } => {
             let changed = sql::query(&format!(
                 "UPDATE job SET state = 'pending', attempts = 0, not_before = {now}, lease_owner = NULL,
@@ -410,7 +396,7 @@ async fn fail(
     id: i64,
     owner: &str,
     error: &str,
-    retry: Option<Backoff>,
+    retry_in: Option<Duration>,
 ) -> Result<Option<JobState>, IndexError> {
     let dialect = conn.dialect();
     let now = dialect.now();
@@ -424,12 +410,8 @@ async fn fail(
     else {
         return Ok(None);
     };
-    let retry = retry.filter(|_| attempts < max_attempts);
-    let (state, wait) = match retry {
-        Some(backoff) => (
-            JobState::Pending,
-            backoff.after(attempts.clamp(0, i64::from(u32::MAX)) as u32),
-        ),
+    let (state, wait) = match retry_in.filter(|_| attempts < max_attempts) {
+        Some(wait) => (JobState::Pending, wait),
         None => (JobState::Failed, Duration::ZERO),
     };
     sql::query(&format!(
@@ -529,13 +511,13 @@ impl Jobs for crate::SqlIndex {
         id: i64,
         owner: &str,
         error: &str,
-        retry: Option<Backoff>,
+        retry_in: Option<Duration>,
     ) -> Result<Option<JobState>, IndexError> {
         let write = JobWrite::Fail {
             id,
             owner: owner.to_string(),
             error: error.to_string(),
-            retry,
+            retry_in,
         };
         match self.write_jobs(write).await? {
             JobOutcome::State(state) => Ok(state),
@@ -725,13 +707,9 @@ mod tests {
             .unwrap()
             .is_empty());
         // A failed attempt backing off holds the key: the next message waits for it.
-        let backoff = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(1),
-        };
         assert_eq!(
             index
-                .fail_job(e[0], "n", "no answer", Some(backoff))
+                .fail_job(e[0], "n", "no answer", Some(Duration::from_secs(1)))
                 .await
                 .unwrap(),
             Some(JobState::Pending)
@@ -802,32 +780,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_backoff_doubles_up_to_its_cap() {
-        let b = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-        };
-        let waits: Vec<u64> = (1..=11).map(|n| b.after(n).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(b.after(u32::MAX), Duration::from_secs(300));
-    }
-
     #[tokio::test]
-    async fn failures_back_off_then_set_the_job_aside_after_its_last_attempt() {
+    async fn a_failed_attempt_waits_its_back_off_and_the_last_one_sets_the_job_aside() {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path()).await;
         let mut two = job("ris", b"1");
         two.max_attempts = 2;
         let id = index.enqueue_jobs(vec![two]).await.unwrap()[0];
-        let backoff = Backoff {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(300),
-        };
+        let backoff = Some(Duration::from_secs(2));
         index.claim_jobs("n", &[HL7_OUTBOUND], LEASE, 1).await.unwrap();
         assert_eq!(
             index
-                .fail_job(id, "n", "connection refused", Some(backoff))
+                .fail_job(id, "n", "connection refused", backoff)
                 .await
                 .unwrap(),
             Some(JobState::Pending)
@@ -858,7 +822,7 @@ mod tests {
             vec![id]
         );
         assert_eq!(
-            index.fail_job(id, "n", "timeout", Some(backoff)).await.unwrap(),
+            index.fail_job(id, "n", "timeout", backoff).await.unwrap(),
             Some(JobState::Failed),
             "the second of two attempts"
         );

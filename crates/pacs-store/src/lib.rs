@@ -28,7 +28,7 @@ pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,
 };
-pub use jobs::{Backoff, ClaimedJob, Job, JobFilter, JobState, Jobs, NewJob};
+pub use jobs::{ClaimedJob, Job, JobFilter, JobState, Jobs, NewJob};
 pub use scoped::{SystemIndex, TenantIndex};
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,

@@ -23,7 +23,7 @@ use crate::index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     QueryRow, SortKey, WorklistFilter,
 };
-use crate::jobs::{Backoff, ClaimedJob, Job, JobFilter, JobState, NewJob};
+use crate::jobs::{ClaimedJob, Job, JobFilter, JobState, NewJob};
 use crate::workflow::{
     MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite, WorklistItem,
 };
@@ -254,9 +254,9 @@ impl SystemIndex {
         id: i64,
         owner: &str,
         error: &str,
-        retry: Option<Backoff>,
+        retry_in: Option<Duration>,
     ) -> R<Option<JobState>> {
-        self.index.fail_job(id, owner, error, retry).await
+        self.index.fail_job(id, owner, error, retry_in).await
     }
     /// Open jobs of a kind, every tenant's.
     pub async fn open_jobs(&self, kind: &str) -> R<u64> {

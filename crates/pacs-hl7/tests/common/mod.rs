@@ -173,3 +173,89 @@ pub async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// An outbox store in memory, as the job table is on disk: messages in order, the oldest
+/// held back while its back-off runs, refused ones set aside.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryQueue>,
+}
+
+#[derive(Default)]
+struct MemoryQueue {
+    next_id: i64,
+    /// (id, message, attempts, not before)
+    waiting: std::collections::VecDeque<(i64, Vec<u8>, u32, std::time::Instant)>,
+    set_aside: Vec<(Vec<u8>, String)>,
+    errors: Vec<String>,
+}
+
+impl MemoryStore {
+    pub fn push(&self, message: Vec<u8>) -> i64 {
+        let mut q = self.inner.lock().unwrap();
+        q.next_id += 1;
+        let id = q.next_id;
+        q.waiting.push_back((id, message, 0, std::time::Instant::now()));
+        id
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().unwrap().waiting.len()
+    }
+
+    pub fn set_aside(&self) -> Vec<(Vec<u8>, String)> {
+        self.inner.lock().unwrap().set_aside.clone()
+    }
+
+    /// The error of each failed attempt, in order.
+    pub fn errors(&self) -> Vec<String> {
+        self.inner.lock().unwrap().errors.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl pacs_hl7::OutboxStore for MemoryStore {
+    async fn next(&self) -> Result<Option<pacs_hl7::Outgoing>, String> {
+        let mut q = self.inner.lock().unwrap();
+        match q.waiting.front_mut() {
+            Some((id, message, attempts, not_before)) if *not_before <= std::time::Instant::now() => {
+                *attempts += 1;
+                Ok(Some(pacs_hl7::Outgoing {
+                    id: *id,
+                    message: message.clone(),
+                    attempts: *attempts,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn keep(&self, _id: i64) -> Result<bool, String> {
+        Ok(true)
+    }
+
+    async fn record(&self, id: i64, attempt: &pacs_hl7::Attempt) -> Result<(), String> {
+        let mut q = self.inner.lock().unwrap();
+        let Some(front) = q.waiting.front_mut().filter(|f| f.0 == id) else {
+            return Err(format!("{id} is not the message handed out"));
+        };
+        match attempt {
+            pacs_hl7::Attempt::Delivered(_) => {
+                q.waiting.pop_front();
+            }
+            pacs_hl7::Attempt::Refused(why) => {
+                let (_, message, ..) = q.waiting.pop_front().unwrap();
+                q.set_aside.push((message, why.clone()));
+            }
+            pacs_hl7::Attempt::Failed { error, retry_in } => {
+                front.3 = std::time::Instant::now() + *retry_in;
+                q.errors.push(error.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<u64, String> {
+        Ok(MemoryStore::waiting(self) as u64)
+    }
+}
