@@ -5,6 +5,7 @@ mod blobs_config;
 mod config;
 mod config_sources;
 mod import;
+mod jobs;
 mod migrate_index;
 mod scrape;
 mod send;
@@ -68,6 +69,11 @@ enum Command {
     Verify,
     /// Print the audit log (tab-separated: time, event, actor, peer, patient, study, outcome, detail).
     Audit,
+    /// List the durable jobs (outbound HL7 messages…; `list` by default) and retry failed ones.
+    Jobs {
+        #[command(subcommand)]
+        command: Option<jobs::JobsCommand>,
+    },
     /// Manage user accounts and API tokens for the HTTP API.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
             Command::Verify => verify::run(config).await,
             Command::Audit => verify::audit(config).await,
             Command::User(command) => user::run(config, command).await,
+            Command::Jobs { command } => jobs::run(config, command.unwrap_or_default()).await,
             Command::MigrateIndex { to } => migrate_index::run(config, to).await,
         }
     });

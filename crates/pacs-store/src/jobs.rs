@@ -87,6 +87,7 @@ pub struct NewJob {
 
 /// A job as the index holds it (without its payload: see [`ClaimedJob`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: i64,
     #[serde(skip)]

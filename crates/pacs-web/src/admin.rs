@@ -22,13 +22,19 @@ const MAX_AUDIT_LIMIT: u32 = 1000;
 
 impl WebState {
     /// Appends an administration audit line for the caller.
-    async fn admin_audit(&self, peer: SocketAddr, event: &str, outcome: &str, detail: String) {
+    pub(crate) async fn admin_audit(&self, peer: SocketAddr, event: &str, outcome: &str, detail: String) {
         self.archive
             .record(self.admin_event(peer, event, outcome, detail))
             .await;
     }
 
-    fn admin_event(&self, peer: SocketAddr, event: &str, outcome: &str, detail: String) -> AuditEvent {
+    pub(crate) fn admin_event(
+        &self,
+        peer: SocketAddr,
+        event: &str,
+        outcome: &str,
+        detail: String,
+    ) -> AuditEvent {
         AuditEvent {
             event: event.into(),
             actor: crate::auth::current_actor(),
@@ -40,7 +46,13 @@ impl WebState {
     }
 
     /// A refusal: audited with its reason, answered with `status` and that reason.
-    async fn refuse(&self, peer: SocketAddr, event: &str, status: StatusCode, why: String) -> Response {
+    pub(crate) async fn refuse(
+        &self,
+        peer: SocketAddr,
+        event: &str,
+        status: StatusCode,
+        why: String,
+    ) -> Response {
         self.admin_audit(peer, event, "refused", why.clone()).await;
         (status, format!("{why}\n")).into_response()
     }

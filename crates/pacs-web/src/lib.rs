@@ -13,6 +13,7 @@ mod frames;
 pub mod fuzzing;
 mod health;
 pub mod http_metrics;
+mod jobs;
 mod listen;
 mod metadata;
 mod origin;

@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use crate::auth::{form_pairs, Access, Permission};
-use crate::{admin, api, auth, frames, metadata, qido, rendered, stow, wado, wado_uri, worklist};
+use crate::{admin, api, auth, frames, jobs, metadata, qido, rendered, stow, wado, wado_uri, worklist};
 use crate::{MetricsRender, WebState};
 
 /// What a route needs: a fixed [`Access`], or for WADO-URI one that depends on the query.
@@ -248,6 +248,9 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
         route(M::DELETE, "/api/aes/{aet}", admin, admin::remove_ae),
         route(M::POST, "/api/aes/{aet}/echo", admin, admin::echo),
         route(M::GET, "/api/audit", admin, admin::audit),
+        // Durable jobs (outbound HL7…), every node's: their state, and a retry of a failed one.
+        route(M::GET, "/api/jobs", admin, jobs::list),
+        route(M::POST, "/api/jobs/{id}/retry", admin, jobs::retry),
     ]
 }
 
@@ -359,6 +362,11 @@ mod tests {
         );
         assert_eq!(get("/api/users"), Access::Need(Admin));
         assert_eq!(get("/api/aes"), Access::Need(Admin));
+        assert_eq!(get("/api/jobs"), Access::Need(Admin));
+        assert_eq!(
+            needs(Method::POST, "/api/jobs/{id}/retry", None),
+            Access::Need(Admin)
+        );
         assert_eq!(needs(Method::PUT, "/api/aes/{aet}", None), Access::Need(Admin));
         assert_eq!(
             needs(Method::POST, "/api/aes/{aet}/echo", None),
