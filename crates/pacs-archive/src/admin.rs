@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use pacs_store::{AuditEvent, DeleteScope, Deleted};
+use pacs_store::{AuditEvent, BlobLockMode, DeleteScope, Deleted};
 
 use crate::{Archive, ArchiveError};
 
@@ -47,24 +47,33 @@ impl Archive {
     }
 
     /// Removes the files of blobs whose last row was deleted, unless a store of the same bytes
-    /// has referenced them again since, then clears them from the pending list.
+    /// has referenced them again since, then clears them from the pending list. Each key is
+    /// locked against stores of the same bytes on every node (`pacs_store::blob_lock`); a key
+    /// whose stores keep it busy past the lock's wait stays pending for the next pass.
     pub(crate) async fn remove_deleted_blobs(&self, keys: Vec<String>) -> Result<usize, ArchiveError> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let _exclusive = self.blob_gc.write().await;
         let mut removed = 0;
-        for key in &keys {
-            if self.system.blob_referenced(key).await? {
-                continue;
-            }
-            let done = match self.blobs.delete(key).await {
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => continue,
-                done => done.map_err(ArchiveError::from_io)?,
+        let mut settled = Vec::with_capacity(keys.len());
+        for key in keys {
+            let _exclusive = match self.system.lock_blob(&key, BlobLockMode::Remove).await {
+                Ok(lock) => lock,
+                Err(e) if pacs_store::blob_lock::is_lock_timeout(&e) => {
+                    tracing::warn!(blob = %key, "blob still in use by a store; its removal waits for the next pass");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
-            removed += usize::from(done);
+            if !self.system.blob_referenced(&key).await? {
+                let done = match self.blobs.delete(&key).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => false,
+                    done => done.map_err(ArchiveError::from_io)?,
+                };
+                removed += usize::from(done);
+            }
+            settled.push(key);
         }
-        self.system.clear_blob_deletions(keys).await?;
+        if !settled.is_empty() {
+            self.system.clear_blob_deletions(settled).await?;
+        }
         Ok(removed)
     }
 

@@ -17,7 +17,9 @@ use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use pacs_dimse::dataset_check;
 use pacs_model::{fold_person_name, normalize_date, url_segment};
-use pacs_store::{AuditEvent, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob};
+use pacs_store::{
+    AuditEvent, BlobLockMode, IndexOutcome, NewInstance, PatientAttrs, SeriesAttrs, StudyAttrs, TempBlob,
+};
 
 use crate::{Archive, ArchiveError};
 
@@ -295,10 +297,21 @@ impl Incoming {
             blob.discard();
             return Err(ArchiveError::from_io(e));
         }
+        // The key is held from here to the index commit: a removal of a blob with these very
+        // bytes (on any node) cannot find it unreferenced, then delete it under this store.
+        let _no_blob_removal = match archive
+            .system
+            .lock_blob(&blob.content_key(), BlobLockMode::Store)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(e) => {
+                blob.discard();
+                return Err(e.into());
+            }
+        };
         // Parsing, checking and making the blob durable run in one blocking task: one thread
-        // hand-over per object instead of two. Blob removal (maintenance) waits meanwhile, so it
-        // cannot delete a file this object is about to refer to.
-        let _no_blob_removal = archive.blob_gc.read().await;
+        // hand-over per object instead of two.
         let blobs = archive.clone();
         let limits = archive.limits;
         let dataset_offset = blob.dataset_offset();

@@ -168,10 +168,6 @@ pub struct Archive {
     /// Held from an AE table change to the reload of the mirror, so that a reload can never
     /// overwrite a newer one with what it read before another change committed.
     pub(crate) ae_changes: tokio::sync::Mutex<()>,
-    /// Held shared by every store from its blob commit to its index commit, and exclusively
-    /// while deleted blobs are removed: a store of the very bytes being deleted can never find
-    /// its blob present, then lose it before its row exists.
-    pub(crate) blob_gc: tokio::sync::RwLock<()>,
     pub(crate) correct_from_orders: bool,
     pub(crate) limits: pacs_dimse::dataset_check::Limits,
     /// See [`ArchiveConfig::issuer_of_patient_id`].
@@ -210,7 +206,6 @@ impl Archive {
                 .collect(),
             table_peers: std::sync::RwLock::new(HashMap::new()),
             ae_changes: tokio::sync::Mutex::new(()),
-            blob_gc: tokio::sync::RwLock::new(()),
             correct_from_orders: config.correct_from_orders,
             limits: config.limits,
             issuer_of_patient_id: config.issuer_of_patient_id.clone(),

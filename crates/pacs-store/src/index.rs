@@ -268,6 +268,14 @@ pub trait Index: Jobs + Send + Sync + 'static {
     async fn instances_page(&self, after_pk: i64, limit: u32) -> Result<Vec<InstanceLocation>, IndexError>;
     /// Whether any index row refers to this blob.
     async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError>;
+    /// Locks one blob key: shared by a store from before its blob commit to its index commit,
+    /// exclusively by a removal from its reference check to the blob's deletion (see
+    /// [`crate::blob_lock`]). Released when the returned lock is dropped.
+    async fn lock_blob(
+        &self,
+        blob_key: &str,
+        mode: crate::BlobLockMode,
+    ) -> Result<crate::BlobLock, IndexError>;
     /// Referenced blob keys starting with `prefix` (one blob directory's worth), sorted.
     async fn blob_keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, IndexError>;
     /// Audit records in order, after `after_pk`, at most `limit`.
@@ -424,6 +432,8 @@ enum WriteRequest {
 pub struct SqlIndex {
     readers: Readers,
     writer: mpsc::Sender<WriteRequest>,
+    /// Where stores and removals of one blob key meet (see `blob_lock.rs`).
+    blob_locks: crate::blob_lock::BlobLocks,
 }
 
 impl SqlIndex {
@@ -517,7 +527,8 @@ impl SqlIndex {
                 Ok(Box::new(conn) as Box<dyn Conn>)
             })
         });
-        Ok(SqlIndex::start(readers, Box::new(conn), connect))
+        let locks = crate::blob_lock::BlobLocks::process();
+        Ok(SqlIndex::start(readers, Box::new(conn), connect, locks))
     }
 
     /// Opens (creating and migrating) a PostgreSQL index and starts this node's writer.
@@ -536,6 +547,7 @@ impl SqlIndex {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await?;
+        let locks = crate::blob_lock::BlobLocks::postgres(options.clone());
         let connect: Connect = Box::new(move || {
             let options = options.clone();
             Box::pin(async move {
@@ -543,13 +555,27 @@ impl SqlIndex {
                 Ok(Box::new(conn) as Box<dyn Conn>)
             })
         });
-        Ok(SqlIndex::start(Readers::Postgres(pool), Box::new(conn), connect))
+        Ok(SqlIndex::start(
+            Readers::Postgres(pool),
+            Box::new(conn),
+            connect,
+            locks,
+        ))
     }
 
-    fn start(readers: Readers, writer: Box<dyn Conn>, connect: Connect) -> SqlIndex {
+    fn start(
+        readers: Readers,
+        writer: Box<dyn Conn>,
+        connect: Connect,
+        blob_locks: crate::blob_lock::BlobLocks,
+    ) -> SqlIndex {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(run_writer(writer, connect, rx));
-        SqlIndex { readers, writer: tx }
+        SqlIndex {
+            readers,
+            writer: tx,
+            blob_locks,
+        }
     }
 
     pub(crate) async fn reader(&self) -> Result<Reader, IndexError> {
@@ -1364,6 +1390,14 @@ impl Index for SqlIndex {
         .fetch_all(self.reader().await?.conn())
         .await?;
         Ok(rows.iter().map(|r| location(r, 0)).collect::<Result<_, _>>()?)
+    }
+
+    async fn lock_blob(
+        &self,
+        blob_key: &str,
+        mode: crate::BlobLockMode,
+    ) -> Result<crate::BlobLock, IndexError> {
+        self.blob_locks.lock(blob_key, mode).await
     }
 
     async fn blob_referenced(&self, blob_key: &str) -> Result<bool, IndexError> {

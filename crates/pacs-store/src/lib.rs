@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod admin;
 pub mod ae;
 pub mod blob;
+pub mod blob_lock;
 pub mod columns;
 pub mod copy;
 pub mod index;
@@ -24,6 +25,7 @@ pub use ae::{AeRecord, AeWrite};
 pub use blob::{
     BlobLocation, BlobStore, CommittedBlob, FileBlobStore, LocalBlob, S3BlobStore, S3Settings, TempBlob,
 };
+pub use blob_lock::{BlobLock, BlobLockMode};
 pub use index::{
     AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
     PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,

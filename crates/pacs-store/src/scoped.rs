@@ -208,6 +208,10 @@ impl SystemIndex {
     pub async fn blob_referenced(&self, blob_key: &str) -> R<bool> {
         self.index.blob_referenced(blob_key).await
     }
+    /// See [`Index::lock_blob`]: blobs are shared by content, so the lock spans tenants.
+    pub async fn lock_blob(&self, blob_key: &str, mode: crate::BlobLockMode) -> R<crate::BlobLock> {
+        self.index.lock_blob(blob_key, mode).await
+    }
     pub async fn blob_keys_with_prefix(&self, prefix: &str) -> R<Vec<String>> {
         self.index.blob_keys_with_prefix(prefix).await
     }

@@ -203,6 +203,12 @@ impl TempBlob {
         Ok(())
     }
 
+    /// The content key (SHA-256 of everything written so far: the whole object once
+    /// [`TempBlob::start_sync`] has run), without ending the hash.
+    pub fn content_key(&self) -> String {
+        hex::encode(self.file_hash.clone().finalize())
+    }
+
     /// Ends writing and gives the content key (SHA-256 of the whole) and the data set hash.
     pub(crate) fn finish(&mut self) -> io::Result<Finished> {
         self.write_out()?;
