@@ -82,3 +82,31 @@ fn part10_campaign_findings_are_refused_with_memory_bounded() {
         );
     }
 }
+
+/// JPIP HTJ2K Referenced Deflate (1.2.840.10008.1.2.4.205): the parser inflates its data set,
+/// the structural check, which knew two deflated syntaxes of its own, walked the compressed
+/// bytes. This object's deflate stream is one stored block whose raw bytes read as one long
+/// explicit-VR element, while the inflated data starts with an OB of 0xC0C00010 bytes (the
+/// length CI's short part10_header run found, its input not kept): the parser allocated
+/// 3 GiB. The check now takes byte order and compression from the parser's own registry.
+#[test]
+fn a_deflated_syntax_the_parser_knows_is_inflated_by_the_check_too() {
+    let bytes = input("part10/jpip_htj2k_deflate.dcm");
+    assert!(bytes.len() < 64 << 10);
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let error = check_and_parse_part10(&bytes, Limits::default()).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(error, ArchiveError::Invalid(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("(0D4F,00B3) declares 3233808400 bytes"), "{text}");
+    let peak = peak_rss_kib();
+    assert!(
+        peak < before + 32 * 1024,
+        "peak RSS {peak} KiB, {before} KiB before"
+    );
+}

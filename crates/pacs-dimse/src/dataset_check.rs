@@ -51,14 +51,22 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Layout of a transfer syntax UID; every syntax other than implicit VR little endian and
-    /// explicit VR big endian has explicit VR little endian headers (encapsulated ones too).
+    /// Layout of a transfer syntax UID, as the parser will read it: byte order and data set
+    /// compression come from dicom-rs's own registry, so that the walk never reads raw bytes
+    /// the parser inflates (a campaign finding: JPIP HTJ2K Referenced Deflate, 1.2.4.205,
+    /// was walked uncompressed while the parser inflated it and allocated a length of
+    /// 0xC0C00010 read from the inflated data). Implicit VR little endian is the one syntax
+    /// without explicit VRs; a syntax the registry does not know is refused by the parser, and
+    /// walked as explicit VR little endian meanwhile.
     pub fn of(transfer_syntax: &str) -> Layout {
-        let ts = transfer_syntax.trim_end_matches(['\0', ' ']);
+        use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntaxIndex};
+        // The same trimming as the parser's (dicom-object's `FileMetaTable::transfer_syntax`).
+        let ts = transfer_syntax.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
+        let known = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts);
         Layout {
             explicit_vr: ts != "1.2.840.10008.1.2",
-            big_endian: ts == "1.2.840.10008.1.2.2",
-            deflated: ts == "1.2.840.10008.1.2.1.99" || ts == "1.2.840.10008.1.2.4.95",
+            big_endian: known.is_some_and(|t| t.endianness() == Endianness::Big),
+            deflated: known.is_some_and(|t| matches!(t.codec(), Codec::Dataset(_))),
         }
     }
 }
