@@ -6,6 +6,7 @@ mod config;
 mod config_sources;
 mod import;
 mod jobs;
+mod migrate;
 mod migrate_index;
 mod scrape;
 mod send;
@@ -79,6 +80,10 @@ enum Command {
     User(user::UserCommand),
     /// Copy the embedded SQLite index (of the data directory) into an empty PostgreSQL
     /// database, keys and audit log included; then set `index_url` to it.
+    /// Copy an embedded installation (index and blobs in data_dir) to PostgreSQL and an S3
+    /// bucket: blobs first, each read back and re-hashed, then the index; run it again to
+    /// resume. The source is left as it was.
+    Migrate(migrate::MigrateArgs),
     MigrateIndex {
         /// The PostgreSQL database, `postgres://user@host:port/database`; default: the
         /// configured `index_url` (OPENPACS_INDEX_URL keeps a password off the command line).
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
             Command::Audit => verify::audit(config).await,
             Command::User(command) => user::run(config, command).await,
             Command::Jobs { command } => jobs::run(config, command.unwrap_or_default()).await,
+            Command::Migrate(args) => migrate::run(config, args).await,
             Command::MigrateIndex { to } => migrate_index::run(config, to).await,
         }
     });

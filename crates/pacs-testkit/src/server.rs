@@ -503,6 +503,16 @@ pub fn dicomweb_client(url: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("dicomweb_client printed no JSON ({e}): {stdout}\n{stderr}"))
 }
 
+/// A command's exit status, standard output and error, for an assertion's message.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// SHA-256 (hex) of the data set part of a Part 10 file: bytes after the file meta group.
 pub fn dataset_sha256(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read file");
