@@ -21,6 +21,9 @@ pub struct Config {
     /// `postgres://user@host:port/database`, which several openpacs nodes share. Give a
     /// password through the environment (`OPENPACS_INDEX_URL`), not this file.
     pub index_url: Option<String>,
+    /// Seconds a write to PostgreSQL may go unanswered before the connection is taken for lost
+    /// and the writes refused as unavailable (the engine stopped answering without closing).
+    pub index_write_timeout_secs: u64,
     /// Our AE title.
     pub ae_title: String,
     pub dicom_addr: IpAddr,
@@ -178,6 +181,7 @@ impl Default for Config {
             ris_address: None,
             study_stable_secs: 600,
             job_lease_secs: 60,
+            index_write_timeout_secs: 30,
             max_associations: 64,
             max_pdu: 128 * 1024,
             idle_timeout_secs: 60,
@@ -363,6 +367,12 @@ impl Config {
                  set hl7_open_to_any_host = true on a network only the RIS reaches",
                 config.hl7_addr,
                 origin("hl7_addr")
+            );
+        }
+        if config.index_write_timeout_secs == 0 {
+            bail!(
+                "index_write_timeout_secs from {} must be at least 1",
+                origin("index_write_timeout_secs")
             );
         }
         if config.job_lease_secs < 2 {

@@ -300,6 +300,9 @@ pub fn archive_config(config: &Config) -> anyhow::Result<ArchiveConfig> {
             max_header: config.max_header_bytes,
         },
         blobs: config.blobs.location()?,
+        index_options: pacs_store::IndexOptions {
+            write_deadline: Duration::from_secs(config.index_write_timeout_secs),
+        },
     })
 }
 

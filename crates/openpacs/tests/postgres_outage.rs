@@ -155,3 +155,62 @@ fn stores_are_refused_while_postgresql_is_away_and_accepted_again_when_it_is_bac
         "postgres outage: store refused after {refused_after:?}, query failed after {failed_after:?}, stores accepted again {resumed_after:?} after the engine came back"
     );
 }
+
+/// PostgreSQL stops answering but keeps its connections open (a frozen host, a black-holed
+/// route): without a deadline the store would wait for TCP to give up, many minutes. With
+/// `index_write_timeout_secs = 3` it is refused with A700 within seconds, and once the engine
+/// answers again the same server stores again.
+#[test]
+fn a_postgresql_that_stops_answering_refuses_stores_within_the_write_deadline() {
+    let url = fresh_database("stall");
+    let proxy = TcpProxy::start(postgres_address(&url));
+    let server = TestServer::start(
+        binary(),
+        ServerOptions {
+            extra_toml: format!(
+                "index_url = {:?}\nindex_write_timeout_secs = 3\n",
+                through(&url, proxy.port)
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let source = tempfile::tempdir().unwrap();
+    let study = write_study(&StudySpec::ct(5252, 3), source.path()).unwrap();
+    let port = server.dicom_port.to_string();
+    let store = |path: &Path| {
+        let out = pynetdicom(&["store", "--port", &port, &path.display().to_string()]);
+        let result = out["results"][0].clone();
+        (
+            result["status"].as_u64().unwrap_or_else(|| panic!("{out}")),
+            result["error_comment"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(store(&study[0].path).0, 0);
+
+    proxy.stall();
+    let started = Instant::now();
+    let (status, comment) = store(&study[1].path);
+    let refused_after = started.elapsed();
+    assert_eq!(status, 0xA700, "{comment}\n{}", server.log());
+    assert!(comment.contains("nothing stored: retry later"), "{comment}");
+    assert!(refused_after < Duration::from_secs(20), "{refused_after:?}");
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let (status, comment) = store(&study[2].path);
+        if status == 0 {
+            break;
+        }
+        assert_eq!(status, 0xA700, "{comment}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still refused 30 s after PostgreSQL answered again: {comment}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "postgres stall: store refused after {refused_after:?}, accepted again {:?} after the engine answered",
+        started.elapsed()
+    );
+}

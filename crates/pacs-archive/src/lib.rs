@@ -150,6 +150,8 @@ pub struct ArchiveConfig {
     pub duplicate_policy: duplicates::DuplicatePolicy,
     /// Where blobs are kept (the data directory by default).
     pub blobs: pacs_store::BlobLocation,
+    /// Settings of an index on PostgreSQL (the write deadline).
+    pub index_options: pacs_store::IndexOptions,
 }
 
 /// The archive of one tenant.
@@ -191,7 +193,7 @@ impl Archive {
         let blobs = pacs_store::blob::open(&config.data_dir, &config.blobs).map_err(ArchiveError::from_io)?;
         let index: Arc<dyn Index> = Arc::new(match &config.index_url {
             None => SqlIndex::open(&index_path(&config.data_dir)).await?,
-            Some(url) => SqlIndex::open_url(url).await?,
+            Some(url) => SqlIndex::open_url_with(url, config.index_options).await?,
         });
         let archive = Arc::new(Archive {
             tenant: TenantId::DEFAULT,

@@ -54,8 +54,9 @@ const REMOVAL_WAIT: &str = "30s";
 pub(crate) enum BlobLocks {
     Process(Arc<RwLock<()>>),
     /// A pool of its own: a store holds its connection from blob commit to index commit, and
-    /// must not take one the readers need.
-    Postgres(PgPool),
+    /// must not take one the readers need. With the longest a store waits for its lock: an
+    /// engine that stops answering must not hold stores forever (see `IndexOptions`).
+    Postgres(PgPool, Duration),
 }
 
 impl BlobLocks {
@@ -63,7 +64,7 @@ impl BlobLocks {
         BlobLocks::Process(Arc::new(RwLock::new(())))
     }
 
-    pub(crate) fn postgres(options: PgConnectOptions) -> BlobLocks {
+    pub(crate) fn postgres(options: PgConnectOptions, deadline: Duration) -> BlobLocks {
         BlobLocks::Postgres(
             PgPoolOptions::new()
                 .max_connections(32)
@@ -72,6 +73,7 @@ impl BlobLocks {
                 // seconds (A700, try again later), as every other index access does.
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(options),
+            deadline,
         )
     }
 
@@ -81,27 +83,43 @@ impl BlobLocks {
                 BlobLockMode::Store => Held::Shared(lock.clone().read_owned().await),
                 BlobLockMode::Remove => Held::Exclusive(lock.clone().write_owned().await),
             },
-            BlobLocks::Postgres(pool) => {
-                let object = lock_object(key);
-                let mut tx = pool.begin().await?;
-                let statement = match mode {
-                    BlobLockMode::Store => "SELECT pg_advisory_xact_lock_shared($1, $2)",
-                    BlobLockMode::Remove => {
-                        sqlx::query(&format!("SET LOCAL lock_timeout = '{REMOVAL_WAIT}'"))
-                            .execute(&mut *tx)
-                            .await?;
-                        "SELECT pg_advisory_xact_lock($1, $2)"
-                    }
+            BlobLocks::Postgres(pool, deadline) => {
+                // A removal waits up to REMOVAL_WAIT for the engine's lock, then some.
+                let limit = match mode {
+                    BlobLockMode::Store => *deadline,
+                    BlobLockMode::Remove => *deadline + Duration::from_secs(30),
                 };
-                sqlx::query(statement)
-                    .bind(BLOB_LOCK_CLASS)
-                    .bind(object)
-                    .execute(&mut *tx)
-                    .await?;
-                Held::Postgres(tx)
+                let locked = tokio::time::timeout(limit, Self::postgres_lock(pool, key, mode)).await;
+                Held::Postgres(locked.map_err(|_| {
+                    IndexError::Unavailable(format!("the index did not answer within {} s", limit.as_secs()))
+                })??)
             }
         };
         Ok(BlobLock { _held: held })
+    }
+
+    async fn postgres_lock(
+        pool: &PgPool,
+        key: &str,
+        mode: BlobLockMode,
+    ) -> Result<Transaction<'static, Postgres>, IndexError> {
+        let object = lock_object(key);
+        let mut tx = pool.begin().await?;
+        let statement = match mode {
+            BlobLockMode::Store => "SELECT pg_advisory_xact_lock_shared($1, $2)",
+            BlobLockMode::Remove => {
+                sqlx::query(&format!("SET LOCAL lock_timeout = '{REMOVAL_WAIT}'"))
+                    .execute(&mut *tx)
+                    .await?;
+                "SELECT pg_advisory_xact_lock($1, $2)"
+            }
+        };
+        sqlx::query(statement)
+            .bind(BLOB_LOCK_CLASS)
+            .bind(object)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 

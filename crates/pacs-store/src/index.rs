@@ -494,10 +494,15 @@ pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
 impl SqlIndex {
     /// Opens the index an `[index] url` names: `sqlite://PATH` or `postgres://…`.
     pub async fn open_url(url: &str) -> Result<SqlIndex, IndexError> {
+        SqlIndex::open_url_with(url, IndexOptions::default()).await
+    }
+
+    /// [`SqlIndex::open_url`] with settings other than the defaults.
+    pub async fn open_url_with(url: &str, options: IndexOptions) -> Result<SqlIndex, IndexError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             SqlIndex::open(Path::new(path)).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            SqlIndex::open_postgres(url).await
+            SqlIndex::open_postgres(url, options).await
         } else {
             Err(IndexError::Schema(format!(
                 "unknown index engine in {:?}: use sqlite://PATH or postgres://…",
@@ -528,11 +533,13 @@ impl SqlIndex {
             })
         });
         let locks = crate::blob_lock::BlobLocks::process();
-        Ok(SqlIndex::start(readers, Box::new(conn), connect, locks))
+        // No deadline on the embedded file: nothing between the writer and the disk can stop
+        // answering while staying connected.
+        Ok(SqlIndex::start(readers, Box::new(conn), connect, locks, None))
     }
 
     /// Opens (creating and migrating) a PostgreSQL index and starts this node's writer.
-    pub async fn open_postgres(url: &str) -> Result<SqlIndex, IndexError> {
+    pub async fn open_postgres(url: &str, settings: IndexOptions) -> Result<SqlIndex, IndexError> {
         let unreachable = |error| IndexError::Unreachable {
             url: crate::pg::redacted(url),
             error,
@@ -547,7 +554,7 @@ impl SqlIndex {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await?;
-        let locks = crate::blob_lock::BlobLocks::postgres(options.clone());
+        let locks = crate::blob_lock::BlobLocks::postgres(options.clone(), settings.write_deadline);
         let connect: Connect = Box::new(move || {
             let options = options.clone();
             Box::pin(async move {
@@ -560,6 +567,7 @@ impl SqlIndex {
             Box::new(conn),
             connect,
             locks,
+            Some(settings.write_deadline),
         ))
     }
 
@@ -568,9 +576,10 @@ impl SqlIndex {
         writer: Box<dyn Conn>,
         connect: Connect,
         blob_locks: crate::blob_lock::BlobLocks,
+        write_deadline: Option<Duration>,
     ) -> SqlIndex {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run_writer(writer, connect, rx));
+        tokio::spawn(run_writer(writer, connect, rx, write_deadline));
         SqlIndex {
             readers,
             writer: tx,
@@ -694,7 +703,40 @@ async fn reopen_writer(
 }
 
 /// The single writer: batches everything queued into one transaction.
-async fn run_writer(mut conn: Box<dyn Conn>, connect: Connect, mut rx: mpsc::Receiver<WriteRequest>) {
+/// Settings of an index on an engine across the network.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexOptions {
+    /// How long one write transaction may go unanswered before its connection is taken for
+    /// lost: an engine that stops answering without closing the connection (a black-holed
+    /// route, a frozen host) would otherwise hold every store until TCP gives up, minutes
+    /// later. The batch is refused as unavailable and the writer reconnects. A batch holding
+    /// a deletion gets twenty times as long (a study of many thousand instances).
+    pub write_deadline: Duration,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            write_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The deadline of one batch (see [`IndexOptions::write_deadline`]).
+fn batch_deadline(deadline: Duration, batch: &[WriteRequest]) -> Duration {
+    if batch.iter().any(|r| matches!(r, WriteRequest::Delete(..))) {
+        deadline * 20
+    } else {
+        deadline
+    }
+}
+
+async fn run_writer(
+    mut conn: Box<dyn Conn>,
+    connect: Connect,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    deadline: Option<Duration>,
+) {
     const MAX_BATCH: usize = 512;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut cache = RowCache::default();
@@ -715,7 +757,24 @@ async fn run_writer(mut conn: Box<dyn Conn>, connect: Connect, mut rx: mpsc::Rec
             .iter()
             .filter(|r| matches!(r, WriteRequest::Instance(..)))
             .count() as u64;
-        match write_batch(&mut *conn, &mut batch, &mut cache).await {
+        let written_batch = match deadline {
+            None => write_batch(&mut *conn, &mut batch, &mut cache).await,
+            Some(deadline) => {
+                let limit = batch_deadline(deadline, &batch);
+                match tokio::time::timeout(limit, write_batch(&mut *conn, &mut batch, &mut cache)).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        // Abandoned half-way: what the cache learnt may not have committed.
+                        cache = RowCache::default();
+                        Err(IndexError::Unavailable(format!(
+                            "the index did not answer a write within {} s",
+                            limit.as_secs()
+                        )))
+                    }
+                }
+            }
+        };
+        match written_batch {
             Ok(results) => {
                 for (request, result) in batch.drain(..).zip(results) {
                     match (request, result) {

@@ -27,8 +27,9 @@ pub use blob::{
 };
 pub use blob_lock::{BlobLock, BlobLockMode};
 pub use index::{
-    AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOutcome, InstanceLocation, NewInstance,
-    PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs, WorklistFilter,
+    AuditEvent, AuditFilter, AuditRecord, Condition, Index, IndexOptions, IndexOutcome, InstanceLocation,
+    NewInstance, PatientAttrs, QueryRow, SeriesAttrs, SortKey, SqlIndex, SqliteIndex, StudyAttrs,
+    WorklistFilter,
 };
 pub use jobs::{ClaimedJob, Job, JobFilter, JobState, Jobs, NewJob};
 pub use scoped::{SystemIndex, TenantIndex};

@@ -1,6 +1,6 @@
-//! A TCP forwarder on 127.0.0.1 that a test can cut and restore: an engine (PostgreSQL, say)
-//! that goes away under a running server and comes back, without stopping the real engine
-//! that other tests share.
+//! A TCP forwarder on 127.0.0.1 that a test can cut, stall and restore: an engine (PostgreSQL,
+//! say) that goes away under a running server, or stops answering while its connections stay
+//! open, and comes back, without stopping the real engine that other tests share.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct TcpProxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    /// Bytes are swallowed in both directions and new connections held unanswered.
+    stalled: Arc<AtomicBool>,
     /// Both ends of every forwarded connection, to shut down when cut.
     live: Arc<Mutex<Vec<TcpStream>>>,
     stopped: Arc<AtomicBool>,
@@ -26,10 +28,12 @@ impl TcpProxy {
         let proxy = TcpProxy {
             port,
             cut: Arc::new(AtomicBool::new(false)),
+            stalled: Arc::new(AtomicBool::new(false)),
             live: Arc::new(Mutex::new(Vec::new())),
             stopped: Arc::new(AtomicBool::new(false)),
         };
         let (cut, live, stopped) = (proxy.cut.clone(), proxy.live.clone(), proxy.stopped.clone());
+        let stalled = proxy.stalled.clone();
         thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -40,10 +44,15 @@ impl TcpProxy {
                             let _ = client.shutdown(Shutdown::Both);
                             continue;
                         }
+                        if stalled.load(Ordering::Relaxed) {
+                            // Accepted, then never answered, as a frozen host's would be.
+                            live.lock().unwrap().push(client);
+                            continue;
+                        }
                         let Ok(server) = TcpStream::connect(target) else {
                             continue;
                         };
-                        forward(client, server, &live);
+                        forward(client, server, &live, &stalled);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(10));
@@ -63,9 +72,16 @@ impl TcpProxy {
         }
     }
 
-    /// Forwards new connections again.
+    /// Keeps every connection open but passes nothing more either way, and holds new ones
+    /// unanswered, until [`Self::restore`]: an engine that stops answering without closing.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Forwards again (new connections; a stalled one has lost what it swallowed).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::Relaxed);
+        self.stalled.store(false, Ordering::Relaxed);
     }
 }
 
@@ -76,17 +92,19 @@ impl Drop for TcpProxy {
     }
 }
 
-fn forward(client: TcpStream, server: TcpStream, live: &Mutex<Vec<TcpStream>>) {
+fn forward(client: TcpStream, server: TcpStream, live: &Mutex<Vec<TcpStream>>, stalled: &Arc<AtomicBool>) {
     let mut streams = live.lock().unwrap();
     streams.push(client.try_clone().unwrap());
     streams.push(server.try_clone().unwrap());
     drop(streams);
     let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        let stalled = stalled.clone();
         thread::spawn(move || {
             let mut buf = [0u8; 16 * 1024];
             loop {
                 match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
+                    Ok(_) if stalled.load(Ordering::Relaxed) => {}
                     Ok(n) => {
                         if to.write_all(&buf[..n]).is_err() {
                             break;
