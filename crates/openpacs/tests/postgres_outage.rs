@@ -35,6 +35,34 @@ fn postgres_address(url: &str) -> SocketAddr {
     host_port.replace("localhost", "127.0.0.1").parse().unwrap()
 }
 
+/// C-STORE of one file with pynetdicom: its status and error comment.
+fn store(port: &str, path: &Path) -> (u64, String) {
+    let out = pynetdicom(&["store", "--port", port, &path.display().to_string()]);
+    let result = out["results"][0].clone();
+    (
+        result["status"].as_u64().unwrap_or_else(|| panic!("{out}")),
+        result["error_comment"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Stores `path` again and again (each refusal an A700) until it is accepted, within `limit`;
+/// how long that took.
+fn stored_again_within(port: &str, path: &Path, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, comment) = store(port, path);
+        if status == 0 {
+            return started.elapsed();
+        }
+        assert_eq!(status, 0xA700, "{comment}");
+        assert!(
+            started.elapsed() < limit,
+            "still refused {limit:?} after PostgreSQL answered again: {comment}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn stores_are_refused_while_postgresql_is_away_and_accepted_again_when_it_is_back() {
     let url = fresh_database("outage");
@@ -50,14 +78,7 @@ fn stores_are_refused_while_postgresql_is_away_and_accepted_again_when_it_is_bac
     let study = write_study(&StudySpec::ct(5151, 3), source.path()).unwrap();
     let files: Vec<PathBuf> = study.iter().map(|g| g.path.clone()).collect();
     let port = server.dicom_port.to_string();
-    let store = |path: &Path| {
-        let out = pynetdicom(&["store", "--port", &port, &path.display().to_string()]);
-        let result = out["results"][0].clone();
-        (
-            result["status"].as_u64().unwrap_or_else(|| panic!("{out}")),
-            result["error_comment"].as_str().unwrap_or_default().to_string(),
-        )
-    };
+    let store = |path: &Path| store(&port, path);
     let find = || {
         pynetdicom(&[
             "find",
@@ -118,20 +139,7 @@ fn stores_are_refused_while_postgresql_is_away_and_accepted_again_when_it_is_bac
 
     // Back: the same server, no restart.
     proxy.restore();
-    let started = Instant::now();
-    loop {
-        let (status, comment) = store(&files[2]);
-        if status == 0 {
-            break;
-        }
-        assert_eq!(status, 0xA700, "{comment}");
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still refused 20 s after PostgreSQL came back: {comment}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let resumed_after = started.elapsed();
+    let resumed_after = stored_again_within(&port, &files[2], Duration::from_secs(20));
     let found = find();
     let mut uids: Vec<String> = found["matches"]
         .as_array()
@@ -177,14 +185,7 @@ fn a_postgresql_that_stops_answering_refuses_stores_within_the_write_deadline() 
     let source = tempfile::tempdir().unwrap();
     let study = write_study(&StudySpec::ct(5252, 3), source.path()).unwrap();
     let port = server.dicom_port.to_string();
-    let store = |path: &Path| {
-        let out = pynetdicom(&["store", "--port", &port, &path.display().to_string()]);
-        let result = out["results"][0].clone();
-        (
-            result["status"].as_u64().unwrap_or_else(|| panic!("{out}")),
-            result["error_comment"].as_str().unwrap_or_default().to_string(),
-        )
-    };
+    let store = |path: &Path| store(&port, path);
     assert_eq!(store(&study[0].path).0, 0);
 
     proxy.stall();
@@ -196,21 +197,8 @@ fn a_postgresql_that_stops_answering_refuses_stores_within_the_write_deadline() 
     assert!(refused_after < Duration::from_secs(20), "{refused_after:?}");
 
     proxy.restore();
-    let started = Instant::now();
-    loop {
-        let (status, comment) = store(&study[2].path);
-        if status == 0 {
-            break;
-        }
-        assert_eq!(status, 0xA700, "{comment}");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "still refused 30 s after PostgreSQL answered again: {comment}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let resumed_after = stored_again_within(&port, &study[2].path, Duration::from_secs(30));
     eprintln!(
-        "postgres stall: store refused after {refused_after:?}, accepted again {:?} after the engine answered",
-        started.elapsed()
+        "postgres stall: store refused after {refused_after:?}, accepted again {resumed_after:?} after the engine answered"
     );
 }
