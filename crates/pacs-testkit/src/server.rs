@@ -76,13 +76,34 @@ pub struct TestServer {
     pub hl7_port: u16,
     pub ae_title: String,
     log: PathBuf,
+    /// The bucket of a server on the scaled engines (see [`ENGINES_VARIABLE`]).
+    _garage: Option<crate::garage::Garage>,
 }
+
+/// `PACS_TEST_ENGINES=postgres-garage` runs every test server that does not choose its own
+/// engines on a fresh PostgreSQL database and its own Garage bucket instead of the embedded
+/// defaults: the test command runs the interop suites (DCMTK, DICOMweb, OHIF) once so.
+pub const ENGINES_VARIABLE: &str = "PACS_TEST_ENGINES";
 
 impl TestServer {
     pub fn start(binary: &Path, options: ServerOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let work_dir = dir.path().to_path_buf();
         let data_dir = options.data_dir.clone().unwrap_or_else(|| work_dir.join("data"));
+        let chooses_engines =
+            options.extra_toml.contains("index_url") || options.extra_toml.contains("[blobs]");
+        let mut extra_toml = options.extra_toml.clone();
+        let mut garage = None;
+        if std::env::var(ENGINES_VARIABLE).as_deref() == Ok("postgres-garage") && !chooses_engines {
+            let bucket = crate::garage::Garage::start();
+            let url = crate::postgres::fresh_database("engines");
+            // Settings first, tables ([blobs]) last, so that the test's own keys stay top-level.
+            extra_toml = format!(
+                "index_url = {url:?}\n{extra_toml}\n{}",
+                bucket.openpacs_toml(&work_dir, "archive")
+            );
+            garage = Some(bucket);
+        }
         let mut server = TestServer {
             binary: binary.to_path_buf(),
             child: None,
@@ -94,8 +115,9 @@ impl TestServer {
             hl7_port: 0,
             ae_title: "OPENPACS".into(),
             log: work_dir.join("server.log"),
+            _garage: garage,
         };
-        server.choose_ports(&options.extra_toml);
+        server.choose_ports(&extra_toml);
         for (name, role, password) in &options.users {
             let added = server.cli_stdin(&["user", "add", name, "--role", role], password);
             assert!(
@@ -111,7 +133,7 @@ impl TestServer {
                 Ok(()) => return server,
                 Err(log) if log.contains("Address already in use") => {
                     let _ = std::fs::remove_file(&server.log);
-                    server.choose_ports(&options.extra_toml);
+                    server.choose_ports(&extra_toml);
                 }
                 Err(log) => panic!("openpacs exited during start-up:\n{log}"),
             }
