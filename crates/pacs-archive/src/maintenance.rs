@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use pacs_store::BlobLockMode;
 
 use crate::ingest::Source;
 use crate::{Archive, ArchiveError, StoreResult};
@@ -108,14 +109,20 @@ impl Archive {
         match imported {
             Ok(StoreResult::Stored | StoreResult::Replaced) => report.orphans_reindexed += 1,
             // A re-send the duplicate policy did not index leaves its blob unreferenced too.
+            // Removed as deleted blobs are, under the key's lock and after a fresh look at the
+            // index: with several nodes, another may be storing these very bytes right now.
             Ok(StoreResult::Duplicate | StoreResult::KeptFirst) => {
-                // Nothing else runs during recovery, so the check and the removal cannot race.
-                if !self.system.blob_referenced(key).await? {
-                    self.blobs.delete(key).await.map_err(ArchiveError::from_io)?;
-                    report.duplicates_removed += 1;
-                }
+                report.duplicates_removed += self.remove_deleted_blobs(vec![key.to_string()]).await?;
             }
+            // The engines are away: nothing is wrong with the blob; recovery stops here and the
+            // next one looks again.
+            Err(e @ ArchiveError::Unavailable(_)) => return Err(e),
             Err(e) => {
+                let _exclusive = self.system.lock_blob(key, BlobLockMode::Remove).await?;
+                if self.system.blob_referenced(key).await? {
+                    // Another node indexed it meanwhile: it is no orphan.
+                    return Ok(());
+                }
                 tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
                 self.blobs.quarantine(key).await.map_err(ArchiveError::from_io)?;
                 report.orphans_quarantined += 1;
