@@ -110,3 +110,27 @@ fn a_deflated_syntax_the_parser_knows_is_inflated_by_the_check_too() {
         "peak RSS {peak} KiB, {before} KiB before"
     );
 }
+
+/// A part10_header campaign finding (25 KB, a mutated NM object in JPEG Extended): a sequence
+/// delimiter in an item left open. The check closed both the item and the sequence, the parser
+/// the item only, and it read on inside the sequence, where the Pixel Data at the check's top
+/// level was a nested one it parsed: a basic offset table of 0x36000004 entries (3.4 GiB).
+#[test]
+fn a_sequence_delimiter_in_an_open_item_is_refused() {
+    let bytes = input("part10/sequence_delimiter_in_open_item.dcm");
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let error = check_and_parse_part10(&bytes, Limits::default()).unwrap_err();
+    let peak = peak_rss_kib();
+    assert!(
+        peak < before + 32 * 1024,
+        "peak RSS {peak} KiB, {before} KiB before"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(error, ArchiveError::Invalid(_)), "{error:?}");
+    assert!(error.to_string().contains("(FFFE,E0DD)"), "{error}");
+}

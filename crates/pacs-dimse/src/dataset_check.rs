@@ -526,27 +526,32 @@ fn walk<S: Source>(
                         },
                     )?;
                 }
-                0xE00D if frames.last().is_some_and(|f| f.kind == FrameKind::Item) => {
+                // A delimiter closes the innermost item or sequence, and only one of undefined
+                // length: the parser takes it for the end of whatever it is in. A sequence
+                // delimiter in an item left open was taken here for the end of both, while the
+                // parser ended the item only and read on inside the sequence, where the
+                // top-level Pixel Data this walk stopped at became a nested one the parser read
+                // (a part10_header campaign finding: a basic offset table of 0x36000004
+                // entries, 3.4 GiB).
+                0xE00D
+                    if frames
+                        .last()
+                        .is_some_and(|f| f.kind == FrameKind::Item && f.end.is_none()) =>
+                {
                     frames.pop();
                 }
-                // Where it closes a sequence (an item left open included); elsewhere, as any
-                // stray delimiter, below.
                 0xE0DD
-                    if frames
-                        .iter()
-                        .any(|f| matches!(f.kind, FrameKind::Sequence | FrameKind::Fragments)) =>
+                    if frames.last().is_some_and(|f| {
+                        matches!(f.kind, FrameKind::Sequence | FrameKind::Fragments) && f.end.is_none()
+                    }) =>
                 {
-                    while let Some(f) = frames.pop() {
-                        if f.kind != FrameKind::Item {
-                            break;
-                        }
-                    }
+                    frames.pop();
                 }
-                // A delimiter's length means nothing where it ends something (above); elsewhere
-                // the parser reads any (FFFE,xxxx) as a value of that length, allocated first.
-                // Two fuzz findings: a stray (FFFE,E0DD) of 0xE0000000 and one of 0x25000000
-                // bytes, which the parser allocated.
-                0xE00D | 0xE0DD if len == 0 => {}
+                // Outside any sequence the parser skips a delimiter of length 0. Anywhere, it
+                // reads one it does not take for a delimiter as a value of its length, allocated
+                // first (two fuzz findings: stray (FFFE,E0DD) of 0xE0000000 and 0x25000000
+                // bytes).
+                0xE00D | 0xE0DD if len == 0 && frames.is_empty() => {}
                 _ => {
                     return invalid(format!(
                         "({:04X},{:04X}) of {len} bytes is not an item or a delimiter where it stands",
@@ -736,6 +741,32 @@ mod tests {
         b.extend_from_slice(&[0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B']);
         let error = run(&b, EXPLICIT).unwrap_err();
         assert!(error.contains("(0010,0010) stands in a sequence"), "{error}");
+    }
+
+    #[test]
+    fn a_delimiter_closes_only_the_innermost_item_or_sequence() {
+        let sequence = [0x08, 0, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        let item = [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF];
+        let name = [0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b'B'];
+        let item_end = [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0];
+        let sequence_end = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        let closed = [&sequence[..], &item, &name, &item_end, &sequence_end, &name].concat();
+        run(&closed, EXPLICIT).unwrap();
+        // The sequence delimiter while its item is still open: the parser ends the item only.
+        let open = [&sequence[..], &item, &name, &sequence_end, &name].concat();
+        let error = run(&open, EXPLICIT).unwrap_err();
+        assert!(
+            error.contains("(FFFE,E0DD) of 0 bytes is not an item or a delimiter"),
+            "{error}"
+        );
+        // An item delimiter in an item of defined length.
+        let defined = [0xFE, 0xFF, 0x00, 0xE0, 18, 0, 0, 0];
+        let inside = [&sequence[..], &defined, &name, &item_end, &sequence_end].concat();
+        let error = run(&inside, EXPLICIT).unwrap_err();
+        assert!(
+            error.contains("(FFFE,E00D) of 0 bytes is not an item or a delimiter"),
+            "{error}"
+        );
     }
 
     #[test]
