@@ -104,6 +104,17 @@ struct Args {
     /// single-node Garage the harness starts, `garage` 2.5.0 on PATH).
     #[arg(long, default_value = "files", value_parser = ["files", "s3"])]
     blobs: String,
+    /// Where openpacs keeps its index: `sqlite` (the embedded file) or `postgres` (a database
+    /// of its own per server, created on --postgres, and dropped by the next run).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    index: String,
+    /// The PostgreSQL server for `--index postgres`, as its administrative database.
+    #[arg(
+        long,
+        env = "PACS_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
 }
 
 fn log(msg: &str) {
@@ -288,6 +299,11 @@ fn main() -> Result<()> {
         log("starting Garage for openpacs's blobs");
         pacs_testkit::garage::Garage::start()
     });
+    let postgres = (args.index == "postgres").then(|| {
+        log("openpacs's index on PostgreSQL: one database per server");
+        targets::drop_bench_databases(&args.postgres);
+        args.postgres.clone()
+    });
     let programs = Programs {
         openpacs: openpacs.clone(),
         storescp: dcmtk.tool("storescp"),
@@ -298,6 +314,7 @@ fn main() -> Result<()> {
             .as_ref()
             .map(|g| g.openpacs_toml(&work, "{target}"))
             .unwrap_or_default(),
+        openpacs_postgres: postgres,
     };
     let machine = sys::machine(&work);
     let (disk, disk_error) = if args.disk_mib > 0 {
@@ -418,6 +435,7 @@ fn main() -> Result<()> {
             targets: kinds.clone(),
             skipped_targets: skipped,
             blobs: args.blobs.clone(),
+            index: args.index.clone(),
             filesystem: if drop_caches {
                 "before each ingest repetition and scale probe: sync, page cache dropped, the input files read again (so that files deleted by the previous repetition do not slow inode allocation on ext4 without a journal)".into()
             } else {

@@ -99,6 +99,10 @@ pub struct Settings {
     pub filesystem: String,
     /// Where openpacs kept its blobs: `files` or `s3` (a local single-node Garage).
     pub blobs: String,
+    /// Where openpacs kept its index: `sqlite` or `postgres` (a database on this machine's
+    /// server).
+    #[serde(default)]
+    pub index: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -325,6 +329,15 @@ pub fn markdown(report: &Report) -> String {
             "in an S3 bucket of a single-node Garage 2.5.0 on this machine (metadata_fsync, data_fsync); the disk cost then counts the index only"
         } else {
             "files in its data directory"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "- openpacs's index: {}",
+        if s.index == "postgres" {
+            "PostgreSQL on this machine, a database per server (the disk cost then counts the blobs only)"
+        } else {
+            "the embedded SQLite file in its data directory"
         }
     );
     let _ = writeln!(md, "- Between repetitions: {}", s.filesystem);

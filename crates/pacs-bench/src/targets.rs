@@ -48,6 +48,60 @@ pub struct Programs {
     /// the name of the target's directory: each server its own prefix, as each has its own
     /// data directory (recovery would index another's objects as its own orphans).
     pub openpacs_extra_toml: String,
+    /// `--index postgres`: the PostgreSQL server (its administrative database) on which each
+    /// openpacs server gets a database of its own, named after its directory.
+    pub openpacs_postgres: Option<String>,
+}
+
+/// Databases of openpacs servers are named with this prefix, and dropped at the next run.
+const BENCH_DATABASE_PREFIX: &str = "pacs_bench_";
+
+/// Drops the databases an earlier run left.
+pub fn drop_bench_databases(server: &str) {
+    let list = Command::new("psql")
+        .args([server, "-Atc"])
+        .arg(format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE '{BENCH_DATABASE_PREFIX}%'"
+        ))
+        .output();
+    let Ok(list) = list else { return };
+    for name in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = Command::new("psql")
+            .args([server, "-qc", &format!("DROP DATABASE IF EXISTS \"{name}\"")])
+            .status();
+    }
+}
+
+/// The database of the openpacs server in `dir` (created the first time), as its URL.
+fn bench_database(server: &str, dir: &Path) -> Result<String> {
+    let name: String = format!(
+        "{BENCH_DATABASE_PREFIX}{}",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    })
+    .collect();
+    let exists = Command::new("psql")
+        .args([server, "-Atc"])
+        .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+        .output()
+        .context("psql (the PostgreSQL client) is needed for --index postgres")?;
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        let created = Command::new("psql")
+            .args([server, "-qc", &format!("CREATE DATABASE {name}")])
+            .status()?;
+        if !created.success() {
+            bail!("cannot create the database {name} on {server}");
+        }
+    }
+    let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
 }
 
 /// A C-MOVE destination the target must know.
@@ -122,6 +176,9 @@ impl Target {
                     "data_dir = {:?}\ndicom_port = {dicom_port}\nhttp_port = {http_port}\nhl7_port = {hl7_port}\nidle_timeout_secs = 600\n",
                     data_dir.display().to_string()
                 );
+                if let Some(server) = &programs.openpacs_postgres {
+                    toml.push_str(&format!("index_url = {:?}\n", bench_database(server, &dir)?));
+                }
                 for p in peers {
                     toml.push_str(&format!(
                         "[[peers]]\nae_title = {:?}\nhost = \"127.0.0.1\"\nport = {}\n",

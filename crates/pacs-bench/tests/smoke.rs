@@ -182,3 +182,50 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
     assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
     assert!(json["disk"]["write_mb_per_s"].as_f64().is_some_and(|v| v > 0.0));
 }
+
+/// `--index postgres --blobs s3`: openpacs on the machine's PostgreSQL and a Garage the
+/// harness starts, ingest measured and reported as such.
+#[test]
+fn harness_runs_openpacs_on_postgresql_and_garage() {
+    let openpacs = openpacs_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("results");
+    let run = Command::new(env!("CARGO_BIN_EXE_pacs-bench"))
+        .args([
+            "--ct",
+            "3",
+            "--small",
+            "4",
+            "--small-per-study",
+            "2",
+            "--reps",
+            "1",
+        ])
+        .args(["--targets", "openpacs", "--associations", "1", "--disk-mib", "0"])
+        .args(["--ingest-only", "--index", "postgres", "--blobs", "s3"])
+        .arg("--openpacs-bin")
+        .arg(&openpacs)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run pacs-bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "pacs-bench failed: {stderr}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("JSON");
+    assert_eq!(json["settings"]["index"], "postgres");
+    assert_eq!(json["settings"]["blobs"], "s3");
+    let ingest = json["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["scenario"] == "cstore_ct_1" && r["target"] == "openpacs")
+        .expect("cstore_ct_1");
+    assert!(ingest["error"].is_null(), "{}\n{stderr}", ingest["error"]);
+    let rate = ingest["summary"]["instances_per_s"]["median"].as_f64();
+    assert!(rate.is_some_and(|r| r > 0.0), "{ingest}");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("openpacs's index: PostgreSQL"), "{md}");
+}
