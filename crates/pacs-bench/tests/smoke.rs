@@ -48,43 +48,18 @@ const OPENPACS_SCENARIOS: &[(&str, &str)] = &[
     ("zip_study", "mb_per_s"),
 ];
 
-#[test]
-fn harness_reports_a_number_for_every_openpacs_scenario() {
+/// Runs pacs-bench with `args` (openpacs only, tiny data, a work and an output directory of its
+/// own):
+/// its JSON report, its Markdown report and its stderr.
+fn run_bench(args: &[&str]) -> (serde_json::Value, String, String) {
     let openpacs = openpacs_binary();
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("results");
     let run = Command::new(env!("CARGO_BIN_EXE_pacs-bench"))
-        .args([
-            "--ct",
-            "3",
-            "--small",
-            "4",
-            "--small-per-study",
-            "2",
-            "--reps",
-            "1",
-        ])
-        .args([
-            "--query-iterations",
-            "3",
-            "--targets",
-            "openpacs",
-            "--associations",
-            "1,4,8",
-        ])
-        .args(["--disk-mib", "8", "--openpacs-label", "smoke"])
-        .args([
-            "--scale",
-            "8,16",
-            "--scale-chunk",
-            "5",
-            "--scale-per-study",
-            "3",
-            "--scale-probe",
-            "2",
-            "--scale-jobs",
-            "2",
-        ])
+        .args(args)
+        .args(["--targets", "openpacs", "--reps", "1"])
+        // A CT series of 3, two small studies of 2.
+        .args(["--ct", "3", "--small", "4", "--small-per-study", "2"])
         .arg("--openpacs-bin")
         .arg(&openpacs)
         .arg("--work-dir")
@@ -93,11 +68,36 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
         .arg(&out)
         .output()
         .expect("run pacs-bench");
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "pacs-bench failed: {stderr}");
-
-    let json: serde_json::Value =
+    let json =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("JSON");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    (json, md, stderr)
+}
+
+#[test]
+fn harness_reports_a_number_for_every_openpacs_scenario() {
+    let (json, md, stderr) = run_bench(&[
+        "--query-iterations",
+        "3",
+        "--associations",
+        "1,4,8",
+        "--disk-mib",
+        "8",
+        "--openpacs-label",
+        "smoke",
+        "--scale",
+        "8,16",
+        "--scale-chunk",
+        "5",
+        "--scale-per-study",
+        "3",
+        "--scale-probe",
+        "2",
+        "--scale-jobs",
+        "2",
+    ]);
     let runs = json["runs"].as_array().expect("runs");
     for (scenario, metric) in OPENPACS_SCENARIOS {
         let run = runs
@@ -149,7 +149,6 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
     assert_eq!(matches("qido_study_list"), 3.0, "one CT study and two small ones");
     assert_eq!(matches("cfind_study_list"), 3.0);
 
-    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(
         md.contains("| C-STORE CT series, 1 association | inst/s |"),
         "{md}"
@@ -187,34 +186,17 @@ fn harness_reports_a_number_for_every_openpacs_scenario() {
 /// harness starts, ingest measured and reported as such.
 #[test]
 fn harness_runs_openpacs_on_postgresql_and_garage() {
-    let openpacs = openpacs_binary();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("results");
-    let run = Command::new(env!("CARGO_BIN_EXE_pacs-bench"))
-        .args([
-            "--ct",
-            "3",
-            "--small",
-            "4",
-            "--small-per-study",
-            "2",
-            "--reps",
-            "1",
-        ])
-        .args(["--targets", "openpacs", "--associations", "1", "--disk-mib", "0"])
-        .args(["--ingest-only", "--index", "postgres", "--blobs", "s3"])
-        .arg("--openpacs-bin")
-        .arg(&openpacs)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run pacs-bench");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "pacs-bench failed: {stderr}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("JSON");
+    let (json, md, stderr) = run_bench(&[
+        "--associations",
+        "1",
+        "--disk-mib",
+        "0",
+        "--ingest-only",
+        "--index",
+        "postgres",
+        "--blobs",
+        "s3",
+    ]);
     assert_eq!(json["settings"]["index"], "postgres");
     assert_eq!(json["settings"]["blobs"], "s3");
     let ingest = json["runs"]
@@ -226,6 +208,5 @@ fn harness_runs_openpacs_on_postgresql_and_garage() {
     assert!(ingest["error"].is_null(), "{}\n{stderr}", ingest["error"]);
     let rate = ingest["summary"]["instances_per_s"]["median"].as_f64();
     assert!(rate.is_some_and(|r| r > 0.0), "{ingest}");
-    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("openpacs's index: PostgreSQL"), "{md}");
 }
