@@ -22,6 +22,7 @@ the command name):
   mpps-set --uid UID [-k KEY=VALUE ...]
   commit --instance CLASS,UID ... [--transaction UID] [--listen-port L]
          [--propose-scp-role] [--release-after-rsp] [--wait S] [--report-status N]
+  commit-listen --listen-port L [--wait S] [--count N] [--report-status N]
 
 In mwl-find, mpps-create and mpps-set, KEY may be a path into sequences:
 `ScheduledProcedureStepSequence.Modality=CT` puts Modality in the (single) item of the
@@ -1018,6 +1019,24 @@ class ReportRecorder:
         return handle
 
 
+def _report_listener(args, recorder):
+    """A Storage Commitment SCU acceptor on --listen-addr:--listen-port recording the reports
+    sent to it on new associations; None when the port cannot be had."""
+    scp_ae = make_ae(args)
+    scp_ae.add_supported_context(
+        StorageCommitmentPushModel, [EXPLICIT_LE, IMPLICIT_LE], scu_role=True, scp_role=True
+    )
+    try:
+        return scp_ae.start_server(
+            (args.listen_addr, int(args.listen_port)),
+            block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, recorder.handler("new"))],
+        )
+    except OSError:
+        LOG.exception("cannot listen on port %s", args.listen_port)
+        return None
+
+
 def cmd_commit(args):
     try:
         instances = []
@@ -1039,18 +1058,9 @@ def cmd_commit(args):
     recorder = ReportRecorder(args.report_status)
     server = None
     if args.listen_port is not None:
-        scp_ae = make_ae(args)
-        scp_ae.add_supported_context(
-            StorageCommitmentPushModel, [EXPLICIT_LE, IMPLICIT_LE], scu_role=True, scp_role=True
-        )
-        try:
-            server = scp_ae.start_server(
-                (args.listen_addr, int(args.listen_port)),
-                block=False,
-                evt_handlers=[(evt.EVT_N_EVENT_REPORT, recorder.handler("new"))],
-            )
-        except OSError as exc:
-            return emit({"error": f"cannot listen on port {args.listen_port}: {exc}"}, 2)
+        server = _report_listener(args, recorder)
+        if server is None:
+            return emit({"error": f"cannot listen on port {args.listen_port}"}, 2)
     try:
         ae = make_ae(args)
         roles = None
@@ -1088,6 +1098,27 @@ def cmd_commit(args):
     finally:
         if server is not None:
             server.shutdown()
+
+
+def cmd_commit_listen(args):
+    """Only the requester's report listener: accepts N-EVENT-REPORTs on --listen-port for
+    --wait seconds (or until --count reports arrived) and prints them."""
+    recorder = ReportRecorder(args.report_status)
+    server = _report_listener(args, recorder)
+    if server is None:
+        return emit({"error": f"cannot listen on port {args.listen_port}"}, 2)
+    try:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            with recorder.lock:
+                if len(recorder.reports) >= args.count:
+                    break
+            time.sleep(0.05)
+        time.sleep(args.linger)
+    finally:
+        server.shutdown()
+    with recorder.lock:
+        return emit({"reports": list(recorder.reports)})
 
 
 # --------------------------------------------------------------------------
@@ -1182,6 +1213,17 @@ def build_parser():
                    help="seconds to keep listening after the first report")
     p.add_argument("--report-status", type=lambda v: int(v, 0), default=0,
                    help="status to answer the N-EVENT-REPORT with")
+
+    p = sub.add_parser("commit-listen")
+    common(p, True)
+    p.add_argument("--listen-port", type=int, required=True, metavar="L")
+    p.add_argument("--listen-addr", default="127.0.0.1")
+    p.add_argument("--wait", type=float, default=20.0, help="seconds to wait for reports")
+    p.add_argument("--count", type=int, default=1, help="reports to wait for")
+    p.add_argument("--linger", type=float, default=0.3,
+                   help="seconds to keep listening after the last awaited report")
+    p.add_argument("--report-status", type=lambda v: int(v, 0), default=0,
+                   help="status to answer the N-EVENT-REPORT with")
     return parser
 
 
@@ -1206,6 +1248,7 @@ def main(argv=None):
         "mpps-create": cmd_mpps,
         "mpps-set": cmd_mpps,
         "commit": cmd_commit,
+        "commit-listen": cmd_commit_listen,
     }[args.command]
     try:
         return handler(args)

@@ -192,6 +192,17 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     background.push(tokio::spawn(
         archive.clone().keep_ae_table_current(shutdown_rx.clone()),
     ));
+    // Storage commitment reports no requester took, sent again by whichever node is up.
+    background.push(tokio::spawn(archive.clone().retry_commitment_reports(
+        pacs_archive::commitment_retry::ReportRetry {
+            ae_title: config.ae_title.clone(),
+            max_pdu: config.max_pdu,
+            timeout: Duration::from_secs(config.idle_timeout_secs),
+            lease,
+            poll: Duration::from_secs(2),
+        },
+        shutdown_rx.clone(),
+    )));
     if let Some(outbox) = ris_outbox {
         let runner = outbox.clone();
         let stop = shutdown_rx.clone();

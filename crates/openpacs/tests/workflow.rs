@@ -213,8 +213,9 @@ fn storage_commitment_commits_only_what_is_stored_and_intact() {
     );
 }
 
-#[test]
-fn storage_commitment_reports_on_a_new_association_when_configured() {
+/// A server that reports storage commitment on a new association to PEERPY at the port it
+/// returns, a CT stored in it, and that CT as `CLASS,UID`.
+fn reporting_on_new_associations() -> (TestServer, u16, String) {
     let listen = pacs_testkit::server::free_port();
     let server = TestServer::start(
         binary(),
@@ -235,6 +236,12 @@ fn storage_commitment_reports_on_a_new_association_when_configured() {
         ct["sop_class_uid"].as_str().unwrap(),
         ct["sop_instance_uid"].as_str().unwrap()
     );
+    (server, listen, instance)
+}
+
+#[test]
+fn storage_commitment_reports_on_a_new_association_when_configured() {
+    let (server, listen, instance) = reporting_on_new_associations();
     let port = server.dicom_port.to_string();
     let listen = listen.to_string();
     let out = pynetdicom(&[
@@ -250,4 +257,65 @@ fn storage_commitment_reports_on_a_new_association_when_configured() {
     let report = &out["reports"][0];
     assert_eq!(report["received_on"], "new", "{out}");
     assert_eq!(report["event_type_id"], 1, "{out}");
+}
+
+/// The requester's report listener is down when its report is ready: the report is kept as a
+/// `commitment-report` job (listed by `openpacs jobs`) and sent again until the requester
+/// takes it, with the same transaction and result; the job is then done.
+#[test]
+fn an_undelivered_commitment_report_is_sent_again_once_the_requester_listens() {
+    let (server, listen, instance) = reporting_on_new_associations();
+    let port = server.dicom_port.to_string();
+    // Nobody listens on the requester's port yet.
+    let out = pynetdicom(&["commit", "--port", &port, "--instance", &instance, "--wait", "1"]);
+    assert_eq!(out["action_status"], 0, "{out}");
+    assert_eq!(out["reports"].as_array().map(Vec::len), Some(0), "{out}");
+    let transaction = out["transaction_uid"].as_str().unwrap().to_string();
+
+    let jobs = || {
+        let listed = server.cli(&["jobs", "list", "--kind", "commitment-report"]);
+        assert!(
+            listed.status.success(),
+            "{}",
+            pacs_testkit::server::describe(&listed)
+        );
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !jobs().contains(&transaction) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job for the report:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(jobs().contains("pending"), "{}", jobs());
+
+    // The requester listens again: the report arrives, committed as before.
+    let started = std::time::Instant::now();
+    let listen = listen.to_string();
+    let got = pynetdicom(&["commit-listen", "--listen-port", &listen, "--wait", "40"]);
+    let report = &got["reports"][0];
+    assert_eq!(report["received_on"], "new", "{got}\n{}", server.log());
+    assert_eq!(report["event_type_id"], 1, "{got}");
+    assert_eq!(
+        report["event_information"]["TransactionUID"],
+        transaction.as_str(),
+        "{got}"
+    );
+    println!(
+        "report delivered {:?} after the requester listened again",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !jobs().contains("done") {
+        assert!(std::time::Instant::now() < deadline, "job not done:\n{}", jobs());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let audit = String::from_utf8_lossy(&server.cli(&["audit"]).stdout).into_owned();
+    assert!(
+        audit.contains("to be sent again (job") && audit.contains("on a new association (job"),
+        "{audit}"
+    );
 }

@@ -410,7 +410,21 @@ impl DimseServices for DimseArchive {
                     if *same_association { "the same" } else { "a new" }
                 ),
             ),
-            ReportOutcome::Failed { reason } => ("failure", format!("not delivered: {reason}")),
+            // Not delivered: kept as a job that any node sends again (`commitment_retry`).
+            ReportOutcome::Failed { reason } => match self
+                .archive
+                .queue_commitment_report(&assoc.calling_ae, report)
+                .await
+            {
+                Ok(job) => (
+                    "failure",
+                    format!("not delivered: {reason}; to be sent again (job {job})"),
+                ),
+                Err(e) => (
+                    "failure",
+                    format!("not delivered: {reason}; cannot be queued again: {e}"),
+                ),
+            },
         };
         let mut event = self.event(assoc, "commitment-report", result);
         event.detail = Some(format!(

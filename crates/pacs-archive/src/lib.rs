@@ -5,6 +5,7 @@
 //! managed); nothing here reads configuration files or the environment.
 
 pub mod admin;
+pub mod commitment_retry;
 pub mod dimse;
 pub mod duplicates;
 pub mod hl7;

@@ -32,6 +32,9 @@ use crate::{AuditEvent, IndexError};
 
 /// The kind of an outbound HL7 message (payload: the message's bytes, exactly as sent).
 pub const HL7_OUTBOUND: &str = "hl7-outbound";
+/// A storage commitment report to send again on a new association (`pacs-archive`'s
+/// `commitment_retry`).
+pub const COMMITMENT_REPORT: &str = "commitment-report";
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
