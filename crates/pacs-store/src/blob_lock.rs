@@ -103,23 +103,19 @@ impl BlobLocks {
         key: &str,
         mode: BlobLockMode,
     ) -> Result<Transaction<'static, Postgres>, IndexError> {
+        // One round trip: the transaction's BEGIN carries the lock (the numbers are ours, not
+        // the key's text, so nothing needs binding).
         let object = lock_object(key);
-        let mut tx = pool.begin().await?;
         let statement = match mode {
-            BlobLockMode::Store => "SELECT pg_advisory_xact_lock_shared($1, $2)",
-            BlobLockMode::Remove => {
-                sqlx::query(&format!("SET LOCAL lock_timeout = '{REMOVAL_WAIT}'"))
-                    .execute(&mut *tx)
-                    .await?;
-                "SELECT pg_advisory_xact_lock($1, $2)"
+            BlobLockMode::Store => {
+                format!("BEGIN; SELECT pg_advisory_xact_lock_shared({BLOB_LOCK_CLASS}, {object})")
             }
+            BlobLockMode::Remove => format!(
+                "BEGIN; SET LOCAL lock_timeout = '{REMOVAL_WAIT}'; \
+                 SELECT pg_advisory_xact_lock({BLOB_LOCK_CLASS}, {object})"
+            ),
         };
-        sqlx::query(statement)
-            .bind(BLOB_LOCK_CLASS)
-            .bind(object)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(pool.begin_with(statement).await?)
     }
 }
 
