@@ -82,7 +82,9 @@ pub struct TestServer {
 
 /// `PACS_TEST_ENGINES=postgres-garage` runs every test server that does not choose its own
 /// engines on a fresh PostgreSQL database and its own Garage bucket instead of the embedded
-/// defaults: the test command runs the interop suites (DCMTK, DICOMweb, OHIF) once so.
+/// defaults: the test command runs the interop suites (DCMTK, DICOMweb, OHIF) once so. The
+/// `[blobs]` table ends the configuration file, so a test that appends settings to the file
+/// itself (duplicates.rs) cannot run so.
 pub const ENGINES_VARIABLE: &str = "PACS_TEST_ENGINES";
 
 impl TestServer {
