@@ -120,17 +120,29 @@ impl Archive {
     }
 
     /// Sends queued reports until `stop` turns true.
+    /// Claiming is a write (a transaction, on SQLite an fsync), so an idle server only reads
+    /// whether any report is queued.
     pub async fn retry_commitment_reports(
         self: Arc<Self>,
         retry: ReportRetry,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
-            match self
-                .system
-                .claim_jobs(&self.node, &[COMMITMENT_REPORT], retry.lease, 8)
-                .await
-            {
+            let queued = match self.system.open_jobs(COMMITMENT_REPORT).await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for storage commitment reports to send again");
+                    false
+                }
+            };
+            let claimed = if queued {
+                self.system
+                    .claim_jobs(&self.node, &[COMMITMENT_REPORT], retry.lease, 8)
+                    .await
+            } else {
+                Ok(Vec::new())
+            };
+            match claimed {
                 Ok(claimed) => {
                     for job in claimed {
                         self.retry_one(&retry, job.job.id, job.job.attempts, &job.payload)

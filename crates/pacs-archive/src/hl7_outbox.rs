@@ -86,6 +86,16 @@ impl JobOutbox {
 #[async_trait]
 impl OutboxStore for JobOutbox {
     async fn next(&self) -> Result<Option<Outgoing>, String> {
+        // Claiming is a write (on SQLite an fsync): an idle queue is only read.
+        let open = self
+            .archive
+            .system()
+            .open_jobs(HL7_OUTBOUND)
+            .await
+            .map_err(|e| e.to_string())?;
+        if open == 0 {
+            return Ok(None);
+        }
         let claimed = self
             .archive
             .system()
