@@ -181,3 +181,30 @@ fn an_embedded_install_moves_to_postgresql_and_garage_and_serves_the_same_object
     );
     assert_eq!(tables.trim(), "0", "the index was copied anyway");
 }
+
+/// Bad destinations are refused before anything is read or written, each with its reason.
+#[test]
+fn migrate_refuses_what_it_cannot_do_and_says_why() {
+    let mut server = TestServer::start(binary(), ServerOptions::default());
+    server.stop();
+    let cases: [(&[&str], &str); 3] = [
+        (&["migrate"], "name a destination"),
+        (
+            &["migrate", "--to-index", "mysql://db/pacs"],
+            "must be a PostgreSQL URL",
+        ),
+        (
+            &["migrate", "--to-blobs", "ftp://bucket"],
+            "is not an s3://bucket[/prefix] URL",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = server.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(reason),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+}
