@@ -105,7 +105,7 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 PACS_TEST_INDEX=postgres cargo test -p pacs-store --lib 2>&1 | tee -a "$log" || status=$?
 # The interop suites (DCMTK, pynetdicom, dicomweb-client, OHIF) again, each server on a fresh
 # PostgreSQL database and its own Garage bucket (pacs_testkit::server::ENGINES_VARIABLE).
-PACS_TEST_ENGINES=postgres-garage cargo test -p openpacs --test dcmtk --test dicomweb --test ohif 2>&1 |
+PACS_TEST_ENGINES=postgres-garage cargo test -p openpacs --test dcmtk --test dicomweb --test ohif --test tenants 2>&1 |
   tee -a "$log" || status=$?
 # Every fuzz target for 60 s (a finding fails the run and leaves its input in fuzz/artifacts/).
 bash scripts/fuzz.sh 60 || status=1

@@ -11,6 +11,7 @@ mod migrate_index;
 mod scrape;
 mod send;
 mod serve;
+mod tenant;
 mod user;
 mod verify;
 
@@ -78,12 +79,15 @@ enum Command {
     /// Manage user accounts and API tokens for the HTTP API.
     #[command(subcommand)]
     User(user::UserCommand),
-    /// Copy the embedded SQLite index (of the data directory) into an empty PostgreSQL
-    /// database, keys and audit log included; then set `index_url` to it.
+    /// Manage the tenants (establishments) a shared platform hosts.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
     /// Copy an embedded installation (index and blobs in data_dir) to PostgreSQL and an S3
     /// bucket: blobs first, each read back and re-hashed, then the index; run it again to
     /// resume. The source is left as it was.
     Migrate(migrate::MigrateArgs),
+    /// Copy the embedded SQLite index (of the data directory) into an empty PostgreSQL
+    /// database, keys and audit log included; then set `index_url` to it.
     MigrateIndex {
         /// The PostgreSQL database, `postgres://user@host:port/database`; default: the
         /// configured `index_url` (OPENPACS_INDEX_URL keeps a password off the command line).
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Command::Verify => verify::run(config).await,
             Command::Audit => verify::audit(config).await,
             Command::User(command) => user::run(config, command).await,
+            Command::Tenant(command) => tenant::run(config, command).await,
             Command::Jobs { command } => jobs::run(config, command.unwrap_or_default()).await,
             Command::Migrate(args) => migrate::run(config, args).await,
             Command::MigrateIndex { to } => migrate_index::run(config, to).await,

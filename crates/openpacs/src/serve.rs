@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pacs_archive::dimse::DimseArchive;
-use pacs_archive::hl7::Hl7Archive;
+use pacs_archive::dimse_router::DimseRouter;
 use pacs_archive::hl7_outbox::{JobOutbox, RisNotifier, RisOutbox};
-use pacs_archive::{Archive, ArchiveConfig, Peer};
+use pacs_archive::hl7_router::Hl7Router;
+use pacs_archive::{Archive, ArchiveConfig, Peer, Platform};
 use pacs_web::auth::{AuthConfig, AuthMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,10 +20,13 @@ use crate::config::Config;
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let recorder = crate::scrape::install()?;
 
-    let archive = Archive::open(&archive_config(&config)?)
+    let platform = Platform::open(&archive_config(&config)?)
         .await
         .with_context(|| format!("cannot open the archive in {}", config.data_dir.display()))?;
-    let report = archive.recover().await.context("recovery failed")?;
+    // The default tenant's: the one tenant of a one-hospital install, the one the web front
+    // end, the RIS link and the commands without --tenant serve.
+    let archive = platform.default_archive();
+    let report = platform.recover().await.context("recovery failed")?;
     tracing::info!(
         temp_removed = report.temp_removed,
         orphans_reindexed = report.orphans_reindexed,
@@ -76,7 +79,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         check_called_ae_title: config.check_called_ae_title,
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     });
-    let services = Arc::new(DimseArchive::new(archive.clone()).with_commitment_delivery(
+    let services = Arc::new(DimseRouter::new(
+        platform.clone(),
         if config.commitment_on_new_association {
             pacs_dimse::CommitmentDelivery::NewAssociation
         } else {
@@ -176,7 +180,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     ));
     let hl7 = tokio::spawn(pacs_hl7::serve(
         hl7_listener,
-        Arc::new(Hl7Archive::new(archive.clone())),
+        Arc::new(Hl7Router::new(platform.clone())),
         pacs_hl7::ServerConfig {
             max_connections: config.hl7_max_connections,
             max_connections_per_source: config.hl7_max_connections_per_source,
@@ -188,14 +192,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_rx.clone(),
     ));
     let mut background = Vec::new();
-    // Other nodes on the same index (or the command line) change the AE table too.
-    background.push(tokio::spawn(
-        archive.clone().keep_ae_table_current(shutdown_rx.clone()),
-    ));
+    // Other nodes on the same index (or the command line) change the tenants and AE tables.
+    background.push(tokio::spawn(platform.clone().keep_current(shutdown_rx.clone())));
     // Storage commitment reports no requester took, sent again by whichever node is up.
-    background.push(tokio::spawn(archive.clone().retry_commitment_reports(
+    background.push(tokio::spawn(platform.clone().retry_commitment_reports(
         pacs_archive::commitment_retry::ReportRetry {
-            ae_title: config.ae_title.clone(),
             max_pdu: config.max_pdu,
             timeout: Duration::from_secs(config.idle_timeout_secs),
             lease,

@@ -16,13 +16,12 @@ use pacs_store::jobs::COMMITMENT_REPORT;
 use pacs_store::{AuditEvent, JobState, NewJob};
 use tokio::sync::watch;
 
-use crate::{Archive, ArchiveError};
+use crate::{Archive, ArchiveError, Platform};
+use pacs_model::TenantId;
 
 /// How the reports are sent again.
 #[derive(Clone, Debug)]
 pub struct ReportRetry {
-    /// Our AE title, calling the requester.
-    pub ae_title: String,
     pub max_pdu: u32,
     /// For the association and each response.
     pub timeout: Duration,
@@ -119,48 +118,6 @@ impl Archive {
         Ok(ids.first().copied().unwrap_or_default())
     }
 
-    /// Sends queued reports until `stop` turns true.
-    /// Claiming is a write (a transaction, on SQLite an fsync), so an idle server only reads
-    /// whether any report is queued.
-    pub async fn retry_commitment_reports(
-        self: Arc<Self>,
-        retry: ReportRetry,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        loop {
-            let queued = match self.system.open_jobs(COMMITMENT_REPORT).await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look for storage commitment reports to send again");
-                    false
-                }
-            };
-            let claimed = if queued {
-                self.system
-                    .claim_jobs(&self.node, &[COMMITMENT_REPORT], retry.lease, 8)
-                    .await
-            } else {
-                Ok(Vec::new())
-            };
-            match claimed {
-                Ok(claimed) => {
-                    for job in claimed {
-                        self.retry_one(&retry, job.job.id, job.job.attempts, &job.payload)
-                            .await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot claim storage commitment reports"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(retry.poll) => {}
-                _ = stop.changed() => {}
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
-    }
-
     /// One claimed report (`attempts`: its claims so far, this one included).
     async fn retry_one(&self, retry: &ReportRetry, id: i64, attempts: u32, payload: &[u8]) {
         let node = &self.node;
@@ -181,7 +138,7 @@ impl Archive {
                 let addr = format!("{}:{}", peer.host, peer.port);
                 commitment::send_report(
                     &addr,
-                    &retry.ae_title,
+                    &self.ae_title,
                     &payload.requester,
                     &report,
                     retry.max_pdu,
@@ -229,6 +186,62 @@ impl Archive {
                     ))
                     .await;
                 }
+            }
+        }
+    }
+}
+
+impl Platform {
+    /// Sends queued reports until `stop` turns true.
+    /// Claiming is a write (a transaction, on SQLite an fsync), so an idle server only reads
+    /// whether any report is queued.
+    pub async fn retry_commitment_reports(
+        self: Arc<Self>,
+        retry: ReportRetry,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let queued = match self.system().open_jobs(COMMITMENT_REPORT).await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for storage commitment reports to send again");
+                    false
+                }
+            };
+            let claimed = if queued {
+                self.system()
+                    .claim_jobs(self.node(), &[COMMITMENT_REPORT], retry.lease, 8)
+                    .await
+            } else {
+                Ok(Vec::new())
+            };
+            match claimed {
+                Ok(claimed) => {
+                    // Each report is sent by its tenant, as the AE title it was requested of.
+                    for job in claimed {
+                        match self.archive(TenantId(job.job.tenant)) {
+                            Some(archive) => {
+                                archive
+                                    .retry_one(&retry, job.job.id, job.job.attempts, &job.payload)
+                                    .await
+                            }
+                            None => {
+                                let _ = self
+                                    .system()
+                                    .fail_job(job.job.id, self.node(), "its tenant no longer exists", None)
+                                    .await;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim storage commitment reports"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry.poll) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
             }
         }
     }

@@ -308,6 +308,7 @@ impl DimseServices for DimseArchive {
 
     async fn open_dataset(
         &self,
+        _assoc: &AssociationInfo,
         item: &RetrieveItem,
         transfer_syntax_uid: &str,
     ) -> Result<DatasetStream, DimseStatus> {
@@ -322,7 +323,7 @@ impl DimseServices for DimseArchive {
         })
     }
 
-    fn resolve_ae(&self, ae_title: &str) -> Option<String> {
+    fn resolve_ae(&self, _assoc: &AssociationInfo, ae_title: &str) -> Option<String> {
         self.archive.peer(ae_title).map(|p| p.address())
     }
 

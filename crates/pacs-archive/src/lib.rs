@@ -7,14 +7,17 @@
 pub mod admin;
 pub mod commitment_retry;
 pub mod dimse;
+pub mod dimse_router;
 pub mod duplicates;
 pub mod hl7;
 pub mod hl7_outbox;
+pub mod hl7_router;
 pub mod ingest;
 pub mod maintenance;
 pub mod metrics;
 mod patch;
 pub mod peers;
+pub mod platform;
 pub mod query;
 pub mod retrieve;
 pub mod workflow;
@@ -25,10 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pacs_model::TenantId;
-use pacs_store::{BlobStore, Index, IndexError, SqlIndex, SystemIndex, TenantIndex};
+use pacs_store::{BlobStore, IndexError, SystemIndex, TenantIndex};
 
 pub use ingest::{read_part10_meta, Incoming, Refused, Source, StoreResult, StoredInstance};
 pub use peers::{AeChange, AeEntry, AeSource, EchoOutcome};
+pub use platform::{Platform, Route};
 pub use retrieve::Frames;
 
 /// Archive failures, named after what went wrong; front ends map them to protocol statuses.
@@ -158,6 +162,8 @@ pub struct ArchiveConfig {
 /// The archive of one tenant.
 pub struct Archive {
     pub(crate) tenant: TenantId,
+    /// The tenant's name (`default` for a one-hospital install), for logs and metrics labels.
+    pub(crate) name: String,
     pub(crate) blobs: Arc<dyn BlobStore>,
     /// The index as this archive's tenant sees it; every tenant-data access goes through it.
     pub(crate) index: TenantIndex,
@@ -187,39 +193,12 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens the data directory (blob store under `blobs/`) and the index: the SQLite file
-    /// `index.sqlite` there, or the engine `index_url` names.
+    /// Opens the data directory (blob store under `blobs/`) and the index (the SQLite file
+    /// `index.sqlite` there, or the engine `index_url` names), and returns the default
+    /// tenant's archive: for the commands and tests that serve one tenant. A server opens the
+    /// [`Platform`].
     pub async fn open(config: &ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(ArchiveError::from_io)?;
-        let blobs = pacs_store::blob::open(&config.data_dir, &config.blobs).map_err(ArchiveError::from_io)?;
-        let index: Arc<dyn Index> = Arc::new(match &config.index_url {
-            None => SqlIndex::open(&index_path(&config.data_dir)).await?,
-            Some(url) => SqlIndex::open_url_with(url, config.index_options).await?,
-        });
-        let archive = Arc::new(Archive {
-            tenant: TenantId::DEFAULT,
-            blobs,
-            index: TenantIndex::new(index.clone(), TenantId::DEFAULT),
-            system: SystemIndex::new(index),
-            ae_title: config.ae_title.clone(),
-            config_peers: config
-                .peers
-                .iter()
-                .map(|p| (p.ae_title.clone(), p.clone()))
-                .collect(),
-            table_peers: std::sync::RwLock::new(HashMap::new()),
-            ae_changes: tokio::sync::Mutex::new(()),
-            correct_from_orders: config.correct_from_orders,
-            limits: config.limits,
-            issuer_of_patient_id: config.issuer_of_patient_id.clone(),
-            hl7_facilities: config.hl7_facilities.clone(),
-            duplicate_policy: config.duplicate_policy,
-            node: node_name(),
-            exam_listener: std::sync::RwLock::new(None),
-        });
-        archive.reload_ae_table().await?;
-        archive.adopt_patient_domain().await?;
-        Ok(archive)
+        Ok(Platform::open(config).await?.default_archive())
     }
 
     /// The index scoped to this archive's tenant.
@@ -238,6 +217,16 @@ impl Archive {
 
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// The tenant's name (`default` for a one-hospital install).
+    pub fn tenant_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The AE title this tenant answers as and calls others with.
+    pub fn ae_title(&self) -> &str {
+        &self.ae_title
     }
 
     /// This process's name among the nodes (see the job table's leases).
@@ -306,7 +295,7 @@ impl Archive {
     }
 }
 
-fn node_name() -> String {
+pub(crate) fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -37,6 +37,18 @@ pub struct FixityProblem {
 impl Archive {
     /// Brings the data directory back to a consistent state after a crash.
     pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, ArchiveError> {
+        self.recover_orphans_as(self, true).await
+    }
+
+    /// [`Archive::recover`], with unreferenced blobs indexed into `owner` when `reindex_orphans`
+    /// (one tenant: an orphan can only be its own), else quarantined: with several tenants a
+    /// blob does not say whose it is, and guessing would hand one establishment's images to
+    /// another. Its sender was never acknowledged and sends it again; the bytes stay aside.
+    pub(crate) async fn recover_orphans_as(
+        self: &Arc<Self>,
+        owner: &Arc<Archive>,
+        reindex_orphans: bool,
+    ) -> Result<RecoveryReport, ArchiveError> {
         let mut report = RecoveryReport {
             temp_removed: self.blobs.clean_temp().map_err(ArchiveError::from_io)?,
             ..RecoveryReport::default()
@@ -59,7 +71,12 @@ impl Archive {
                     let referenced = self.system.blob_keys_with_prefix(&first[..4]).await?;
                     for key in std::mem::take(&mut group) {
                         if referenced.binary_search(&key).is_err() {
-                            self.recover_orphan(&key, &mut report).await?;
+                            if reindex_orphans {
+                                owner.recover_orphan(&key, &mut report).await?;
+                            } else {
+                                self.quarantine_orphan(&key, "several tenants: owner unknown", &mut report)
+                                    .await?;
+                            }
                         }
                     }
                 }
@@ -118,16 +135,27 @@ impl Archive {
             // next one looks again.
             Err(e @ ArchiveError::Unavailable(_)) => return Err(e),
             Err(e) => {
-                let _exclusive = self.system.lock_blob(key, BlobLockMode::Remove).await?;
-                if self.system.blob_referenced(key).await? {
-                    // Another node indexed it meanwhile: it is no orphan.
-                    return Ok(());
-                }
-                tracing::warn!(blob = %key, error = %e, "orphan blob cannot be indexed; quarantined");
-                self.blobs.quarantine(key).await.map_err(ArchiveError::from_io)?;
-                report.orphans_quarantined += 1;
+                self.quarantine_orphan(key, &format!("cannot be indexed: {e}"), report)
+                    .await?
             }
         }
+        Ok(())
+    }
+
+    /// Moves an orphan aside, unless another node indexed it meanwhile.
+    async fn quarantine_orphan(
+        &self,
+        key: &str,
+        why: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), ArchiveError> {
+        let _exclusive = self.system.lock_blob(key, BlobLockMode::Remove).await?;
+        if self.system.blob_referenced(key).await? {
+            return Ok(());
+        }
+        tracing::warn!(blob = %key, reason = why, "orphan blob quarantined");
+        self.blobs.quarantine(key).await.map_err(ArchiveError::from_io)?;
+        report.orphans_quarantined += 1;
         Ok(())
     }
 

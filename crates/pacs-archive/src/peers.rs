@@ -16,10 +16,6 @@ use crate::{Archive, ArchiveError, Peer};
 /// How long a C-ECHO to a peer may take, association included.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often the in-memory mirror of the AE table is read again from the index: a change made
-/// through another node sharing the index (or by the command line) is used here within this.
-pub const AE_TABLE_REFRESH: Duration = Duration::from_secs(5);
-
 /// Where an AE table entry comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AeSource {
@@ -166,39 +162,6 @@ impl Archive {
         } else {
             AeChange::Removed
         })
-    }
-
-    /// Re-reads the AE table every [`AE_TABLE_REFRESH`] until `stop` turns true. A failed read
-    /// (the index unreachable) keeps the mirror as it was and is logged once per outage.
-    pub async fn keep_ae_table_current(
-        self: std::sync::Arc<Self>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut tick = tokio::time::interval(AE_TABLE_REFRESH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
-                return;
-            }
-            let _changing = self.ae_changes.lock().await;
-            match self.reload_ae_table().await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("the AE table is read from the index again");
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "cannot re-read the AE table; the last one read stays in use");
-                }
-                Err(_) => {}
-            }
-        }
     }
 
     /// Reads the index's AE table into the in-memory mirror the DIMSE lookups use.

@@ -64,7 +64,7 @@ pub fn negotiate(request: &[u8], config: &ServerConfig) -> Negotiated {
         let Ok((socket, _)) = listener.accept().await else {
             return Negotiated::Refused("no loopback connection".into());
         };
-        let options = crate::server::association_options(config, Arc::new(Mutex::new(None)));
+        let options = crate::server::association_options(config, Arc::new(Mutex::new(None)), None);
         let outcome = match options.establish_async(socket).await {
             Ok(assoc) => Negotiated::Accepted(
                 assoc

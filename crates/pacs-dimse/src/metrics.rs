@@ -21,8 +21,9 @@ pub const MPPS: &str = "openpacs_dimse_mpps_total";
 
 /// Why an association was refused or dropped before it was accepted: over a bound on pending
 /// or open associations, no A-ASSOCIATE-RQ within ARTIM, a malformed request, a closed
-/// socket, or a calling AE title that is not allowed.
-pub const REFUSAL_REASONS: [&str; 7] = [
+/// socket, a calling AE title that is not allowed, a called AE title that names no tenant
+/// (`called_ae`), or another refusal of the application (`refused`: a disabled tenant).
+pub const REFUSAL_REASONS: [&str; 9] = [
     "pending_per_source",
     "pending_limit",
     "limit",
@@ -30,6 +31,8 @@ pub const REFUSAL_REASONS: [&str; 7] = [
     "malformed",
     "closed",
     "calling_ae",
+    "called_ae",
+    "refused",
 ];
 /// A store, a storage commitment request or an MPPS message either succeeded (warnings
 /// included) or not.

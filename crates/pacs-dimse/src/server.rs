@@ -43,7 +43,7 @@ use crate::pending::{self, NotRequested};
 use crate::sop_classes::{self, STORAGE_SOP_CLASSES};
 use crate::{
     AssociationInfo, CommitmentDelivery, CommitmentResult, DimseError, DimseServices, DimseStatus, FindKind,
-    NResponse, RefusedAssociation, ReportOutcome, RetrieveItem, RetrieveKind, StoreRequest,
+    NResponse, Refusal, RefusedAssociation, ReportOutcome, RetrieveItem, RetrieveKind, StoreRequest,
 };
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -232,13 +232,25 @@ async fn wait_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|v| *v).await;
 }
 
-/// Calling-AE allow-list; remembers why it refused so the refusal can be audited.
+/// An association request refused before any DIMSE exchange, kept for the audit trail.
+#[derive(Clone, Debug)]
+pub(crate) struct RefusedRequest {
+    calling_ae: String,
+    called_ae: String,
+    reason: String,
+    /// The `reason` label of `openpacs_dimse_associations_refused_total`.
+    label: &'static str,
+}
+
+/// Calling-AE allow-list and called-AE check; remembers why it refused so the refusal can be
+/// audited.
 struct AllowList {
     allowed: Option<HashSet<String>>,
     /// Our AE title, when the called AE title must match it.
     called: Option<String>,
-    /// (calling AE title, reason) of a refusal.
-    refusal: Arc<Mutex<Option<(String, String)>>>,
+    refusal: Arc<Mutex<Option<RefusedRequest>>>,
+    /// Asked last, for what only the application knows (which called AE titles exist).
+    services: Option<Arc<dyn DimseServices>>,
 }
 
 impl AccessControl for AllowList {
@@ -249,29 +261,50 @@ impl AccessControl for AllowList {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        if let Some(ours) = &self.called {
-            if ours != called_ae_title.trim() {
-                if let Ok(mut slot) = self.refusal.lock() {
-                    *slot = Some((
-                        calling_ae_title.trim().to_string(),
-                        format!("called AE title {called_ae_title:?} is not ours"),
-                    ));
-                }
-                return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-            }
+        let (calling, called) = (calling_ae_title.trim(), called_ae_title.trim());
+        let verdict = if self.called.as_deref().is_some_and(|ours| ours != called) {
+            Err(Refusal::CalledAeTitle(format!(
+                "called AE title {called_ae_title:?} is not ours"
+            )))
+        } else if self
+            .allowed
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(calling))
+        {
+            Err(Refusal::CallingAeTitle(format!(
+                "calling AE title {calling_ae_title:?} not allowed"
+            )))
+        } else if let Some(services) = &self.services {
+            services.admit(calling, called)
+        } else {
+            Ok(())
+        };
+        let refusal = match verdict {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let (reason, label, answer) = match refusal {
+            Refusal::CalledAeTitle(reason) => (
+                reason,
+                "called_ae",
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            ),
+            Refusal::CallingAeTitle(reason) => (
+                reason,
+                "calling_ae",
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            ),
+            Refusal::Other(reason) => (reason, "refused", AssociationRJServiceUserReason::NoReasonGiven),
+        };
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(RefusedRequest {
+                calling_ae: calling.to_string(),
+                called_ae: called.to_string(),
+                reason,
+                label,
+            });
         }
-        match &self.allowed {
-            Some(allowed) if !allowed.contains(calling_ae_title.trim()) => {
-                if let Ok(mut slot) = self.refusal.lock() {
-                    *slot = Some((
-                        calling_ae_title.trim().to_string(),
-                        format!("calling AE title {calling_ae_title:?} not allowed"),
-                    ));
-                }
-                Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
-            }
-            _ => Ok(()),
-        }
+        Err(answer)
     }
 }
 
@@ -300,12 +333,14 @@ struct Context {
 /// allow-list (a refusal's reason goes into `refusal`), the SOP classes and roles we accept.
 pub(crate) fn association_options(
     config: &ServerConfig,
-    refusal: Arc<Mutex<Option<(String, String)>>>,
+    refusal: Arc<Mutex<Option<RefusedRequest>>>,
+    services: Option<Arc<dyn DimseServices>>,
 ) -> ServerAssociationOptions<'static, impl AccessControl, impl Negotiation> {
     let access = AllowList {
         allowed: config.allowed_calling_aes.clone(),
         called: config.check_called_ae_title.then(|| config.ae_title.clone()),
         refusal,
+        services,
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(access)
@@ -333,21 +368,21 @@ async fn handle_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let refusal = Arc::new(Mutex::new(None));
-    let options = association_options(&config, refusal.clone());
+    let options = association_options(&config, refusal.clone(), Some(services.clone()));
     let mut assoc = match options.establish_async(socket).await {
         Ok(assoc) => assoc,
         Err(e) => {
             let refusal = refusal.lock().ok().and_then(|slot| slot.clone());
             tracing::info!(%peer, error = %e, "association not established");
-            if let Some((calling_ae, reason)) = refusal {
-                metrics::counter!(crate::metrics::ASSOCIATIONS_REFUSED, "reason" => "calling_ae")
+            if let Some(refused) = refusal {
+                metrics::counter!(crate::metrics::ASSOCIATIONS_REFUSED, "reason" => refused.label)
                     .increment(1);
                 services
                     .association_refused(&RefusedAssociation {
-                        calling_ae,
-                        called_ae: config.ae_title.clone(),
+                        calling_ae: refused.calling_ae,
+                        called_ae: refused.called_ae,
                         peer,
-                        reason,
+                        reason: refused.reason,
                     })
                     .await;
             }
@@ -1089,7 +1124,7 @@ impl Handler {
         };
         // Resolve the destination before touching the index: an unknown one is refused at once.
         let destination_addr = match &kind {
-            RetrieveKind::Move { destination } => match self.services.resolve_ae(destination) {
+            RetrieveKind::Move { destination } => match self.services.resolve_ae(&self.info, destination) {
                 Some(addr) => Some((destination.clone(), addr)),
                 None => {
                     let st = DimseStatus::new(
@@ -1109,9 +1144,13 @@ impl Handler {
         let mut destination = match destination_addr {
             None => None,
             Some((ae, addr)) if !items.is_empty() => {
+                let own_ae = self
+                    .services
+                    .own_ae_title(&self.info)
+                    .unwrap_or_else(|| self.config.ae_title.clone());
                 match ScuAssociation::connect(
                     &addr,
-                    &self.config.ae_title,
+                    &own_ae,
                     &ae,
                     &sub_operation_proposals(&items),
                     self.config.max_pdu,
@@ -1204,7 +1243,7 @@ impl Handler {
             tracing::info!(sop = %item.sop_instance_uid, class = %item.sop_class_uid, "no presentation context to send instance");
             return Ok(SubOutcome::Failed);
         };
-        let mut dataset = match self.services.open_dataset(item, &ts).await {
+        let mut dataset = match self.services.open_dataset(&self.info, item, &ts).await {
             Ok(d) => d,
             Err(st) => {
                 tracing::warn!(sop = %item.sop_instance_uid, status = ?st, "cannot open instance for C-GET");
@@ -1246,7 +1285,7 @@ impl Handler {
         let Some((ctx_id, ts)) = choose_context(scu.accepted_contexts(), item, self.services.as_ref()) else {
             return SubOutcome::Failed;
         };
-        let mut dataset = match self.services.open_dataset(item, &ts).await {
+        let mut dataset = match self.services.open_dataset(&self.info, item, &ts).await {
             Ok(d) => d,
             Err(_) => return SubOutcome::Failed,
         };
@@ -1309,13 +1348,15 @@ fn report_elsewhere(
     report: CommitmentReport,
 ) {
     tokio::spawn(async move {
-        let outcome = match services.resolve_ae(&info.calling_ae) {
+        let outcome = match services.resolve_ae(&info, &info.calling_ae) {
             None => ReportOutcome::Failed {
                 reason: format!("no address known for AE title {:?}", info.calling_ae),
             },
             Some(addr) => match commitment::send_report(
                 &addr,
-                &config.ae_title,
+                &services
+                    .own_ae_title(&info)
+                    .unwrap_or_else(|| config.ae_title.clone()),
                 &info.calling_ae,
                 &report,
                 config.max_pdu,

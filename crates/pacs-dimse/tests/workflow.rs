@@ -179,11 +179,16 @@ impl DimseServices for Memory {
         false
     }
 
-    async fn open_dataset(&self, _item: &RetrieveItem, _ts: &str) -> Result<DatasetStream, DimseStatus> {
+    async fn open_dataset(
+        &self,
+        _assoc: &AssociationInfo,
+        _item: &RetrieveItem,
+        _ts: &str,
+    ) -> Result<DatasetStream, DimseStatus> {
         Err(DimseStatus::new(status::PROCESSING_FAILURE, "nothing stored"))
     }
 
-    fn resolve_ae(&self, ae_title: &str) -> Option<String> {
+    fn resolve_ae(&self, _assoc: &AssociationInfo, ae_title: &str) -> Option<String> {
         self.peers.lock().unwrap().get(ae_title).cloned()
     }
 
@@ -328,10 +333,15 @@ impl DimseServices for Bare {
     fn can_send_as(&self, _item: &RetrieveItem, _ts: &str) -> bool {
         false
     }
-    async fn open_dataset(&self, _item: &RetrieveItem, _ts: &str) -> Result<DatasetStream, DimseStatus> {
+    async fn open_dataset(
+        &self,
+        _assoc: &AssociationInfo,
+        _item: &RetrieveItem,
+        _ts: &str,
+    ) -> Result<DatasetStream, DimseStatus> {
         Err(DimseStatus::new(status::PROCESSING_FAILURE, "no"))
     }
-    fn resolve_ae(&self, _ae_title: &str) -> Option<String> {
+    fn resolve_ae(&self, _assoc: &AssociationInfo, _ae_title: &str) -> Option<String> {
         None
     }
 }

@@ -40,6 +40,10 @@ pub struct TenantId(pub i64);
 impl TenantId {
     /// The tenant used when a deployment does not configure multi-tenancy.
     pub const DEFAULT: TenantId = TenantId(1);
+    /// The platform itself, outside every establishment: its operators' accounts and the
+    /// platform's own audit trail (tenant changes, operators' log-ins, break-glass grants).
+    /// It holds no patient data and no route (AE title, facility) can lead to it.
+    pub const PLATFORM: TenantId = TenantId(0);
 }
 
 /// The Query/Retrieve Level (0008,0052) of a C-FIND, C-MOVE or C-GET request.

@@ -14,6 +14,8 @@ use crate::IndexError;
 /// The tables in an order that satisfies their references, and the column each is paged by.
 const TABLES: &[&str] = &[
     "tenant",
+    "tenant_ae",
+    "tenant_hl7_facility",
     "patient",
     "procedure_order",
     "study",
@@ -127,10 +129,12 @@ async fn copy_all(source: &mut dyn Conn, target: &mut dyn Conn) -> Result<CopyRe
         )
         .await?;
     // New rows continue after the copied keys.
-    for table in TABLES
-        .iter()
-        .filter(|t| !matches!(**t, "tenant" | "instance_header" | "blob_deletion"))
-    {
+    for table in TABLES.iter().filter(|t| {
+        !matches!(
+            **t,
+            "tenant" | "tenant_ae" | "tenant_hl7_facility" | "instance_header" | "blob_deletion"
+        )
+    }) {
         target
             .execute(
                 &format!(
@@ -163,9 +167,11 @@ async fn copy_table(source: &mut dyn Conn, target: &mut dyn Conn, table: &str) -
     let list = columns.join(", ");
     let select = format!("SELECT rowid, {list} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1000");
     let row_placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
-    // The default tenant exists in every new index.
+    // The default tenant exists in every new index: it takes the copied settings.
     let conflict = if table == "tenant" {
-        " ON CONFLICT (pk) DO NOTHING"
+        " ON CONFLICT (pk) DO UPDATE SET title = excluded.title, disabled = excluded.disabled,
+           quota_bytes = excluded.quota_bytes, issuer_of_patient_id = excluded.issuer_of_patient_id,
+           created_at = excluded.created_at"
     } else {
         ""
     };

@@ -26,6 +26,7 @@ use crate::columns::{self, Column};
 use crate::instance_rows::{self, RowCache};
 use crate::jobs::{self, JobOutcome, JobWrite, Jobs};
 use crate::sql::{self, Conn, Dialect};
+use crate::tenants::{self, TenantOutcome, TenantRecord, TenantWrite};
 use crate::workflow::{
     self, MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite,
     WorklistItem,
@@ -41,6 +42,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_identity_fields.sql"),
     include_str!("../migrations/sqlite/0006_account_lockout.sql"),
     include_str!("../migrations/sqlite/0007_jobs.sql"),
+    include_str!("../migrations/sqlite/0008_tenants.sql"),
 ];
 
 /// Patient-level attributes of an instance being indexed.
@@ -290,6 +292,11 @@ pub trait Index: Jobs + Send + Sync + 'static {
     async fn write_ae(&self, tenant: TenantId, write: AeWrite, audit: AuditEvent) -> Result<u64, IndexError>;
     /// The tenant's AE table.
     async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError>;
+    /// Adds or changes a tenant, with `audit` in the same transaction (stamped with the
+    /// tenant's key when it was written).
+    async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> Result<TenantOutcome, IndexError>;
+    /// Every tenant with its AE titles and facilities.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError>;
     /// Applies a change to the tenant's user accounts; returns the rows it affected.
     async fn write_accounts(
         &self,
@@ -423,6 +430,11 @@ enum WriteRequest {
         oneshot::Sender<Result<i64, IndexError>>,
     ),
     Job(Box<JobWrite>, oneshot::Sender<Result<JobOutcome, IndexError>>),
+    Tenant(
+        Box<TenantWrite>,
+        AuditEvent,
+        oneshot::Sender<Result<TenantOutcome, IndexError>>,
+    ),
 }
 
 /// The index on either engine: SQLite (the embedded default, one file beside the blobs) or
@@ -814,6 +826,12 @@ async fn run_writer(
                                 _ => Err(IndexError::Schema("a job write wrote no job".into())),
                             }));
                         }
+                        (WriteRequest::Tenant(_, _, reply), r) => {
+                            let _ = reply.send(r.and_then(|w| match w {
+                                Written::Tenant(outcome) => Ok(outcome),
+                                _ => Err(IndexError::Schema("a tenant write wrote no tenant".into())),
+                            }));
+                        }
                     }
                 }
             }
@@ -866,6 +884,9 @@ fn fail(request: WriteRequest, error: IndexError) {
         WriteRequest::Job(_, reply) => {
             let _ = reply.send(Err(error));
         }
+        WriteRequest::Tenant(_, _, reply) => {
+            let _ = reply.send(Err(error));
+        }
     }
 }
 
@@ -877,6 +898,7 @@ enum Written {
     Key(i64),
     Deleted(Deleted),
     Job(JobOutcome),
+    Tenant(TenantOutcome),
 }
 
 type BatchResult = Result<Written, IndexError>;
@@ -952,6 +974,9 @@ async fn apply_batch(
                 workflow::apply(tx, *tenant, write, audit).await.map(Written::Key)
             }
             WriteRequest::Job(write, _) => jobs::apply(tx, write).await.map(Written::Job),
+            WriteRequest::Tenant(write, audit, _) => {
+                tenants::apply(tx, write, audit).await.map(Written::Tenant)
+            }
         };
         if result.is_err() {
             cache.clear();
@@ -1678,6 +1703,19 @@ impl Index for SqlIndex {
 
     async fn aes(&self, tenant: TenantId) -> Result<Vec<AeRecord>, IndexError> {
         ae::list(self.reader().await?.conn(), tenant.0).await
+    }
+
+    async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> Result<TenantOutcome, IndexError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest::Tenant(Box::new(write), audit, tx))
+            .await
+            .map_err(|_| IndexError::WriterGone)?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError> {
+        tenants::list(self.reader().await?.conn()).await
     }
 }
 

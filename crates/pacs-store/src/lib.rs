@@ -17,6 +17,7 @@ pub mod metrics;
 mod pg;
 pub mod scoped;
 pub mod sql;
+pub mod tenants;
 pub mod workflow;
 
 pub use accounts::{AccountLock, AccountWrite, CredentialKind, Role, TokenInfo, UserAccount};
@@ -33,6 +34,7 @@ pub use index::{
 };
 pub use jobs::{ClaimedJob, Job, JobFilter, JobState, Jobs, NewJob};
 pub use scoped::{SystemIndex, TenantIndex};
+pub use tenants::{TenantFields, TenantOutcome, TenantRecord, TenantWrite};
 pub use workflow::{
     Demographics, MergeRecord, MppsRecord, Order, PatientKey, PatientRecord, Report, StudySummary,
     WorkflowWrite, WorklistItem,

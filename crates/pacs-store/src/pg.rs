@@ -9,6 +9,7 @@ use crate::IndexError;
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
     include_str!("../migrations/postgres/0002_jobs.sql"),
+    include_str!("../migrations/postgres/0003_tenants.sql"),
 ];
 
 /// The advisory lock the nodes of one installation take while migrating (any fixed number;

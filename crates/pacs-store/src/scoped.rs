@@ -24,6 +24,7 @@ use crate::index::{
     QueryRow, SortKey, WorklistFilter,
 };
 use crate::jobs::{ClaimedJob, Job, JobFilter, JobState, NewJob};
+use crate::tenants::{TenantOutcome, TenantRecord, TenantWrite};
 use crate::workflow::{
     MergeRecord, MppsRecord, PatientKey, PatientRecord, Report, StudySummary, WorkflowWrite, WorklistItem,
 };
@@ -268,6 +269,25 @@ impl SystemIndex {
     }
     pub async fn ping(&self) -> R<()> {
         self.index.ping().await
+    }
+    /// Appends to the platform's own audit trail ([`TenantId::PLATFORM`]).
+    pub async fn audit_platform(&self, event: AuditEvent) -> R<()> {
+        let event = AuditEvent {
+            tenant: TenantId::PLATFORM.0,
+            ..event
+        };
+        self.index.audit(event).await
+    }
+    /// Adds or changes a tenant (a platform operation), audited in the same transaction.
+    pub async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> R<TenantOutcome> {
+        self.index.write_tenant(write, audit).await
+    }
+    pub async fn tenants(&self) -> R<Vec<TenantRecord>> {
+        self.index.tenants().await
+    }
+    /// The index as `tenant` sees it: the platform hands one to each tenant's archive.
+    pub fn tenant(&self, tenant: TenantId) -> TenantIndex {
+        TenantIndex::new(self.index.clone(), tenant)
     }
 }
 

@@ -1,0 +1,168 @@
+//! `openpacs tenant …`: the establishments a shared platform hosts. Works while the server
+//! runs (it reads the tenant table again within seconds); every change is in the platform's
+//! audit log.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use pacs_archive::Platform;
+use pacs_store::tenants::{check_ae_title, check_facility, check_name};
+use pacs_store::{AuditEvent, TenantFields, TenantOutcome, TenantRecord, TenantWrite};
+
+use crate::config::Config;
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TenantArgs {
+    /// The establishment's full name, e.g. "Centre hospitalier de Montélimar".
+    #[arg(long)]
+    title: Option<String>,
+    /// A called AE title that leads DICOM associations to this tenant (repeat for several;
+    /// `set` replaces the list).
+    #[arg(long = "ae")]
+    ae_titles: Vec<String>,
+    /// An HL7 receiving facility (MSH-6) that leads messages to this tenant (repeat for
+    /// several; `set` replaces the list).
+    #[arg(long = "hl7-facility")]
+    hl7_facilities: Vec<String>,
+    /// The Issuer of Patient ID of the tenant's local patient identifiers (its IPP domain).
+    #[arg(long)]
+    issuer_of_patient_id: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TenantCommand {
+    /// Add a tenant. NAME: 1 to 32 lower-case letters, digits or '-' (used in URLs, /t/NAME/,
+    /// and log-in names, user@NAME).
+    Add {
+        name: String,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
+    /// List the tenants with their AE titles and HL7 facilities.
+    List {
+        /// table (default) or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Change a tenant's title, AE titles, facilities or identifier domain (what is not given
+    /// stays as it is).
+    Set {
+        name: String,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
+    /// Refuse new stores, messages and log-ins for a tenant; its data is kept.
+    Disable { name: String },
+    /// Serve a disabled tenant again.
+    Enable { name: String },
+}
+
+fn fields(args: TenantArgs, replacing: bool) -> anyhow::Result<TenantFields> {
+    for ae in &args.ae_titles {
+        check_ae_title(ae).map_err(anyhow::Error::msg)?;
+    }
+    for facility in &args.hl7_facilities {
+        check_facility(facility).map_err(anyhow::Error::msg)?;
+    }
+    // `add` sets every list; `set` only the ones given.
+    let list = |values: Vec<String>| (!replacing || !values.is_empty()).then_some(values);
+    Ok(TenantFields {
+        title: args.title,
+        ae_titles: list(args.ae_titles),
+        hl7_facilities: list(args.hl7_facilities),
+        issuer_of_patient_id: args.issuer_of_patient_id,
+        quota_bytes: None,
+    })
+}
+
+pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitCode> {
+    let platform = Platform::open(&crate::serve::archive_config(&config)?).await?;
+    let (write, what) = match command {
+        TenantCommand::List { format } => {
+            let tenants = platform.records();
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&tenants)?),
+                "table" => print!("{}", table(&tenants, &config)),
+                other => bail!("unknown format {other:?}: table or json"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Add { name, args } => {
+            check_name(&name).map_err(anyhow::Error::msg)?;
+            let fields = fields(args, false)?;
+            (TenantWrite::Add { name, fields }, "added")
+        }
+        TenantCommand::Set { name, args } => {
+            let fields = fields(args, true)?;
+            (TenantWrite::Set { name, fields }, "changed")
+        }
+        TenantCommand::Disable { name } => (TenantWrite::Disable { name }, "disabled"),
+        TenantCommand::Enable { name } => (TenantWrite::Enable { name }, "enabled"),
+    };
+    let name = write.name().to_string();
+    let audit = AuditEvent {
+        event: "tenant".into(),
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        peer: "local".into(),
+        outcome: "success".into(),
+        detail: Some(format!("{what} {name}")),
+        ..AuditEvent::default()
+    };
+    match platform.write_tenant(write, audit).await? {
+        TenantOutcome::Done { .. } => {
+            println!("tenant {name} {what}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantOutcome::NotFound => bail!("no tenant {name:?}"),
+        TenantOutcome::Conflict(why) => bail!("tenant {name} not {what}: {why}"),
+    }
+}
+
+/// The tenants as a table; the default tenant's configured AE title and facilities are shown
+/// with its own.
+fn table(tenants: &[TenantRecord], config: &Config) -> String {
+    let rows: Vec<[String; 5]> = tenants
+        .iter()
+        .map(|t| {
+            let mut aes = t.ae_titles.clone();
+            let mut facilities = t.hl7_facilities.clone();
+            if t.pk == pacs_model::TenantId::DEFAULT.0 {
+                aes.insert(0, config.ae_title.clone());
+                facilities.extend(config.hl7_facilities.iter().cloned());
+            }
+            [
+                t.name.clone(),
+                t.title.clone(),
+                aes.join(","),
+                facilities.join(","),
+                if t.disabled { "disabled" } else { "enabled" }.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "TITLE", "AE TITLES", "HL7 FACILITIES", "STATE"];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}

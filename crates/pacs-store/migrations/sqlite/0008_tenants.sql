@@ -1,0 +1,56 @@
+-- openpacs index, version 8: tenants made real. Each establishment of a shared platform is a
+-- tenant with its own called AE titles (which route DIMSE associations to it) and HL7
+-- receiving facilities (MSH-6, which route messages to it); an AE title or a facility names
+-- one tenant at most. User names are unique per tenant, no longer across the installation.
+ALTER TABLE tenant ADD COLUMN title TEXT NOT NULL DEFAULT '';
+ALTER TABLE tenant ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tenant ADD COLUMN quota_bytes INTEGER;
+ALTER TABLE tenant ADD COLUMN issuer_of_patient_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE tenant ADD COLUMN created_at TEXT NOT NULL DEFAULT '';
+UPDATE tenant SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE created_at = '';
+
+-- The platform itself (TenantId::PLATFORM): operators' accounts and the platform's audit.
+INSERT INTO tenant (pk, name, title, created_at) SELECT 0, 'platform', 'the platform', created_at FROM tenant WHERE pk = 1;
+
+CREATE TABLE tenant_ae (
+    ae_title  TEXT PRIMARY KEY,
+    tenant_pk INTEGER NOT NULL REFERENCES tenant (pk)
+);
+CREATE TABLE tenant_hl7_facility (
+    facility  TEXT PRIMARY KEY,
+    tenant_pk INTEGER NOT NULL REFERENCES tenant (pk)
+);
+
+-- SQLite cannot drop a column's UNIQUE: the two account tables are rebuilt (credentials first,
+-- so that dropping the accounts cascades to nothing), the platform operator's role admitted.
+CREATE TABLE user_account_v8 (
+    pk                  INTEGER PRIMARY KEY,
+    tenant_pk           INTEGER NOT NULL REFERENCES tenant (pk),
+    username            TEXT NOT NULL,
+    password_hash       TEXT NOT NULL,
+    role                TEXT NOT NULL CHECK (role IN ('admin', 'reader', 'referrer', 'uploader', 'operator')),
+    created_at          TEXT NOT NULL,
+    password_changed_at TEXT NOT NULL,
+    locked_until        TEXT,
+    UNIQUE (tenant_pk, username)
+);
+INSERT INTO user_account_v8 (pk, tenant_pk, username, password_hash, role, created_at, password_changed_at,
+                             locked_until)
+SELECT pk, tenant_pk, username, password_hash, role, created_at, password_changed_at, locked_until
+FROM user_account;
+CREATE TABLE credential_v8 (
+    pk             INTEGER PRIMARY KEY,
+    user_pk        INTEGER NOT NULL REFERENCES user_account_v8 (pk) ON DELETE CASCADE,
+    kind           TEXT NOT NULL CHECK (kind IN ('session', 'token')),
+    secret_sha256  TEXT NOT NULL UNIQUE,
+    name           TEXT,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT
+);
+INSERT INTO credential_v8 (pk, user_pk, kind, secret_sha256, name, created_at, expires_at)
+SELECT pk, user_pk, kind, secret_sha256, name, created_at, expires_at FROM credential;
+DROP TABLE credential;
+DROP TABLE user_account;
+ALTER TABLE user_account_v8 RENAME TO user_account;
+ALTER TABLE credential_v8 RENAME TO credential;
+CREATE INDEX credential_user_idx ON credential (user_pk, kind);
