@@ -34,7 +34,7 @@ use crate::workflow::{
 use crate::IndexError;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const SQLITE_MIGRATIONS: &[&str] = &[
+pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_accounts_deletion.sql"),
     include_str!("../migrations/sqlite/0003_workflow.sql"),

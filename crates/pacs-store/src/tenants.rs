@@ -517,3 +517,75 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use crate::{CredentialKind, Index, SqlIndex};
+    use pacs_model::TenantId;
+
+    /// An index of version 7 (before tenants) keeps its accounts and their live tokens through
+    /// the rebuild of the account tables; user names then repeat across tenants.
+    #[tokio::test]
+    async fn accounts_and_tokens_survive_the_migration_to_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let mut conn = SqliteConnection::connect_with(&crate::index::connect_options(&path))
+            .await
+            .unwrap();
+        for (i, sql) in crate::index::SQLITE_MIGRATIONS[..7].iter().enumerate() {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO user_account (pk, tenant_pk, username, password_hash, role, created_at,
+                                       password_changed_at)
+             VALUES (7, 1, 'alice', '$argon2id$x', 'admin', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
+             INSERT INTO credential (user_pk, kind, secret_sha256, name, created_at)
+             VALUES (7, 'token', 'feed', 'viewer', '2026-01-01T00:00:00.000Z');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn);
+
+        let index = SqlIndex::open(&path).await.unwrap();
+        assert_eq!(SqlIndex::schema_version(&path).await.unwrap(), 8);
+        let owner = index
+            .credential_user(CredentialKind::Token, "feed")
+            .await
+            .unwrap()
+            .expect("the token still names its user");
+        assert_eq!((owner.pk, owner.username.as_str()), (7, "alice"));
+        // A second tenant may now have its own alice.
+        crate::index::tests::add_tenant(&index, 2, "valence").await;
+        let add = crate::AccountWrite::AddUser {
+            username: "alice".into(),
+            password_hash: "$argon2id$y".into(),
+            role: crate::Role::Reader,
+        };
+        assert_eq!(index.write_accounts(TenantId(2), add).await.unwrap(), 1);
+        assert_eq!(
+            index.user(TenantId(1), "alice").await.unwrap().unwrap().role,
+            crate::Role::Admin
+        );
+        assert_eq!(
+            index.user(TenantId(2), "alice").await.unwrap().unwrap().role,
+            crate::Role::Reader
+        );
+        // Removing a user still removes their credentials (the rebuilt foreign key).
+        let remove = crate::AccountWrite::RemoveUser {
+            username: "alice".into(),
+        };
+        index.write_accounts(TenantId(1), remove).await.unwrap();
+        assert!(index
+            .credential_user(CredentialKind::Token, "feed")
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
