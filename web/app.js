@@ -56,7 +56,11 @@ function updateHeader() {
   const logout = document.getElementById('logout');
   const named = session.me && session.me.username !== 'anonymous';
   who.hidden = !session.me;
-  who.textContent = session.me ? t('signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`) }) : '';
+  // On a shared platform the establishment is part of who one is (not shown for the one
+  // tenant of a one-hospital install).
+  const tenant = session.me?.tenant && session.me.tenant !== 'default' ? session.me.tenant : null;
+  who.textContent = !session.me ? ''
+    : t(tenant ? 'signed_in_at' : 'signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`), tenant });
   logout.hidden = !named;
   document.getElementById('nav-studies').hidden = !can.search();
   document.getElementById('nav-worklist').hidden = !can.search();
@@ -97,13 +101,15 @@ function showLogin() {
       });
       route();
     } catch (err) {
-      error.textContent = err.status === 401 ? t('login_failed') : t('login_error', { msg: err.message });
+      error.textContent = err.status === 401 ? t('login_failed')
+        : err.status === 403 ? t('login_disabled') : t('login_error', { msg: err.message });
       error.hidden = false;
       pass.select();
     }
   } },
   h('h1', {}, t('login_title')),
   h('label', { for: 'login-user' }, t('username')), user,
+  h('p.hint', { id: 'login-hint' }, t('login_hint')),
   h('label', { for: 'login-pass' }, t('password')), pass,
   error,
   h('button.primary', { type: 'submit', id: 'login-submit' }, t('login')));

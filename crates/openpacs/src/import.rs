@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use futures::stream::{self, StreamExt};
-use pacs_archive::{Archive, ArchiveError, Source, StoreResult};
+use pacs_archive::{ArchiveError, Source, StoreResult};
 
 use crate::config::Config;
 
@@ -22,11 +22,12 @@ pub async fn run(
     paths: Vec<PathBuf>,
     jobs: usize,
     report: Option<PathBuf>,
+    tenant: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let files = crate::collect_files(&paths)?;
     let total = files.len();
-    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
+    let archive = crate::tenant::open_archive(&config, tenant.as_deref()).await?;
     let bar = crate::progress_bar(total as u64, "importing");
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let mut stored = 0u64;

@@ -54,6 +54,9 @@ enum Command {
         /// anyway, as import-report-<time>.txt, when there are too many to print).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// The tenant to import into (default: the default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Send DICOM files to a peer with C-STORE.
     Send {
@@ -77,8 +80,7 @@ enum Command {
         command: Option<jobs::JobsCommand>,
     },
     /// Manage user accounts and API tokens for the HTTP API.
-    #[command(subcommand)]
-    User(user::UserCommand),
+    User(user::UserArgs),
     /// Manage the tenants (establishments) a shared platform hosts.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -126,7 +128,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => serve::run(config).await,
-            Command::Import { paths, jobs, report } => import::run(config, paths, jobs, report).await,
+            Command::Import {
+                paths,
+                jobs,
+                report,
+                tenant,
+            } => import::run(config, paths, jobs, report, tenant).await,
             Command::Send {
                 to,
                 calling_ae,

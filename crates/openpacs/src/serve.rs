@@ -142,7 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let http = tokio::spawn(pacs_web::serve(
         http_listener,
         pacs_web::router(
-            archive.clone(),
+            platform.clone(),
             pacs_web::WebConfig {
                 stow_max_part_bytes: config.stow_max_part_bytes,
                 stow_max_request_bytes: config.stow_max_request_bytes,

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use pacs_archive::Platform;
 use pacs_store::tenants::{check_ae_title, check_facility, check_name};
 use pacs_store::{AuditEvent, TenantFields, TenantOutcome, TenantRecord, TenantWrite};
@@ -55,6 +55,20 @@ pub enum TenantCommand {
     Disable { name: String },
     /// Serve a disabled tenant again.
     Enable { name: String },
+}
+
+/// The archive of the tenant a command names (`--tenant`), or the default tenant's.
+pub async fn open_archive(
+    config: &Config,
+    tenant: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<pacs_archive::Archive>> {
+    let platform = Platform::open(&crate::serve::archive_config(config)?).await?;
+    match tenant {
+        Some(name) => platform
+            .by_name(name)
+            .with_context(|| format!("no tenant {name:?} (see openpacs tenant list)")),
+        None => Ok(platform.default_archive()),
+    }
 }
 
 fn fields(args: TenantArgs, replacing: bool) -> anyhow::Result<TenantFields> {

@@ -5,12 +5,21 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use pacs_archive::Archive;
 use pacs_store::{AccountWrite, AuditEvent, CredentialKind, Role};
 use pacs_web::auth::{new_secret, MIN_PASSWORD_LEN};
 use pacs_web::password::hash_password;
 
 use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct UserArgs {
+    /// The tenant the accounts belong to (default: the default tenant). A user logs in as
+    /// NAME@TENANT, or as NAME under the tenant's prefix /t/TENANT/.
+    #[arg(long, global = true)]
+    tenant: Option<String>,
+    #[command(subcommand)]
+    command: UserCommand,
+}
 
 #[derive(clap::Subcommand)]
 pub enum UserCommand {
@@ -53,8 +62,9 @@ pub enum UserCommand {
     Revoke { username: String, id: i64 },
 }
 
-pub async fn run(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
-    let archive = Archive::open(&crate::serve::archive_config(&config)?).await?;
+pub async fn run(config: Config, args: UserArgs) -> anyhow::Result<ExitCode> {
+    let archive = crate::tenant::open_archive(&config, args.tenant.as_deref()).await?;
+    let command = args.command;
     let index = archive.index();
     let audit = |event: &str, detail: String| AuditEvent {
         event: event.into(),

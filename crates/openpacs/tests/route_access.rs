@@ -59,26 +59,6 @@ fn credentials(server: &TestServer) -> Vec<(Option<Role>, Option<String>)> {
     all
 }
 
-/// The path with its parameters filled from `values` (a parameter the matrix does not know
-/// fails the test: give it a value here when adding such a route).
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    template
-        .split('/')
-        .map(
-            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => values
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .unwrap_or_else(|| panic!("no value for {{{name}}} in {template}"))
-                    .1
-                    .to_string(),
-                None => segment.to_string(),
-            },
-        )
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Tries every route × every role and checks each status against the route's rule; returns
 /// how many requests were made.
 fn try_every_route(server: &TestServer, values: &[(&str, &str)]) -> usize {
@@ -90,7 +70,7 @@ fn try_every_route(server: &TestServer, values: &[(&str, &str)]) -> usize {
     let mut requests = 0;
     let mut failures = Vec::new();
     for spec in &table {
-        let path = fill(spec.path, values);
+        let path = pacs_testkit::server::fill_route(spec.path, values);
         let queries: Vec<Option<String>> = match spec.rule {
             Rule::Is(_) => vec![None],
             Rule::WadoUri => {

@@ -422,6 +422,26 @@ pub fn dcmtk(tool: &str) -> Command {
     cmd
 }
 
+/// A route template's path with its parameters filled from `values` (a parameter the caller
+/// does not know fails the test: give it a value there when adding such a route).
+pub fn fill_route(template: &str, values: &[(&str, &str)]) -> String {
+    template
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => values
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .unwrap_or_else(|| panic!("no value for {{{name}}} in {template}"))
+                    .1
+                    .to_string(),
+                None => segment.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Runs `tests/interop/peer.py` (pynetdicom) and parses the JSON it prints.
 pub fn pynetdicom(args: &[&str]) -> serde_json::Value {
     let script = repo_root().join("tests/interop/peer.py");

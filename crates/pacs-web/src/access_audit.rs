@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use pacs_archive::Archive;
+use pacs_archive::Platform;
+use pacs_model::TenantId;
 use pacs_store::AuditEvent;
 
 /// A session ends after this long without a request of its kind for its study.
@@ -29,6 +30,9 @@ pub(crate) fn aggregated(event: &str) -> bool {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Whose log the lines go to: the same user name and study UID in two tenants are two
+    /// sessions.
+    tenant: i64,
     actor: String,
     study: String,
     event: String,
@@ -51,6 +55,7 @@ pub(crate) struct AccessSessions {
 
 /// What to audit for one request.
 pub(crate) struct Access<'a> {
+    pub tenant: i64,
     pub actor: String,
     pub peer: String,
     pub study: &'a str,
@@ -65,6 +70,7 @@ impl AccessSessions {
     /// while it goes on.
     pub(crate) fn record(&self, access: Access<'_>) -> Vec<AuditEvent> {
         let key = Key {
+            tenant: access.tenant,
             actor: access.actor.clone(),
             study: access.study.to_string(),
             event: access.event.to_string(),
@@ -84,6 +90,7 @@ impl AccessSessions {
             lines.push(summary(&key, &ended));
         }
         lines.push(AuditEvent {
+            tenant: access.tenant,
             event: access.event.into(),
             actor: access.actor,
             peer: access.peer.clone(),
@@ -124,22 +131,25 @@ impl AccessSessions {
             .collect()
     }
 
-    /// Writes the summaries of ended sessions every minute, as long as the archive lives.
-    pub(crate) fn spawn_flusher(&self, archive: &Arc<Archive>) {
+    /// Writes the summaries of ended sessions every minute, each in its tenant's log, as long
+    /// as the platform lives.
+    pub(crate) fn spawn_flusher(&self, platform: &Arc<Platform>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let sessions = self.clone();
-        let archive = Arc::downgrade(archive);
+        let platform = Arc::downgrade(platform);
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                let Some(archive) = archive.upgrade() else {
+                let Some(platform) = platform.upgrade() else {
                     return;
                 };
                 for line in sessions.ended(SESSION_IDLE) {
-                    archive.record(line).await;
+                    if let Some(archive) = platform.archive(TenantId(line.tenant)) {
+                        archive.record(line).await;
+                    }
                 }
             }
         });
@@ -149,6 +159,7 @@ impl AccessSessions {
 fn summary(key: &Key, s: &Session) -> AuditEvent {
     let seconds = s.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
     AuditEvent {
+        tenant: key.tenant,
         event: key.event.clone(),
         actor: key.actor.clone(),
         peer: s.peer.clone(),
@@ -170,6 +181,7 @@ mod tests {
 
     fn access<'a>(actor: &str, instance: &'a str, event: &'a str) -> Access<'a> {
         Access {
+            tenant: 1,
             actor: actor.into(),
             peer: "127.0.0.1:1".into(),
             study: "1.2.3",

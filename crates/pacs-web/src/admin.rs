@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -126,7 +126,7 @@ fn user_json(u: &UserAccount) -> serde_json::Value {
 
 /// `GET /api/users`: the tenant's accounts and roles, never password hashes.
 pub(crate) async fn users(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     match state.tenant_users().await {
@@ -161,7 +161,7 @@ struct NewUser {
 
 /// `POST /api/users` `{username, password, role}`: 201, 400 (what is wrong), 409 (exists).
 pub(crate) async fn add_user(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     bytes: Bytes,
 ) -> Response {
@@ -227,7 +227,7 @@ struct RoleChange {
 
 /// `PUT /api/users/{username}/role` `{role}`.
 pub(crate) async fn set_role(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(username): Path<String>,
     bytes: Bytes,
@@ -274,7 +274,7 @@ struct PasswordChange {
 /// sessions, and their API tokens if asked. Their cached Basic credentials stop working at
 /// once (see `credentials::Credentials::check_basic`).
 pub(crate) async fn set_password(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(username): Path<String>,
     bytes: Bytes,
@@ -310,7 +310,7 @@ pub(crate) async fn set_password(
 
 /// `POST /api/users/{username}/unlock`: lifts a lock-out after repeated wrong passwords.
 pub(crate) async fn unlock(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(username): Path<String>,
 ) -> Response {
@@ -339,7 +339,7 @@ pub(crate) async fn unlock(
 
 /// `DELETE /api/users/{username}`: the user, their sessions and tokens.
 pub(crate) async fn remove_user(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(username): Path<String>,
 ) -> Response {
@@ -408,7 +408,7 @@ fn check_host(host: &str) -> Result<(), String> {
 
 /// `GET /api/aes`: the configuration file's entries (read-only) and the table's.
 pub(crate) async fn aes(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     match state.archive.aes().await {
@@ -424,7 +424,7 @@ pub(crate) async fn aes(
 
 /// `GET /api/aes/{aet}`.
 pub(crate) async fn ae(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -460,7 +460,7 @@ struct AeBody {
 /// `PUT /api/aes/{aet}` `{host, port, description?}`: 201 created, 200 replaced, 400 (what
 /// is wrong), 409 (an entry of the configuration file).
 pub(crate) async fn put_ae(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
     bytes: Bytes,
@@ -518,7 +518,7 @@ pub(crate) async fn put_ae(
 
 /// `DELETE /api/aes/{aet}`: 204, 404, 409 (an entry of the configuration file).
 pub(crate) async fn remove_ae(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -547,7 +547,7 @@ pub(crate) async fn remove_ae(
 /// `POST /api/aes/{aet}/echo`: a C-ECHO to the AE from our AE title; 200 with the outcome
 /// (`success`, `status`, `error`, `milliseconds`), 404 when the title is unknown.
 pub(crate) async fn echo(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
 ) -> Response {
@@ -653,7 +653,7 @@ fn audit_filter(params: &[(String, String)]) -> Result<AuditFilter, ApiError> {
 /// first (`order=desc`) before `before`; filtered by `user`, `patient`, `event`, `outcome`,
 /// `from` and `to`; at most `limit` (100, up to 1000) records.
 pub(crate) async fn audit(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -83,7 +83,7 @@ pub(crate) struct Scope<'a> {
 }
 
 pub(crate) async fn patients(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
@@ -99,7 +99,7 @@ pub(crate) async fn patients(
 }
 
 pub(crate) async fn studies(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
@@ -116,7 +116,7 @@ pub(crate) async fn studies(
 
 /// One study (404 when unknown).
 pub(crate) async fn study(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
 ) -> Response {
@@ -134,7 +134,7 @@ pub(crate) async fn study(
 }
 
 pub(crate) async fn series(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
@@ -150,7 +150,7 @@ pub(crate) async fn series(
 }
 
 pub(crate) async fn study_series(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
@@ -163,7 +163,7 @@ pub(crate) async fn study_series(
 }
 
 pub(crate) async fn series_instances(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((study, series)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -176,7 +176,7 @@ pub(crate) async fn series_instances(
 }
 
 pub(crate) async fn instances(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
@@ -456,7 +456,7 @@ pub(crate) fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
 }
 
 /// `GET /api/stats`.
-pub(crate) async fn stats(State(state): State<WebState>) -> Response {
+pub(crate) async fn stats(axum::Extension(state): axum::Extension<WebState>) -> Response {
     match state.archive.index().stats().await {
         Ok(stats) => Json(stats).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -465,7 +465,7 @@ pub(crate) async fn stats(State(state): State<WebState>) -> Response {
 
 /// `DELETE /api/studies/{study}`, `…/series/{series}`, `…/instances/{instance}`.
 pub(crate) async fn delete(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(path): Path<Vec<(String, String)>>,
 ) -> Response {
@@ -553,7 +553,7 @@ impl Write for ChannelWriter {
 /// is written (entries stored, not compressed: image data barely compresses and speed
 /// matters). Memory stays at a few chunks whatever the study's size.
 pub(crate) async fn archive(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
 ) -> Response {
@@ -664,7 +664,7 @@ pub(crate) async fn openapi() -> Response {
 
 /// `GET /api/studies/{study}/reports`: the RIS's reports for a study (ORU^R01), oldest first.
 pub(crate) async fn reports(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(study): Path<String>,
 ) -> Response {
@@ -687,7 +687,7 @@ pub(crate) async fn reports(
 }
 
 /// `GET /api/review/studies`: studies not reconciled with an order, or flagged for review.
-pub(crate) async fn review(State(state): State<WebState>) -> Response {
+pub(crate) async fn review(axum::Extension(state): axum::Extension<WebState>) -> Response {
     match state.archive.index().unmatched_studies(1000).await {
         Ok(studies) => Json(studies).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -695,7 +695,7 @@ pub(crate) async fn review(State(state): State<WebState>) -> Response {
 }
 
 /// `GET /api/merges` (admin): patient merges received from the RIS (A40), newest first.
-pub(crate) async fn merges(State(state): State<WebState>) -> Response {
+pub(crate) async fn merges(axum::Extension(state): axum::Extension<WebState>) -> Response {
     match state.archive.index().merges().await {
         Ok(merges) => Json(merges).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -704,7 +704,7 @@ pub(crate) async fn merges(State(state): State<WebState>) -> Response {
 
 /// `POST /api/merges/{id}/undo` (admin): the merged patient gets their studies back.
 pub(crate) async fn undo_merge(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<i64>,
 ) -> Response {

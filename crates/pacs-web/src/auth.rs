@@ -197,9 +197,8 @@ enum Identified {
 
 async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Result<Identified, ApiError> {
     // A session or token names its user, whichever tenant that is: looking it up is the one
-    // cross-tenant read here, and a user of another tenant than this archive's is refused.
-    let system = state.archive.system();
-    let tenant = state.archive.tenant().0;
+    // cross-tenant read here, and the user's tenant is the request's.
+    let system = state.platform.system();
     let internal = ApiError::from;
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
@@ -208,8 +207,7 @@ async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Re
             let user = system
                 .credential_user(CredentialKind::Token, &secret_digest(credentials))
                 .await
-                .map_err(internal)?
-                .filter(|u| u.tenant == tenant);
+                .map_err(internal)?;
             return Ok(user.map_or(Identified::Invalid("unknown or expired token"), |u| {
                 Identified::User(Principal::of(&u))
             }));
@@ -222,10 +220,11 @@ async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Re
             let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
                 return Ok(Identified::Invalid("malformed Basic credentials"));
             };
+            let (tenant, username) = state.login_tenant(username);
             let checked = state
                 .auth
                 .credentials
-                .check_basic(state, peer, username, password);
+                .check_basic(&tenant, peer, &username, password);
             return Ok(match checked.await? {
                 Some(user) => Identified::User(Principal::of(&user)),
                 None => Identified::Invalid("wrong user name or password"),
@@ -237,8 +236,7 @@ async fn identify(state: &WebState, headers: &HeaderMap, peer: SocketAddr) -> Re
         let user = system
             .credential_user(CredentialKind::Session, &secret_digest(session))
             .await
-            .map_err(internal)?
-            .filter(|u| u.tenant == tenant);
+            .map_err(internal)?;
         return Ok(user.map_or(Identified::Invalid("session expired"), |u| {
             Identified::User(Principal::of(&u))
         }));
@@ -280,7 +278,14 @@ impl AuthState {
     }
 }
 
-/// The middleware: identify, authorize, audit refusals, run the handler as the caller.
+/// The middleware: identify, choose the tenant, authorize, audit refusals, run the handler as
+/// the caller with its tenant's [`WebState`] in the request's extensions.
+///
+/// The tenant is the caller's own: the owner of the session, token or Basic credentials (a
+/// log-in name `user@tenant` names it), the prefix `/t/{name}` only confirming it. A prefix
+/// naming another tenant answers 404, exactly as one naming no tenant does (which tenants
+/// exist is not for callers to learn), and is audited as a refusal in the caller's own log.
+/// Public routes (health, metrics, log-in, the UI's files) answer the same whatever prefix.
 pub(crate) async fn middleware(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -292,14 +297,29 @@ pub(crate) async fn middleware(
     let needed = state
         .rules
         .needed(request.method(), matched, request.uri().query());
+    let requested = request
+        .extensions()
+        .get::<crate::tenant_prefix::RequestedTenant>()
+        .map(|t| t.0.clone());
+    let prefix = requested.as_ref().map(|name| format!("/t/{name}"));
     if needed == Access::Public {
+        // The log-in names its tenant itself (`user@tenant`, or the prefix: see `login`).
+        let state = WebState {
+            prefix,
+            ..state.clone()
+        };
+        request.extensions_mut().insert(state);
         return next.run(request).await;
     }
     // What refusals audit; the request itself (not Sync) cannot be held across awaits.
-    let target = format!("{} {}", request.method(), request.uri());
+    let target = format!(
+        "{} {}{}",
+        request.method(),
+        prefix.as_deref().unwrap_or(""),
+        request.uri()
+    );
     let basic_challenge =
         state.auth.config.basic && wants_basic_challenge(request.headers(), request.uri().path());
-    let tenant = state.archive.tenant().0;
     let open = match state.auth.config.mode {
         AuthMode::Open => true,
         AuthMode::Required => false,
@@ -309,9 +329,19 @@ pub(crate) async fn middleware(
         },
     };
     let principal = if open {
-        Principal::anonymous(tenant)
+        // No accounts: the anonymous administrator of the tenant the prefix names, or of the
+        // default one.
+        let tenant = requested
+            .as_deref()
+            .and_then(|name| state.platform.by_name(name))
+            .map_or(state.archive.tenant(), |a| a.tenant());
+        Principal::anonymous(tenant.0)
     } else {
-        match identify(&state, request.headers(), peer).await {
+        let asking = WebState {
+            prefix: prefix.clone(),
+            ..state.clone()
+        };
+        match identify(&asking, request.headers(), peer).await {
             Ok(Identified::User(p)) => p,
             Ok(Identified::Nobody) => {
                 return refuse(
@@ -340,18 +370,61 @@ pub(crate) async fn middleware(
             Err(e) => return e.into_response(),
         }
     };
-    let permitted = principal.tenant == tenant
-        && match needed {
-            Access::Need(p) => allows(principal.role, p),
-            _ => true,
-        };
+    let Some(archive) = state.platform.archive(pacs_model::TenantId(principal.tenant)) else {
+        return refuse(
+            &state,
+            peer,
+            basic_challenge,
+            &target,
+            &principal.username,
+            "unauthenticated",
+            "the account's tenant no longer exists",
+        )
+        .await;
+    };
+    let own = state.for_tenant(archive);
+    if let Some(name) = &requested {
+        if *name != own.archive.tenant_name() {
+            own.archive
+                .record(AuditEvent {
+                    event: "http-access".into(),
+                    actor: format!("http:{}", principal.username),
+                    peer: peer.to_string(),
+                    outcome: "forbidden".into(),
+                    detail: Some(format!("{target}: the prefix names another tenant or none")),
+                    ..AuditEvent::default()
+                })
+                .await;
+            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        }
+    }
+    if state
+        .platform
+        .record(own.archive.tenant())
+        .is_some_and(|t| t.disabled)
+    {
+        return refuse(
+            &own,
+            peer,
+            false,
+            &target,
+            &principal.username,
+            "forbidden",
+            "the tenant is disabled",
+        )
+        .await;
+    }
+    let permitted = match needed {
+        Access::Need(p) => allows(principal.role, p),
+        _ => true,
+    };
     if !permitted {
         let why = match needed {
             Access::Need(p) => format!("role {} lacks {p:?}", principal.role.as_str()),
-            _ => "wrong tenant".into(),
+            _ => "not permitted".into(),
         };
         return refuse(
-            &state,
+            &own,
             peer,
             basic_challenge,
             &target,
@@ -363,6 +436,7 @@ pub(crate) async fn middleware(
     }
     let actor = format!("http:{}", principal.username);
     request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(WebState { prefix, ..own });
     CALLER.scope(actor, next.run(request)).await
 }
 
@@ -421,13 +495,17 @@ pub(crate) struct LoginForm {
     password: String,
 }
 
-fn me_json(principal: &Principal) -> serde_json::Value {
-    serde_json::json!({ "username": principal.username, "role": principal.role.as_str() })
+fn me_json(principal: &Principal, tenant: &str) -> serde_json::Value {
+    serde_json::json!({
+        "username": principal.username,
+        "role": principal.role.as_str(),
+        "tenant": tenant,
+    })
 }
 
 /// `POST /api/login` with a JSON or form body `{username, password}`: sets the session cookie.
 pub(crate) async fn login(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -444,17 +522,18 @@ pub(crate) async fn login(
     let Some(form) = form else {
         return ApiError::BadRequest("expected username and password (JSON or form)".into()).into_response();
     };
+    let (state, username) = state.login_tenant(&form.username);
     let checked = state
         .auth
         .credentials
-        .check_password(&state, peer, &form.username, &form.password);
+        .check_password(&state, peer, &username, &form.password);
     let user = match checked.await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
     let audit = |outcome: &str| AuditEvent {
         event: "login".into(),
-        actor: format!("http:{}", form.username),
+        actor: format!("http:{username}"),
         peer: peer.to_string(),
         outcome: outcome.into(),
         ..AuditEvent::default()
@@ -463,6 +542,10 @@ pub(crate) async fn login(
         state.archive.record(audit("failure")).await;
         return (StatusCode::UNAUTHORIZED, "wrong user name or password\n").into_response();
     };
+    if state.tenant_disabled() {
+        state.archive.record(audit("refused")).await;
+        return (StatusCode::FORBIDDEN, "this establishment's access is disabled\n").into_response();
+    }
     let (secret, digest) = new_secret("ops_");
     let ttl = state.auth.config.session_ttl.as_secs();
     let written = state
@@ -487,7 +570,7 @@ pub(crate) async fn login(
     };
     let cookie =
         format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}");
-    let mut response = Json(me_json(&Principal::of(&user))).into_response();
+    let mut response = Json(me_json(&Principal::of(&user), state.archive.tenant_name())).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -547,7 +630,10 @@ pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
 }
 
 /// `POST /api/logout`: ends the session and clears the cookie.
-pub(crate) async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(
+    axum::Extension(state): axum::Extension<WebState>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(session) = cookie_value(&headers, SESSION_COOKIE) {
         let _ = state
             .archive
@@ -565,9 +651,12 @@ pub(crate) async fn logout(State(state): State<WebState>, headers: HeaderMap) ->
     response
 }
 
-/// `GET /api/me`: the caller's name and role.
-pub(crate) async fn me(axum::Extension(principal): axum::Extension<Principal>) -> Response {
-    Json(me_json(&principal)).into_response()
+/// `GET /api/me`: the caller's name, role and tenant.
+pub(crate) async fn me(
+    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(state): axum::Extension<WebState>,
+) -> Response {
+    Json(me_json(&principal, state.archive.tenant_name())).into_response()
 }
 
 /// Builds the shared state for [`middleware`].

@@ -55,32 +55,35 @@ impl Credentials {
         password: &str,
     ) -> Result<Option<UserAccount>, ApiError> {
         let ip = peer.ip();
+        // Throttled per account: the same name in two tenants is two accounts.
+        let account = format!("{username}@{}", state.archive.tenant_name());
+        let account = account.as_str();
         self.throttle
-            .begin(ip, username, Instant::now())
+            .begin(ip, account, Instant::now())
             .map_err(ApiError::TooManyAttempts)?;
         let user = match state.archive.index().user(username).await {
             Ok(user) => user,
             Err(e) => {
-                self.throttle.cancel(ip, username);
+                self.throttle.cancel(ip, account);
                 return Err(ApiError::Internal(e.to_string()));
             }
         };
         if let Some(lock) = user.as_ref().and_then(|u| u.lock.as_ref()) {
-            self.throttle.cancel(ip, username);
+            self.throttle.cancel(ip, account);
             return Err(ApiError::TooManyAttempts(Duration::from_secs(
                 lock.remaining_secs,
             )));
         }
         let phc = user.as_ref().map_or(decoy_hash(), |u| u.password_hash.as_str());
         let Ok(matched) = self.pool.verify(password, phc).await else {
-            self.throttle.cancel(ip, username);
+            self.throttle.cancel(ip, account);
             return Err(self.busy());
         };
         if matched && user.is_some() {
-            self.throttle.succeeded(ip, username);
+            self.throttle.succeeded(ip, account);
             return Ok(user);
         }
-        let failed = self.throttle.failed(username, user.is_some(), Instant::now());
+        let failed = self.throttle.failed(account, user.is_some(), Instant::now());
         if let Failed::LockedOut(failures) = failed {
             self.lock_out(state, peer, username, user.is_some(), failures)
                 .await;
@@ -100,7 +103,8 @@ impl Credentials {
         username: &str,
         password: &str,
     ) -> Result<Option<UserAccount>, ApiError> {
-        let key: [u8; 32] = Sha256::digest(format!("{username}:{password}").as_bytes()).into();
+        let tenant = state.archive.tenant_name();
+        let key: [u8; 32] = Sha256::digest(format!("{tenant}\n{username}:{password}").as_bytes()).into();
         if let Some(verified_hash) = self.basic_cache.get(&key) {
             let user = state
                 .archive

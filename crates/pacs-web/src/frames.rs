@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_archive::{ArchiveError, Frames};
@@ -50,7 +50,7 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
 }
 
 pub(crate) async fn frames(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,

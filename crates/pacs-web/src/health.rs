@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -13,7 +12,7 @@ use crate::WebState;
 /// A check slower than this counts as failed: a load balancer's own timeout is a few seconds.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(crate) async fn healthz(State(state): State<WebState>) -> Response {
+pub(crate) async fn healthz(axum::Extension(state): axum::Extension<WebState>) -> Response {
     let index = async {
         match tokio::time::timeout(CHECK_TIMEOUT, state.archive.system().ping()).await {
             Ok(Ok(())) => true,

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ const MAX_LIMIT: u32 = 1000;
 
 /// `?state=failed&kind=hl7-outbound&before=ID&limit=N`: the tenant's jobs, newest first.
 pub(crate) async fn list(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
@@ -71,7 +71,7 @@ fn job_filter(params: &[(String, String)]) -> Result<JobFilter, String> {
 
 /// Sends a failed (or backing-off) job again now, its attempts counted afresh.
 pub(crate) async fn retry(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<i64>,
 ) -> Response {

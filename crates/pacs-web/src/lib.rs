@@ -22,6 +22,7 @@ mod qido;
 mod rendered;
 pub mod routes;
 mod stow;
+mod tenant_prefix;
 pub mod throttle;
 mod ui;
 mod wado;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use pacs_archive::Archive;
+use pacs_archive::{Archive, Platform};
 
 pub use body_rate::BodyRate;
 pub use listen::{serve, ServeConfig, TlsFiles};
@@ -80,10 +81,17 @@ impl Default for WebConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach. The router holds one for the default tenant; the middleware
+/// of [`auth`] puts the request's own (its tenant's archive, and the `/t/{name}` prefix it came
+/// by) in the request's extensions, and handlers take that one (`Extension<WebState>`): the
+/// tenant is chosen there, once, and nothing past it names one.
 #[derive(Clone)]
 pub struct WebState {
+    platform: Arc<Platform>,
+    /// The request's tenant.
     archive: Arc<Archive>,
+    /// `/t/{name}` when the request came by a tenant's prefix: the URLs handed out keep it.
+    prefix: Option<String>,
     config: Arc<WebConfig>,
     auth: Arc<auth::AuthState>,
     /// Viewing sessions, audited once each rather than per frame.
@@ -180,6 +188,52 @@ impl IntoResponse for ApiError {
 }
 
 impl WebState {
+    /// This state for another tenant (the same prefix, the same server).
+    pub(crate) fn for_tenant(&self, archive: Arc<Archive>) -> WebState {
+        WebState {
+            archive,
+            ..self.clone()
+        }
+    }
+
+    /// The tenant a log-in name is for, and the user name within it: `user@tenant` names it
+    /// (split at the last `@`, and only when what follows is a tenant's name, so that a user
+    /// called `jean@chu.fr` of the default tenant stays one), else the request's prefix, else
+    /// the default tenant.
+    pub(crate) fn login_tenant(&self, login: &str) -> (WebState, String) {
+        if let Some((user, tenant)) = login.rsplit_once('@') {
+            if let Some(archive) = self.platform.by_name(tenant) {
+                return (self.for_tenant(archive), user.to_string());
+            }
+        }
+        let prefixed = self
+            .prefix
+            .as_deref()
+            .and_then(|p| p.strip_prefix("/t/"))
+            .and_then(|name| self.platform.by_name(name));
+        match prefixed {
+            Some(archive) => (self.for_tenant(archive), login.to_string()),
+            None => (self.clone(), login.to_string()),
+        }
+    }
+
+    /// Whether the request's tenant is disabled (no log-ins, no stores).
+    pub(crate) fn tenant_disabled(&self) -> bool {
+        self.platform
+            .record(self.archive.tenant())
+            .is_some_and(|t| t.disabled)
+    }
+
+    /// The DICOMweb root as clients should reach it, for RetrieveURL and BulkDataURI: the
+    /// tenant's prefix kept when the request came by it (see [`WebConfig::public_root`]).
+    pub(crate) fn dicomweb_base(&self, headers: &axum::http::HeaderMap) -> String {
+        format!(
+            "{}{}/dicom-web",
+            self.config.public_root(headers),
+            self.prefix.as_deref().unwrap_or("")
+        )
+    }
+
     /// The one current instance a WADO-RS instance URL names, with the access audited
     /// (`event`, `detail`); a 404 response when there is none.
     async fn audited_instance(
@@ -196,6 +250,7 @@ impl WebState {
             .map_err(|e| ApiError::from(e).into_response())?;
         let lines = if !found.is_empty() && access_audit::aggregated(event) {
             self.accesses.record(access_audit::Access {
+                tenant: self.archive.tenant().0,
                 actor: crate::auth::current_actor(),
                 peer: peer.to_string(),
                 study,
@@ -227,13 +282,15 @@ impl WebState {
 /// The HTTP routes: the table of [`routes`], each behind the middleware of [`auth`], which
 /// decides from the matched route what the request needs; the same-origin guard of [`origin`]
 /// in front of them for state-changing requests; the UI as the fallback.
-pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) -> Router {
+pub fn router(platform: Arc<Platform>, config: WebConfig, metrics: MetricsRender) -> Router {
     let accesses = access_audit::AccessSessions::default();
-    accesses.spawn_flusher(&archive);
+    accesses.spawn_flusher(&platform);
     let routes = routes::table(metrics);
     http_metrics::register(routes.iter().map(|r| &r.spec));
     let state = WebState {
-        archive,
+        archive: platform.default_archive(),
+        platform,
+        prefix: None,
         auth: auth::state(config.auth.clone()),
         config: Arc::new(config),
         accesses,
@@ -243,7 +300,7 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
     for route in routes {
         router = router.route(route.spec.path, route.handler);
     }
-    router
+    let router = router
         .fallback(ui::serve)
         .with_state(state.clone())
         // `Router::layer` wraps each route after matching, so the middleware sees `MatchedPath`.
@@ -257,7 +314,8 @@ pub fn router(archive: Arc<Archive>, config: WebConfig, metrics: MetricsRender) 
         ))
         .layer(cors_layer(&state.config.cors_allowed_origins))
         // Outermost, so that requests refused by the layers above are counted too.
-        .layer(axum::middleware::from_fn(http_metrics::record))
+        .layer(axum::middleware::from_fn(http_metrics::record));
+    tenant_prefix::wrap(router)
 }
 
 /// CORS for the configured origins only; with none configured the layer adds nothing, so a

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_store::AuditEvent;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::{ApiError, WebState};
 
 pub(crate) async fn study(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,
@@ -25,7 +25,7 @@ pub(crate) async fn study(
 }
 
 pub(crate) async fn series(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series)): Path<(String, String)>,
@@ -34,7 +34,7 @@ pub(crate) async fn series(
 }
 
 pub(crate) async fn instance(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series, instance)): Path<(String, String, String)>,
@@ -43,7 +43,7 @@ pub(crate) async fn instance(
 }
 
 async fn metadata(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     study: String,
@@ -77,7 +77,7 @@ async fn metadata(
     if locations.is_empty() {
         return (StatusCode::NOT_FOUND, "no such study, series or instance\n").into_response();
     }
-    let base = crate::qido::base_url(&state.config, &headers);
+    let base = state.dicomweb_base(&headers);
     let pks: Vec<i64> = locations.iter().map(|l| l.pk).collect();
     // The stored transfer syntax of each instance, as Available Transfer Syntax UID
     // (0008,3002): a viewer needs it to know what decoded frames hold (a JPEG's YCbCr comes
@@ -191,7 +191,7 @@ fn absolute_bulk_uris(json: &str, base: &str) -> String {
 /// `…/instances/{instance}/bulkdata/{tag}`: one element's value as a single-part
 /// `multipart/related; type="application/octet-stream"`.
 pub(crate) async fn bulkdata(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
 ) -> Response {

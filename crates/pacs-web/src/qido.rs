@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -72,7 +72,7 @@ pub(crate) struct Scope {
 }
 
 pub(crate) async fn studies(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Query<Vec<(String, String)>>,
@@ -81,7 +81,7 @@ pub(crate) async fn studies(
 }
 
 pub(crate) async fn all_series(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Query<Vec<(String, String)>>,
@@ -90,7 +90,7 @@ pub(crate) async fn all_series(
 }
 
 pub(crate) async fn all_instances(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Query<Vec<(String, String)>>,
@@ -99,7 +99,7 @@ pub(crate) async fn all_instances(
 }
 
 pub(crate) async fn study_series(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,
@@ -113,7 +113,7 @@ pub(crate) async fn study_series(
 }
 
 pub(crate) async fn study_instances(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,
@@ -127,7 +127,7 @@ pub(crate) async fn study_instances(
 }
 
 pub(crate) async fn series_instances(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series)): Path<(String, String)>,
@@ -303,7 +303,7 @@ pub(crate) fn parse_request(
 }
 
 async fn search(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
@@ -321,7 +321,7 @@ async fn search(
     if request.by_words {
         query.match_names_by_words();
     }
-    let base = base_url(&state.config, &headers);
+    let base = state.dicomweb_base(&headers);
     let (tx, mut rx) = mpsc::channel(64);
     let archive = state.archive.clone();
     let search = tokio::spawn(async move { archive.find(&query, &tx).await });
@@ -386,12 +386,6 @@ async fn search(
         }
     }
     response
-}
-
-/// The DICOMweb root as clients should reach it, for RetrieveURL and BulkDataURI (never a
-/// Host header we do not know: see [`WebConfig::public_root`]).
-pub(crate) fn base_url(config: &crate::WebConfig, headers: &HeaderMap) -> String {
-    format!("{}/dicom-web", config.public_root(headers))
 }
 
 fn uid(obj: &InMemDicomObject, tag: Tag) -> String {

@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_imaging::{ImageFormat, RenderError, RenderParams};
@@ -175,7 +175,7 @@ async fn rendered(
 }
 
 pub(crate) async fn instance(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(uids): Path<(String, String, String)>,
@@ -191,7 +191,7 @@ pub(crate) async fn instance(
 }
 
 pub(crate) async fn frames(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
@@ -207,7 +207,7 @@ pub(crate) async fn frames(
 }
 
 pub(crate) async fn instance_thumbnail(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(uids): Path<(String, String, String)>,
@@ -223,7 +223,7 @@ pub(crate) async fn instance_thumbnail(
 }
 
 pub(crate) async fn frames_thumbnail(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
@@ -239,7 +239,7 @@ pub(crate) async fn frames_thumbnail(
 }
 
 pub(crate) async fn series_thumbnail(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series)): Path<(String, String)>,
@@ -249,7 +249,7 @@ pub(crate) async fn series_thumbnail(
 }
 
 pub(crate) async fn study_thumbnail(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,

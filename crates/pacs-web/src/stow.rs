@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_core::value::DataSetSequence;
@@ -32,7 +32,7 @@ const CANNOT_UNDERSTAND: u16 = 0xC000;
 const NOT_DICOM: u16 = 0xC001;
 
 pub(crate) async fn store(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
@@ -41,7 +41,7 @@ pub(crate) async fn store(
 }
 
 pub(crate) async fn store_in_study(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,
@@ -124,7 +124,7 @@ fn failure_reason(e: &ArchiveError) -> u16 {
 }
 
 async fn stow(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     study: Option<String>,
@@ -236,7 +236,7 @@ async fn stow(
         });
     }
     settle_all(&mut pending, &mut outcomes).await;
-    let response = respond(&state.config, &headers, study.as_deref(), &outcomes);
+    let response = respond(&state.dicomweb_base(&headers), study.as_deref(), &outcomes);
     audit_request(&state, &source, &outcomes, response.status()).await;
     response
 }
@@ -392,13 +392,7 @@ fn uid_element(tag: dicom_core::Tag, uid: &str) -> DataElement<InMemDicomObject>
 }
 
 /// The STOW-RS response: ReferencedSOPSequence and FailedSOPSequence, 200 / 202 / 409.
-fn respond(
-    config: &crate::WebConfig,
-    headers: &HeaderMap,
-    study: Option<&str>,
-    outcomes: &[Outcome],
-) -> Response {
-    let base = crate::qido::base_url(config, headers);
+fn respond(base: &str, study: Option<&str>, outcomes: &[Outcome]) -> Response {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     // Every part refused because the database or the object store did not answer: the whole

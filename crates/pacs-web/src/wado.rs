@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_archive::Archive;
@@ -20,7 +20,7 @@ const DEFAULT_SYNTAX: &str = "1.2.840.10008.1.2.1";
 const CHUNK: usize = 256 * 1024;
 
 pub(crate) async fn study(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(study): Path<String>,
@@ -29,7 +29,7 @@ pub(crate) async fn study(
 }
 
 pub(crate) async fn series(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series)): Path<(String, String)>,
@@ -38,7 +38,7 @@ pub(crate) async fn series(
 }
 
 pub(crate) async fn instance(
-    state: State<WebState>,
+    state: axum::Extension<WebState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((study, series, instance)): Path<(String, String, String)>,
@@ -80,7 +80,7 @@ fn requested_syntax(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn retrieve(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     study: String,

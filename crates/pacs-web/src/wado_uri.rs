@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_archive::{Archive, ArchiveError};
@@ -18,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use crate::{ApiError, WebState};
 
 pub(crate) async fn wado(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {

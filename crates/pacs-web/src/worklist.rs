@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pacs_store::{AuditEvent, WorklistFilter, WorklistItem};
@@ -76,7 +76,7 @@ fn item_json(item: &WorklistItem, mpps: Option<&String>) -> serde_json::Value {
 }
 
 pub(crate) async fn worklist(
-    State(state): State<WebState>,
+    axum::Extension(state): axum::Extension<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<WorklistQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
