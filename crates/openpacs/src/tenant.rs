@@ -27,6 +27,13 @@ pub struct TenantArgs {
     /// The Issuer of Patient ID of the tenant's local patient identifiers (its IPP domain).
     #[arg(long)]
     issuer_of_patient_id: Option<String>,
+    /// Storage quota in bytes: stores that would pass it are refused (C-STORE A700, STOW-RS
+    /// failure A700), the others go on.
+    #[arg(long, conflicts_with = "no_quota")]
+    quota_bytes: Option<u64>,
+    /// Remove the storage quota (`set`).
+    #[arg(long)]
+    no_quota: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -64,6 +71,10 @@ pub async fn open_archive(
 ) -> anyhow::Result<std::sync::Arc<pacs_archive::Archive>> {
     let platform = Platform::open(&crate::serve::archive_config(config)?).await?;
     match tenant {
+        // The platform's own accounts (its operators).
+        Some(pacs_store::tenants::PLATFORM_NAME) => platform
+            .archive(pacs_model::TenantId::PLATFORM)
+            .context("the platform's own row is missing from the index"),
         Some(name) => platform
             .by_name(name)
             .with_context(|| format!("no tenant {name:?} (see openpacs tenant list)")),
@@ -85,7 +96,11 @@ fn fields(args: TenantArgs, replacing: bool) -> anyhow::Result<TenantFields> {
         ae_titles: list(args.ae_titles),
         hl7_facilities: list(args.hl7_facilities),
         issuer_of_patient_id: args.issuer_of_patient_id,
-        quota_bytes: None,
+        quota_bytes: match (args.quota_bytes, args.no_quota) {
+            (Some(bytes), _) => Some(Some(bytes)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
     })
 }
 
@@ -94,9 +109,21 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
     let (write, what) = match command {
         TenantCommand::List { format } => {
             let tenants = platform.records();
+            let usage: std::collections::HashMap<i64, u64> =
+                platform.system().tenant_usage().await?.into_iter().collect();
             match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&tenants)?),
-                "table" => print!("{}", table(&tenants, &config)),
+                "json" => {
+                    let listed: Vec<serde_json::Value> = tenants
+                        .iter()
+                        .map(|t| {
+                            let mut entry = serde_json::to_value(t).unwrap_or_default();
+                            entry["usageBytes"] = usage.get(&t.pk).copied().unwrap_or(0).into();
+                            entry
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&listed)?)
+                }
+                "table" => print!("{}", table(&tenants, &usage, &config)),
                 other => bail!("unknown format {other:?}: table or json"),
             }
             return Ok(ExitCode::SUCCESS);
@@ -137,8 +164,8 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
 
 /// The tenants as a table; the default tenant's configured AE title and facilities are shown
 /// with its own.
-fn table(tenants: &[TenantRecord], config: &Config) -> String {
-    let rows: Vec<[String; 5]> = tenants
+fn table(tenants: &[TenantRecord], usage: &std::collections::HashMap<i64, u64>, config: &Config) -> String {
+    let rows: Vec<[String; 7]> = tenants
         .iter()
         .map(|t| {
             let mut aes = t.ae_titles.clone();
@@ -152,11 +179,21 @@ fn table(tenants: &[TenantRecord], config: &Config) -> String {
                 t.title.clone(),
                 aes.join(","),
                 facilities.join(","),
+                size(usage.get(&t.pk).copied().unwrap_or(0)),
+                t.quota_bytes.map_or("-".to_string(), size),
                 if t.disabled { "disabled" } else { "enabled" }.to_string(),
             ]
         })
         .collect();
-    let header = ["NAME", "TITLE", "AE TITLES", "HL7 FACILITIES", "STATE"];
+    let header = [
+        "NAME",
+        "TITLE",
+        "AE TITLES",
+        "HL7 FACILITIES",
+        "USAGE",
+        "QUOTA",
+        "STATE",
+    ];
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -179,4 +216,19 @@ fn table(tenants: &[TenantRecord], config: &Config) -> String {
         out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
     }
     out
+}
+
+/// Bytes for a person: exact below a KiB, else with one decimal in binary units.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }

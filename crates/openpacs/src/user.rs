@@ -14,7 +14,8 @@ use crate::config::Config;
 #[derive(clap::Args)]
 pub struct UserArgs {
     /// The tenant the accounts belong to (default: the default tenant). A user logs in as
-    /// NAME@TENANT, or as NAME under the tenant's prefix /t/TENANT/.
+    /// NAME@TENANT, or as NAME under the tenant's prefix /t/TENANT/. `platform` holds the
+    /// platform operators (role operator), who log in as NAME@platform.
     #[arg(long, global = true)]
     tenant: Option<String>,
     #[command(subcommand)]
@@ -80,7 +81,7 @@ pub async fn run(config: Config, args: UserArgs) -> anyhow::Result<ExitCode> {
     match command {
         UserCommand::Add { username, role } => {
             validate_username(&username)?;
-            let role = parse_role(&role)?;
+            let role = parse_role(&role, &archive)?;
             if index.user(&username).await?.is_some() {
                 bail!("user {username:?} already exists");
             }
@@ -164,7 +165,7 @@ pub async fn run(config: Config, args: UserArgs) -> anyhow::Result<ExitCode> {
             println!("{username} unlocked ({was})");
         }
         UserCommand::Role { username, role } => {
-            let role = parse_role(&role)?;
+            let role = parse_role(&role, &archive)?;
             require_changed(
                 index
                     .write_accounts(AccountWrite::SetRole {
@@ -238,9 +239,16 @@ fn require_changed(rows: u64, username: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_role(text: &str) -> anyhow::Result<Role> {
-    Role::parse(text)
-        .with_context(|| format!("unknown role {text:?}: choose admin, reader, referrer or uploader"))
+/// A role for an account of `archive`'s tenant: operator for the platform's, and only there.
+fn parse_role(text: &str, archive: &pacs_archive::Archive) -> anyhow::Result<Role> {
+    let role = Role::parse(text).with_context(|| {
+        format!("unknown role {text:?}: choose admin, reader, referrer or uploader (operator for --tenant platform)")
+    })?;
+    let platform = archive.tenant() == pacs_model::TenantId::PLATFORM;
+    if platform != (role == Role::Operator) {
+        bail!("the role operator is the platform's, and the platform's only role: use --tenant platform --role operator");
+    }
+    Ok(role)
 }
 
 fn validate_username(name: &str) -> anyhow::Result<()> {

@@ -148,6 +148,7 @@ fn every_route_answers_every_role_as_its_rule_says() {
             ("username", "matrix-nobody"),
             ("aet", "MATRIXAE"),
             ("id", "999999"),
+            ("name", "matrix-tenant"),
         ],
     );
     assert!(requests > 250, "{requests} requests");
@@ -172,6 +173,7 @@ fn referrer_cannot_reach_originals_through_uids_that_look_like_route_words() {
             ("username", "thumbnail"),
             ("aet", "rendered"),
             ("id", "thumbnail"),
+            ("name", "rendered"),
         ],
     );
     let referrer = server.cli(&["user", "token", "referrer1", "--name", "attack"]);

@@ -17,12 +17,6 @@ fn binary() -> &'static Path {
 const B_PATIENT_ID: &str = "B-SECRET-ID";
 const B_PATIENT_NAME: &str = "SECRET^BEE";
 
-fn cli_ok(server: &TestServer, args: &[&str]) -> String {
-    let out = server.cli(args);
-    assert!(out.status.success(), "openpacs {args:?}: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Stores one CT study of `patient` through the tenant's AE title; returns its UIDs.
 fn store(server: &TestServer, called: &str, seed: u64, patient: (&str, &str)) -> [String; 3] {
     let spec = StudySpec {
@@ -51,39 +45,22 @@ fn store(server: &TestServer, called: &str, seed: u64, patient: (&str, &str)) ->
 fn token(server: &TestServer, user: &str, tenant: &str) -> String {
     format!(
         "Bearer {}",
-        cli_ok(
-            server,
-            &["user", "token", user, "--tenant", tenant, "--name", "matrix"]
-        )
+        server
+            .cli_ok(&["user", "token", user, "--tenant", tenant, "--name", "matrix"])
+            .trim()
     )
 }
 
 #[test]
 fn no_route_gives_one_tenant_anothers_data() {
     let server = TestServer::start(binary(), ServerOptions::default());
-    cli_ok(&server, &["tenant", "add", "hopa", "--ae", "HOPA"]);
-    cli_ok(&server, &["tenant", "add", "hopb", "--ae", "HOPB"]);
+    server.cli_ok(&["tenant", "add", "hopa", "--ae", "HOPA"]);
+    server.cli_ok(&["tenant", "add", "hopb", "--ae", "HOPB"]);
     for (user, tenant) in [("alice", "hopa"), ("bob", "hopb")] {
-        let out = server.cli_stdin(
-            &["user", "add", user, "--tenant", tenant, "--role", "admin"],
-            "a-long-secret-pw",
-        );
+        let out = server.add_user(user, tenant, "admin", "a-long-secret-pw");
         assert!(out.status.success(), "{}", describe(&out));
     }
-    // Until the server reads the tenant table again, HOPB is the default tenant's title.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while pynetdicom(&[
-        "echo",
-        "--port",
-        &server.dicom_port.to_string(),
-        "--aec",
-        "NOSUCH",
-    ])["status"]
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "tenants never read");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    server.wait_for_tenants();
     store(&server, "HOPA", 11, ("A-ID", "ALPHA^ANNE"));
     let [study, series, instance] = store(&server, "HOPB", 22, (B_PATIENT_ID, B_PATIENT_NAME));
     let alice = token(&server, "alice", "hopa");
@@ -122,6 +99,7 @@ fn no_route_gives_one_tenant_anothers_data() {
         ("username", "bob"),
         ("aet", "HOPB"),
         ("id", "1"),
+        ("name", "hopb"),
     ];
     let mut table = route_table();
     // Reads first: the state-changing routes (deleting the study) go last.

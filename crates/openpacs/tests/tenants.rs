@@ -15,12 +15,6 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_openpacs"))
 }
 
-fn cli_ok(server: &TestServer, args: &[&str]) -> String {
-    let out = server.cli(args);
-    assert!(out.status.success(), "openpacs {args:?}: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn echo(server: &TestServer, called: &str) -> serde_json::Value {
     pynetdicom(&["echo", "--port", &server.dicom_port.to_string(), "--aec", called])
 }
@@ -89,35 +83,29 @@ fn each_called_ae_title_sees_only_its_tenant_over_dcmtk_and_pynetdicom() {
     let destination_port = pacs_testkit::server::free_port();
     let server = TestServer::start(binary(), ServerOptions::with_peer("STORESCP", destination_port));
     let work = server.work_dir.clone();
-    let added = cli_ok(
-        &server,
-        &[
-            "tenant",
-            "add",
-            "montelimar",
-            "--title",
-            "Centre hospitalier de Montélimar",
-            "--ae",
-            "MONTEL",
-            "--ae",
-            "MONTEL_CT",
-            "--hl7-facility",
-            "CHM",
-        ],
-    );
+    let added = server.cli_ok(&[
+        "tenant",
+        "add",
+        "montelimar",
+        "--title",
+        "Centre hospitalier de Montélimar",
+        "--ae",
+        "MONTEL",
+        "--ae",
+        "MONTEL_CT",
+        "--hl7-facility",
+        "CHM",
+    ]);
     assert_eq!(added.trim(), "tenant montelimar added");
-    cli_ok(
-        &server,
-        &[
-            "tenant",
-            "add",
-            "valence",
-            "--ae",
-            "VALENCE",
-            "--hl7-facility",
-            "CHV",
-        ],
-    );
+    server.cli_ok(&[
+        "tenant",
+        "add",
+        "valence",
+        "--ae",
+        "VALENCE",
+        "--hl7-facility",
+        "CHV",
+    ]);
     // An AE title, or the installation's own, cannot serve two tenants.
     let taken = server.cli(&["tenant", "add", "romans", "--ae", "MONTEL"]);
     assert!(!taken.status.success());
@@ -138,7 +126,7 @@ fn each_called_ae_title_sees_only_its_tenant_over_dcmtk_and_pynetdicom() {
         "{}",
         describe(&bad)
     );
-    let list = cli_ok(&server, &["tenant", "list"]);
+    let list = server.cli_ok(&["tenant", "list"]);
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 4, "{list}");
     assert!(
@@ -264,7 +252,7 @@ fn each_called_ae_title_sees_only_its_tenant_over_dcmtk_and_pynetdicom() {
     assert!(scp.received().is_empty());
 
     // A disabled tenant takes no association (its data is kept); the others go on.
-    cli_ok(&server, &["tenant", "disable", "valence"]);
+    server.cli_ok(&["tenant", "disable", "valence"]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while echo(&server, "VALENCE")["status"] == 0 {
         assert!(Instant::now() < deadline, "VALENCE still served once disabled");
@@ -273,8 +261,8 @@ fn each_called_ae_title_sees_only_its_tenant_over_dcmtk_and_pynetdicom() {
     let refused = storescu(&server, "VALENCE", &valence_files[..1]);
     assert!(!refused.status.success(), "{}", describe(&refused));
     assert_eq!(echo(&server, "MONTEL")["status"], 0);
-    assert!(cli_ok(&server, &["tenant", "list"]).contains("disabled"));
-    cli_ok(&server, &["tenant", "enable", "valence"]);
+    assert!(server.cli_ok(&["tenant", "list"]).contains("disabled"));
+    server.cli_ok(&["tenant", "enable", "valence"]);
     wait_until_served(&server, "VALENCE");
     assert_eq!(
         find(
@@ -365,19 +353,16 @@ fn each_called_ae_title_sees_only_its_tenant_over_dcmtk_and_pynetdicom() {
 fn one_tenant_answers_any_called_ae_title_as_before() {
     let server = TestServer::start(binary(), ServerOptions::default());
     assert_eq!(echo(&server, "ANY-SCP")["status"], 0);
-    cli_ok(
-        &server,
-        &[
-            "tenant",
-            "set",
-            "default",
-            "--title",
-            "CH de Die",
-            "--hl7-facility",
-            "CHD",
-        ],
-    );
-    let list = cli_ok(&server, &["tenant", "list", "--format", "json"]);
+    server.cli_ok(&[
+        "tenant",
+        "set",
+        "default",
+        "--title",
+        "CH de Die",
+        "--hl7-facility",
+        "CHD",
+    ]);
+    let list = server.cli_ok(&["tenant", "list", "--format", "json"]);
     let tenants: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(tenants.as_array().map(Vec::len), Some(1), "{tenants}");
     assert_eq!(tenants[0]["title"], "CH de Die");

@@ -63,6 +63,9 @@ pub fn status_of(error: &ArchiveError) -> DimseStatus {
         ArchiveError::OutOfResources(_) => {
             DimseStatus::new(status::OUT_OF_RESOURCES, "out of resources: storage full")
         }
+        ArchiveError::QuotaExceeded(_) => {
+            DimseStatus::new(status::OUT_OF_RESOURCES, "tenant storage quota exceeded")
+        }
         ArchiveError::MissingAttribute(a) => {
             DimseStatus::new(status::DATASET_MISMATCH, format!("missing {a}"))
         }

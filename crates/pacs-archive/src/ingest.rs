@@ -299,7 +299,7 @@ impl Incoming {
         }
         // The key is held from here to the index commit: a removal of a blob with these very
         // bytes (on any node) cannot find it unreferenced, then delete it under this store.
-        let _no_blob_removal = match archive
+        let no_blob_removal = match archive
             .system
             .lock_blob(&blob.content_key(), BlobLockMode::Store)
             .await
@@ -365,6 +365,7 @@ impl Incoming {
         *identity = Some((instance.sop_class.clone(), instance.sop_uid.clone()));
         instance.patient.issuer = archive.patient_domain(&instance.patient.issuer);
         instance.correct_from_orders = archive.correct_from_orders;
+        instance.check_quota = archive.quota_bytes.is_some();
         instance.size = committed.size;
         instance.sha256 = committed.key.clone();
         instance.dataset_sha256 = committed.dataset_sha256.clone();
@@ -448,6 +449,16 @@ impl Incoming {
             outcome = archive.index.add_instance(instance).await?;
         }
         stored.result = match outcome {
+            IndexOutcome::QuotaExceeded { quota, stored } => {
+                // Nothing of it is kept: the blob goes unless another row holds the same bytes
+                // (removed under its exclusive lock, after a fresh look at the index).
+                drop(no_blob_removal);
+                archive.remove_deleted_blobs(vec![committed.key.clone()]).await?;
+                return Err(ArchiveError::QuotaExceeded(format!(
+                    "{sop_uid}: {} bytes more than the {quota} allowed ({stored} held)",
+                    (stored + committed.size).saturating_sub(quota)
+                )));
+            }
             IndexOutcome::Differs { .. } => {
                 return Err(ArchiveError::Internal(
                     "the index refused a replacement it was told to make".into(),

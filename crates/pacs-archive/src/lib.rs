@@ -40,6 +40,9 @@ pub use retrieve::Frames;
 pub enum ArchiveError {
     #[error("out of storage space: {0}")]
     OutOfResources(String),
+    /// The object would take the tenant past its storage quota: nothing was kept (A700).
+    #[error("tenant storage quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     Invalid(String),
     /// Not a DICOM object at all (no Part 10 preamble and meta group): skipped by import,
@@ -184,6 +187,8 @@ pub struct Archive {
     /// See [`ArchiveConfig::hl7_facilities`].
     pub(crate) hl7_facilities: Vec<String>,
     pub(crate) duplicate_policy: duplicates::DuplicatePolicy,
+    /// The tenant's storage quota, if it has one (checked by the index at each store).
+    pub(crate) quota_bytes: Option<u64>,
     /// This process's name among the nodes sharing the index: the owner of the job leases it
     /// holds (host name, process id and a random part, so that a restarted process never takes
     /// its predecessor's leases for its own).

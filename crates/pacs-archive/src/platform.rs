@@ -90,6 +90,8 @@ impl Platform {
             .expect("the default tenant exists in every index and is loaded at open")
     }
 
+    /// A tenant's archive; [`TenantId::PLATFORM`]'s is the platform's own (its operators'
+    /// accounts and audit trail, no patient data), which no route leads to.
     pub fn archive(&self, tenant: TenantId) -> Option<Arc<Archive>> {
         self.current().archives.get(&tenant.0).cloned()
     }
@@ -200,6 +202,13 @@ impl Platform {
             };
             archives.insert(record.pk, archive);
         }
+        // The platform's own archive (its operators' accounts and audit trail), which no
+        // route leads to and which holds no patient data.
+        let own = match before.archives.get(&TenantId::PLATFORM.0) {
+            Some(archive) => archive.clone(),
+            None => self.build(&platform_record()).await?,
+        };
+        archives.insert(TenantId::PLATFORM.0, own);
         let mut by_ae = HashMap::new();
         let mut by_facility = HashMap::new();
         let mut by_name = HashMap::new();
@@ -277,6 +286,7 @@ impl Platform {
             issuer_of_patient_id: issuer,
             hl7_facilities: facilities,
             duplicate_policy: config.duplicate_policy,
+            quota_bytes: record.quota_bytes,
             node: self.node.clone(),
             exam_listener: RwLock::new(None),
         });
@@ -319,6 +329,21 @@ impl Platform {
                 Err(_) => {}
             }
         }
+    }
+}
+
+/// The platform's own row as a tenant record (the tenant table lists establishments only).
+fn platform_record() -> TenantRecord {
+    TenantRecord {
+        pk: TenantId::PLATFORM.0,
+        name: pacs_store::tenants::PLATFORM_NAME.into(),
+        title: "the platform".into(),
+        disabled: false,
+        quota_bytes: None,
+        issuer_of_patient_id: String::new(),
+        ae_titles: Vec::new(),
+        hl7_facilities: Vec::new(),
+        created_at: String::new(),
     }
 }
 

@@ -15,9 +15,13 @@ pub enum Role {
     Reader,
     Referrer,
     Uploader,
+    /// The platform operator: a user of the platform itself (`TenantId::PLATFORM`), outside
+    /// every tenant, who manages tenants and reads usage, never patient data.
+    Operator,
 }
 
 impl Role {
+    /// The roles a tenant's users hold (the operator is the platform's alone).
     pub const ALL: [Role; 4] = [Role::Admin, Role::Reader, Role::Referrer, Role::Uploader];
 
     pub fn as_str(self) -> &'static str {
@@ -26,11 +30,15 @@ impl Role {
             Role::Reader => "reader",
             Role::Referrer => "referrer",
             Role::Uploader => "uploader",
+            Role::Operator => "operator",
         }
     }
 
     pub fn parse(text: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == text)
+        Role::ALL
+            .into_iter()
+            .chain([Role::Operator])
+            .find(|r| r.as_str() == text)
     }
 }
 

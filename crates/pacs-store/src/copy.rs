@@ -120,7 +120,9 @@ async fn copy_all(source: &mut dyn Conn, target: &mut dyn Conn) -> Result<CopyRe
     // The count triggers counted every copied instance on top of the copied counts.
     target
         .execute(
-            "UPDATE series SET num_instances = (SELECT count(*) FROM instance i
+            "UPDATE tenant SET stored_bytes = (SELECT COALESCE(SUM(size), 0) FROM instance i
+                 WHERE i.tenant_pk = tenant.pk);
+             UPDATE series SET num_instances = (SELECT count(*) FROM instance i
                  WHERE i.series_pk = series.pk AND i.superseded_at IS NULL);
              UPDATE study SET num_instances = (SELECT count(*) FROM instance i
                  JOIN series se ON se.pk = i.series_pk

@@ -112,6 +112,9 @@ pub struct NewInstance {
     /// current, the other kept superseded (true), or write nothing and say so
     /// ([`IndexOutcome::Differs`]) for the archive to decide (false).
     pub replace_current: bool,
+    /// The tenant has a storage quota: check it (with the quota and usage as committed) and
+    /// write nothing past it ([`IndexOutcome::QuotaExceeded`]).
+    pub check_quota: bool,
 }
 
 /// What indexing an instance did.
@@ -134,6 +137,11 @@ pub enum IndexOutcome {
     Differs {
         pk: i64,
         dataset_sha256: String,
+    },
+    /// The object would take the tenant past its storage quota: nothing written.
+    QuotaExceeded {
+        quota: u64,
+        stored: u64,
     },
 }
 
@@ -297,6 +305,9 @@ pub trait Index: Jobs + Send + Sync + 'static {
     async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> Result<TenantOutcome, IndexError>;
     /// Every tenant with its AE titles and facilities.
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError>;
+    /// Bytes of blobs each tenant holds, by tenant key (exact: kept in the transaction of
+    /// each change).
+    async fn tenant_usage(&self) -> Result<Vec<(i64, u64)>, IndexError>;
     /// Applies a change to the tenant's user accounts; returns the rows it affected.
     async fn write_accounts(
         &self,
@@ -1716,6 +1727,17 @@ impl Index for SqlIndex {
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError> {
         tenants::list(self.reader().await?.conn()).await
+    }
+
+    async fn tenant_usage(&self) -> Result<Vec<(i64, u64)>, IndexError> {
+        let rows: Vec<(i64, i64)> =
+            sql::query_as("SELECT pk, stored_bytes FROM tenant WHERE pk > 0 ORDER BY pk")
+                .fetch_all(self.reader().await?.conn())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(pk, bytes)| (pk, bytes.max(0) as u64))
+            .collect())
     }
 }
 

@@ -100,6 +100,22 @@ pub(crate) async fn insert_instance(
         }
     }
 
+    if n.check_quota {
+        // Locked on PostgreSQL until the commit, so that two nodes storing for one tenant
+        // cannot both pass the last bytes of its quota; tenants without one pay nothing.
+        let sql = format!(
+            "SELECT stored_bytes, quota_bytes FROM tenant WHERE pk = ?{}",
+            tx.dialect().lock_rows()
+        );
+        let (stored, quota): (i64, Option<i64>) =
+            sql::query_as(&sql).bind(n.tenant).fetch_one(&mut *tx).await?;
+        let (stored, size) = (stored.max(0) as u64, n.size);
+        if let Some(quota) = quota.map(|q| q.max(0) as u64) {
+            if stored.saturating_add(size) > quota {
+                return Ok(IndexOutcome::QuotaExceeded { quota, stored });
+            }
+        }
+    }
     let (study_pk, patient_revision, study_written) = study_rows(tx, n, cache).await?;
     let series_pk = series_row(tx, n, study_pk, cache).await?;
 

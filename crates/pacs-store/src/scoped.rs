@@ -285,6 +285,9 @@ impl SystemIndex {
     pub async fn tenants(&self) -> R<Vec<TenantRecord>> {
         self.index.tenants().await
     }
+    pub async fn tenant_usage(&self) -> R<Vec<(i64, u64)>> {
+        self.index.tenant_usage().await
+    }
     /// The index as `tenant` sees it: the platform hands one to each tenant's archive.
     pub fn tenant(&self, tenant: TenantId) -> TenantIndex {
         TenantIndex::new(self.index.clone(), tenant)

@@ -53,6 +53,15 @@ impl Dialect {
         }
     }
 
+    /// What a SELECT ends with to lock the rows it reads until the transaction ends
+    /// (PostgreSQL; SQLite's single writer holds the whole database already).
+    pub fn lock_rows(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// The key the previous INSERT on this connection generated.
     pub fn last_insert_key(self) -> &'static str {
         match self {

@@ -589,3 +589,78 @@ mod upgrade_tests {
             .is_none());
     }
 }
+
+#[cfg(test)]
+mod quota_tests {
+    use crate::index::tests::{instance, test_index};
+    use crate::{AuditEvent, DeleteScope, Index, IndexOutcome, TenantFields, TenantWrite};
+    use pacs_model::TenantId;
+
+    /// Usage is the bytes of every row the tenant holds, kept in the transaction of each
+    /// change; a store past the quota writes nothing; the other tenant is not counted.
+    #[tokio::test]
+    async fn a_store_past_the_quota_writes_nothing_and_usage_stays_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path()).await;
+        let add = TenantWrite::Add {
+            name: "clinique".into(),
+            fields: TenantFields {
+                quota_bytes: Some(Some(25)),
+                ..TenantFields::default()
+            },
+        };
+        index.write_tenant(add, AuditEvent::default()).await.unwrap();
+        let store = |sop: &str, sha: &str, tenant: i64| {
+            let mut object = instance(sop, sha);
+            object.tenant = tenant;
+            object.audit = None;
+            object.check_quota = tenant == 2;
+            index.add_instance(object)
+        };
+        assert!(matches!(
+            store("1.1", "aa", 2).await.unwrap(),
+            IndexOutcome::Stored { .. }
+        ));
+        assert!(matches!(
+            store("1.2", "bb", 2).await.unwrap(),
+            IndexOutcome::Stored { .. }
+        ));
+        assert_eq!(
+            store("1.3", "cc", 2).await.unwrap(),
+            IndexOutcome::QuotaExceeded {
+                quota: 25,
+                stored: 20
+            }
+        );
+        // A duplicate costs nothing and is still recognised.
+        assert!(matches!(
+            store("1.1", "aa", 2).await.unwrap(),
+            IndexOutcome::Duplicate { .. }
+        ));
+        for sop in ["2.1", "2.2", "2.3"] {
+            assert!(matches!(
+                store(sop, "dd", 1).await.unwrap(),
+                IndexOutcome::Stored { .. }
+            ));
+        }
+        assert_eq!(index.tenant_usage().await.unwrap(), [(1, 30), (2, 20)]);
+        assert_eq!(
+            index.stats(TenantId(2)).await.unwrap().instances,
+            2,
+            "nothing of 1.3"
+        );
+        // Freed space can be used again.
+        let scope = DeleteScope {
+            tenant: 2,
+            study_uid: "1.2.3".into(),
+            series_uid: None,
+            sop_uid: Some("1.2".into()),
+        };
+        index.delete(scope, AuditEvent::default()).await.unwrap();
+        assert_eq!(index.tenant_usage().await.unwrap(), [(1, 30), (2, 10)]);
+        assert!(matches!(
+            store("1.3", "cc", 2).await.unwrap(),
+            IndexOutcome::Stored { .. }
+        ));
+    }
+}

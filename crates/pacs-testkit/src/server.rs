@@ -292,6 +292,36 @@ impl TestServer {
         child.wait_with_output().expect("wait for openpacs")
     }
 
+    /// Runs an `openpacs` subcommand that must succeed; returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "openpacs {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `openpacs user add NAME --tenant TENANT --role ROLE` with `password` on stdin.
+    pub fn add_user(&self, name: &str, tenant: &str, role: &str, password: &str) -> Output {
+        self.cli_stdin(
+            &["user", "add", name, "--tenant", tenant, "--role", role],
+            password,
+        )
+    }
+
+    /// Waits until the server has read a tenant table with several tenants (it does every
+    /// 2 s): until then it has one tenant, which any called AE title reaches, so an AE title
+    /// no tenant has is rejected only from then on.
+    pub fn wait_for_tenants(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let port = self.dicom_port.to_string();
+        while pynetdicom(&["echo", "--port", &port, "--aec", "NOSUCH"])["status"] == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the server never read the tenant table"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// GET on the HTTP listener; returns the body.
     pub fn http_get(&self, path: &str) -> String {
         self.http(path).2

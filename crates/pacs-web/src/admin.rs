@@ -140,8 +140,12 @@ pub(crate) async fn users(
     }
 }
 
+/// A tenant's role (a tenant administrator cannot make anyone an operator).
 fn parse_role(text: &str) -> Result<Role, String> {
-    Role::parse(text).ok_or_else(|| format!("unknown role {text:?}: admin, reader, referrer or uploader"))
+    Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == text)
+        .ok_or_else(|| format!("unknown role {text:?}: admin, reader, referrer or uploader"))
 }
 
 fn check_password(password: &str) -> Result<(), String> {

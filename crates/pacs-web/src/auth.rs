@@ -83,6 +83,8 @@ pub enum Permission {
     Store,
     /// Deleting, users, audit log.
     Admin,
+    /// Managing the platform's tenants and reading their usage (the operator's only).
+    Operate,
 }
 
 /// Whether `role` grants `permission`. Readers (radiologists) may also store: importing a
@@ -90,7 +92,8 @@ pub enum Permission {
 pub fn allows(role: Role, permission: Permission) -> bool {
     use Permission::*;
     match role {
-        Role::Admin => true,
+        Role::Admin => permission != Operate,
+        Role::Operator => permission == Operate,
         Role::Reader => matches!(permission, Search | Retrieve | Render | Store),
         Role::Referrer => matches!(permission, Search | Render),
         Role::Uploader => matches!(permission, Store),

@@ -23,6 +23,7 @@ mod rendered;
 pub mod routes;
 mod stow;
 mod tenant_prefix;
+mod tenants;
 pub mod throttle;
 mod ui;
 mod wado;
@@ -202,7 +203,13 @@ impl WebState {
     /// the default tenant.
     pub(crate) fn login_tenant(&self, login: &str) -> (WebState, String) {
         if let Some((user, tenant)) = login.rsplit_once('@') {
-            if let Some(archive) = self.platform.by_name(tenant) {
+            // `op@platform`: an operator, a user of the platform itself.
+            let archive = if tenant == pacs_store::tenants::PLATFORM_NAME {
+                self.platform.archive(pacs_model::TenantId::PLATFORM)
+            } else {
+                self.platform.by_name(tenant)
+            };
+            if let Some(archive) = archive {
                 return (self.for_tenant(archive), user.to_string());
             }
         }

@@ -82,6 +82,7 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
     let render = is(Need(Render));
     let store = is(Need(Store));
     let admin = is(Need(Admin));
+    let operate = is(Need(Operate));
     let metrics = move || {
         let text = metrics();
         async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text.await).into_response() }
@@ -231,6 +232,22 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
         route(M::GET, "/api/series", search, api::series),
         route(M::GET, "/api/instances", search, api::instances),
         route(M::GET, "/api/stats", search, api::stats),
+        // The platform operator's: tenants and their usage, never patient data.
+        route(M::GET, "/api/tenants", operate, crate::tenants::list),
+        route(M::POST, "/api/tenants", operate, crate::tenants::add),
+        route(M::PUT, "/api/tenants/{name}", operate, crate::tenants::set),
+        route(
+            M::POST,
+            "/api/tenants/{name}/disable",
+            operate,
+            crate::tenants::disable,
+        ),
+        route(
+            M::POST,
+            "/api/tenants/{name}/enable",
+            operate,
+            crate::tenants::enable,
+        ),
         route(M::GET, "/api/users", admin, admin::users),
         route(M::POST, "/api/users", admin, admin::add_user),
         route(M::DELETE, "/api/users/{username}", admin, admin::remove_user),
@@ -248,6 +265,9 @@ pub(crate) fn table(metrics: MetricsRender) -> Vec<Route> {
         route(M::DELETE, "/api/aes/{aet}", admin, admin::remove_ae),
         route(M::POST, "/api/aes/{aet}/echo", admin, admin::echo),
         route(M::GET, "/api/audit", admin, admin::audit),
+        // The same search on the platform's own trail (tenant changes, operators' log-ins and
+        // what reached no tenant): an operator's requests are the platform's.
+        route(M::GET, "/api/platform/audit", operate, admin::audit),
         // Durable jobs (outbound HL7…), every node's: their state, and a retry of a failed one.
         route(M::GET, "/api/jobs", admin, jobs::list),
         route(M::POST, "/api/jobs/{id}/retry", admin, jobs::retry),

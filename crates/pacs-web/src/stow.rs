@@ -113,9 +113,10 @@ enum Outcome {
 
 fn failure_reason(e: &ArchiveError) -> u16 {
     match e {
-        ArchiveError::OutOfResources(_) | ArchiveError::LimitExceeded(_) | ArchiveError::Unavailable(_) => {
-            OUT_OF_RESOURCES
-        }
+        ArchiveError::OutOfResources(_)
+        | ArchiveError::QuotaExceeded(_)
+        | ArchiveError::LimitExceeded(_)
+        | ArchiveError::Unavailable(_) => OUT_OF_RESOURCES,
         ArchiveError::MissingAttribute(_) | ArchiveError::Mismatch(_) => DATASET_MISMATCH,
         ArchiveError::Invalid(_) => CANNOT_UNDERSTAND,
         ArchiveError::NotPart10(_) => NOT_DICOM,

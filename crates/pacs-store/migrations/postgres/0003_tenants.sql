@@ -5,6 +5,18 @@ ALTER TABLE tenant ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE tenant ADD COLUMN quota_bytes BIGINT;
 ALTER TABLE tenant ADD COLUMN issuer_of_patient_id TEXT COLLATE "C" NOT NULL DEFAULT '';
 ALTER TABLE tenant ADD COLUMN created_at TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE tenant ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0;
+UPDATE tenant SET stored_bytes = (SELECT COALESCE(SUM(size), 0) FROM instance WHERE tenant_pk = tenant.pk);
+CREATE FUNCTION tenant_bytes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE tenant SET stored_bytes = stored_bytes + NEW.size WHERE pk = NEW.tenant_pk;
+    ELSE
+        UPDATE tenant SET stored_bytes = stored_bytes - OLD.size WHERE pk = OLD.tenant_pk;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tenant_bytes AFTER INSERT OR DELETE ON instance FOR EACH ROW EXECUTE FUNCTION tenant_bytes();
 UPDATE tenant SET created_at = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 WHERE created_at = '';
 

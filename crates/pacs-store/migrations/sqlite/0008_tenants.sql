@@ -7,6 +7,18 @@ ALTER TABLE tenant ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tenant ADD COLUMN quota_bytes INTEGER;
 ALTER TABLE tenant ADD COLUMN issuer_of_patient_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE tenant ADD COLUMN created_at TEXT NOT NULL DEFAULT '';
+-- Bytes of the blobs the tenant's instance rows (current and superseded) hold, kept by the
+-- triggers below in the transaction of each change: what a quota is checked against.
+ALTER TABLE tenant ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE tenant SET stored_bytes = (SELECT COALESCE(SUM(size), 0) FROM instance WHERE tenant_pk = tenant.pk);
+CREATE TRIGGER tenant_bytes_insert AFTER INSERT ON instance
+BEGIN
+    UPDATE tenant SET stored_bytes = stored_bytes + NEW.size WHERE pk = NEW.tenant_pk;
+END;
+CREATE TRIGGER tenant_bytes_delete AFTER DELETE ON instance
+BEGIN
+    UPDATE tenant SET stored_bytes = stored_bytes - OLD.size WHERE pk = OLD.tenant_pk;
+END;
 UPDATE tenant SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE created_at = '';
 
 -- The platform itself (TenantId::PLATFORM): operators' accounts and the platform's audit.
