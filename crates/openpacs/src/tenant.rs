@@ -62,6 +62,27 @@ pub enum TenantCommand {
     Disable { name: String },
     /// Serve a disabled tenant again.
     Enable { name: String },
+    /// Break-glass: let a platform operator read the tenant's data for a few hours (never
+    /// store or change anything), for a stated reason; audited in the tenant's own log, as is
+    /// every request the operator makes with it (under the tenant's prefix, /t/NAME/).
+    GrantAccess {
+        name: String,
+        /// The operator's user name (a user of --tenant platform).
+        #[arg(long)]
+        operator: String,
+        /// Why (the tenant's administrators read it in their audit log).
+        #[arg(long)]
+        reason: String,
+        /// How long, at most a week (fractions allowed: 0.5 is half an hour).
+        #[arg(long)]
+        hours: f64,
+    },
+    /// End an operator's break-glass access to the tenant at once.
+    RevokeAccess {
+        name: String,
+        #[arg(long)]
+        operator: String,
+    },
 }
 
 /// The archive of the tenant a command names (`--tenant`), or the default tenant's.
@@ -131,14 +152,51 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
         TenantCommand::Add { name, args } => {
             check_name(&name).map_err(anyhow::Error::msg)?;
             let fields = fields(args, false)?;
-            (TenantWrite::Add { name, fields }, "added")
+            (TenantWrite::Add { name, fields }, "added".to_string())
         }
         TenantCommand::Set { name, args } => {
             let fields = fields(args, true)?;
-            (TenantWrite::Set { name, fields }, "changed")
+            (TenantWrite::Set { name, fields }, "changed".to_string())
         }
-        TenantCommand::Disable { name } => (TenantWrite::Disable { name }, "disabled"),
-        TenantCommand::Enable { name } => (TenantWrite::Enable { name }, "enabled"),
+        TenantCommand::GrantAccess {
+            name,
+            operator,
+            reason,
+            hours,
+        } => {
+            if !(hours > 0.0 && hours <= 168.0) {
+                bail!("--hours: more than 0, at most 168 (a week)");
+            }
+            if reason.trim().is_empty() {
+                bail!("--reason: say why the operator needs the tenant's data");
+            }
+            let operators = platform
+                .archive(pacs_model::TenantId::PLATFORM)
+                .context("the platform's own row is missing from the index")?;
+            let is_operator = operators
+                .index()
+                .user(&operator)
+                .await?
+                .is_some_and(|u| u.role == pacs_store::Role::Operator);
+            if !is_operator {
+                bail!("no operator {operator:?} (openpacs user list --tenant platform)");
+            }
+            let secs = (hours * 3600.0).ceil() as u64;
+            let what = format!("granted {operator} read access for {hours} h: {reason}");
+            let write = TenantWrite::GrantAccess {
+                name,
+                operator,
+                reason,
+                secs,
+            };
+            (write, what)
+        }
+        TenantCommand::RevokeAccess { name, operator } => {
+            let what = format!("ended {operator}'s access");
+            (TenantWrite::RevokeAccess { name, operator }, what)
+        }
+        TenantCommand::Disable { name } => (TenantWrite::Disable { name }, "disabled".to_string()),
+        TenantCommand::Enable { name } => (TenantWrite::Enable { name }, "enabled".to_string()),
     };
     let name = write.name().to_string();
     let audit = AuditEvent {
@@ -149,7 +207,7 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
         ),
         peer: "local".into(),
         outcome: "success".into(),
-        detail: Some(format!("{what} {name}")),
+        detail: Some(format!("{name}: {what}")),
         ..AuditEvent::default()
     };
     match platform.write_tenant(write, audit).await? {

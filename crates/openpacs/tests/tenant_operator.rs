@@ -229,3 +229,147 @@ fn the_operator_manages_tenants_and_never_reads_patient_data() {
     let (_, theirs) = call("GET", "/api/audit?event=tenant&limit=100", &alice, "");
     assert_eq!(theirs.trim(), "[]", "{theirs}");
 }
+
+/// Break-glass: `openpacs tenant grant-access` lets one operator read one tenant's data under
+/// its prefix for a limited time, never store; each request and the grant itself are in the
+/// tenant's own log; the access ends when the grant runs out or is revoked.
+#[test]
+fn break_glass_grants_time_limited_audited_read_access() {
+    let server = TestServer::start(binary(), ServerOptions::default());
+    server.cli_ok(&["tenant", "add", "hopa", "--ae", "HOPA"]);
+    assert!(server
+        .add_user("op1", "platform", "operator", "a-long-secret-pw")
+        .status
+        .success());
+    assert!(server
+        .add_user("op2", "platform", "operator", "a-long-secret-pw")
+        .status
+        .success());
+    assert!(server
+        .add_user("alice", "hopa", "admin", "a-long-secret-pw")
+        .status
+        .success());
+    server.wait_for_tenants();
+    let ct = repo_root().join("tests/fixtures/valid/ct_explicit_le.dcm");
+    let port = server.dicom_port.to_string();
+    let stored = pynetdicom(&[
+        "store",
+        "--port",
+        &port,
+        "--aec",
+        "HOPA",
+        &ct.display().to_string(),
+    ]);
+    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
+    let token = |user: &str, tenant: &str| {
+        format!(
+            "Bearer {}",
+            server.cli_ok(&["user", "token", user, "--tenant", tenant]).trim()
+        )
+    };
+    let (op1, op2, alice) = (
+        token("op1", "platform"),
+        token("op2", "platform"),
+        token("alice", "hopa"),
+    );
+    let get = |path: &str, auth: &str| {
+        let (status, _, body) = server.http_bytes(path, &[("Authorization", auth)]);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(get("/t/hopa/dicom-web/studies", &op1).0, 404, "no grant yet");
+
+    // The grant names an operator and a reason, and lasts a few seconds here.
+    let refused = server.cli(&[
+        "tenant",
+        "grant-access",
+        "hopa",
+        "--operator",
+        "alice",
+        "--reason",
+        "x",
+        "--hours",
+        "1",
+    ]);
+    assert!(
+        describe(&refused).contains("no operator \"alice\""),
+        "{}",
+        describe(&refused)
+    );
+    let refused = server.cli(&[
+        "tenant",
+        "grant-access",
+        "hopa",
+        "--operator",
+        "op1",
+        "--reason",
+        " ",
+        "--hours",
+        "1",
+    ]);
+    assert!(!refused.status.success());
+    let started = std::time::Instant::now();
+    server.cli_ok(&[
+        "tenant",
+        "grant-access",
+        "hopa",
+        "--operator",
+        "op1",
+        "--reason",
+        "ticket 4521: viewer shows no images",
+        "--hours",
+        "0.002",
+    ]);
+    let (status, studies) = get("/t/hopa/dicom-web/studies", &op1);
+    assert_eq!(status, 200, "{studies}");
+    assert!(
+        studies.contains("1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"),
+        "{studies}"
+    );
+    // Read only, under the prefix only, for this operator only.
+    let mut stow = b"--Q\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    stow.extend(std::fs::read(&ct).unwrap());
+    stow.extend_from_slice(b"\r\n--Q--\r\n");
+    let (status, _, _) = server.http_request(
+        "POST",
+        "/t/hopa/dicom-web/studies",
+        &[
+            ("Authorization", &op1),
+            (
+                "Content-Type",
+                "multipart/related; type=\"application/dicom\"; boundary=Q",
+            ),
+        ],
+        &stow,
+    );
+    assert_eq!(status, 403, "break-glass never stores");
+    assert_eq!(get("/dicom-web/studies", &op1).0, 403);
+    assert_eq!(get("/t/hopa/dicom-web/studies", &op2).0, 404);
+    // The grant and the access are in the tenant's own log, with the reason.
+    let (_, log) = get("/api/audit?limit=100", &alice);
+    assert!(log.contains("ticket 4521: viewer shows no images"), "{log}");
+    assert!(
+        log.contains("\"event\":\"break-glass\"") && log.contains("http:op1@platform"),
+        "{log}"
+    );
+    // It runs out by itself (0.002 h: 7.2 s, counted in whole seconds: 8 s).
+    let remaining = std::time::Duration::from_millis(9500).saturating_sub(started.elapsed());
+    std::thread::sleep(remaining);
+    assert_eq!(get("/t/hopa/dicom-web/studies", &op1).0, 404, "the grant ran out");
+    // and can be ended early.
+    server.cli_ok(&[
+        "tenant",
+        "grant-access",
+        "hopa",
+        "--operator",
+        "op1",
+        "--reason",
+        "again",
+        "--hours",
+        "1",
+    ]);
+    assert_eq!(get("/t/hopa/dicom-web/studies", &op1).0, 200);
+    server.cli_ok(&["tenant", "revoke-access", "hopa", "--operator", "op1"]);
+    assert_eq!(get("/t/hopa/dicom-web/studies", &op1).0, 404);
+    let (_, log) = get("/api/audit?event=tenant&limit=100", &alice);
+    assert!(log.contains("ended op1's access"), "{log}");
+}

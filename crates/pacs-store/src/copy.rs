@@ -31,6 +31,7 @@ const TABLES: &[&str] = &[
     "report",
     "application_entity",
     "job",
+    "access_grant",
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters in one statement.

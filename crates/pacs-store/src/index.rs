@@ -305,6 +305,8 @@ pub trait Index: Jobs + Send + Sync + 'static {
     async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> Result<TenantOutcome, IndexError>;
     /// Every tenant with its AE titles and facilities.
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError>;
+    /// When the platform operator `operator`'s live break-glass grant on `tenant` ends.
+    async fn access_grant(&self, tenant: TenantId, operator: &str) -> Result<Option<String>, IndexError>;
     /// Bytes of blobs each tenant holds, by tenant key (exact: kept in the transaction of
     /// each change).
     async fn tenant_usage(&self) -> Result<Vec<(i64, u64)>, IndexError>;
@@ -1727,6 +1729,10 @@ impl Index for SqlIndex {
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError> {
         tenants::list(self.reader().await?.conn()).await
+    }
+
+    async fn access_grant(&self, tenant: TenantId, operator: &str) -> Result<Option<String>, IndexError> {
+        tenants::access_grant(self.reader().await?.conn(), tenant.0, operator).await
     }
 
     async fn tenant_usage(&self) -> Result<Vec<(i64, u64)>, IndexError> {

@@ -285,6 +285,10 @@ impl SystemIndex {
     pub async fn tenants(&self) -> R<Vec<TenantRecord>> {
         self.index.tenants().await
     }
+    /// When `operator`'s live break-glass grant on `tenant` ends (the HTTP edge asks).
+    pub async fn access_grant(&self, tenant: TenantId, operator: &str) -> R<Option<String>> {
+        self.index.access_grant(tenant, operator).await
+    }
     pub async fn tenant_usage(&self) -> R<Vec<(i64, u64)>> {
         self.index.tenant_usage().await
     }

@@ -59,6 +59,19 @@ pub enum TenantWrite {
     Enable {
         name: String,
     },
+    /// Break-glass: `operator` (a user of the platform) may read the tenant's data for
+    /// `secs`, for `reason`. Audited in the tenant's own log (and the platform's).
+    GrantAccess {
+        name: String,
+        operator: String,
+        reason: String,
+        secs: u64,
+    },
+    /// Ends `operator`'s grants on the tenant at once.
+    RevokeAccess {
+        name: String,
+        operator: String,
+    },
 }
 
 impl TenantWrite {
@@ -67,7 +80,9 @@ impl TenantWrite {
             TenantWrite::Add { name, .. }
             | TenantWrite::Set { name, .. }
             | TenantWrite::Disable { name }
-            | TenantWrite::Enable { name } => name,
+            | TenantWrite::Enable { name }
+            | TenantWrite::GrantAccess { name, .. }
+            | TenantWrite::RevokeAccess { name, .. } => name,
         }
     }
 }
@@ -208,6 +223,39 @@ pub(crate) async fn apply(
             set_routes(conn, pk, fields).await?;
             TenantOutcome::Done { pk }
         }
+        (
+            TenantWrite::GrantAccess {
+                operator,
+                reason,
+                secs,
+                ..
+            },
+            Some(pk),
+        ) => {
+            let (now, until) = (conn.dialect().now(), conn.dialect().now_plus_secs("?"));
+            sql::query(&format!(
+                "INSERT INTO access_grant (tenant_pk, operator, reason, granted_at, expires_at)
+                 VALUES (?, ?, ?, {now}, {until})"
+            ))
+            .bind(pk)
+            .bind(operator)
+            .bind(reason)
+            .bind(i64::try_from(*secs).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await?;
+            TenantOutcome::Done { pk }
+        }
+        (TenantWrite::RevokeAccess { operator, .. }, Some(pk)) => {
+            let now = conn.dialect().now();
+            sql::query(&format!(
+                "UPDATE access_grant SET expires_at = {now} WHERE tenant_pk = ? AND operator = ? AND expires_at > {now}"
+            ))
+            .bind(pk)
+            .bind(operator)
+            .execute(&mut *conn)
+            .await?;
+            TenantOutcome::Done { pk }
+        }
         (TenantWrite::Disable { .. } | TenantWrite::Enable { .. }, Some(pk)) => {
             let disabled = matches!(write, TenantWrite::Disable { .. });
             sql::query("UPDATE tenant SET disabled = ? WHERE pk = ?")
@@ -218,11 +266,24 @@ pub(crate) async fn apply(
             TenantOutcome::Done { pk }
         }
     };
-    // Tenant changes are the platform's events, whoever asked.
+    // Tenant changes are the platform's events, whoever asked; a break-glass grant or its
+    // revocation is also the tenant's, in its own log.
     let mut audit = AuditEvent {
         tenant: pacs_model::TenantId::PLATFORM.0,
         ..audit.clone()
     };
+    if let (TenantWrite::GrantAccess { .. } | TenantWrite::RevokeAccess { .. }, TenantOutcome::Done { pk }) =
+        (write, &outcome)
+    {
+        insert_audit(
+            conn,
+            &AuditEvent {
+                tenant: *pk,
+                ..audit.clone()
+            },
+        )
+        .await?;
+    }
     match &outcome {
         TenantOutcome::Done { .. } => {}
         TenantOutcome::NotFound => audit.outcome = "not found".into(),
@@ -290,6 +351,22 @@ async fn set_routes(conn: &mut dyn Conn, pk: i64, fields: &TenantFields) -> Resu
         }
     }
     Ok(())
+}
+
+/// When `operator`'s live break-glass grant on `tenant` ends, if it has one.
+pub(crate) async fn access_grant(
+    conn: &mut dyn Conn,
+    tenant: i64,
+    operator: &str,
+) -> Result<Option<String>, IndexError> {
+    let now = conn.dialect().now();
+    Ok(sql::query_scalar(&format!(
+        "SELECT max(expires_at) FROM access_grant WHERE tenant_pk = ? AND operator = ? AND expires_at > {now}"
+    ))
+    .bind(tenant)
+    .bind(operator)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Every tenant, by key, with its routes (not the platform's own row).

@@ -385,20 +385,47 @@ pub(crate) async fn middleware(
         )
         .await;
     };
-    let own = state.for_tenant(archive);
+    let mut own = state.for_tenant(archive);
+    let mut principal = principal;
+    let mut break_glass = false;
     if let Some(name) = &requested {
         if *name != own.archive.tenant_name() {
-            own.archive
-                .record(AuditEvent {
-                    event: "http-access".into(),
-                    actor: format!("http:{}", principal.username),
-                    peer: peer.to_string(),
-                    outcome: "forbidden".into(),
-                    detail: Some(format!("{target}: the prefix names another tenant or none")),
-                    ..AuditEvent::default()
-                })
-                .await;
-            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+            match break_glass_grant(&state, &principal, name).await {
+                // An operator's time-limited read access to this tenant: every request is in
+                // the tenant's own log.
+                Some((tenant, until)) => {
+                    principal = Principal {
+                        username: format!("{}@{}", principal.username, own.archive.tenant_name()),
+                        role: Role::Reader,
+                        tenant: tenant.tenant().0,
+                    };
+                    own = state.for_tenant(tenant);
+                    break_glass = true;
+                    own.archive
+                        .record(AuditEvent {
+                            event: "break-glass".into(),
+                            actor: format!("http:{}", principal.username),
+                            peer: peer.to_string(),
+                            outcome: "success".into(),
+                            detail: Some(format!("{target} (access granted until {until})")),
+                            ..AuditEvent::default()
+                        })
+                        .await;
+                }
+                None => {
+                    own.archive
+                        .record(AuditEvent {
+                            event: "http-access".into(),
+                            actor: format!("http:{}", principal.username),
+                            peer: peer.to_string(),
+                            outcome: "forbidden".into(),
+                            detail: Some(format!("{target}: the prefix names another tenant or none")),
+                            ..AuditEvent::default()
+                        })
+                        .await;
+                    return (StatusCode::NOT_FOUND, "not found\n").into_response();
+                }
+            }
         }
     }
     if state
@@ -418,7 +445,8 @@ pub(crate) async fn middleware(
         .await;
     }
     let permitted = match needed {
-        Access::Need(p) => allows(principal.role, p),
+        // Break-glass reads; it never stores.
+        Access::Need(p) => allows(principal.role, p) && !(break_glass && p == Permission::Store),
         _ => true,
     };
     if !permitted {
@@ -441,6 +469,31 @@ pub(crate) async fn middleware(
     request.extensions_mut().insert(principal);
     request.extensions_mut().insert(WebState { prefix, ..own });
     CALLER.scope(actor, next.run(request)).await
+}
+
+/// The tenant named `name` and when the grant ends, when `principal` is a platform operator
+/// with a live break-glass grant on it (`openpacs tenant grant-access`).
+async fn break_glass_grant(
+    state: &WebState,
+    principal: &Principal,
+    name: &str,
+) -> Option<(Arc<pacs_archive::Archive>, String)> {
+    if principal.role != Role::Operator {
+        return None;
+    }
+    let tenant = state.platform.by_name(name)?;
+    match state
+        .platform
+        .system()
+        .access_grant(tenant.tenant(), &principal.username)
+        .await
+    {
+        Ok(until) => until.map(|until| (tenant, until)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read break-glass grants");
+            None
+        }
+    }
 }
 
 /// Whether a 401 should invite HTTP Basic. Not for the REST API (the UI logs in with its own

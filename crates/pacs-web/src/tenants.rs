@@ -90,6 +90,8 @@ async fn apply(state: &WebState, peer: SocketAddr, write: TenantWrite, created: 
         TenantWrite::Set { .. } => "set",
         TenantWrite::Disable { .. } => "disable",
         TenantWrite::Enable { .. } => "enable",
+        TenantWrite::GrantAccess { .. } => "grant-access",
+        TenantWrite::RevokeAccess { .. } => "revoke-access",
     };
     let audit = AuditEvent {
         event: "tenant".into(),

@@ -24,6 +24,18 @@ UPDATE tenant SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE creat
 -- The platform itself (TenantId::PLATFORM): operators' accounts and the platform's audit.
 INSERT INTO tenant (pk, name, title, created_at) SELECT 0, 'platform', 'the platform', created_at FROM tenant WHERE pk = 1;
 
+-- Break-glass: a platform operator's time-limited read access to one tenant, granted for a
+-- stated reason and audited in the tenant's own log.
+CREATE TABLE access_grant (
+    pk         INTEGER PRIMARY KEY,
+    tenant_pk  INTEGER NOT NULL REFERENCES tenant (pk),
+    operator   TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX access_grant_idx ON access_grant (tenant_pk, operator, expires_at);
+
 CREATE TABLE tenant_ae (
     ae_title  TEXT PRIMARY KEY,
     tenant_pk INTEGER NOT NULL REFERENCES tenant (pk)
