@@ -16,27 +16,19 @@ const STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
 const SERIES: &str = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322";
 const SOP: &str = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
 
-#[test]
-fn the_operator_manages_tenants_and_never_reads_patient_data() {
+/// A server with tenant `hopa` (AE HOPA) holding the CT fixture, its administrator `alice` and
+/// the operators `op1` and `op2`; returns it with `alice`'s and `op1`'s bearer tokens.
+fn platform_with_hopa() -> (TestServer, String, String) {
     let server = TestServer::start(binary(), ServerOptions::default());
     server.cli_ok(&["tenant", "add", "hopa", "--ae", "HOPA"]);
-    assert!(server
-        .add_user("op1", "platform", "operator", "a-long-secret-pw")
-        .status
-        .success());
-    assert!(server
-        .add_user("alice", "hopa", "admin", "a-long-secret-pw")
-        .status
-        .success());
-    // The operator role is the platform's alone, and the platform has no other.
-    let wrong = server.add_user("eve", "hopa", "operator", "a-long-secret-pw");
-    assert!(
-        describe(&wrong).contains("the role operator is the platform's"),
-        "{}",
-        describe(&wrong)
-    );
-    let wrong = server.add_user("eve", "platform", "admin", "a-long-secret-pw");
-    assert!(!wrong.status.success());
+    for (user, tenant, role) in [
+        ("op1", "platform", "operator"),
+        ("op2", "platform", "operator"),
+        ("alice", "hopa", "admin"),
+    ] {
+        let out = server.add_user(user, tenant, role, "a-long-secret-pw");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
     server.wait_for_tenants();
     let ct = repo_root().join("tests/fixtures/valid/ct_explicit_le.dcm");
     let port = server.dicom_port.to_string();
@@ -49,34 +41,41 @@ fn the_operator_manages_tenants_and_never_reads_patient_data() {
         &ct.display().to_string(),
     ]);
     assert_eq!(stored["results"][0]["status"], 0, "{stored}");
-    let patient = {
-        let bytes = std::fs::read(&ct).unwrap();
-        let find = pynetdicom(&[
-            "find",
-            "--port",
-            &port,
-            "--aec",
-            "HOPA",
-            "--level",
-            "STUDY",
-            "-k",
-            "PatientID=",
-        ]);
-        assert!(!bytes.is_empty());
-        find["matches"][0]["PatientID"].as_str().unwrap().to_string()
+    let token = |user: &str, tenant: &str| {
+        format!(
+            "Bearer {}",
+            server.cli_ok(&["user", "token", user, "--tenant", tenant]).trim()
+        )
     };
-    let op = format!(
-        "Bearer {}",
-        server
-            .cli_ok(&["user", "token", "op1", "--tenant", "platform"])
-            .trim()
+    let (alice, op1) = (token("alice", "hopa"), token("op1", "platform"));
+    (server, alice, op1)
+}
+
+#[test]
+fn the_operator_manages_tenants_and_never_reads_patient_data() {
+    let (server, alice, op) = platform_with_hopa();
+    // The operator role is the platform's alone, and the platform has no other.
+    let wrong = server.add_user("eve", "hopa", "operator", "a-long-secret-pw");
+    assert!(
+        describe(&wrong).contains("the role operator is the platform's"),
+        "{}",
+        describe(&wrong)
     );
-    let alice = format!(
-        "Bearer {}",
-        server
-            .cli_ok(&["user", "token", "alice", "--tenant", "hopa"])
-            .trim()
-    );
+    let wrong = server.add_user("eve", "platform", "admin", "a-long-secret-pw");
+    assert!(!wrong.status.success());
+    let port = server.dicom_port.to_string();
+    let find = pynetdicom(&[
+        "find",
+        "--port",
+        &port,
+        "--aec",
+        "HOPA",
+        "--level",
+        "STUDY",
+        "-k",
+        "PatientID=",
+    ]);
+    let patient = find["matches"][0]["PatientID"].as_str().unwrap().to_string();
 
     // Every route that needs a tenant permission refuses the operator, and a tenant's prefix
     // is not the operator's: nothing of the patient's in any answer.
@@ -235,42 +234,13 @@ fn the_operator_manages_tenants_and_never_reads_patient_data() {
 /// tenant's own log; the access ends when the grant runs out or is revoked.
 #[test]
 fn break_glass_grants_time_limited_audited_read_access() {
-    let server = TestServer::start(binary(), ServerOptions::default());
-    server.cli_ok(&["tenant", "add", "hopa", "--ae", "HOPA"]);
-    assert!(server
-        .add_user("op1", "platform", "operator", "a-long-secret-pw")
-        .status
-        .success());
-    assert!(server
-        .add_user("op2", "platform", "operator", "a-long-secret-pw")
-        .status
-        .success());
-    assert!(server
-        .add_user("alice", "hopa", "admin", "a-long-secret-pw")
-        .status
-        .success());
-    server.wait_for_tenants();
+    let (server, alice, op1) = platform_with_hopa();
     let ct = repo_root().join("tests/fixtures/valid/ct_explicit_le.dcm");
-    let port = server.dicom_port.to_string();
-    let stored = pynetdicom(&[
-        "store",
-        "--port",
-        &port,
-        "--aec",
-        "HOPA",
-        &ct.display().to_string(),
-    ]);
-    assert_eq!(stored["results"][0]["status"], 0, "{stored}");
-    let token = |user: &str, tenant: &str| {
-        format!(
-            "Bearer {}",
-            server.cli_ok(&["user", "token", user, "--tenant", tenant]).trim()
-        )
-    };
-    let (op1, op2, alice) = (
-        token("op1", "platform"),
-        token("op2", "platform"),
-        token("alice", "hopa"),
+    let op2 = format!(
+        "Bearer {}",
+        server
+            .cli_ok(&["user", "token", "op2", "--tenant", "platform"])
+            .trim()
     );
     let get = |path: &str, auth: &str| {
         let (status, _, body) = server.http_bytes(path, &[("Authorization", auth)]);
