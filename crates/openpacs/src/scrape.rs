@@ -16,6 +16,8 @@ pub const STORAGE_FREE: &str = "openpacs_storage_free_bytes";
 pub const STORAGE_CAPACITY: &str = "openpacs_storage_capacity_bytes";
 pub const INDEX_SIZE: &str = "openpacs_index_size_bytes";
 pub const INDEX_OBJECTS: &str = "openpacs_index_objects";
+pub const TENANT_USAGE: &str = "openpacs_tenant_usage_bytes";
+pub const TENANT_QUOTA: &str = "openpacs_tenant_quota_bytes";
 
 /// Latency buckets, in seconds, for every `*_seconds` histogram.
 const SECONDS_BUCKETS: [f64; 12] = [
@@ -63,6 +65,16 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(
         INDEX_OBJECTS,
         "patients, studies, series and instances in the index, by level"
+    );
+    describe_gauge!(
+        TENANT_USAGE,
+        Unit::Bytes,
+        "bytes of the blobs a tenant's objects hold (what its quota is checked against), by tenant"
+    );
+    describe_gauge!(
+        TENANT_QUOTA,
+        Unit::Bytes,
+        "a tenant's storage quota, for the tenants that have one"
     );
     Ok(recorder)
 }
@@ -118,6 +130,7 @@ impl Scrape {
             Ok(bytes) => gauge!(INDEX_SIZE).set(bytes as f64),
             Err(e) => tracing::warn!(error = %e, "cannot read the size of the index"),
         }
+        self.tenant_usage().await;
         if let Some(queue) = &self.queue {
             pacs_hl7::metrics::record_queue(queue.counts().await);
         }
@@ -135,6 +148,28 @@ impl Scrape {
             *counted = Some(Instant::now());
         }
         stale
+    }
+
+    /// Each tenant's usage and quota: two small reads of the tenant table.
+    async fn tenant_usage(&self) {
+        let system = self.archive.system();
+        let (tenants, usage) = match (system.tenants().await, system.tenant_usage().await) {
+            (Ok(tenants), Ok(usage)) => (tenants, usage),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the tenants' usage");
+                return;
+            }
+        };
+        for tenant in tenants {
+            let bytes = usage
+                .iter()
+                .find(|(pk, _)| *pk == tenant.pk)
+                .map_or(0, |(_, b)| *b);
+            gauge!(TENANT_USAGE, "tenant" => tenant.name.clone()).set(bytes as f64);
+            if let Some(quota) = tenant.quota_bytes {
+                gauge!(TENANT_QUOTA, "tenant" => tenant.name.clone()).set(quota as f64);
+            }
+        }
     }
 
     async fn count_contents(&self) {

@@ -164,6 +164,49 @@ fn a_tenant_past_its_quota_is_refused_over_every_way_in_and_the_other_stores_on(
         "{answer}"
     );
 
+    // The operator's metrics say the same, per tenant (the server's own counts: import runs
+    // in its own process).
+    let metric = |name: &str, tenant: &str, outcome: Option<&str>| -> f64 {
+        let text = server.http_get("/metrics");
+        let labels = [
+            Some(format!("tenant=\"{tenant}\"")),
+            outcome.map(|o| format!("outcome=\"{o}\"")),
+        ];
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && labels.iter().flatten().all(|label| l.contains(label.as_str()))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {tenant} in\n{text}"))
+    };
+    assert_eq!(
+        metric("openpacs_tenant_stores_total", "clinique", Some("stored")),
+        2.0
+    );
+    assert_eq!(
+        metric("openpacs_tenant_stores_total", "clinique", Some("refused")),
+        3.0
+    );
+    assert_eq!(
+        metric("openpacs_tenant_stored_bytes_total", "clinique", None),
+        used as f64
+    );
+    assert_eq!(
+        metric("openpacs_tenant_usage_bytes", "clinique", None),
+        used as f64
+    );
+    assert_eq!(
+        metric("openpacs_tenant_quota_bytes", "clinique", None),
+        quota as f64
+    );
+    assert!(metric("openpacs_tenant_associations_total", "clinique", None) >= 2.0);
+    assert_eq!(
+        metric("openpacs_tenant_stores_total", "voisin", Some("stored")),
+        0.0
+    );
+
     // import: counted refused, with the reason.
     let imported = server.cli(&["import", "--tenant", "clinique", &files[4].display().to_string()]);
     let text = describe(&imported);

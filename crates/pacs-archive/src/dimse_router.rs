@@ -73,7 +73,10 @@ impl DimseRouter {
 impl DimseServices for DimseRouter {
     fn admit(&self, _calling_ae: &str, called_ae: &str) -> Result<(), Refusal> {
         match self.platform.by_called_ae(called_ae) {
-            Route::Tenant(_) => Ok(()),
+            Route::Tenant(archive) => {
+                crate::metrics::tenant_association(archive.tenant_name());
+                Ok(())
+            }
             Route::Disabled(name) => Err(Refusal::Other(format!(
                 "called AE title {called_ae:?} is tenant {name}'s, which is disabled"
             ))),

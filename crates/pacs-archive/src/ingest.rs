@@ -74,6 +74,8 @@ pub struct Refused {
 #[derive(Clone, Debug)]
 pub struct StoredInstance {
     pub result: StoreResult,
+    /// Bytes of the stored object (the blob).
+    pub bytes: u64,
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
@@ -260,6 +262,7 @@ impl Incoming {
         let source = self.source.clone();
         let mut identity = None;
         let result = self.make_durable(&mut identity).await;
+        crate::metrics::tenant_store(&archive.name, result.as_ref().ok());
         match result {
             Ok(stored) => Ok(stored),
             Err(error) => {
@@ -384,6 +387,7 @@ impl Incoming {
         let sop_uid = instance.sop_uid.clone();
         let mut stored = StoredInstance {
             result: StoreResult::Stored,
+            bytes: committed.size,
             sop_class_uid: instance.sop_class.clone(),
             sop_instance_uid: instance.sop_uid.clone(),
             study_instance_uid: instance.study.study_uid.clone(),

@@ -292,6 +292,9 @@ impl Platform {
         });
         archive.reload_ae_table().await?;
         archive.adopt_patient_domain().await?;
+        if tenant != TenantId::PLATFORM {
+            crate::metrics::register_tenant(&record.name);
+        }
         Ok(archive)
     }
 
