@@ -10,6 +10,7 @@ import {
 import { showUpload } from './upload.js';
 import { showAdmin } from './admin.js';
 import { showWorklist } from './worklist.js';
+import { showPlatform } from './platform.js';
 
 const PAGE_SIZE = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'MG', 'US', 'NM', 'PT', 'XA', 'RF', 'OT', 'SR', 'SEG', 'ECG'];
@@ -30,6 +31,7 @@ const ROUTES = [
   [/^\/upload\/?$/, showUpload],
   [/^\/worklist\/?$/, showWorklist],
   [/^\/admin(?:\/([a-z]+))?\/?$/, showAdmin],
+  [/^\/platform\/?$/, showPlatform],
 ];
 
 function route() {
@@ -48,7 +50,9 @@ function route() {
       return;
     }
   }
-  showList();
+  // An operator reads no patient data: the console is their home page.
+  if (can.operate()) showPlatform();
+  else showList();
 }
 
 function updateHeader() {
@@ -58,7 +62,8 @@ function updateHeader() {
   who.hidden = !session.me;
   // On a shared platform the establishment is part of who one is (not shown for the one
   // tenant of a one-hospital install).
-  const tenant = session.me?.tenant && session.me.tenant !== 'default' ? session.me.tenant : null;
+  // (nor for an operator, whose "tenant" is the platform itself).
+  const tenant = session.me?.tenant && !['default', 'platform'].includes(session.me.tenant) ? session.me.tenant : null;
   who.textContent = !session.me ? ''
     : t(tenant ? 'signed_in_at' : 'signed_in_as', { user: session.me.username, role: t(`role_${session.me.role}`), tenant });
   logout.hidden = !named;
@@ -66,10 +71,12 @@ function updateHeader() {
   document.getElementById('nav-worklist').hidden = !can.search();
   document.getElementById('nav-upload').hidden = !can.upload();
   document.getElementById('nav-admin').hidden = !can.admin();
+  document.getElementById('nav-platform').hidden = !can.operate();
   // The section shown is marked for screen readers and styled as current.
   const section = location.pathname.startsWith('/admin') ? 'nav-admin'
     : location.pathname.startsWith('/upload') ? 'nav-upload'
-      : location.pathname.startsWith('/worklist') ? 'nav-worklist' : 'nav-studies';
+      : location.pathname.startsWith('/worklist') ? 'nav-worklist'
+        : can.operate() ? 'nav-platform' : 'nav-studies';
   for (const link of document.querySelectorAll('.sections a')) {
     if (link.id === section) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');

@@ -96,6 +96,7 @@ export const can = {
   retrieve: () => ['admin', 'reader'].includes(role()),
   upload: () => ['admin', 'reader', 'uploader'].includes(role()),
   admin: () => role() === 'admin',
+  operate: () => role() === 'operator',
 };
 
 /** A person name as people read it: "Family, Given Middle" from "Family^Given^Middle". */

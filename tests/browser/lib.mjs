@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_FLAGS = [
@@ -14,6 +15,31 @@ const CHROMIUM_FLAGS = [
   '--no-first-run',
   '--disable-quic',
 ];
+
+/** The script's `--name value` options, all strings and all required; a usage error (exit 2)
+ *  otherwise. `--login USER:PASSWORD` comes back split as `user` and `password` too. */
+export function requiredOptions(script, names) {
+  let values;
+  try {
+    values = parseArgs({ options: Object.fromEntries(names.map(n => [n, { type: 'string' }])) }).values;
+  } catch (e) {
+    process.stderr.write(`${script}: ${e.message}\n`);
+    process.exit(2);
+  }
+  for (const name of names) {
+    if (!values[name]) {
+      process.stderr.write(`${script}: --${name} is required\n`);
+      process.exit(2);
+    }
+  }
+  if (values.login) {
+    const at = values.login.lastIndexOf(':');
+    values.user = values.login.slice(0, at);
+    values.password = values.login.slice(at + 1);
+  }
+  values.server = values.server?.replace(/\/$/, '');
+  return values;
+}
 
 /** A test session: `page`, `check(cond, msg)`, `shot(name)`, `finish()` (prints the summary
  *  and exits). `ignoreHttp(response)` says which HTTP errors are expected. */

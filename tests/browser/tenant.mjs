@@ -9,34 +9,10 @@
 // never --hidden-patient (another tenant's). A JSON summary is printed on stdout; the exit code
 // is 0 when every check passed, 1 when one failed, 2 on a usage error.
 
-import { parseArgs } from 'node:util';
-import { session } from './lib.mjs';
+import { requiredOptions, session } from './lib.mjs';
 
-let options;
-try {
-  options = parseArgs({
-    options: {
-      server: { type: 'string' },
-      artifacts: { type: 'string' },
-      login: { type: 'string' },
-      'signed-in': { type: 'string' },
-      'expect-patient': { type: 'string' },
-      'hidden-patient': { type: 'string' },
-    },
-  }).values;
-} catch (e) {
-  process.stderr.write(`tenant.mjs: ${e.message}\n`);
-  process.exit(2);
-}
-for (const required of ['server', 'artifacts', 'login', 'signed-in', 'expect-patient', 'hidden-patient']) {
-  if (!options[required]) {
-    process.stderr.write(`tenant.mjs: --${required} is required\n`);
-    process.exit(2);
-  }
-}
-const at = options.login.lastIndexOf(':');
-const [user, password] = [options.login.slice(0, at), options.login.slice(at + 1)];
-const server = options.server.replace(/\/$/, '');
+const options = requiredOptions('tenant.mjs', ['server', 'artifacts', 'login', 'signed-in', 'expect-patient', 'hidden-patient']);
+const { user, password, server } = options;
 const t = await session({ name: 'tenant', artifacts: options.artifacts, timeout: 10_000 });
 const { page, summary, check, shot } = t;
 

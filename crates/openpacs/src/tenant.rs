@@ -129,7 +129,11 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
     let platform = Platform::open(&crate::serve::archive_config(&config)?).await?;
     let (write, what) = match command {
         TenantCommand::List { format } => {
-            let tenants = platform.records();
+            let tenants: Vec<TenantRecord> = platform
+                .records()
+                .iter()
+                .map(|t| platform.with_routes(t))
+                .collect();
             let usage: std::collections::HashMap<i64, u64> =
                 platform.system().tenant_usage().await?.into_iter().collect();
             match format.as_str() {
@@ -144,7 +148,7 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&listed)?)
                 }
-                "table" => print!("{}", table(&tenants, &usage, &config)),
+                "table" => print!("{}", table(&tenants, &usage)),
                 other => bail!("unknown format {other:?}: table or json"),
             }
             return Ok(ExitCode::SUCCESS);
@@ -220,23 +224,17 @@ pub async fn run(config: Config, command: TenantCommand) -> anyhow::Result<ExitC
     }
 }
 
-/// The tenants as a table; the default tenant's configured AE title and facilities are shown
-/// with its own.
-fn table(tenants: &[TenantRecord], usage: &std::collections::HashMap<i64, u64>, config: &Config) -> String {
+/// The tenants as a table (the default tenant's configured AE title and facilities among its
+/// routes: [`Platform::with_routes`]).
+fn table(tenants: &[TenantRecord], usage: &std::collections::HashMap<i64, u64>) -> String {
     let rows: Vec<[String; 7]> = tenants
         .iter()
         .map(|t| {
-            let mut aes = t.ae_titles.clone();
-            let mut facilities = t.hl7_facilities.clone();
-            if t.pk == pacs_model::TenantId::DEFAULT.0 {
-                aes.insert(0, config.ae_title.clone());
-                facilities.extend(config.hl7_facilities.iter().cloned());
-            }
             [
                 t.name.clone(),
                 t.title.clone(),
-                aes.join(","),
-                facilities.join(","),
+                t.ae_titles.join(","),
+                t.hl7_facilities.join(","),
                 size(usage.get(&t.pk).copied().unwrap_or(0)),
                 t.quota_bytes.map_or("-".to_string(), size),
                 if t.disabled { "disabled" } else { "enabled" }.to_string(),

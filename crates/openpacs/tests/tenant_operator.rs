@@ -343,3 +343,36 @@ fn break_glass_grants_time_limited_audited_read_access() {
     let (_, log) = get("/api/audit?event=tenant&limit=100", &alice);
     assert!(log.contains("ended op1's access"), "{log}");
 }
+
+/// The operator console in the browser: the operator's home page, the tenants with their
+/// usage, adding one through the form, disabling and enabling it from its row.
+#[test]
+fn the_operator_console_lists_adds_and_disables_tenants_in_the_browser() {
+    let (server, _alice, _op1) = platform_with_hopa();
+    let artifacts = repo_root().join("target/browser-artifacts/platform");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let args: Vec<String> = [
+        "--server".to_string(),
+        format!("http://127.0.0.1:{}", server.http_port),
+        "--artifacts".to_string(),
+        artifacts.display().to_string(),
+        "--login".to_string(),
+        "op1@platform:a-long-secret-pw".to_string(),
+        "--tenant".to_string(),
+        "hopa".to_string(),
+    ]
+    .to_vec();
+    let run = pacs_testkit::server::run_browser_script("platform.mjs", &args);
+    let report = format!("{:#}\nscreenshots: {}", run.summary, artifacts.display());
+    run.assert_passed(&report);
+    // What the page did, the server holds.
+    let listed = server.cli_ok(&["tenant", "list"]);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("clinique-z"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("CLINZ,CLINZ_MR") && line.contains("1.9 GiB") && line.ends_with("enabled"),
+        "{listed}"
+    );
+}

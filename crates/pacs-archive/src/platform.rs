@@ -110,6 +110,19 @@ impl Platform {
         self.current().records.clone()
     }
 
+    /// A tenant's record with the routes it answers by: the default tenant's include the
+    /// configured `ae_title` and `hl7_facilities`.
+    pub fn with_routes(&self, record: &TenantRecord) -> TenantRecord {
+        let mut record = record.clone();
+        if record.pk == TenantId::DEFAULT.0 {
+            record.ae_titles.insert(0, self.config.ae_title.clone());
+            record
+                .hl7_facilities
+                .extend(self.config.hl7_facilities.iter().cloned());
+        }
+        record
+    }
+
     pub fn record(&self, tenant: TenantId) -> Option<TenantRecord> {
         self.current().records.iter().find(|r| r.pk == tenant.0).cloned()
     }

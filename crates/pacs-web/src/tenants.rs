@@ -42,7 +42,7 @@ pub(crate) async fn list(axum::Extension(state): axum::Extension<WebState>) -> R
         .platform
         .records()
         .iter()
-        .map(|t| tenant_json(t, &usage))
+        .map(|t| tenant_json(&state.platform.with_routes(t), &usage))
         .collect();
     Json(tenants).into_response()
 }
