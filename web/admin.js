@@ -20,6 +20,9 @@ addStrings({
     stat_instances: 'Images',
     stat_bytes: 'Storage used',
     stat_superseded: 'Superseded versions kept',
+    stat_quota: 'Storage quota',
+    stat_no_quota: '{used} used, no quota',
+    stat_of_quota: '{used} of {quota} used',
     stat_by_modality: 'By modality',
     stat_no_data: 'The archive is empty.',
     ae_title: 'AE title',
@@ -101,6 +104,9 @@ addStrings({
     stat_series: 'Séries',
     stat_instances: 'Images',
     stat_bytes: 'Stockage utilisé',
+    stat_quota: 'Quota de stockage',
+    stat_no_quota: '{used} utilisés, sans quota',
+    stat_of_quota: '{used} utilisés sur {quota}',
     stat_superseded: 'Versions remplacées conservées',
     stat_by_modality: 'Par modalité',
     stat_no_data: 'L’archive est vide.',
@@ -335,7 +341,11 @@ async function showStats(panel) {
     figure('series', 'stat_series', stats.series, formatNumber(stats.series)),
     figure('instances', 'stat_instances', stats.instances, formatNumber(stats.instances)),
     figure('bytes', 'stat_bytes', stats.bytes, formatBytes(stats.bytes)),
-    figure('superseded', 'stat_superseded', stats.superseded_instances, formatNumber(stats.superseded_instances))));
+    figure('superseded', 'stat_superseded', stats.superseded_instances, formatNumber(stats.superseded_instances)),
+    // The establishment's usage against its quota (superseded versions count: they are kept).
+    figure('quota', 'stat_quota', stats.usageBytes, stats.quotaBytes == null
+      ? t('stat_no_quota', { used: formatBytes(stats.usageBytes) })
+      : t('stat_of_quota', { used: formatBytes(stats.usageBytes), quota: formatBytes(stats.quotaBytes) }))));
   const modalities = stats.modalities || [];
   if (!modalities.length) {
     panel.append(h('p.muted', {}, t('stat_no_data')));

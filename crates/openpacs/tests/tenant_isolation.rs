@@ -182,7 +182,13 @@ fn no_route_gives_one_tenant_anothers_data() {
         audit.contains("the prefix names another tenant or none"),
         "{audit}"
     );
-    // In the web UI: alice logs in naming her establishment and sees her patient only.
+    // In the web UI: alice logs in naming her establishment and sees her patient only, and
+    // her establishment's usage (the page writes it in decimal units, one decimal).
+    let (_, _, stats) = server.http_bytes("/api/stats", &[("Authorization", &alice)]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(stats["quotaBytes"], serde_json::Value::Null, "{stats}");
+    let usage = format!("{:.1}", stats["usageBytes"].as_f64().unwrap() / 1000.0);
+    let usage = format!("{} kB", usage.trim_end_matches(".0"));
     let artifacts = pacs_testkit::server::repo_root().join("target/browser-artifacts/tenant");
     let _ = std::fs::remove_dir_all(&artifacts);
     let args: Vec<String> = [
@@ -198,6 +204,8 @@ fn no_route_gives_one_tenant_anothers_data() {
         "ALPHA",
         "--hidden-patient",
         "SECRET",
+        "--expect-usage",
+        &format!("{usage} used, no quota"),
     ]
     .iter()
     .map(|a| a.to_string())

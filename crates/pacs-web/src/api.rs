@@ -455,12 +455,25 @@ pub(crate) fn plain_json(found: &InMemDicomObject) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// `GET /api/stats`.
+/// `GET /api/stats`: the tenant's contents, and its usage against its quota (the bytes its
+/// objects hold, superseded versions included: what the quota is checked against).
 pub(crate) async fn stats(axum::Extension(state): axum::Extension<WebState>) -> Response {
-    match state.archive.index().stats().await {
-        Ok(stats) => Json(stats).into_response(),
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
-    }
+    let tenant = state.archive.tenant();
+    let (stats, usage) = match (
+        state.archive.index().stats().await,
+        state.platform.system().tenant_usage().await,
+    ) {
+        (Ok(stats), Ok(usage)) => (stats, usage),
+        (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
+    let mut body = serde_json::to_value(stats).unwrap_or_default();
+    body["usageBytes"] = usage
+        .iter()
+        .find(|(pk, _)| *pk == tenant.0)
+        .map_or(0, |(_, bytes)| *bytes)
+        .into();
+    body["quotaBytes"] = state.platform.record(tenant).and_then(|t| t.quota_bytes).into();
+    Json(body).into_response()
 }
 
 /// `DELETE /api/studies/{study}`, `…/series/{series}`, `…/instances/{instance}`.
