@@ -151,6 +151,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Where blobs are kept: the data directory (default) or an S3-compatible bucket.
     pub blobs: BlobsConfig,
+    /// Tariffs for `openpacs billing`.
+    pub billing: crate::billing::BillingConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +226,7 @@ impl Default for Config {
             log_format: "text".into(),
             peers: Vec::new(),
             blobs: BlobsConfig::default(),
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `openpacs`: the one binary. Reads configuration, installs logging and metrics, handles
 //! signals, and runs the libraries' entry points.
 
+mod billing;
 mod blobs_config;
 mod config;
 mod config_sources;
@@ -84,6 +85,19 @@ enum Command {
     /// Manage the tenants (establishments) a shared platform hosts.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// What each tenant is billed for a month: exams by modality and storage, at the
+    /// `[billing]` tariffs.
+    Billing {
+        /// YYYY-MM (UTC).
+        #[arg(long)]
+        month: String,
+        /// One tenant only.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// table (default), csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Copy an embedded installation (index and blobs in data_dir) to PostgreSQL and an S3
     /// bucket: blobs first, each read back and re-hashed, then the index; run it again to
     /// resume. The source is left as it was.
@@ -143,6 +157,11 @@ fn main() -> ExitCode {
             Command::Audit => verify::audit(config).await,
             Command::User(command) => user::run(config, command).await,
             Command::Tenant(command) => tenant::run(config, command).await,
+            Command::Billing {
+                month,
+                tenant,
+                format,
+            } => billing::run(config, month, tenant, format).await,
             Command::Jobs { command } => jobs::run(config, command.unwrap_or_default()).await,
             Command::Migrate(args) => migrate::run(config, args).await,
             Command::MigrateIndex { to } => migrate_index::run(config, to).await,

@@ -32,6 +32,7 @@ const TABLES: &[&str] = &[
     "application_entity",
     "job",
     "access_grant",
+    "metering_event",
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters in one statement.
@@ -95,6 +96,11 @@ pub async fn sqlite_to_postgres(sqlite_path: &Path, pg_url: &str) -> Result<Copy
 async fn copy_all(source: &mut dyn Conn, target: &mut dyn Conn) -> Result<CopyReport, IndexError> {
     let mut report = CopyReport::default();
     for table in TABLES {
+        if *table == "metering_event" {
+            // The copied instances fired the metering trigger: those events are the copy's,
+            // not history; the source's own are copied instead.
+            target.execute("DELETE FROM metering_event", Vec::new()).await?;
+        }
         let copied = copy_table(source, target, table).await?;
         report.tables.push((table.to_string(), copied));
     }
@@ -135,7 +141,12 @@ async fn copy_all(source: &mut dyn Conn, target: &mut dyn Conn) -> Result<CopyRe
     for table in TABLES.iter().filter(|t| {
         !matches!(
             **t,
-            "tenant" | "tenant_ae" | "tenant_hl7_facility" | "instance_header" | "blob_deletion"
+            "tenant"
+                | "tenant_ae"
+                | "tenant_hl7_facility"
+                | "instance_header"
+                | "blob_deletion"
+                | "metering_event"
         )
     }) {
         target

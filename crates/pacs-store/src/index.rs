@@ -305,6 +305,13 @@ pub trait Index: Jobs + Send + Sync + 'static {
     async fn write_tenant(&self, write: TenantWrite, audit: AuditEvent) -> Result<TenantOutcome, IndexError>;
     /// Every tenant with its AE titles and facilities.
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError>;
+    /// What `tenant` is billed for in `month` (see [`crate::billing`]).
+    async fn billing_month(
+        &self,
+        tenant: TenantId,
+        month: crate::billing::Month,
+        grace_secs: u64,
+    ) -> Result<crate::billing::MonthUsage, IndexError>;
     /// When the platform operator `operator`'s live break-glass grant on `tenant` ends.
     async fn access_grant(&self, tenant: TenantId, operator: &str) -> Result<Option<String>, IndexError>;
     /// Bytes of blobs each tenant holds, by tenant key (exact: kept in the transaction of
@@ -1729,6 +1736,15 @@ impl Index for SqlIndex {
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>, IndexError> {
         tenants::list(self.reader().await?.conn()).await
+    }
+
+    async fn billing_month(
+        &self,
+        tenant: TenantId,
+        month: crate::billing::Month,
+        grace_secs: u64,
+    ) -> Result<crate::billing::MonthUsage, IndexError> {
+        crate::billing::month(self.reader().await?.conn(), tenant.0, month, grace_secs).await
     }
 
     async fn access_grant(&self, tenant: TenantId, operator: &str) -> Result<Option<String>, IndexError> {

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod ae;
+pub mod billing;
 pub mod blob;
 pub mod blob_lock;
 pub mod columns;

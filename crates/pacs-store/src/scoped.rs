@@ -285,6 +285,15 @@ impl SystemIndex {
     pub async fn tenants(&self) -> R<Vec<TenantRecord>> {
         self.index.tenants().await
     }
+    /// What `tenant` is billed for in `month` (the platform's bill of every tenant).
+    pub async fn billing_month(
+        &self,
+        tenant: TenantId,
+        month: crate::billing::Month,
+        grace_secs: u64,
+    ) -> R<crate::billing::MonthUsage> {
+        self.index.billing_month(tenant, month, grace_secs).await
+    }
     /// When `operator`'s live break-glass grant on `tenant` ends (the HTTP edge asks).
     pub async fn access_grant(&self, tenant: TenantId, operator: &str) -> R<Option<String>> {
         self.index.access_grant(tenant, operator).await

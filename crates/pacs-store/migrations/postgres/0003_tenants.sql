@@ -49,3 +49,33 @@ ALTER TABLE user_account ADD CONSTRAINT user_account_tenant_username_key UNIQUE 
 ALTER TABLE user_account DROP CONSTRAINT user_account_role_check;
 ALTER TABLE user_account ADD CONSTRAINT user_account_role_check
     CHECK (role IN ('admin', 'reader', 'referrer', 'uploader', 'operator'));
+
+-- Metering: see the SQLite index's version 8.
+-- No key of its own: a sequence used by the trigger would change what lastval() says to the
+-- instance's insertion.
+CREATE TABLE metering_event (
+    tenant_pk BIGINT NOT NULL REFERENCES tenant (pk),
+    at        TEXT COLLATE "C" NOT NULL,
+    kind      TEXT COLLATE "C" NOT NULL CHECK (kind IN ('stored', 'deleted')),
+    study_uid TEXT COLLATE "C" NOT NULL,
+    modality  TEXT COLLATE "C",
+    bytes     BIGINT NOT NULL
+);
+CREATE INDEX metering_event_at_idx ON metering_event (tenant_pk, at);
+CREATE INDEX metering_event_study_idx ON metering_event (tenant_pk, study_uid);
+CREATE FUNCTION metering() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO metering_event (tenant_pk, at, kind, study_uid, modality, bytes)
+        SELECT NEW.tenant_pk, NEW.received_at, 'stored', st.study_uid, se.modality, NEW.size
+        FROM series se JOIN study st ON st.pk = se.study_pk WHERE se.pk = NEW.series_pk;
+    ELSE
+        INSERT INTO metering_event (tenant_pk, at, kind, study_uid, modality, bytes)
+        SELECT OLD.tenant_pk,
+               to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'deleted', st.study_uid, se.modality, OLD.size
+        FROM series se JOIN study st ON st.pk = se.study_pk WHERE se.pk = OLD.series_pk;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER metering AFTER INSERT OR DELETE ON instance FOR EACH ROW EXECUTE FUNCTION metering();

@@ -78,3 +78,32 @@ DROP TABLE user_account;
 ALTER TABLE user_account_v8 RENAME TO user_account;
 ALTER TABLE credential_v8 RENAME TO credential;
 CREATE INDEX credential_user_idx ON credential (user_pk, kind);
+
+-- Metering (billing per exam): append-only events written by these triggers in the
+-- transaction of each instance row's insertion or deletion, whatever the way in (C-STORE,
+-- STOW-RS, import, recovery). Deleting a study leaves its events: a closed month's bill is
+-- computed from them alone and is the same on every run.
+-- No key of its own: on PostgreSQL a sequence used by the trigger would change what
+-- lastval() says to the instance's insertion.
+CREATE TABLE metering_event (
+    tenant_pk INTEGER NOT NULL REFERENCES tenant (pk),
+    at        TEXT NOT NULL,
+    kind      TEXT NOT NULL CHECK (kind IN ('stored', 'deleted')),
+    study_uid TEXT NOT NULL,
+    modality  TEXT,
+    bytes     INTEGER NOT NULL
+);
+CREATE INDEX metering_event_at_idx ON metering_event (tenant_pk, at);
+CREATE INDEX metering_event_study_idx ON metering_event (tenant_pk, study_uid);
+CREATE TRIGGER metering_stored AFTER INSERT ON instance
+BEGIN
+    INSERT INTO metering_event (tenant_pk, at, kind, study_uid, modality, bytes)
+    SELECT NEW.tenant_pk, NEW.received_at, 'stored', st.study_uid, se.modality, NEW.size
+    FROM series se JOIN study st ON st.pk = se.study_pk WHERE se.pk = NEW.series_pk;
+END;
+CREATE TRIGGER metering_deleted AFTER DELETE ON instance
+BEGIN
+    INSERT INTO metering_event (tenant_pk, at, kind, study_uid, modality, bytes)
+    SELECT OLD.tenant_pk, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'deleted', st.study_uid, se.modality, OLD.size
+    FROM series se JOIN study st ON st.pk = se.study_pk WHERE se.pk = OLD.series_pk;
+END;
